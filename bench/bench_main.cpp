@@ -1,0 +1,59 @@
+// Speed of the pieces every job leans on, measured side by side in one run so the ratios
+// (Heun vs Euler per sample, float32 vs float64, safetensors parse throughput) are meaningful
+// on a noisy machine. Report medians: --benchmark_repetitions=5 --benchmark_report_aggregates_only.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <numeric>
+
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "samplers/sampling.h"
+#include "teachers/gaussian_mixture.h"
+
+namespace distillery {
+namespace {
+
+GaussianMixtureDenoiser ring() {
+  return GaussianMixtureDenoiser(GaussianMixtureSpec::parse(
+      "dim: 2\nweights: [1, 1, 1, 1]\nmeans: [[2, 0], [0, 2], [-2, 0], [0, -2]]\nstds: [0.3, 0.3, 0.3, 0.3]\n", "ring"));
+}
+
+// Samples per second from the analytic teacher; args: solver index (0 euler, 1 heun), steps.
+void BM_SampleGmm(benchmark::State& state) {
+  auto gmm = ring();
+  SampleRequest request;
+  request.sampler = state.range(0) == 0 ? "euler" : "heun";
+  request.steps = static_cast<int>(state.range(1));
+  request.num = 4096;
+  request.batch = 4096;
+  for (auto _ : state) benchmark::DoNotOptimize(draw_samples(gmm, request).samples.data_ptr());
+  state.SetItemsProcessed(state.iterations() * request.num);
+  state.SetLabel(request.sampler);
+}
+BENCHMARK(BM_SampleGmm)->Args({0, 18})->Args({1, 18})->Unit(benchmark::kMillisecond);
+
+// Counter-based noise: values per second for a batch of image-shaped samples.
+void BM_PerSampleNoise(benchmark::State& state) {
+  std::vector<int64_t> indices(256);
+  std::iota(indices.begin(), indices.end(), 0);
+  for (auto _ : state) benchmark::DoNotOptimize(per_sample_normal(0, noise_stream::initial, indices, {1, 32, 32}, torch::kFloat32).data_ptr());
+  state.SetItemsProcessed(state.iterations() * 256 * 1024);
+}
+BENCHMARK(BM_PerSampleNoise)->Unit(benchmark::kMillisecond);
+
+// safetensors parse + validate throughput on a 64 MiB file of 64 tensors.
+void BM_SafetensorsParse(benchmark::State& state) {
+  std::vector<uint8_t> payload(1 << 20, 7);
+  std::vector<TensorBytes> tensors;
+  for (int i = 0; i < 64; ++i) tensors.push_back({"layer" + std::to_string(i), SafetensorsDtype::F32, {1 << 18}, payload});
+  const auto bytes = serialize_safetensors(tensors, {{"config", "{}"}});
+  for (auto _ : state) benchmark::DoNotOptimize(SafetensorsFile::parse(bytes, "bench").tensors().size());
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
+}
+BENCHMARK(BM_SafetensorsParse)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace distillery
+
+BENCHMARK_MAIN();

@@ -1,0 +1,58 @@
+#include "samplers/schedule.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <array>
+#include <cmath>
+
+#include "core/error.h"
+#include "models/precond.h"
+
+namespace distillery {
+
+namespace {
+constexpr std::array<std::string_view, kScheduleCount> kNames = {"karras", "uniform-t", "loglinear"};
+static_assert(static_cast<int>(ScheduleKind::LogLinear) + 1 == kScheduleCount);
+}  // namespace
+
+std::string_view schedule_name(ScheduleKind kind) { return kNames.at(static_cast<size_t>(kind)); }
+
+ScheduleKind schedule_from_name(std::string_view name) {
+  for (size_t i = 0; i < kNames.size(); ++i)
+    if (kNames[i] == name) return static_cast<ScheduleKind>(i);
+  throw Error(fmt::format("unknown schedule '{}'", name)).field("schedule").expected(fmt::format("one of: {}", fmt::join(kNames, ", ")));
+}
+
+std::vector<std::string> schedule_names() { return {kNames.begin(), kNames.end()}; }
+
+std::vector<double> make_sigmas(const ScheduleSpec& spec, int steps) {
+  DISTILLERY_CHECK(steps >= 1, Error("the number of sampling steps must be at least 1").field("steps").got(std::to_string(steps)));
+  DISTILLERY_CHECK(spec.sigma_min > 0 && spec.sigma_max > spec.sigma_min,
+                   Error("invalid σ range").expected("0 < sigma_min < sigma_max").got(fmt::format("sigma_min {}, sigma_max {}", spec.sigma_min, spec.sigma_max)));
+  DISTILLERY_CHECK(spec.kind != ScheduleKind::Karras || spec.rho > 0, Error("rho must be positive").field("rho").got(std::to_string(spec.rho)));
+  std::vector<double> sigmas(static_cast<size_t>(steps) + 1, 0.0);
+  // With one step there is only σ_max before the final 0.
+  auto fraction = [steps](int i) { return steps == 1 ? 0.0 : static_cast<double>(i) / (steps - 1); };
+  for (int i = 0; i < steps; ++i) {
+    const double u = fraction(i);
+    switch (spec.kind) {
+      case ScheduleKind::Karras: {
+        const double a = std::pow(spec.sigma_max, 1.0 / spec.rho), b = std::pow(spec.sigma_min, 1.0 / spec.rho);
+        sigmas[i] = std::pow(a + u * (b - a), spec.rho);
+        break;
+      }
+      case ScheduleKind::UniformT: {
+        const double t0 = rf_time_from_sigma(spec.sigma_max), t1 = rf_time_from_sigma(spec.sigma_min);
+        sigmas[i] = sigma_from_rf_time(t0 + u * (t1 - t0));
+        break;
+      }
+      case ScheduleKind::LogLinear:
+        sigmas[i] = std::exp(std::log(spec.sigma_max) + u * (std::log(spec.sigma_min) - std::log(spec.sigma_max)));
+        break;
+    }
+  }
+  return sigmas;
+}
+
+}  // namespace distillery

@@ -1,0 +1,11 @@
+// defines: add_sample_command
+// Each subcommand registers its options and its action on the top-level CLI11 app.
+#pragma once
+
+namespace CLI { class App; }
+
+namespace distillery {
+
+void add_sample_command(CLI::App& app);
+
+}  // namespace distillery

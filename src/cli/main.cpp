@@ -1,0 +1,44 @@
+// The `distillery` command: parses the command line, runs one subcommand, and turns every
+// distillery::Error into a readable message and a non-zero exit code (never a stack trace).
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+constexpr int kExitFailure = 1;
+
+void setup_logging() {
+  auto logger = spdlog::stderr_color_mt("distillery");
+  logger->set_pattern("[%H:%M:%S] %^%l%$ %v");
+  spdlog::set_default_logger(logger);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  setup_logging();
+  CLI::App app{"distillery: distil diffusion models into one- and few-step generators"};
+  app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "debug logging; errors also show where in the sources they were raised")
+      ->each([](const std::string&) { spdlog::set_level(spdlog::level::debug); });
+  distillery::add_sample_command(app);
+
+  // Subcommand actions run inside parse(), once the whole command line has been checked.
+  try {
+    app.parse(argc, argv);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const distillery::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.describe(verbose).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return kExitFailure;
+}

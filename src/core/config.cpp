@@ -1,0 +1,280 @@
+#include "core/config.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace distillery {
+
+using nlohmann::json;
+
+struct Config::Values {
+  std::string source;
+  const ConfigSchema* schema_for_errors = nullptr;
+  std::map<std::string, json, std::less<>> by_key;
+  std::map<std::string, ConfigType, std::less<>> types;
+};
+
+namespace {
+
+std::string yaml_text(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
+
+Error type_error(const std::string& source, const ConfigField& field, const YAML::Node& value) {
+  return Error(fmt::format("config key '{}' has the wrong type", field.key))
+      .file(source)
+      .field(field.key)
+      .expected(std::string(config_type_name(field.type)))
+      .got(yaml_text(value));
+}
+
+template <typename T>
+T scalar_as(const std::string& source, const ConfigField& field, const YAML::Node& node) {
+  if (!node.IsScalar()) throw type_error(source, field, node);
+  try {
+    return node.as<T>();
+  } catch (const YAML::Exception&) {
+    throw type_error(source, field, node);
+  }
+}
+
+template <typename T>
+json sequence_as(const std::string& source, const ConfigField& field, const YAML::Node& node) {
+  if (!node.IsSequence()) throw type_error(source, field, node);
+  json out = json::array();
+  for (const auto& item : node) out.push_back(scalar_as<T>(source, field, item));
+  return out;
+}
+
+json convert(const std::string& source, const ConfigField& field, const YAML::Node& node) {
+  switch (field.type) {
+    case ConfigType::Bool: return scalar_as<bool>(source, field, node);
+    case ConfigType::Int: return scalar_as<int64_t>(source, field, node);
+    case ConfigType::Float: return scalar_as<double>(source, field, node);
+    case ConfigType::String: {
+      auto value = scalar_as<std::string>(source, field, node);
+      if (!field.choices.empty() && std::find(field.choices.begin(), field.choices.end(), value) == field.choices.end()) {
+        auto error = Error(fmt::format("config key '{}' has an invalid value", field.key))
+                         .file(source)
+                         .field(field.key)
+                         .expected(fmt::format("one of: {}", fmt::join(field.choices, ", ")))
+                         .got(value);
+        if (auto near = closest_match(value, field.choices)) error.hint(fmt::format("did you mean '{}'?", *near));
+        throw error;
+      }
+      return value;
+    }
+    case ConfigType::IntList: return sequence_as<int64_t>(source, field, node);
+    case ConfigType::FloatList: return sequence_as<double>(source, field, node);
+    case ConfigType::StringList: return sequence_as<std::string>(source, field, node);
+    case ConfigType::FloatMatrix: {
+      if (!node.IsSequence()) throw type_error(source, field, node);
+      json out = json::array();
+      for (const auto& row : node) out.push_back(sequence_as<double>(source, field, row));
+      return out;
+    }
+  }
+  throw Error("unhandled config type");
+}
+
+Error unknown_key(const std::string& source, const ConfigSchema& schema, const std::string& key) {
+  std::vector<std::string> keys;
+  for (const auto& f : schema.fields()) keys.push_back(f.key);
+  auto error = Error(fmt::format("unknown config key '{}'", key))
+                   .file(source)
+                   .field(key)
+                   .expected(fmt::format("one of: {}", fmt::join(keys, ", ")));
+  if (auto near = closest_match(key, keys)) error.hint(fmt::format("did you mean '{}'?", *near));
+  return error;
+}
+
+// Walks a YAML mapping; nested maps are descended until a declared key is reached.
+void collect(const std::string& source, const ConfigSchema& schema, const YAML::Node& map, const std::string& prefix,
+             std::map<std::string, json, std::less<>>& out) {
+  for (const auto& item : map) {
+    const auto name = item.first.as<std::string>();
+    const auto key = prefix.empty() ? name : prefix + "." + name;
+    if (const auto* field = schema.find(key)) {
+      out[key] = convert(source, *field, item.second);
+    } else if (item.second.IsMap() && schema.is_prefix(key)) {
+      collect(source, schema, item.second, key, out);
+    } else {
+      throw unknown_key(source, schema, key);
+    }
+  }
+}
+
+YAML::Node parse_yaml(std::string_view text, const std::string& source) {
+  try {
+    return YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    throw Error(fmt::format("invalid YAML at line {}, column {}: {}", e.mark.line + 1, e.mark.column + 1, e.msg)).file(source);
+  }
+}
+
+}  // namespace
+
+std::string_view config_type_name(ConfigType type) {
+  switch (type) {
+    case ConfigType::Bool: return "bool (true/false)";
+    case ConfigType::Int: return "integer";
+    case ConfigType::Float: return "number";
+    case ConfigType::String: return "string";
+    case ConfigType::IntList: return "list of integers";
+    case ConfigType::FloatList: return "list of numbers";
+    case ConfigType::StringList: return "list of strings";
+    case ConfigType::FloatMatrix: return "list of lists of numbers";
+  }
+  return "?";
+}
+
+ConfigSchema& ConfigSchema::add(ConfigField field) {
+  DISTILLERY_CHECK(!find(field.key), Error(fmt::format("config key '{}' declared twice", field.key)));
+  fields_.push_back(std::move(field));
+  return *this;
+}
+
+const ConfigField* ConfigSchema::find(std::string_view key) const {
+  for (const auto& f : fields_)
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+bool ConfigSchema::is_prefix(std::string_view prefix) const {
+  return std::any_of(fields_.begin(), fields_.end(), [&](const auto& f) {
+    return f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 && f.key[prefix.size()] == '.';
+  });
+}
+
+Config Config::parse(const ConfigSchema& schema, std::string_view yaml_text, const std::string& source,
+                     const std::vector<std::string>& overrides) {
+  auto values = std::make_shared<Values>();
+  values->source = source;
+  const YAML::Node root = parse_yaml(yaml_text, source);
+  if (root.IsMap()) {
+    collect(source, schema, root, "", values->by_key);
+  } else if (!root.IsNull()) {
+    throw Error("a config file must be a YAML mapping of keys to values").file(source).got(std::string(yaml_text.substr(0, 80)));
+  }
+
+  for (const auto& assignment : overrides) {
+    const auto eq = assignment.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error(fmt::format("bad override '{}'", assignment)).field("--set").expected("key=value, e.g. --set optimizer.lr=1e-4");
+    const std::string key = assignment.substr(0, eq);
+    const auto* field = schema.find(key);
+    if (!field) throw unknown_key("--set " + assignment, schema, key);
+    const YAML::Node value = parse_yaml(std::string_view(assignment).substr(eq + 1), "--set " + assignment);
+    values->by_key[key] = convert("--set " + assignment, *field, value);
+  }
+
+  for (const auto& field : schema.fields()) {
+    values->types[field.key] = field.type;
+    if (values->by_key.count(field.key)) continue;
+    if (field.default_yaml) {
+      values->by_key[field.key] = convert("default of " + field.key, field, parse_yaml(*field.default_yaml, field.key));
+    } else if (field.required) {
+      throw Error(fmt::format("missing required config key '{}'", field.key))
+          .file(source)
+          .field(field.key)
+          .expected(fmt::format("{}: {}", config_type_name(field.type), field.help));
+    }
+  }
+  Config config;
+  config.values_ = std::move(values);
+  return config;
+}
+
+Config Config::load(const ConfigSchema& schema, const std::filesystem::path& yaml_file, const std::vector<std::string>& overrides) {
+  std::ifstream in(yaml_file);
+  if (!in) throw Error("cannot open config file").file(yaml_file.string()).hint("check the path");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse(schema, text.str(), yaml_file.string(), overrides);
+}
+
+namespace {
+const json& lookup(const Config::Values& values, std::string_view key, ConfigType type) {
+  const auto type_it = values.types.find(key);
+  DISTILLERY_CHECK(type_it != values.types.end(), Error(fmt::format("config key '{}' is not declared", key)).file(values.source));
+  DISTILLERY_CHECK(type_it->second == type,
+                   Error(fmt::format("config key '{}' is read as {} but declared as {}", key, config_type_name(type),
+                                     config_type_name(type_it->second))));
+  const auto it = values.by_key.find(key);
+  DISTILLERY_CHECK(it != values.by_key.end(),
+                   Error(fmt::format("config key '{}' is not set and has no default", key)).file(values.source).field(std::string(key)));
+  return it->second;
+}
+}  // namespace
+
+bool Config::has(std::string_view key) const { return values_->by_key.count(key) > 0; }
+bool Config::get_bool(std::string_view key) const { return lookup(*values_, key, ConfigType::Bool).get<bool>(); }
+int64_t Config::get_int(std::string_view key) const { return lookup(*values_, key, ConfigType::Int).get<int64_t>(); }
+double Config::get_float(std::string_view key) const { return lookup(*values_, key, ConfigType::Float).get<double>(); }
+std::string Config::get_string(std::string_view key) const { return lookup(*values_, key, ConfigType::String).get<std::string>(); }
+std::vector<int64_t> Config::get_int_list(std::string_view key) const {
+  return lookup(*values_, key, ConfigType::IntList).get<std::vector<int64_t>>();
+}
+std::vector<double> Config::get_float_list(std::string_view key) const {
+  return lookup(*values_, key, ConfigType::FloatList).get<std::vector<double>>();
+}
+std::vector<std::string> Config::get_string_list(std::string_view key) const {
+  return lookup(*values_, key, ConfigType::StringList).get<std::vector<std::string>>();
+}
+std::vector<std::vector<double>> Config::get_float_matrix(std::string_view key) const {
+  return lookup(*values_, key, ConfigType::FloatMatrix).get<std::vector<std::vector<double>>>();
+}
+std::string Config::source() const { return values_->source; }
+
+std::string Config::to_json(int indent) const {
+  json root = json::object();
+  for (const auto& [key, value] : values_->by_key) {
+    std::string pointer = "/" + key;
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    root[json::json_pointer(pointer)] = value;
+  }
+  return root.dump(indent);
+}
+
+void Config::write_resolved(const std::filesystem::path& dir, const std::string& name) const {
+  write_file_atomic(dir / name, to_json() + "\n");
+}
+
+std::optional<std::string> closest_match(std::string_view word, const std::vector<std::string>& candidates) {
+  auto distance = [](std::string_view a, std::string_view b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        const size_t substitution = diagonal + (a[i - 1] != b[j - 1]);
+        diagonal = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitution});
+      }
+    }
+    return row[b.size()];
+  };
+  std::optional<std::string> best;
+  size_t best_distance = SIZE_MAX;
+  for (const auto& c : candidates) {
+    const size_t d = distance(word, c);
+    if (d < best_distance) best_distance = d, best = c;
+  }
+  // A typo changes a few characters; beyond that the suggestion would be noise.
+  if (best && best_distance <= std::max<size_t>(2, word.size() / 3)) return best;
+  return std::nullopt;
+}
+
+}  // namespace distillery

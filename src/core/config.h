@@ -1,0 +1,75 @@
+// defines: ConfigType, ConfigField, ConfigSchema, Config, closest_match
+// YAML configuration checked against a schema: every key a program accepts is declared once,
+// with its type, default and help. Unknown keys are errors suggesting the closest valid key,
+// wrong types name the key, the value and the expected type, and `--set a.b=c` overrides go
+// through the same checks. The resolved config (defaults filled in) is written as JSON into
+// every output directory.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace distillery {
+
+enum class ConfigType { Bool, Int, Float, String, IntList, FloatList, StringList, FloatMatrix };
+std::string_view config_type_name(ConfigType type);
+
+struct ConfigField {
+  std::string key;                               // dotted path, e.g. "optimizer.lr"
+  ConfigType type = ConfigType::String;
+  std::string help;
+  std::optional<std::string> default_yaml = {};  // YAML text of the default; none = no default
+  bool required = false;
+  std::vector<std::string> choices = {};         // for String fields: the valid values
+};
+
+class ConfigSchema {
+ public:
+  ConfigSchema& add(ConfigField field);
+  const ConfigField* find(std::string_view key) const;
+  const std::vector<ConfigField>& fields() const { return fields_; }
+  bool is_prefix(std::string_view prefix) const;  // some key starts with "prefix."
+
+ private:
+  std::vector<ConfigField> fields_;
+};
+
+class Config {
+ public:
+  // `source` names the text in errors (a file path, or "--set").
+  static Config parse(const ConfigSchema& schema, std::string_view yaml_text, const std::string& source,
+                      const std::vector<std::string>& overrides = {});
+  static Config load(const ConfigSchema& schema, const std::filesystem::path& yaml_file,
+                     const std::vector<std::string>& overrides = {});
+
+  bool has(std::string_view key) const;
+  bool get_bool(std::string_view key) const;
+  int64_t get_int(std::string_view key) const;
+  double get_float(std::string_view key) const;
+  std::string get_string(std::string_view key) const;
+  std::vector<int64_t> get_int_list(std::string_view key) const;
+  std::vector<double> get_float_list(std::string_view key) const;
+  std::vector<std::string> get_string_list(std::string_view key) const;
+  std::vector<std::vector<double>> get_float_matrix(std::string_view key) const;
+
+  std::string source() const;
+  // Nested JSON of every set or defaulted key.
+  std::string to_json(int indent = 2) const;
+  // <dir>/<name>, written atomically.
+  void write_resolved(const std::filesystem::path& dir, const std::string& name = "config.json") const;
+
+  struct Values;
+
+ private:
+  std::shared_ptr<const Values> values_;
+};
+
+// The candidate nearest to `word` by edit distance, if it is near enough to be a likely typo.
+std::optional<std::string> closest_match(std::string_view word, const std::vector<std::string>& candidates);
+
+}  // namespace distillery

@@ -1,0 +1,23 @@
+// defines: quantize_to_uint8, write_image_grid, write_scatter_plot
+// PNG output for people to look at: image grids for image-shaped samples and scatter plots
+// for 2-D points.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <string>
+
+namespace distillery {
+
+// [-1, 1] floats -> uint8 exactly as EDM saves images: floor(x·127.5 + 128) clipped to [0, 255].
+at::Tensor quantize_to_uint8(const at::Tensor& images);
+
+// images: [N, C, H, W] in [-1, 1] with C = 1 or 3; a grid with `columns` columns (0: ≈√N).
+void write_image_grid(const std::filesystem::path& path, const at::Tensor& images, int64_t columns = 0);
+
+// points: [N, 2]; optional markers: [K, 2] (e.g. the mixture's means), drawn as crosses.
+void write_scatter_plot(const std::filesystem::path& path, const at::Tensor& points, const at::Tensor& markers,
+                        const std::string& title);
+
+}  // namespace distillery

@@ -1,0 +1,31 @@
+// defines: Denoiser
+// The one interface every teacher and student implements (EDM formulation): given a noisy
+// sample x = x0 + σ·n it returns the estimate of x0. The probability-flow ODE every sampler
+// integrates is dx/dσ = (x − D(x; σ)) / σ.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace distillery {
+
+class Denoiser {
+ public:
+  virtual ~Denoiser() = default;
+
+  // x: [N, *sample_shape()]; sigma: [N] in x's dtype; labels: [N] int64 class indices, or an
+  // undefined tensor for unconditional use. Returns D(x; σ, labels) shaped like x.
+  virtual at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) = 0;
+
+  virtual std::vector<int64_t> sample_shape() const = 0;
+  virtual int64_t num_classes() const { return 0; }  // 0: unconditional
+  virtual double sigma_min() const { return 0.002; }
+  virtual double sigma_max() const { return 80.0; }
+  // A canonical description (architecture/spec and weights identity) recorded in artifacts.
+  virtual std::string describe() const = 0;
+};
+
+}  // namespace distillery

@@ -1,0 +1,80 @@
+#include "models/precond.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace distillery {
+
+namespace {
+constexpr std::array<std::string_view, kParameterizationCount> kNames = {"edm", "vp", "ve", "rectified-flow"};
+static_assert(static_cast<int>(Parameterization::RectifiedFlow) + 1 == kParameterizationCount);
+
+// Song et al. 2021 VP SDE constants as used by EDM's VPPrecond.
+constexpr double kBetaD = 19.9, kBetaMin = 0.1, kVpTimeScale = 1000 - 1;
+
+// x: [N, ...]; a per-sample coefficient [N] broadcast over the sample dimensions.
+at::Tensor per_sample(const at::Tensor& coefficient, const at::Tensor& x) {
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[0] = coefficient.size(0);
+  return coefficient.reshape(shape);
+}
+}  // namespace
+
+std::string_view parameterization_name(Parameterization p) { return kNames.at(static_cast<size_t>(p)); }
+
+Parameterization parameterization_from_name(std::string_view name) {
+  for (size_t i = 0; i < kNames.size(); ++i)
+    if (kNames[i] == name) return static_cast<Parameterization>(i);
+  throw Error(fmt::format("unknown parameterization '{}'", name)).expected(fmt::format("one of: {}", fmt::join(kNames, ", ")));
+}
+
+double rf_time_from_sigma(double sigma) { return sigma / (1.0 + sigma); }
+double sigma_from_rf_time(double t) { return t / (1.0 - t); }
+double sigma_from_vp_time(double t) { return std::sqrt(std::expm1(0.5 * kBetaD * t * t + kBetaMin * t)); }
+double vp_time_from_sigma(double sigma) {
+  return (std::sqrt(kBetaMin * kBetaMin + 2.0 * kBetaD * std::log1p(sigma * sigma)) - kBetaMin) / kBetaD;
+}
+
+PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, double sigma_data) {
+  const auto one = torch::ones_like(sigma);
+  switch (p) {
+    case Parameterization::EDM: {
+      const auto sd2 = sigma_data * sigma_data;
+      const auto norm = (sigma * sigma + sd2).sqrt();
+      return {sd2 / (sigma * sigma + sd2), sigma * sigma_data / norm, 1.0 / norm, sigma.log() / 4.0};
+    }
+    case Parameterization::VP: {
+      const auto t = (kBetaMin * kBetaMin + 2.0 * kBetaD * (sigma * sigma).log1p()).sqrt().sub(kBetaMin).div(kBetaD);
+      return {one, -sigma, 1.0 / (sigma * sigma + 1.0).sqrt(), kVpTimeScale * t};
+    }
+    case Parameterization::VE:
+      return {one, sigma, one, (0.5 * sigma).log()};
+    case Parameterization::RectifiedFlow: {
+      // D = x_t − t·v with x_t = x/(1+σ), t = σ/(1+σ).
+      const auto scale = 1.0 / (1.0 + sigma);
+      return {scale, -sigma * scale, scale, sigma * scale};
+    }
+  }
+  throw Error("unhandled parameterization");
+}
+
+PreconditionedDenoiser::PreconditionedDenoiser(Parameterization p, RawNetwork network, Info info)
+    : parameterization_(p), network_(std::move(network)), info_(std::move(info)) {}
+
+at::Tensor PreconditionedDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
+  const auto c = precondition(parameterization_, sigma, info_.sigma_data);
+  const auto F = network_(per_sample(c.c_in, x) * x, c.c_noise, labels);
+  return per_sample(c.c_skip, x) * x + per_sample(c.c_out, x) * F;
+}
+
+std::string PreconditionedDenoiser::describe() const {
+  return fmt::format("{}-preconditioned {}", parameterization_name(parameterization_), info_.description);
+}
+
+}  // namespace distillery

@@ -1,0 +1,67 @@
+// defines: Parameterization, PrecondCoefficients, precondition, PreconditionedDenoiser,
+//          parameterization_from_name, rf_time_from_sigma, sigma_from_rf_time, vp_time_from_sigma, sigma_from_vp_time
+// Preconditioning (Karras et al. 2022, "Elucidating the Design Space...", Table 1):
+// D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ)). EDM, VP, VE and rectified-flow
+// networks all become EDM denoisers here, and nowhere else.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "models/denoiser.h"
+
+namespace distillery {
+
+enum class Parameterization {
+  EDM,            // F predicts a scaled mix of x0 and n
+  VP,             // DDPM/DDIM ε-prediction, continuous-time VP (β_min 0.1, β_d 19.9, M 1000)
+  VE,             // NCSN-style F = −n
+  RectifiedFlow,  // x_t = (1−t)·x0 + t·n, F = v = n − x0, fed t
+};
+inline constexpr int kParameterizationCount = 4;
+std::string_view parameterization_name(Parameterization p);
+Parameterization parameterization_from_name(std::string_view name);  // Error lists the valid names
+
+struct PrecondCoefficients {
+  at::Tensor c_skip, c_out, c_in, c_noise;  // each [N], like σ
+};
+PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, double sigma_data = 0.5);
+
+// Rectified flow: x_t = x / (1 + σ) with t = σ / (1 + σ).
+double rf_time_from_sigma(double sigma);
+double sigma_from_rf_time(double t);
+// Continuous VP: σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1).
+double sigma_from_vp_time(double t);
+double vp_time_from_sigma(double sigma);
+
+// F(c_in·x, c_noise, labels) -> raw network output, shaped like x.
+using RawNetwork = std::function<at::Tensor(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels)>;
+
+class PreconditionedDenoiser : public Denoiser {
+ public:
+  struct Info {
+    std::vector<int64_t> sample_shape;
+    int64_t num_classes = 0;
+    double sigma_min = 0.002, sigma_max = 80.0, sigma_data = 0.5;
+    std::string description;
+  };
+  PreconditionedDenoiser(Parameterization p, RawNetwork network, Info info);
+
+  at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  std::vector<int64_t> sample_shape() const override { return info_.sample_shape; }
+  int64_t num_classes() const override { return info_.num_classes; }
+  double sigma_min() const override { return info_.sigma_min; }
+  double sigma_max() const override { return info_.sigma_max; }
+  std::string describe() const override;
+
+ private:
+  Parameterization parameterization_;
+  RawNetwork network_;
+  Info info_;
+};
+
+}  // namespace distillery

@@ -1,0 +1,16 @@
+// defines: load_teacher, teacher_forms
+// Resolves a teacher spec from the command line or a config into a denoiser.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "models/denoiser.h"
+
+namespace distillery {
+
+// "gmm:FILE.yaml": the analytic Gaussian-mixture teacher.
+std::unique_ptr<Denoiser> load_teacher(const std::string& spec);
+std::string teacher_forms();  // the accepted forms, for help text and errors
+
+}  // namespace distillery

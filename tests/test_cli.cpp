@@ -1,0 +1,119 @@
+// The `distillery` command as users run it: outputs are checked against the library, and
+// bad input produces a specific message and a non-zero exit code, never a crash.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <numeric>
+
+#include "core/rng.h"
+#include "io/tensor_file.h"
+#include "samplers/sampler.h"
+#include "samplers/schedule.h"
+#include "teachers/gaussian_mixture.h"
+#include "test_support.h"
+
+namespace distillery {
+namespace {
+
+using testing::kCli;
+using testing::kSourceDir;
+using testing::shell_quoted;
+using testing::run_command;
+
+const std::string kGmm2d = "gmm:" + (kSourceDir / "configs/toy/gmm2d.yaml").string();
+
+// PNG signature and the IHDR's width and height.
+std::pair<uint32_t, uint32_t> png_size(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<unsigned char> head(24);
+  in.read(reinterpret_cast<char*>(head.data()), 24);
+  const std::vector<unsigned char> signature = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  EXPECT_TRUE(std::equal(signature.begin(), signature.end(), head.begin())) << path;
+  auto be32 = [&](int at) { return uint32_t{head[at]} << 24 | uint32_t{head[at + 1]} << 16 | uint32_t{head[at + 2]} << 8 | head[at + 3]; };
+  return {be32(16), be32(20)};
+}
+
+TEST(Cli, HelpListsCommands) {
+  const auto result = run_command(kCli + " --help");
+  EXPECT_EQ(result.exit_code, 0);
+  EXPECT_NE(result.output.find("sample"), std::string::npos) << result.output;
+  const auto sample_help = run_command(kCli + " sample --help");
+  EXPECT_NE(sample_help.output.find("{euler,heun}=heun"), std::string::npos) << sample_help.output;
+  EXPECT_NE(sample_help.output.find("{karras,uniform-t,loglinear}=karras"), std::string::npos);
+}
+
+TEST(Cli, SampleWritesSamplesAndNoiseThatReproduce) {
+  const auto dir = testing::scratch_dir();
+  const auto out = dir / "s.safetensors";
+  const auto result = run_command(kCli + " sample --teacher " + shell_quoted(kGmm2d) + " --sampler heun --steps 18 --num 300 --seed 5 --batch 128 --out " + shell_quoted(out));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto file = load_tensor_file(out);
+  EXPECT_EQ(file.metadata.at("sampler"), "heun");
+  EXPECT_EQ(file.metadata.at("nfe"), "35");
+  EXPECT_EQ(file.metadata.at("seed"), "5");
+  EXPECT_EQ(file.metadata.at("format"), "distillery.samples");
+  EXPECT_EQ(file.tensors.count("labels"), 0u) << "unconditional teachers store no labels";
+  const auto& noise = file.get("noise");
+  const auto& samples = file.get("samples");
+  ASSERT_EQ(samples.sizes(), (std::vector<int64_t>{300, 2}));
+
+  std::vector<int64_t> indices(300);
+  std::iota(indices.begin(), indices.end(), 0);
+  EXPECT_TRUE(torch::equal(noise, per_sample_normal(5, noise_stream::initial, indices, {2}, torch::kFloat32)));
+  GaussianMixtureDenoiser gmm(GaussianMixtureSpec::load(kSourceDir / "configs/toy/gmm2d.yaml"));
+  const auto sigmas = make_sigmas({}, 18);
+  const auto expected = make_sampler("heun")->run(gmm, noise * sigmas[0], sigmas, {});
+  EXPECT_TRUE(torch::allclose(samples, expected, 1e-5, 1e-5));
+}
+
+TEST(Cli, PngIsAScatterPlotFor2dAndAGridForImages) {
+  const auto dir = testing::scratch_dir();
+  auto result = run_command(kCli + " sample --teacher " + shell_quoted(kGmm2d) + " --num 200 --out " + shell_quoted(dir / "points.png"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(png_size(dir / "points.png"), (std::pair<uint32_t, uint32_t>{800, 800}));
+
+  // Two flat grey levels of 8×6 single-channel images.
+  auto row = [](double value) {
+    std::string text = "[";
+    for (int i = 0; i < 48; ++i) text += (i ? ", " : "") + std::to_string(value);
+    return text + "]";
+  };
+  std::ofstream(dir / "images.yaml") << "shape: [1, 8, 6]\nweights: [1, 1]\nmeans: [" << row(-0.5) << ", " << row(0.5)
+                                     << "]\nstds: [0.1, 0.1]\n";
+  result = run_command(kCli + " sample --teacher gmm:" + shell_quoted(dir / "images.yaml") + " --num 10 --steps 4 --out " + shell_quoted(dir / "grid.png"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  // 10 images → 4 columns × 3 rows of 6×8 cells.
+  EXPECT_EQ(png_size(dir / "grid.png"), (std::pair<uint32_t, uint32_t>{24, 24}));
+}
+
+struct BadInvocation {
+  const char* what;
+  std::string arguments;
+  const char* message_part;
+};
+
+TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "typo.yaml") << "dim: 2\nweights: [1]\nmean: [[0, 0]]\nstds: [1]\n";
+  const std::vector<BadInvocation> cases = {
+      {"unknown sampler", "--teacher " + kGmm2d + " --sampler rk45 --out x.safetensors", "rk45 not in {euler,heun}"},
+      {"unknown teacher form", "--teacher model.bin --out x.safetensors", "unrecognised teacher 'model.bin'"},
+      {"missing spec file", "--teacher gmm:/nonexistent/g.yaml --out x.safetensors", "file: /nonexistent/g.yaml"},
+      {"typo in spec", "--teacher gmm:" + (dir / "typo.yaml").string() + " --out x.safetensors", "did you mean 'means'?"},
+      {"bad output type", "--teacher " + kGmm2d + " --out x.jpg", "a path ending in .safetensors or .png"},
+      {"labels for unconditional", "--teacher " + kGmm2d + " --labels 3 --out x.safetensors", "unconditional and takes no labels"},
+      {"zero steps", "--teacher " + kGmm2d + " --steps 0 --out x.safetensors", "--steps"},
+      {"missing teacher", "--out x.safetensors", "--teacher is required"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const auto result = run_command("cd " + shell_quoted(dir) + " && " + kCli + " sample " + c.arguments);
+    EXPECT_NE(result.exit_code, 0);
+    EXPECT_NE(result.output.find(c.message_part), std::string::npos) << result.output;
+    EXPECT_EQ(result.output.find("terminate called"), std::string::npos) << result.output;
+  }
+}
+
+}  // namespace
+}  // namespace distillery

@@ -1,0 +1,117 @@
+// Preconditioning and σ schedules: every parameterisation's ideal network output yields the
+// clean sample, and every grid has the documented endpoints and monotonicity.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "models/precond.h"
+#include "samplers/schedule.h"
+
+namespace distillery {
+namespace {
+
+TEST(Precondition, EdmCoefficientsMatchThePaper) {
+  const auto sigma = torch::tensor({0.5, 2.0}, torch::kFloat64);
+  const auto c = precondition(Parameterization::EDM, sigma, 0.5);
+  // At σ = σ_data: c_skip = 1/2, c_out = σ_data/√2, c_in = 1/(σ_data·√2), c_noise = ln(σ)/4.
+  EXPECT_NEAR(c.c_skip[0].item<double>(), 0.5, 1e-15);
+  EXPECT_NEAR(c.c_out[0].item<double>(), 0.5 / std::sqrt(2.0), 1e-15);
+  EXPECT_NEAR(c.c_in[0].item<double>(), 1.0 / (0.5 * std::sqrt(2.0)), 1e-14);
+  EXPECT_NEAR(c.c_noise[1].item<double>(), std::log(2.0) / 4, 1e-15);
+  // Unit variance of the network's input and of its training target (EDM eq. 7–8).
+  const double s = 2.0, sd = 0.5;
+  EXPECT_NEAR(std::pow(c.c_in[1].item<double>(), 2) * (s * s + sd * sd), 1.0, 1e-14);
+}
+
+// Each family's ideal network: EDM its training target, VP the noise ε, VE −n, RF the velocity.
+at::Tensor ideal_output(Parameterization p, const at::Tensor& x0, const at::Tensor& n, const at::Tensor& sigma) {
+  const auto s = sigma.view({-1, 1});
+  switch (p) {
+    case Parameterization::EDM: {
+      const auto c = precondition(p, sigma, 0.5);
+      const auto x = x0 + s * n;
+      return (x0 - c.c_skip.view({-1, 1}) * x) / c.c_out.view({-1, 1});
+    }
+    case Parameterization::VP: return n;
+    case Parameterization::VE: return -n;
+    case Parameterization::RectifiedFlow: return n - x0;
+  }
+  return {};
+}
+
+TEST(Precondition, EveryParameterizationRecoversTheCleanSample) {
+  torch::manual_seed(0);
+  const auto x0 = torch::randn({5, 4}, torch::kFloat64);
+  const auto n = torch::randn({5, 4}, torch::kFloat64);
+  const auto sigma = torch::tensor({0.002, 0.1, 1.0, 10.0, 80.0}, torch::kFloat64);
+  for (int i = 0; i < kParameterizationCount; ++i) {
+    const auto p = static_cast<Parameterization>(i);
+    SCOPED_TRACE(std::string(parameterization_name(p)));
+    const auto F = ideal_output(p, x0, n, sigma);
+    auto network = [&](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor&) {
+      // The network sees its own family's input scaling and noise label.
+      const auto c = precondition(p, sigma, 0.5);
+      EXPECT_TRUE(torch::allclose(x_in, c.c_in.view({-1, 1}) * (x0 + sigma.view({-1, 1}) * n)));
+      EXPECT_TRUE(torch::allclose(c_noise, c.c_noise));
+      return F;
+    };
+    PreconditionedDenoiser D(p, network, {.sample_shape = {4}});
+    EXPECT_LT((D.denoise(x0 + sigma.view({-1, 1}) * n, sigma, {}) - x0).abs().max().item<double>(), 1e-10);
+  }
+}
+
+TEST(Precondition, TimeConversionsInvertEachOther) {
+  for (double sigma : {0.002, 0.5, 1.0, 80.0}) {
+    EXPECT_NEAR(sigma_from_rf_time(rf_time_from_sigma(sigma)), sigma, 1e-12 * sigma);
+    EXPECT_NEAR(sigma_from_vp_time(vp_time_from_sigma(sigma)), sigma, 1e-10 * sigma);
+  }
+  // VP at t = 1 reaches σ ≈ 152 (the EDM paper's VP σ_max).
+  EXPECT_NEAR(sigma_from_vp_time(1.0), std::sqrt(std::expm1(0.5 * 19.9 + 0.1)), 1e-9);
+  EXPECT_EQ(parameterization_from_name("rectified-flow"), Parameterization::RectifiedFlow);
+  EXPECT_THROW(parameterization_from_name("flow"), Error);
+}
+
+TEST(Schedule, GridsHaveTheirEndpointsAndDecrease) {
+  for (int k = 0; k < kScheduleCount; ++k) {
+    const ScheduleSpec spec{static_cast<ScheduleKind>(k), 0.002, 80.0, 7.0};
+    SCOPED_TRACE(std::string(schedule_name(spec.kind)));
+    const auto sigmas = make_sigmas(spec, 18);
+    ASSERT_EQ(sigmas.size(), 19u);
+    EXPECT_NEAR(sigmas.front(), 80.0, 1e-12);
+    EXPECT_NEAR(sigmas[17], 0.002, 1e-15);
+    EXPECT_EQ(sigmas.back(), 0.0);
+    for (size_t i = 1; i < sigmas.size(); ++i) EXPECT_LT(sigmas[i], sigmas[i - 1]);
+  }
+}
+
+TEST(Schedule, EachKindIsUniformInItsOwnVariable) {
+  const auto karras = make_sigmas({ScheduleKind::Karras, 0.002, 80.0, 7.0}, 10);
+  const auto loglinear = make_sigmas({ScheduleKind::LogLinear, 0.002, 80.0, 7.0}, 10);
+  const auto uniform_t = make_sigmas({ScheduleKind::UniformT, 0.002, 80.0, 7.0}, 10);
+  for (int i = 1; i < 9; ++i) {
+    EXPECT_NEAR(std::pow(karras[i + 1], 1 / 7.0) - std::pow(karras[i], 1 / 7.0), std::pow(karras[i], 1 / 7.0) - std::pow(karras[i - 1], 1 / 7.0), 1e-12);
+    EXPECT_NEAR(std::log(loglinear[i + 1]) - std::log(loglinear[i]), std::log(loglinear[i]) - std::log(loglinear[i - 1]), 1e-12);
+    EXPECT_NEAR(rf_time_from_sigma(uniform_t[i + 1]) - rf_time_from_sigma(uniform_t[i]),
+                rf_time_from_sigma(uniform_t[i]) - rf_time_from_sigma(uniform_t[i - 1]), 1e-12);
+  }
+  // EDM's 18-step default grid: the second σ is 57.586.
+  EXPECT_NEAR(make_sigmas({}, 18)[1], 57.586, 0.001);
+}
+
+TEST(Schedule, OneStepAndInvalidRequests) {
+  EXPECT_EQ(make_sigmas({}, 1), (std::vector<double>{80.0, 0.0}));
+  EXPECT_THROW(make_sigmas({}, 0), Error);
+  EXPECT_THROW(make_sigmas({ScheduleKind::Karras, 1.0, 0.5, 7.0}, 4), Error);
+  EXPECT_EQ(schedule_from_name("uniform-t"), ScheduleKind::UniformT);
+  try {
+    schedule_from_name("cosine");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("karras, uniform-t, loglinear"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace distillery

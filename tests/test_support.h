@@ -1,0 +1,49 @@
+// defines: CommandResult, run_command, scratch_dir, python_available, kPython, kSourceDir, kCli
+// Helpers shared by the test files: running the CLI and the Python reference scripts, and a
+// fresh scratch directory per test.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace distillery::testing {
+
+inline const std::string kPython = DISTILLERY_TEST_PYTHON;
+inline const std::filesystem::path kSourceDir = DISTILLERY_TEST_SOURCE_DIR;
+inline const std::string kCli = DISTILLERY_TEST_CLI;
+
+struct CommandResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result{-1, ""};
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) result.output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+inline std::string shell_quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+// <tmp>/distillery-tests/<suite>.<test>, emptied at the start of each test.
+inline std::filesystem::path scratch_dir() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  auto dir = std::filesystem::temp_directory_path() / "distillery-tests" /
+             (std::string(info->test_suite_name()) + "." + info->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+inline bool python_available() { return std::filesystem::exists(kPython); }
+
+}  // namespace distillery::testing

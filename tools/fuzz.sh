@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and fuzzes the
+# safetensors reader for the given number of seconds (default 60), starting from a corpus of
+# valid files written by the reference Python package.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+seconds=${1:-60}
+"$root/tools/bootstrap.sh"
+source "$root/tools/build_env.sh"
+build="$root/build-fuzz"
+CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DDISTILLERY_FUZZ=ON -DDISTILLERY_TESTS=OFF -DDISTILLERY_BENCHMARKS=OFF
+cmake --build "$build" -j2 --target fuzz_safetensors
+corpus="$build/corpus-safetensors"
+mkdir -p "$corpus"
+"$root/.venv/bin/python" "$root/tests/python/safetensors_interop.py" write "$corpus/seed.safetensors"
+"$build/fuzz_safetensors" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
