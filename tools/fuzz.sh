@@ -13,4 +13,4 @@ cmake --build "$build" -j2 --target fuzz_safetensors
 corpus="$build/corpus-safetensors"
 mkdir -p "$corpus"
 "$root/.venv/bin/python" "$root/tests/python/safetensors_interop.py" write "$corpus/seed.safetensors"
-"$build/fuzz_safetensors" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
+"$build/tests/fuzz/fuzz_safetensors" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1

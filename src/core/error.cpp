@@ -2,7 +2,7 @@
 
 namespace distillery {
 
-Error::Error(std::string message, std::source_location where)
+Error::Error(std::string message, SourceLocation where)
     : std::runtime_error(message), message_(std::move(message)), origin_(where) {
   refresh();
 }
@@ -24,7 +24,7 @@ std::string Error::describe(bool with_origin) const {
   line("got", got_);
   line("hint", hint_);
   if (with_origin)
-    line("raised at", std::string(origin_.file_name()) + ":" + std::to_string(origin_.line()));
+    line("raised at", std::string(origin_.file) + ":" + std::to_string(origin_.line));
   return out;
 }
 

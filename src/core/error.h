@@ -3,16 +3,25 @@
 // (the file, the field, what was expected, what was found, and a hint).
 #pragma once
 
-#include <source_location>
 #include <stdexcept>
 #include <string>
 
 namespace distillery {
 
+// Where an Error was raised. std::source_location needs a compiler builtin clang 14 lacks;
+// __builtin_FILE/__builtin_LINE as default arguments work in both GCC and clang.
+struct SourceLocation {
+  const char* file = "";
+  unsigned line = 0;
+  static constexpr SourceLocation current(const char* file = __builtin_FILE(), unsigned line = __builtin_LINE()) {
+    return {file, line};
+  }
+};
+
 class Error : public std::runtime_error {
  public:
   explicit Error(std::string message,
-                 std::source_location where = std::source_location::current());
+                 SourceLocation where = SourceLocation::current());
 
   // Builder-style context; each returns *this so a throw site reads as one statement.
   Error& file(std::string path);
@@ -26,7 +35,7 @@ class Error : public std::runtime_error {
   const std::string& field() const { return field_; }
   const std::string& hint() const { return hint_; }
   // Where in our sources it was raised; shown only with --verbose.
-  const std::source_location& origin() const { return origin_; }
+  const SourceLocation& origin() const { return origin_; }
 
   // "message\n  file: …\n  field: …\n  expected: …\n  got: …\n  hint: …" (empty parts omitted).
   std::string describe(bool with_origin = false) const;
@@ -36,7 +45,7 @@ class Error : public std::runtime_error {
   void refresh() { what_ = describe(); }
 
   std::string message_, file_, field_, expected_, got_, hint_;
-  std::source_location origin_;
+  SourceLocation origin_;
   std::string what_;
 };
 

@@ -44,10 +44,10 @@ using RawNetwork = std::function<at::Tensor(const at::Tensor& x_in, const at::Te
 class PreconditionedDenoiser : public Denoiser {
  public:
   struct Info {
-    std::vector<int64_t> sample_shape;
+    std::vector<int64_t> sample_shape = {};
     int64_t num_classes = 0;
     double sigma_min = 0.002, sigma_max = 80.0, sigma_data = 0.5;
-    std::string description;
+    std::string description = {};
   };
   PreconditionedDenoiser(Parameterization p, RawNetwork network, Info info);
 
