@@ -46,13 +46,11 @@ if ! cmp -s "$root/tools/requirements.txt" "$stamp" 2>/dev/null || [ ! -x "$venv
   cp "$root/tools/requirements.txt" "$stamp"
   did_something=1
 fi
-if [ "$(readlink "$root/.venv" 2>/dev/null)" != "$venv" ]; then
-  ln -sfn "$venv" "$root/.venv"
-  did_something=1
-fi
+# Linking the checkout to the shared environment is not an install, so it stays quiet.
+[ "$(readlink "$root/.venv" 2>/dev/null)" = "$venv" ] || ln -sfn "$venv" "$root/.venv"
 
 if ((did_something)); then
   echo "bootstrap: done"
 else
-  echo "bootstrap: nothing to do (packages and $venv already present)"
+  echo "bootstrap: nothing to do (Debian packages and $venv already present)"
 fi
