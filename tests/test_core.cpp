@@ -56,6 +56,19 @@ TEST(Progress, NonTerminalOutputIsPlainLines) {
   EXPECT_NE(text.str().find("img/s in"), std::string::npos) << text.str();
 }
 
+TEST(Progress, ResumedWorkCountsTowardTheTotalNotTheRate) {
+  const auto dir = testing::scratch_dir();
+  FILE* file = std::fopen((dir / "log.txt").c_str(), "w");
+  ASSERT_NE(file, nullptr);
+  { Progress progress("train", 100, "step", file, 90); }
+  std::fclose(file);
+  std::ifstream in(dir / "log.txt");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_NE(line.find("train: 90/100 90%"), std::string::npos) << line;
+  EXPECT_NE(line.find("-- step/s"), std::string::npos) << "nothing was done in this process: " << line;
+}
+
 TEST(AtomicFile, WritesReplacesAndLeavesNoTemporaries) {
   const auto dir = testing::scratch_dir();
   write_file_atomic(dir / "a.txt", "first");

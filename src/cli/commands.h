@@ -1,4 +1,4 @@
-// defines: add_sample_command
+// defines: add_sample_command, add_teacher_command
 // Each subcommand registers its options and its action on the top-level CLI11 app.
 #pragma once
 
@@ -7,5 +7,6 @@ namespace CLI { class App; }
 namespace distillery {
 
 void add_sample_command(CLI::App& app);
+void add_teacher_command(CLI::App& app);
 
 }  // namespace distillery

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "debug logging; errors also show where in the sources they were raised")
       ->each([](const std::string&) { spdlog::set_level(spdlog::level::debug); });
   distillery::add_sample_command(app);
+  distillery::add_teacher_command(app);
 
   // Subcommand actions run inside parse(), once the whole command line has been checked.
   try {

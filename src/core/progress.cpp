@@ -16,8 +16,8 @@ constexpr double kLogLineSeconds = 10.0;
 constexpr int kBarWidth = 30;
 }  // namespace
 
-Progress::Progress(std::string label, int64_t total, std::string unit, std::FILE* stream)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(std::max<int64_t>(total, 0)),
+Progress::Progress(std::string label, int64_t total, std::string unit, std::FILE* stream, int64_t already_done)
+    : label_(std::move(label)), unit_(std::move(unit)), total_(std::max<int64_t>(total, 0)), done_(already_done), initial_(already_done),
       stream_(stream), interactive_(stream != nullptr && isatty(fileno(stream))),
       start_(Clock::now()), last_render_(start_) {}
 
@@ -52,7 +52,7 @@ void Progress::render(bool final_line) {
   if (stream_ == nullptr) return;
   last_render_ = Clock::now();
   const double elapsed = std::chrono::duration<double>(last_render_ - start_).count();
-  const double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
+  const double rate = elapsed > 0 ? static_cast<double>(done_ - initial_) / elapsed : 0.0;
   const double fraction = total_ > 0 ? std::min(1.0, static_cast<double>(done_) / static_cast<double>(total_)) : 1.0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done_) / rate : NAN;
   const std::string timing = final_line

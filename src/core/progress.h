@@ -13,7 +13,8 @@ namespace distillery {
 class Progress {
  public:
   // `unit` names what is counted ("img", "step"); output goes to stderr unless given a stream.
-  Progress(std::string label, int64_t total, std::string unit = "it", std::FILE* stream = stderr);
+  // `already_done` (a resumed job's finished work) counts toward the total but not the rate.
+  Progress(std::string label, int64_t total, std::string unit = "it", std::FILE* stream = stderr, int64_t already_done = 0);
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -29,7 +30,7 @@ class Progress {
   void render(bool final_line);
 
   std::string label_, unit_;
-  int64_t total_, done_ = 0;
+  int64_t total_, done_, initial_;
   std::FILE* stream_;
   bool interactive_;
   bool finished_ = false;

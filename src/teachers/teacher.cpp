@@ -2,16 +2,27 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "core/error.h"
+#include "models/unet_denoiser.h"
 #include "teachers/gaussian_mixture.h"
 
 namespace distillery {
 
-std::string teacher_forms() { return "gmm:FILE.yaml (analytic Gaussian mixture)"; }
+std::string teacher_forms() {
+  return "gmm:FILE.yaml (analytic Gaussian mixture), FILE.safetensors (a trained denoiser) or a training run's directory";
+}
 
 std::unique_ptr<Denoiser> load_teacher(const std::string& spec) {
   constexpr std::string_view kGmm = "gmm:";
   if (spec.starts_with(kGmm)) return std::make_unique<GaussianMixtureDenoiser>(GaussianMixtureSpec::load(spec.substr(kGmm.size())));
+  if (spec.ends_with(".safetensors")) return UNetDenoiser::load(spec);
+  if (std::filesystem::is_directory(spec)) {
+    const auto weights = std::filesystem::path(spec) / "teacher.safetensors";
+    DISTILLERY_CHECK(std::filesystem::exists(weights), Error("directory holds no teacher.safetensors").file(spec).hint("a training run writes it when it finishes"));
+    return UNetDenoiser::load(weights);
+  }
   throw Error(fmt::format("unrecognised teacher '{}'", spec)).field("--teacher").expected(teacher_forms());
 }
 

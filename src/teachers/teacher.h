@@ -9,7 +9,8 @@
 
 namespace distillery {
 
-// "gmm:FILE.yaml": the analytic Gaussian-mixture teacher.
+// "gmm:FILE.yaml": the analytic Gaussian-mixture teacher; "FILE.safetensors": a trained
+// denoiser; a directory: its teacher.safetensors.
 std::unique_ptr<Denoiser> load_teacher(const std::string& spec);
 std::string teacher_forms();  // the accepted forms, for help text and errors
 

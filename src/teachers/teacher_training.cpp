@@ -1,0 +1,324 @@
+#include "teachers/teacher_training.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/optim/adam.h>
+#include <torch/types.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "data/fashion_mnist.h"
+#include "io/atomic_file.h"
+#include "io/image.h"
+#include "io/tensor_file.h"
+#include "models/unet_denoiser.h"
+#include "models/weights.h"
+#include "samplers/sampling.h"
+
+namespace distillery {
+
+namespace {
+
+// Streams of the counter-based RNG used by training (distinct from sampling's).
+constexpr uint64_t kSigmaStream = 1000, kNoiseStream = 1001;
+constexpr int kMaxConsecutiveNonFinite = 10;
+
+struct Recipe {
+  int64_t batch, steps, warmup_steps, log_every, checkpoint_every, keep_checkpoints, grid_every, grid_num, grid_steps;
+  double lr, beta1, beta2, ema_halflife_images, p_mean, p_std;
+  uint64_t seed;
+  bool hflip;
+};
+
+Recipe recipe_from(const Config& c) {
+  return {c.get_int("train.batch"), c.get_int("train.steps"), c.get_int("train.warmup_steps"), c.get_int("log.every"),
+          c.get_int("checkpoint.every"), c.get_int("checkpoint.keep"), c.get_int("grid.every"), c.get_int("grid.num"),
+          c.get_int("grid.steps"), c.get_float("train.lr"), c.get_float("train.beta1"), c.get_float("train.beta2"),
+          c.get_float("train.ema_halflife_images"), c.get_float("loss.p_mean"), c.get_float("loss.p_std"),
+          static_cast<uint64_t>(c.get_int("train.seed")), c.get_bool("data.hflip")};
+}
+
+// Position p in the infinite stream of examples: epoch p / N, shuffled by (seed, epoch).
+class ShuffledOrder {
+ public:
+  ShuffledOrder(int64_t size, uint64_t seed) : size_(size), seed_(seed) {}
+  int64_t at(int64_t position) {
+    const int64_t epoch = position / size_;
+    if (epoch != epoch_) {
+      auto generator = at::make_generator<at::CPUGeneratorImpl>(fnv1a64(fmt::format("{}:{}", seed_, epoch)));
+      permutation_ = torch::randperm(size_, generator, torch::kInt64);
+      epoch_ = epoch;
+    }
+    return permutation_[position % size_].item<int64_t>();
+  }
+
+ private:
+  int64_t size_;
+  uint64_t seed_;
+  int64_t epoch_ = -1;
+  at::Tensor permutation_;
+};
+
+std::string step_name(int64_t step) { return fmt::format("step-{:07d}", step); }
+
+void save_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& item : net.named_parameters()) {
+    const auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
+    if (it == optimizer.state().end()) continue;
+    const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
+    tensors.emplace_back(item.key() + ".exp_avg", s.exp_avg());
+    tensors.emplace_back(item.key() + ".exp_avg_sq", s.exp_avg_sq());
+    tensors.emplace_back(item.key() + ".step", torch::tensor(s.step(), torch::kInt64));
+  }
+  save_tensor_file(path, tensors, {{"format", "distillery.adam"}, {"format_version", "1"}});
+}
+
+void load_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
+  const auto file = load_tensor_file(path);
+  for (const auto& item : net.named_parameters()) {
+    if (!file.tensors.count(item.key() + ".step")) continue;
+    auto s = std::make_unique<torch::optim::AdamParamState>();
+    s->step(file.get(item.key() + ".step").item<int64_t>());
+    s->exp_avg(file.get(item.key() + ".exp_avg").clone());
+    s->exp_avg_sq(file.get(item.key() + ".exp_avg_sq").clone());
+    optimizer.state()[item.value().unsafeGetTensorImpl()] = std::move(s);
+  }
+}
+
+struct Checkpoint {
+  int64_t step = 0;
+  int64_t nonfinite_skips = 0;
+};
+
+void write_checkpoint(const std::filesystem::path& dir, const Checkpoint& state, const UNetDenoiser& model, const UNetDenoiser& ema,
+                      torch::optim::Adam& optimizer, int64_t keep) {
+  const auto final_dir = dir / step_name(state.step);
+  const auto tmp = temporary_sibling(final_dir);
+  std::filesystem::remove_all(tmp);
+  std::filesystem::create_directories(tmp);
+  model.save(tmp / "model.safetensors");
+  ema.save(tmp / "ema.safetensors");
+  save_optimizer(optimizer, *model.net(), tmp / "optimizer.safetensors");
+  write_file_atomic(tmp / "state.json", nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump() + "\n");
+  std::filesystem::remove_all(final_dir);
+  publish_atomically(tmp, final_dir);
+  // Keep the newest `keep` checkpoints.
+  std::vector<std::filesystem::path> all;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().filename().string().starts_with("step-")) all.push_back(entry.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) std::filesystem::remove_all(all[i]);
+}
+
+// The newest checkpoint that loads completely; older ones are tried if a newer one is damaged.
+bool read_newest_checkpoint(const std::filesystem::path& dir, Checkpoint& state, UNetDenoiser& model, UNetDenoiser& ema,
+                            torch::optim::Adam& optimizer) {
+  if (!std::filesystem::exists(dir)) return false;
+  std::vector<std::filesystem::path> all;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const auto name = entry.path().filename().string();
+    if (name.starts_with(".")) std::filesystem::remove_all(entry.path());  // a temporary from a killed run
+    else if (name.starts_with("step-")) all.push_back(entry.path());
+  }
+  std::sort(all.rbegin(), all.rend());
+  for (const auto& candidate : all) {
+    try {
+      std::ifstream in(candidate / "state.json");
+      const auto json = nlohmann::json::parse(in);
+      load_module_tensors(*model.net(), load_tensor_file(candidate / "model.safetensors").tensors, (candidate / "model.safetensors").string());
+      load_module_tensors(*ema.net(), load_tensor_file(candidate / "ema.safetensors").tensors, (candidate / "ema.safetensors").string());
+      state.step = json.at("step").get<int64_t>();
+      state.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
+      load_optimizer(optimizer, *model.net(), candidate / "optimizer.safetensors");
+      return true;
+    } catch (const std::exception& e) {
+      spdlog::warn("checkpoint {} is unusable ({}); trying an older one", candidate.string(), e.what());
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+const ConfigSchema& teacher_training_schema() {
+  static const ConfigSchema schema = [] {
+    ConfigSchema s;
+    s.add({"data.dataset", ConfigType::String, "training images", "fmnist", false, {"fmnist"}});
+    s.add({"data.hflip", ConfigType::Bool, "random horizontal flips", "false"});
+    add_denoiser_fields(s);
+    s.add({"loss.p_mean", ConfigType::Float, "mean of ln σ during training", "-1.2"});
+    s.add({"loss.p_std", ConfigType::Float, "standard deviation of ln σ during training", "1.2"});
+    s.add({"train.batch", ConfigType::Int, "images per step", "64"});
+    s.add({"train.steps", ConfigType::Int, "optimiser steps", "20000"});
+    s.add({"train.lr", ConfigType::Float, "Adam learning rate after warm-up", "5e-4"});
+    s.add({"train.warmup_steps", ConfigType::Int, "linear learning-rate warm-up", "1000"});
+    s.add({"train.beta1", ConfigType::Float, "Adam β1", "0.9"});
+    s.add({"train.beta2", ConfigType::Float, "Adam β2", "0.999"});
+    s.add({"train.ema_halflife_images", ConfigType::Float, "EMA half-life in training images", "50000"});
+    s.add({"train.seed", ConfigType::Int, "seed of data order, σ, noise and dropout", "0"});
+    s.add({"log.every", ConfigType::Int, "steps per stats.jsonl line", "100"});
+    s.add({"checkpoint.every", ConfigType::Int, "steps between checkpoints", "1000"});
+    s.add({"checkpoint.keep", ConfigType::Int, "checkpoints kept", "3"});
+    s.add({"grid.every", ConfigType::Int, "steps between sample grids (EMA, Heun)", "2000"});
+    s.add({"grid.num", ConfigType::Int, "images in a grid", "100"});
+    s.add({"grid.steps", ConfigType::Int, "Heun steps for grids", "18"});
+    return s;
+  }();
+  return schema;
+}
+
+}  // namespace distillery
+
+namespace distillery {
+
+void train_teacher(const TeacherTrainingOptions& options) {
+  const auto config = Config::load(teacher_training_schema(), options.config_file, options.overrides);
+  const auto r = recipe_from(config);
+  DISTILLERY_CHECK(r.batch > 0 && r.steps > 0 && r.log_every > 0 && r.checkpoint_every > 0 && r.keep_checkpoints > 0,
+                   Error("train.batch, train.steps, log.every, checkpoint.every and checkpoint.keep must be positive").file(config.source()));
+  const auto& out = options.out_dir;
+  const auto checkpoints = out / "checkpoints", grids = out / "grids";
+  DISTILLERY_CHECK(options.resume || !std::filesystem::exists(checkpoints),
+                   Error("output directory already holds a training run").file(out.string()).hint("pass --resume to continue it, or choose another --out"));
+  std::filesystem::create_directories(checkpoints);
+  std::filesystem::create_directories(grids);
+  config.write_resolved(out);
+
+  const auto data = load_fashion_mnist("train");
+  const auto images = to_model_range(data.images);
+  const auto unet = unet_config_from(config, "model.");
+  DISTILLERY_CHECK(unet.in_channels == images.size(1) && unet.resolution == images.size(2),
+                   Error("the model does not fit the data").file(config.source()).field("model.in_channels / model.resolution")
+                       .expected(fmt::format("{} channels at {}×{}", images.size(1), images.size(2), images.size(3))));
+  const double sigma_data = config.get_float("precond.sigma_data");
+  torch::manual_seed(r.seed);  // initial weights
+  UNetDenoiser model(unet, sigma_data, config.get_float("precond.sigma_min"), config.get_float("precond.sigma_max"));
+  UNetDenoiser ema(unet, sigma_data, model.sigma_min(), model.sigma_max());
+  {
+    torch::NoGradGuard no_grad;
+    const auto source = module_tensors(*model.net());
+    auto target = module_tensors(*ema.net());
+    for (size_t i = 0; i < source.size(); ++i) target[i].second.copy_(source[i].second);
+  }
+  ema.net()->eval();
+  torch::optim::Adam optimizer(model.net()->parameters(), torch::optim::AdamOptions(r.lr).betas({r.beta1, r.beta2}).eps(1e-8));
+
+  Checkpoint state;
+  if (options.resume && read_newest_checkpoint(checkpoints, state, model, ema, optimizer))
+    spdlog::info("resuming {} from step {}", out.string(), state.step);
+  // stats.jsonl keeps only the lines of steps the checkpoint covers, so a resumed run's log
+  // equals an uninterrupted one's.
+  std::vector<std::string> kept_lines;
+  if (std::ifstream previous(out / "stats.jsonl"); previous) {
+    for (std::string line; std::getline(previous, line);)
+      if (!line.empty() && nlohmann::json::parse(line, nullptr, false).value("step", INT64_MAX) <= state.step) kept_lines.push_back(line);
+  }
+  {
+    std::string text;
+    for (const auto& line : kept_lines) text += line + "\n";
+    write_file_atomic(out / "stats.jsonl", text);
+  }
+  std::ofstream stats(out / "stats.jsonl", std::ios::app);
+
+  const double ema_beta = std::pow(0.5, static_cast<double>(r.batch) / r.ema_halflife_images);
+  const auto ema_pairs = [&] {
+    std::vector<std::pair<at::Tensor, at::Tensor>> pairs;
+    const auto source = module_tensors(*model.net());
+    const auto target = module_tensors(*ema.net());
+    for (size_t i = 0; i < source.size(); ++i) pairs.emplace_back(target[i].second, source[i].second);
+    return pairs;
+  }();
+  ShuffledOrder order(images.size(0), r.seed);
+  const std::vector<int64_t> shape = {images.size(1), images.size(2), images.size(3)};
+  int64_t consecutive_nonfinite = 0;
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  auto interval_start = std::chrono::steady_clock::now();
+
+  auto write_grid = [&](int64_t step) {
+    SampleRequest request;
+    request.num = r.grid_num;
+    request.steps = static_cast<int>(r.grid_steps);
+    request.seed = r.seed;
+    const auto result = draw_samples(ema, request);
+    write_image_grid(grids / fmt::format("grid-{}.png", step_name(step)), result.samples, 10);
+  };
+
+  Progress progress("train", r.steps, "step", stderr, state.step);
+  model.net()->train();
+  for (int64_t step = state.step; step < r.steps; ++step) {
+    // Everything random in this step is a function of (seed, step).
+    torch::manual_seed(fnv1a64(fmt::format("{}:step:{}", r.seed, step)));
+    std::vector<int64_t> positions(static_cast<size_t>(r.batch));
+    std::iota(positions.begin(), positions.end(), step * r.batch);
+    std::vector<int64_t> indices;
+    for (auto p : positions) indices.push_back(order.at(p));
+    const auto index_tensor = torch::tensor(indices, torch::kInt64);
+    auto x0 = images.index_select(0, index_tensor);
+    if (r.hflip) {
+      const auto flip = torch::rand({r.batch}).lt(0.5).view({-1, 1, 1, 1});
+      x0 = torch::where(flip, x0.flip({3}), x0);
+    }
+    const auto labels = unet.num_classes > 0 ? data.labels.index_select(0, index_tensor) : at::Tensor();
+    const auto sigma = (r.p_mean + r.p_std * per_sample_normal(r.seed, kSigmaStream, positions, {}, torch::kFloat32)).exp();
+    const auto noise = per_sample_normal(r.seed, kNoiseStream, positions, shape, torch::kFloat32);
+    const auto weight = (sigma.square() + sigma_data * sigma_data) / (sigma * sigma_data).square();
+    const auto denoised = model.denoise(x0 + sigma.view({-1, 1, 1, 1}) * noise, sigma, labels);
+    const auto loss = (weight.view({-1, 1, 1, 1}) * (denoised - x0).square()).mean();
+
+    for (auto& group : optimizer.param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(r.lr * std::min(1.0, static_cast<double>(step + 1) / std::max<int64_t>(r.warmup_steps, 1)));
+    optimizer.zero_grad();
+    loss.backward();
+    const double loss_value = loss.item<double>();
+    if (!std::isfinite(loss_value)) {
+      ++state.nonfinite_skips;
+      DISTILLERY_CHECK(++consecutive_nonfinite < kMaxConsecutiveNonFinite,
+                       Error(fmt::format("{} consecutive non-finite losses at step {}; stopping without overwriting the last checkpoint",
+                                         kMaxConsecutiveNonFinite, step)).hint("lower train.lr or check the data"));
+    } else {
+      consecutive_nonfinite = 0;
+      optimizer.step();
+      torch::NoGradGuard no_grad;
+      for (auto& [target, source] : ema_pairs) target.lerp_(source, 1.0 - ema_beta);
+      loss_sum += loss_value;
+      ++loss_count;
+    }
+    state.step = step + 1;
+    progress.advance();
+
+    if (state.step % r.log_every == 0 || state.step == r.steps) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
+      stats << nlohmann::json{{"step", state.step},
+                              {"images", state.step * r.batch},
+                              {"loss", loss_count ? loss_sum / loss_count : NAN},
+                              {"lr", r.lr * std::min(1.0, static_cast<double>(state.step) / std::max<int64_t>(r.warmup_steps, 1))},
+                              {"nonfinite_skips", state.nonfinite_skips},
+                              {"sec_per_step", seconds / static_cast<double>(r.log_every)},
+                              {"timestamp", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}}
+                   .dump()
+            << "\n" << std::flush;
+      loss_sum = 0;
+      loss_count = 0;
+      interval_start = std::chrono::steady_clock::now();
+    }
+    if (state.step % r.checkpoint_every == 0 || state.step == r.steps) write_checkpoint(checkpoints, state, model, ema, optimizer, r.keep_checkpoints);
+    if (r.grid_every > 0 && (state.step % r.grid_every == 0 || state.step == r.steps)) write_grid(state.step);
+  }
+  progress.finish();
+  ema.save(out / "teacher.safetensors", {{"trained_steps", std::to_string(state.step)}, {"dataset", config.get_string("data.dataset")}});
+  spdlog::info("wrote {}", (out / "teacher.safetensors").string());
+}
+
+}  // namespace distillery

@@ -1,0 +1,214 @@
+// Trained teachers: the Fashion-MNIST reader, the UNet and its weights files, and EDM
+// training's exact resume and EMA.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "data/fashion_mnist.h"
+#include "io/tensor_file.h"
+#include "models/unet_denoiser.h"
+#include "models/weights.h"
+#include "teachers/teacher.h"
+#include "teachers/teacher_training.h"
+#include "test_support.h"
+
+namespace distillery {
+namespace {
+
+TEST(FashionMnist, BothSplitsHaveTheirSizesAndBalancedLabels) {
+  const auto train = load_fashion_mnist("train");
+  const auto test = load_fashion_mnist("test");
+  EXPECT_EQ(train.images.sizes(), (std::vector<int64_t>{60000, 1, 28, 28}));
+  EXPECT_EQ(test.images.sizes(), (std::vector<int64_t>{10000, 1, 28, 28}));
+  EXPECT_TRUE(torch::equal(torch::bincount(train.labels), torch::full({10}, 6000, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(torch::bincount(test.labels), torch::full({10}, 1000, torch::kInt64)));
+  // Known statistic of the training set: mean pixel ≈ 72.94 of 255 (0.2860).
+  EXPECT_NEAR(train.images.to(torch::kFloat64).mean().item<double>() / 255.0, 0.2860, 0.0005);
+  const auto x = to_model_range(train.images.narrow(0, 0, 8));
+  EXPECT_GE(x.min().item<float>(), -1.0f);
+  EXPECT_LE(x.max().item<float>(), 1.0f);
+}
+
+void write_bytes(const std::filesystem::path& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<uint8_t> idx(uint32_t magic, std::vector<uint32_t> dims, size_t payload) {
+  std::vector<uint8_t> out;
+  auto be = [&](uint32_t v) { for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v >> s)); };
+  be(magic);
+  for (auto d : dims) be(d);
+  out.resize(out.size() + payload, 3);
+  return out;
+}
+
+std::string dataset_error(const std::vector<uint8_t>& images, const std::vector<uint8_t>& labels) {
+  const auto dir = testing::scratch_dir();
+  write_bytes(dir / "images", images);
+  write_bytes(dir / "labels", labels);
+  try {
+    read_idx_dataset(dir / "images", dir / "labels");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(FashionMnist, MalformedFilesGetSpecificErrors) {
+  const auto labels = idx(0x801, {2}, 2);
+  EXPECT_EQ(dataset_error(idx(0x803, {2, 4, 4}, 32), labels), "(accepted)");
+  EXPECT_NE(dataset_error(idx(0x802, {2, 4, 4}, 32), labels).find("wrong IDX magic number"), std::string::npos);
+  EXPECT_NE(dataset_error(idx(0x803, {2, 4, 4}, 20), labels).find("IDX file is truncated\n"), std::string::npos);
+  EXPECT_NE(dataset_error(idx(0x803, {2, 4, 4}, 40), labels).find("trailing bytes"), std::string::npos);
+  EXPECT_NE(dataset_error({0, 0, 8}, labels).find("truncated inside its header"), std::string::npos);
+  EXPECT_NE(dataset_error(idx(0x803, {2, 4, 4}, 32), idx(0x801, {3}, 3)).find("image and label counts differ"), std::string::npos);
+  try {
+    read_idx_dataset("/nonexistent/images.gz", "/nonexistent/labels.gz");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset-fashion-mnist"), std::string::npos) << "the hint names the package";
+  }
+}
+
+UNetConfig tiny_unet(int64_t classes) {
+  UNetConfig c;
+  c.model_channels = 8;
+  c.channel_mult = {1, 2};
+  c.blocks_per_level = 1;
+  c.attn_resolutions = {14};
+  c.channels_per_head = 8;
+  c.num_classes = classes;
+  return c;
+}
+
+TEST(UNet, ShapesLabelsAndDeterminismInEval) {
+  torch::manual_seed(0);
+  UNetDenoiser D(tiny_unet(10), 0.5, 0.002, 80);
+  D.net()->eval();
+  const auto x = torch::randn({3, 1, 28, 28});
+  const auto sigma = torch::tensor({0.1f, 1.0f, 10.0f});
+  const auto labels = torch::tensor({0, 9, -1}, torch::kInt64);
+  const auto out = D.denoise(x, sigma, labels);
+  EXPECT_EQ(out.sizes(), x.sizes());
+  EXPECT_TRUE(torch::equal(out, D.denoise(x, sigma, labels))) << "eval mode is deterministic";
+  EXPECT_FALSE(torch::allclose(out[0], D.denoise(x, sigma, torch::tensor({5, 9, -1}, torch::kInt64))[0])) << "labels condition the output";
+  EXPECT_THROW(D.denoise(x, sigma, {}), Error);
+  // c_skip → 1 as σ → 0: the denoiser leaves an almost clean image almost unchanged.
+  const auto nearly_clean = D.denoise(x, torch::full({3}, 1e-4f), labels);
+  EXPECT_LT((nearly_clean - x).abs().max().item<float>(), 1e-2);
+}
+
+TEST(UNet, WeightsFileRoundTripAndMismatches) {
+  const auto dir = testing::scratch_dir();
+  torch::manual_seed(1);
+  UNetDenoiser D(tiny_unet(10), 0.5, 0.002, 80);
+  D.net()->eval();
+  D.save(dir / "d.safetensors");
+  const auto loaded = UNetDenoiser::load(dir / "d.safetensors");
+  const auto x = torch::randn({2, 1, 28, 28});
+  const auto s = torch::tensor({0.3f, 3.0f});
+  const auto l = torch::tensor({1, 2}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(D.denoise(x, s, l), loaded->denoise(x, s, l)));
+  EXPECT_EQ(loaded->num_classes(), 10);
+
+  // The sample command accepts the file as a teacher.
+  EXPECT_EQ(load_teacher((dir / "d.safetensors").string())->sample_shape(), (std::vector<int64_t>{1, 28, 28}));
+
+  auto tensors = module_tensors(*D.net());
+  std::map<std::string, at::Tensor> by_name(tensors.begin(), tensors.end());
+  by_name.erase("conv_in.weight");
+  UNetDenoiser other(tiny_unet(10), 0.5, 0.002, 80);
+  try {
+    load_module_tensors(*other.net(), by_name, "w.safetensors");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lacks tensor 'conv_in.weight'"), std::string::npos) << e.what();
+  }
+  by_name["conv_in.weight"] = torch::zeros({3, 3});
+  try {
+    load_module_tensors(*other.net(), by_name, "w.safetensors");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor 'conv_in.weight' in w.safetensors has the wrong shape"), std::string::npos) << e.what();
+  }
+  by_name["conv_in.weight"] = module_tensors(*D.net()).front().second;
+  by_name["extra.weight"] = torch::zeros({1});
+  EXPECT_THROW(load_module_tensors(*other.net(), by_name, "w.safetensors"), Error);
+
+  save_tensor_file(dir / "plain.safetensors", {{"a", torch::zeros({1})}});
+  try {
+    UNetDenoiser::load(dir / "plain.safetensors");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a distillery denoiser file"), std::string::npos);
+  }
+}
+
+// A few steps of a tiny model, with every artefact written each step.
+TeacherTrainingOptions tiny_run(const std::filesystem::path& out, int64_t steps, bool resume) {
+  TeacherTrainingOptions o;
+  o.config_file = testing::kSourceDir / "configs/teacher/fmnist.yaml";
+  o.out_dir = out;
+  o.resume = resume;
+  o.overrides = {"model.model_channels=8", "model.channel_mult=[1, 2]", "model.blocks_per_level=1", "model.attn_resolutions=[14]",
+                 "model.channels_per_head=8", "train.batch=6", "train.warmup_steps=2", "train.steps=" + std::to_string(steps),
+                 "train.ema_halflife_images=20", "log.every=1", "checkpoint.every=1", "checkpoint.keep=10", "grid.every=0"};
+  return o;
+}
+
+std::string file_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+TEST(TeacherTraining, StopAndResumeEqualsUninterruptedBitForBit) {
+  const auto dir = testing::scratch_dir();
+  train_teacher(tiny_run(dir / "straight", 6, false));
+  train_teacher(tiny_run(dir / "resumed", 3, false));
+  train_teacher(tiny_run(dir / "resumed", 6, true));
+  for (const char* file : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
+    EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000006" / file), file_bytes(dir / "resumed/checkpoints/step-0000006" / file)) << file;
+  EXPECT_EQ(file_bytes(dir / "straight/teacher.safetensors"), file_bytes(dir / "resumed/teacher.safetensors"));
+  // Losses logged after the resume equal the uninterrupted run's.
+  std::ifstream a(dir / "straight/stats.jsonl"), b(dir / "resumed/stats.jsonl");
+  int lines = 0;
+  for (std::string la, lb; std::getline(a, la) && std::getline(b, lb); ++lines)
+    EXPECT_EQ(nlohmann::json::parse(la)["loss"], nlohmann::json::parse(lb)["loss"]) << "line " << lines;
+  EXPECT_EQ(lines, 6);
+}
+
+TEST(TeacherTraining, EmaFollowsItsHalfLife) {
+  const auto dir = testing::scratch_dir();
+  train_teacher(tiny_run(dir, 3, false));
+  // β = 0.5^(batch / half-life) = 0.5^(6/20); ema_k = β·ema_{k−1} + (1−β)·model_k.
+  const double beta = std::pow(0.5, 6.0 / 20.0);
+  const auto ema2 = load_tensor_file(dir / "checkpoints/step-0000002/ema.safetensors");
+  const auto ema3 = load_tensor_file(dir / "checkpoints/step-0000003/ema.safetensors");
+  const auto model3 = load_tensor_file(dir / "checkpoints/step-0000003/model.safetensors");
+  double worst = 0;
+  for (const auto& [name, value] : ema3.tensors)
+    worst = std::max(worst, (value - (beta * ema2.get(name) + (1 - beta) * model3.get(name))).abs().max().item<double>());
+  EXPECT_LT(worst, 1e-6);
+  // The shipped file is the final EMA.
+  const auto shipped = load_tensor_file(dir / "teacher.safetensors");
+  for (const auto& [name, value] : ema3.tensors) EXPECT_TRUE(torch::equal(value, shipped.get(name))) << name;
+}
+
+TEST(TeacherTraining, ExistingRunNeedsResume) {
+  const auto dir = testing::scratch_dir();
+  train_teacher(tiny_run(dir, 1, false));
+  try {
+    train_teacher(tiny_run(dir, 2, false));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace distillery
