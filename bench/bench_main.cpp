@@ -6,7 +6,10 @@
 
 #include <numeric>
 
+#include "core/config.h"
 #include "core/rng.h"
+#include "models/unet_denoiser.h"
+#include "teachers/teacher_training.h"
 #include "io/safetensors.h"
 #include "samplers/sampling.h"
 #include "teachers/gaussian_mixture.h"
@@ -52,6 +55,29 @@ void BM_SafetensorsParse(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
 }
 BENCHMARK(BM_SafetensorsParse)->Unit(benchmark::kMillisecond);
+
+// One EDM training step (forward, backward, Adam) of the shipped teacher's UNet at batch 64;
+// tools/bench_unet_vs_python.sh runs the Python twin on the same recipe beside it.
+void BM_UNetTrainStep(benchmark::State& state) {
+  const auto recipe = Config::load(teacher_training_schema(), DISTILLERY_BENCH_SOURCE_DIR "/configs/teacher/fmnist.yaml");
+  UNetDenoiser model(unet_config_from(recipe, "model."), 0.5, 0.002, 80);
+  model.net()->train();
+  torch::optim::Adam optimizer(model.net()->parameters(), torch::optim::AdamOptions(1e-4));
+  const int64_t batch = state.range(0);
+  const auto x0 = torch::rand({batch, 1, 28, 28}) * 2 - 1;
+  const auto labels = torch::randint(0, 10, {batch}, torch::kInt64);
+  for (auto _ : state) {
+    const auto sigma = (torch::randn({batch}) * 1.2 - 1.2).exp();
+    const auto weight = (sigma.square() + 0.25) / (sigma * 0.5).square();
+    const auto s4 = sigma.view({-1, 1, 1, 1});
+    const auto loss = (weight.view({-1, 1, 1, 1}) * (model.denoise(x0 + s4 * torch::randn_like(x0), sigma, labels) - x0).square()).mean();
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+}
+BENCHMARK(BM_UNetTrainStep)->Arg(64)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace distillery

@@ -5,6 +5,7 @@
 #include <array>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "samplers/sampler.h"
 
 namespace distillery {
@@ -12,11 +13,14 @@ namespace distillery {
 namespace {
 struct SamplerEntry {
   std::string_view name;
-  std::unique_ptr<Sampler> (*make)();
+  std::unique_ptr<Sampler> (*make)(const SamplerOptions&);
 };
-constexpr std::array<SamplerEntry, 2> kSamplers = {{
+constexpr std::array<SamplerEntry, 5> kSamplers = {{
     {"euler", make_euler_sampler},
     {"heun", make_heun_sampler},
+    {"dpmpp-2m", make_dpmpp_2m_sampler},
+    {"ddim", make_ddim_sampler},
+    {"edm-stochastic", make_edm_stochastic_sampler},
 }};
 }  // namespace
 
@@ -26,10 +30,18 @@ std::vector<std::string> sampler_names() {
   return names;
 }
 
-std::unique_ptr<Sampler> make_sampler(std::string_view name) {
+std::unique_ptr<Sampler> make_sampler(std::string_view name, const SamplerOptions& options) {
   for (const auto& entry : kSamplers)
-    if (entry.name == name) return entry.make();
+    if (entry.name == name) return entry.make(options);
   throw Error(fmt::format("unknown sampler '{}'", name)).field("sampler").expected(fmt::format("one of: {}", fmt::join(sampler_names(), ", ")));
+}
+
+at::Tensor SampleContext::fresh_noise(int64_t step, const at::Tensor& like) const {
+  DISTILLERY_CHECK(static_cast<int64_t>(indices.size()) == like.size(0),
+                   Error("a stochastic solver needs the sample index of every batch row").expected(std::to_string(like.size(0)))
+                       .got(std::to_string(indices.size())));
+  const auto shape = like.sizes().slice(1).vec();
+  return per_sample_normal(seed, noise_stream::sampler_step + static_cast<uint64_t>(step), indices, shape, like.scalar_type()).to(like.device());
 }
 
 at::Tensor denoise_at(Denoiser& denoiser, const at::Tensor& x, double sigma, const at::Tensor& labels) {

@@ -1,7 +1,9 @@
-// defines: SamplerObserver, Sampler, make_sampler, sampler_names, make_euler_sampler, make_heun_sampler
+// defines: SamplerObserver, SampleContext, SamplerOptions, Sampler, make_sampler, sampler_names,
+//          make_euler_sampler, make_heun_sampler, make_dpmpp_2m_sampler, make_ddim_sampler,
+//          make_edm_stochastic_sampler, denoise_at
 // Every solver has one signature: a denoiser, the state at sigmas[0], the σ grid and the
-// labels in; the state at sigmas.back() out. An observer sees every state on the way, which
-// is how trajectories are recorded.
+// context (labels, per-sample noise) in; the state at sigmas.back() out. An observer sees
+// every state on the way, which is how trajectories are recorded.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,20 +26,43 @@ class SamplerObserver {
   virtual void on_state(int64_t i, double sigma, const at::Tensor& x, const at::Tensor& denoised) = 0;
 };
 
+// What a solver needs besides the state: class labels and, for stochastic solvers, where
+// fresh noise comes from.
+struct SampleContext {
+  at::Tensor labels;             // [N] int64, or undefined for unconditional models
+  uint64_t seed = 0;
+  std::vector<int64_t> indices;  // the sample index of each batch row
+  // Unit normal noise shaped like `like` for solver step `step`; row r depends only on
+  // (seed, step, indices[r]), so stochastic sampling does not depend on the batch size.
+  at::Tensor fresh_noise(int64_t step, const at::Tensor& like) const;
+};
+
+// The EDM stochastic sampler's churn (Karras et al. 2022, Algorithm 2); other solvers ignore it.
+struct SamplerOptions {
+  double s_churn = 0.0;       // total noise added, spread over the steps
+  double s_tmin = 0.0;        // churn only for σ in [s_tmin, s_tmax]
+  double s_tmax = 1e30;
+  double s_noise = 1.0;       // scale of the added noise (slightly > 1 counters over-denoising)
+};
+
 class Sampler {
  public:
   virtual ~Sampler() = default;
   virtual std::string_view name() const = 0;
   // Network evaluations for a grid of `steps` steps (σ grid of steps+1 values ending at 0).
   virtual int64_t nfe(int64_t steps) const = 0;
-  virtual at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const at::Tensor& labels,
+  virtual at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
                          SamplerObserver* observer = nullptr) const = 0;
 };
 
-std::unique_ptr<Sampler> make_euler_sampler();
-std::unique_ptr<Sampler> make_heun_sampler();
+std::unique_ptr<Sampler> make_euler_sampler(const SamplerOptions& options);
+std::unique_ptr<Sampler> make_heun_sampler(const SamplerOptions& options);
+std::unique_ptr<Sampler> make_dpmpp_2m_sampler(const SamplerOptions& options);
+std::unique_ptr<Sampler> make_ddim_sampler(const SamplerOptions& options);
+std::unique_ptr<Sampler> make_edm_stochastic_sampler(const SamplerOptions& options);
 
-std::unique_ptr<Sampler> make_sampler(std::string_view name);  // Error lists the valid names
+// Error lists the valid names.
+std::unique_ptr<Sampler> make_sampler(std::string_view name, const SamplerOptions& options = {});
 std::vector<std::string> sampler_names();
 
 // Shared by the solvers: D(x; σ) with σ broadcast to [N] in x's dtype.

@@ -8,6 +8,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "data/label_policy.h"
+#include "models/guidance.h"
 #include "samplers/sampler.h"
 
 namespace distillery {
@@ -21,7 +22,10 @@ SampleResult draw_samples(Denoiser& denoiser, const SampleRequest& request, Prog
   DISTILLERY_CHECK(request.num > 0, Error("the number of samples must be positive").field("--num").got(std::to_string(request.num)));
   DISTILLERY_CHECK(request.batch > 0, Error("the batch size must be positive").field("--batch").got(std::to_string(request.batch)));
   DISTILLERY_CHECK(request.first_index >= 0, Error("the first sample index must be non-negative").got(std::to_string(request.first_index)));
-  const auto sampler = make_sampler(request.sampler);
+  const auto sampler = make_sampler(request.sampler, request.options);
+  std::unique_ptr<GuidedDenoiser> guided;
+  if (request.guidance != 1.0) guided = std::make_unique<GuidedDenoiser>(denoiser, request.guidance);
+  Denoiser& model = guided ? static_cast<Denoiser&>(*guided) : denoiser;
   SampleResult result;
   result.sigmas = make_sigmas(resolve_schedule(request, denoiser), request.steps);
   result.nfe = sampler->nfe(request.steps);
@@ -36,7 +40,8 @@ SampleResult draw_samples(Denoiser& denoiser, const SampleRequest& request, Prog
     const auto batch_labels = label_values.empty() ? at::Tensor() : torch::tensor(label_values, torch::kInt64);
     {
       torch::NoGradGuard no_grad;
-      samples.push_back(sampler->run(denoiser, noise * result.sigmas.front(), result.sigmas, batch_labels));
+      const SampleContext context{batch_labels, request.seed, indices};
+      samples.push_back(sampler->run(model, noise * result.sigmas.front(), result.sigmas, context));
     }
     noises.push_back(noise);
     if (batch_labels.defined()) labels.push_back(batch_labels);

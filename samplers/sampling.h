@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "models/denoiser.h"
+#include "samplers/sampler.h"
 #include "samplers/schedule.h"
 
 namespace distillery {
@@ -28,6 +29,8 @@ struct SampleRequest {
   int64_t num = 64;
   int64_t batch = 256;
   std::string labels;          // label policy (data/label_policy.h); empty for unconditional
+  double guidance = 1.0;       // classifier-free guidance scale w (1: plain conditional)
+  SamplerOptions options;      // stochastic solvers' churn
   bool float64 = false;        // integrate in float64 (tests, references)
 };
 
@@ -36,7 +39,7 @@ struct SampleResult {
   at::Tensor noise;            // [num, *shape], unit variance; the initial state is sigmas[0]·noise
   at::Tensor labels;           // [num] int64, undefined when unconditional
   std::vector<double> sigmas;  // the grid used, steps+1 values ending at 0
-  int64_t nfe = 0;             // network evaluations per sample
+  int64_t nfe = 0;             // denoiser evaluations per sample (guidance batches two per evaluation)
 };
 
 // The request's schedule with the denoiser's σ range where the request gives none.

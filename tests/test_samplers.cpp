@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "models/guidance.h"
 #include "samplers/sampler.h"
 #include "samplers/sampling.h"
 #include "teachers/gaussian_mixture.h"
@@ -62,13 +63,13 @@ double rms_error_at_sigma_min(const std::string& solver, Denoiser& D, const at::
   return (at_sigma_min.state - reference).square().sum(1).mean().sqrt().item<double>();
 }
 
-TEST(Samplers, ObservedOrdersOfEulerAndHeun) {
+TEST(Samplers, ObservedOrdersOfEulerHeunAndDpmSolver) {
   auto gmm = three_modes();
   std::vector<int64_t> indices(64);
   std::iota(indices.begin(), indices.end(), 0);
   const auto x_init = 80.0 * per_sample_normal(0, noise_stream::initial, indices, {2}, torch::kFloat64);
   const auto reference = reference_solution(gmm, x_init, 0.002, 80.0, 7.0, 2000);
-  for (const auto& [solver, expected_order] : {std::pair{"euler", 1.0}, std::pair{"heun", 2.0}}) {
+  for (const auto& [solver, expected_order] : {std::pair{"euler", 1.0}, std::pair{"heun", 2.0}, std::pair{"dpmpp-2m", 2.0}}) {
     std::vector<double> errors;
     for (int steps : {64, 128, 256}) errors.push_back(rms_error_at_sigma_min(solver, gmm, x_init, reference, steps));
     for (size_t i = 0; i + 1 < errors.size(); ++i) {
@@ -121,7 +122,7 @@ TEST(Samplers, UnknownNameListsTheValidOnes) {
     make_sampler("dpm");
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("euler, heun"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("euler, heun, dpmpp-2m, ddim, edm-stochastic"), std::string::npos) << e.what();
   }
 }
 
@@ -143,8 +144,10 @@ TEST(Samplers, ResultsDoNotDependOnBatchSize) {
 
 // Mean and covariance of Heun samples against the exact moments, within 4 standard errors
 // estimated from the samples themselves.
-void expect_moments_match(GaussianMixtureDenoiser& gmm, int64_t n) {
+void expect_moments_match(GaussianMixtureDenoiser& gmm, int64_t n, const std::string& sampler = "heun", SamplerOptions options = {}) {
   SampleRequest request;
+  request.sampler = sampler;
+  request.options = options;
   request.num = n;
   request.steps = 64;
   request.float64 = true;
@@ -162,11 +165,64 @@ void expect_moments_match(GaussianMixtureDenoiser& gmm, int64_t n) {
   EXPECT_LT(cov_z, 4.0) << "sample covariance " << cov << " exact " << gmm.covariance();
 }
 
+at::Tensor initial_state(int64_t n, uint64_t seed = 0) {
+  std::vector<int64_t> indices(static_cast<size_t>(n));
+  std::iota(indices.begin(), indices.end(), 0);
+  return 80.0 * per_sample_normal(seed, noise_stream::initial, indices, {2}, torch::kFloat64);
+}
+
+TEST(Samplers, DdimWithEtaZeroIsEulerInSigmaSpace) {
+  auto gmm = three_modes();
+  const auto x = initial_state(32);
+  for (int steps : {1, 5, 40}) {
+    const auto sigmas = make_sigmas({}, steps);
+    const auto ddim = make_sampler("ddim")->run(gmm, x, sigmas, {});
+    const auto euler = make_sampler("euler")->run(gmm, x, sigmas, {});
+    EXPECT_LT((ddim - euler).abs().max().item<double>(), 1e-10) << steps << " steps";
+  }
+}
+
+TEST(Samplers, StochasticSamplerWithoutChurnIsHeunAndWithChurnIsBatchIndependent) {
+  auto gmm = three_modes();
+  const auto x = initial_state(12);
+  const auto sigmas = make_sigmas({}, 18);
+  const SampleContext context{{}, 7, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}};
+  EXPECT_TRUE(torch::equal(make_sampler("edm-stochastic")->run(gmm, x, sigmas, context), make_sampler("heun")->run(gmm, x, sigmas, context)));
+
+  const SamplerOptions churn{.s_churn = 40, .s_tmin = 0.05, .s_tmax = 50, .s_noise = 1.003};
+  const auto sampler = make_sampler("edm-stochastic", churn);
+  const auto whole = sampler->run(gmm, x, sigmas, context);
+  EXPECT_FALSE(torch::allclose(whole, make_sampler("heun")->run(gmm, x, sigmas, context))) << "churn changes the result";
+  const SampleContext first{{}, 7, {0, 1, 2, 3, 4}}, rest{{}, 7, {5, 6, 7, 8, 9, 10, 11}};
+  const auto split = torch::cat({sampler->run(gmm, x.narrow(0, 0, 5), sigmas, first), sampler->run(gmm, x.narrow(0, 5, 7), sigmas, rest)});
+  EXPECT_LT((split - whole).abs().max().item<double>(), 1e-12);
+}
+
+TEST(Samplers, ClassifierFreeGuidance) {
+  GaussianMixtureDenoiser gmm(GaussianMixtureSpec::parse(std::string(kThreeModes2d) + "conditional: true\n", "conditional.yaml"));
+  const auto x = torch::randn({6, 2}, torch::kFloat64) * 2;
+  const auto sigma = torch::full({6}, 1.5, torch::kFloat64);
+  const auto labels = torch::tensor({0, 1, 2, 0, 1, 2}, torch::kInt64);
+  const auto conditional = gmm.denoise(x, sigma, labels);
+  const auto unconditional = gmm.denoise(x, sigma, torch::full({6}, -1, torch::kInt64));
+  EXPECT_LT((GuidedDenoiser(gmm, 1.0).denoise(x, sigma, labels) - conditional).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((GuidedDenoiser(gmm, 0.0).denoise(x, sigma, labels) - unconditional).abs().max().item<double>(), 1e-12);
+  const auto w3 = GuidedDenoiser(gmm, 3.0).denoise(x, sigma, labels);
+  EXPECT_LT((w3 - (unconditional + 3.0 * (conditional - unconditional))).abs().max().item<double>(), 1e-12);
+  // Label k selects component k: the posterior mean of one Gaussian, μ_k + s_k²/(s_k² + σ²)(x − μ_k).
+  const auto mu0 = torch::tensor({-2.0, 0.0}, torch::kFloat64);
+  EXPECT_LT((conditional[0] - (mu0 + 0.09 / (0.09 + 2.25) * (x[0] - mu0))).abs().max().item<double>(), 1e-12);
+  auto unconditional_gmm = three_modes();
+  EXPECT_THROW(GuidedDenoiser(unconditional_gmm, 2.0), Error);
+}
+
 TEST(Samplers, SampleMomentsMatchTheMixture) {
   auto two_d = three_modes();
   expect_moments_match(two_d, 4000);
   GaussianMixtureDenoiser one_d(GaussianMixtureSpec::parse("dim: 1\nweights: [0.7, 0.3]\nmeans: [[-1.0], [2.0]]\nstds: [0.4, 0.6]\n", "1d.yaml"));
   expect_moments_match(one_d, 4000);
+  expect_moments_match(two_d, 4000, "dpmpp-2m");
+  expect_moments_match(two_d, 4000, "edm-stochastic", {.s_churn = 20, .s_tmin = 0.01, .s_tmax = 50, .s_noise = 1.0});
 }
 
 }  // namespace

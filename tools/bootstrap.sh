@@ -39,7 +39,7 @@ fi
 # The stamp holds the requirements it was built from, so editing them rebuilds the venv.
 stamp="$venv/.distillery-requirements"
 if ! cmp -s "$root/tools/requirements.txt" "$stamp" 2>/dev/null || [ ! -x "$venv/bin/python" ]; then
-  echo "bootstrap: creating the Python environment in $venv (first time: several minutes)"
+  echo "bootstrap: creating or updating the Python environment in $venv (a first install takes minutes)"
   mkdir -p "$cache"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/tools/requirements.txt"

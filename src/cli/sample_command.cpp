@@ -93,6 +93,7 @@ void run_sample(SampleOptions& options) {
         {"schedule", std::string(schedule_name(schedule.kind))},
         {"rho", fmt::format("{}", schedule.rho)},
         {"seed", std::to_string(request.seed)},
+        {"guidance", fmt::format("{}", request.guidance)},
         {"sigmas", nlohmann::json(result.sigmas).dump()},
     };
     std::vector<std::pair<std::string, at::Tensor>> tensors = {{"samples", result.samples}, {"noise", result.noise}};
@@ -119,6 +120,12 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--sigma-min", options->sigma_min, "smallest non-zero σ (default: the teacher's)")->check(CLI::PositiveNumber);
   cmd->add_option("--sigma-max", options->sigma_max, "starting σ (default: the teacher's)")->check(CLI::PositiveNumber);
   cmd->add_option("--labels", options->request.labels, "conditional teachers: all | CLASS | C1,C2,... (default all)");
+  cmd->add_option("--guidance", options->request.guidance, "classifier-free guidance scale (conditional teachers; 1 = none)")->capture_default_str();
+  auto& churn = options->request.options;
+  cmd->add_option("--s-churn", churn.s_churn, "edm-stochastic: total churn S_churn")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--s-tmin", churn.s_tmin, "edm-stochastic: churn only for σ ≥ S_tmin")->capture_default_str();
+  cmd->add_option("--s-tmax", churn.s_tmax, "edm-stochastic: churn only for σ ≤ S_tmax")->capture_default_str();
+  cmd->add_option("--s-noise", churn.s_noise, "edm-stochastic: noise scale S_noise")->capture_default_str();
   cmd->callback([options] { run_sample(*options); });
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <numbers>
+#include <limits>
 #include <numeric>
 
 #include "core/config.h"
@@ -28,6 +29,7 @@ const ConfigSchema& spec_schema() {
     s.add({"stds", ConfigType::FloatList, "per-component isotropic standard deviations, positive", {}, true});
     s.add({"sigma_min", ConfigType::Float, "smallest σ samplers use by default", "0.002"});
     s.add({"sigma_max", ConfigType::Float, "largest σ samplers start from by default", "80"});
+    s.add({"conditional", ConfigType::Bool, "class k is component k (labels select a component)", "false"});
     return s;
   }();
   return schema;
@@ -49,6 +51,7 @@ GaussianMixtureSpec GaussianMixtureSpec::parse(const std::string& yaml_text, con
   spec.stds = config.get_float_list("stds");
   spec.sigma_min = config.get_float("sigma_min");
   spec.sigma_max = config.get_float("sigma_max");
+  spec.conditional = config.get_bool("conditional");
 
   const size_t K = spec.weights.size();
   const int64_t D = spec.dim();
@@ -92,22 +95,31 @@ GaussianMixtureDenoiser::GaussianMixtureDenoiser(GaussianMixtureSpec spec) : spe
   variances_ = torch::tensor(spec_.stds, f64).square();
 }
 
-std::pair<at::Tensor, at::Tensor> GaussianMixtureDenoiser::component_logits(const at::Tensor& x_flat, const at::Tensor& sigma) const {
+std::pair<at::Tensor, at::Tensor> GaussianMixtureDenoiser::component_logits(const at::Tensor& x_flat, const at::Tensor& sigma,
+                                                                             const at::Tensor& labels) const {
   const double D = static_cast<double>(spec_.dim());
   const auto v = variances_.unsqueeze(0) + sigma.to(torch::kFloat64).square().unsqueeze(1);  // [N, K]
   const auto sq_dist = (x_flat.unsqueeze(1) - means_.unsqueeze(0)).square().sum(-1);         // [N, K]
-  const auto logits = weights_.log().unsqueeze(0) - 0.5 * D * (2.0 * std::numbers::pi * v).log() - sq_dist / (2.0 * v);
+  auto logits = weights_.log().unsqueeze(0) - 0.5 * D * (2.0 * std::numbers::pi * v).log() - sq_dist / (2.0 * v);
+  if (labels.defined() && spec_.conditional) {
+    check_shape(labels, {x_flat.size(0)}, "labels for the Gaussian-mixture denoiser");
+    DISTILLERY_CHECK(labels.max().item<int64_t>() < spec_.components() && labels.min().item<int64_t>() >= -1,
+                     Error("Gaussian-mixture labels must be −1 or a component index").expected(fmt::format("−1..{}", spec_.components() - 1)));
+    const auto component = torch::arange(spec_.components(), torch::kInt64).unsqueeze(0);
+    const auto excluded = labels.unsqueeze(1).ge(0) & labels.unsqueeze(1).ne(component);
+    logits = logits.masked_fill(excluded, -std::numeric_limits<double>::infinity());
+  }
   return {logits, v};
 }
 
-at::Tensor GaussianMixtureDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& /*labels*/) {
+at::Tensor GaussianMixtureDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
   std::vector<int64_t> expected = {kAnySize};
   expected.insert(expected.end(), spec_.shape.begin(), spec_.shape.end());
   check_shape(x, expected, "input to the Gaussian-mixture denoiser");
   check_shape(sigma, {x.size(0)}, "σ for the Gaussian-mixture denoiser");
   // float64 throughout: responsibilities of far-apart modes underflow in float32.
   const auto x_flat = x.to(torch::kFloat64).reshape({x.size(0), -1});
-  const auto [logits, v] = component_logits(x_flat, sigma);
+  const auto [logits, v] = component_logits(x_flat, sigma, labels);
   const auto r = torch::softmax(logits, 1);
   const auto sigma2 = sigma.to(torch::kFloat64).square().unsqueeze(1);
   // Σ_k r_k [μ_k + s_k²/v_k (x − μ_k)] = (Σ_k r_k s_k²/v_k)·x + Σ_k (r_k σ²/v_k)·μ_k
@@ -116,8 +128,8 @@ at::Tensor GaussianMixtureDenoiser::denoise(const at::Tensor& x, const at::Tenso
   return posterior.reshape(x.sizes()).to(x.scalar_type());
 }
 
-at::Tensor GaussianMixtureDenoiser::log_density(const at::Tensor& x, const at::Tensor& sigma) const {
-  return torch::logsumexp(component_logits(x.reshape({x.size(0), -1}).to(torch::kFloat64), sigma).first, 1);
+at::Tensor GaussianMixtureDenoiser::log_density(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) const {
+  return torch::logsumexp(component_logits(x.reshape({x.size(0), -1}).to(torch::kFloat64), sigma, labels).first, 1);
 }
 
 at::Tensor GaussianMixtureDenoiser::mean() const { return torch::matmul(weights_, means_); }
@@ -132,8 +144,8 @@ at::Tensor GaussianMixtureDenoiser::covariance() const {
 std::string GaussianMixtureDenoiser::describe() const {
   std::vector<std::string> rows;
   for (const auto& row : spec_.means) rows.push_back(numbers(row));
-  return fmt::format("gmm shape={} weights={} means=[{}] stds={} sigma=[{}, {}]", shape_string(spec_.shape), numbers(spec_.weights),
-                     fmt::join(rows, ", "), numbers(spec_.stds), spec_.sigma_min, spec_.sigma_max);
+  return fmt::format("gmm shape={} weights={} means=[{}] stds={} sigma=[{}, {}]{}", shape_string(spec_.shape), numbers(spec_.weights),
+                     fmt::join(rows, ", "), numbers(spec_.stds), spec_.sigma_min, spec_.sigma_max, spec_.conditional ? " conditional" : "");
 }
 
 }  // namespace distillery
