@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <fstream>
+
 #include "io/tensor_file.h"
+#include "core/error.h"
 #include "models/unet_denoiser.h"
+#include "teachers/teacher.h"
 #include "test_support.h"
 
 namespace distillery {
@@ -67,6 +71,39 @@ TEST_P(UNetParity, WeReproduceThePythonTwin) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Embeddings, UNetParity, ::testing::Values("positional", "fourier"));
+
+TEST(TorchScriptTeacher, ExportedTwinMatchesTheSafetensorsTeacher) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto dir = testing::scratch_dir();
+  torch::manual_seed(5);
+  UNetDenoiser D(parity_config("positional"), 0.5, 0.002, 80);
+  D.net()->eval();
+  D.save(dir / "weights.safetensors");
+  const auto result = testing::run_command(testing::kPython + " " + shell_quoted(testing::kSourceDir / "tools/export_teacher.py") + " " +
+                                           shell_quoted(dir / "weights.safetensors") + " " + shell_quoted(dir / "teacher.pt"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto scripted = load_teacher("torchscript:" + (dir / "teacher.pt").string());
+  EXPECT_EQ(scripted->sample_shape(), D.sample_shape());
+  EXPECT_EQ(scripted->num_classes(), 10);
+  EXPECT_DOUBLE_EQ(scripted->sigma_max(), 80.0);
+  const auto x = torch::randn({3, 1, 28, 28});
+  const auto sigma = torch::tensor({0.05f, 1.0f, 20.0f});
+  const auto labels = torch::tensor({3, -1, 7}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(relative_difference(scripted->denoise(x, sigma, labels), D.denoise(x, sigma, labels)), 1e-5);
+}
+
+TEST(TorchScriptTeacher, MissingOrForeignFilesAreClearErrors) {
+  const auto dir = testing::scratch_dir();
+  EXPECT_THROW(load_teacher("torchscript:" + (dir / "absent.pt").string()), Error);
+  std::ofstream(dir / "garbage.pt") << "not a zip archive";
+  try {
+    load_teacher("torchscript:" + (dir / "garbage.pt").string());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot load TorchScript file"), std::string::npos) << e.what();
+  }
+}
 
 }  // namespace
 }  // namespace distillery

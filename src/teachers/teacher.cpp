@@ -5,18 +5,22 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "models/torchscript_denoiser.h"
 #include "models/unet_denoiser.h"
 #include "teachers/gaussian_mixture.h"
 
 namespace distillery {
 
 std::string teacher_forms() {
-  return "gmm:FILE.yaml (analytic Gaussian mixture), FILE.safetensors (a trained denoiser) or a training run's directory";
+  return "gmm:FILE.yaml (analytic Gaussian mixture), FILE.safetensors (a trained denoiser), a training run's directory, "
+         "or torchscript:FILE (trusted files only: TorchScript loading is not safe on hostile input)";
 }
 
 std::unique_ptr<Denoiser> load_teacher(const std::string& spec) {
   constexpr std::string_view kGmm = "gmm:";
   if (spec.starts_with(kGmm)) return std::make_unique<GaussianMixtureDenoiser>(GaussianMixtureSpec::load(spec.substr(kGmm.size())));
+  constexpr std::string_view kTorchScript = "torchscript:";
+  if (spec.starts_with(kTorchScript)) return std::make_unique<TorchScriptDenoiser>(spec.substr(kTorchScript.size()));
   if (spec.ends_with(".safetensors")) return UNetDenoiser::load(spec);
   if (std::filesystem::is_directory(spec)) {
     const auto weights = std::filesystem::path(spec) / "teacher.safetensors";
