@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/rng.h"
 #include "models/unet_denoiser.h"
+#include "teachers/edm_loss.h"
 #include "teachers/teacher_training.h"
 #include "io/safetensors.h"
 #include "samplers/sampling.h"
@@ -67,10 +68,7 @@ void BM_UNetTrainStep(benchmark::State& state) {
   const auto x0 = torch::rand({batch, 1, 28, 28}) * 2 - 1;
   const auto labels = torch::randint(0, 10, {batch}, torch::kInt64);
   for (auto _ : state) {
-    const auto sigma = (torch::randn({batch}) * 1.2 - 1.2).exp();
-    const auto weight = (sigma.square() + 0.25) / (sigma * 0.5).square();
-    const auto s4 = sigma.view({-1, 1, 1, 1});
-    const auto loss = (weight.view({-1, 1, 1, 1}) * (model.denoise(x0 + s4 * torch::randn_like(x0), sigma, labels) - x0).square()).mean();
+    const auto loss = edm_loss(model, x0, (torch::randn({batch}) * 1.2 - 1.2).exp(), torch::randn_like(x0), labels, 0.5);
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();

@@ -24,6 +24,7 @@
 #include "models/unet_denoiser.h"
 #include "models/weights.h"
 #include "samplers/sampling.h"
+#include "teachers/edm_loss.h"
 
 namespace distillery {
 
@@ -273,9 +274,7 @@ void train_teacher(const TeacherTrainingOptions& options) {
     const auto labels = unet.num_classes > 0 ? data.labels.index_select(0, index_tensor) : at::Tensor();
     const auto sigma = (r.p_mean + r.p_std * per_sample_normal(r.seed, kSigmaStream, positions, {}, torch::kFloat32)).exp();
     const auto noise = per_sample_normal(r.seed, kNoiseStream, positions, shape, torch::kFloat32);
-    const auto weight = (sigma.square() + sigma_data * sigma_data) / (sigma * sigma_data).square();
-    const auto denoised = model.denoise(x0 + sigma.view({-1, 1, 1, 1}) * noise, sigma, labels);
-    const auto loss = (weight.view({-1, 1, 1, 1}) * (denoised - x0).square()).mean();
+    const auto loss = edm_loss(model, x0, sigma, noise, labels, sigma_data);
 
     for (auto& group : optimizer.param_groups())
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(r.lr * std::min(1.0, static_cast<double>(step + 1) / std::max<int64_t>(r.warmup_steps, 1)));
