@@ -4,16 +4,13 @@
 
 #include "core/error.h"
 #include "teachers/gaussian_mixture.h"
+#include "test_support.h"
 
 namespace distillery {
 namespace {
 
-const char* kThreeModes2d = R"(
-dim: 2
-weights: [0.5, 0.3, 0.2]
-means: [[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]]
-stds: [0.3, 0.5, 0.2]
-)";
+using testing::kThreeModes2d;
+
 
 const char* kImageShaped = R"(
 shape: [1, 4, 4]

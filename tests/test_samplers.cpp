@@ -14,16 +14,13 @@
 #include "samplers/sampler.h"
 #include "samplers/sampling.h"
 #include "teachers/gaussian_mixture.h"
+#include "test_support.h"
 
 namespace distillery {
 namespace {
 
-const char* kThreeModes2d = R"(
-dim: 2
-weights: [0.5, 0.3, 0.2]
-means: [[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]]
-stds: [0.3, 0.5, 0.2]
-)";
+using testing::kThreeModes2d;
+
 
 GaussianMixtureDenoiser three_modes() { return GaussianMixtureDenoiser(GaussianMixtureSpec::parse(kThreeModes2d, "three_modes.yaml")); }
 

@@ -1,4 +1,4 @@
-// defines: CommandResult, run_command, scratch_dir, python_available, kPython, kSourceDir, kCli
+// defines: CommandResult, run_command, scratch_dir, python_available, shell_quoted, kPython, kSourceDir, kCli, kThreeModes2d
 // Helpers shared by the test files: running the CLI and the Python reference scripts, and a
 // fresh scratch directory per test.
 #pragma once
@@ -15,6 +15,14 @@ namespace distillery::testing {
 inline const std::string kPython = DISTILLERY_TEST_PYTHON;
 inline const std::filesystem::path kSourceDir = DISTILLERY_TEST_SOURCE_DIR;
 inline const std::string kCli = DISTILLERY_TEST_CLI;
+
+// The tests' standard 2-D mixture: three unequal, well-separated modes.
+inline const char* const kThreeModes2d = R"(
+dim: 2
+weights: [0.5, 0.3, 0.2]
+means: [[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]]
+stds: [0.3, 0.5, 0.2]
+)";
 
 struct CommandResult {
   int exit_code;

@@ -235,8 +235,7 @@ double moment_error(GaussianMixtureDenoiser& target, Denoiser& model) {
 }
 
 TEST(MlpTeacher, AShortTrainingLearnsTheMixturesMoments) {
-  GaussianMixtureDenoiser mixture(GaussianMixtureSpec::parse(
-      "dim: 2\nweights: [0.5, 0.3, 0.2]\nmeans: [[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]]\nstds: [0.3, 0.5, 0.2]\n", "mixture.yaml"));
+  GaussianMixtureDenoiser mixture(GaussianMixtureSpec::parse(testing::kThreeModes2d, "three_modes.yaml"));
   torch::manual_seed(0);
   MLP mlp(MLPConfig{.dim = 2, .hidden = 64, .layers = 2});
   constexpr double kSigmaData = 1.5;  // roughly the mixture's scale
