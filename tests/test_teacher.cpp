@@ -175,7 +175,11 @@ TEST(TeacherTraining, StopAndResumeEqualsUninterruptedBitForBit) {
   const auto dir = testing::scratch_dir();
   train_teacher(tiny_run(dir / "straight", 6, false));
   train_teacher(tiny_run(dir / "resumed", 3, false));
+  // What a kill leaves behind: a torn stats line and a half-written checkpoint directory.
+  std::ofstream(dir / "resumed/stats.jsonl", std::ios::app) << "{\"step\": 4, \"lo";
+  std::filesystem::create_directories(dir / "resumed/checkpoints/.step-0000004.tmp.999");
   train_teacher(tiny_run(dir / "resumed", 6, true));
+  EXPECT_FALSE(std::filesystem::exists(dir / "resumed/checkpoints/.step-0000004.tmp.999"));
   for (const char* file : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
     EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000006" / file), file_bytes(dir / "resumed/checkpoints/step-0000006" / file)) << file;
   EXPECT_EQ(file_bytes(dir / "straight/teacher.safetensors"), file_bytes(dir / "resumed/teacher.safetensors"));

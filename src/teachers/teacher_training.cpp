@@ -222,8 +222,11 @@ void train_teacher(const TeacherTrainingOptions& options) {
   // equals an uninterrupted one's.
   std::vector<std::string> kept_lines;
   if (std::ifstream previous(out / "stats.jsonl"); previous) {
-    for (std::string line; std::getline(previous, line);)
-      if (!line.empty() && nlohmann::json::parse(line, nullptr, false).value("step", INT64_MAX) <= state.step) kept_lines.push_back(line);
+    for (std::string line; std::getline(previous, line);) {
+      // A line torn by a kill mid-write is not JSON; it is dropped with everything after the checkpoint.
+      const auto entry = nlohmann::json::parse(line, nullptr, false);
+      if (entry.is_object() && entry.value("step", INT64_MAX) <= state.step) kept_lines.push_back(line);
+    }
   }
   {
     std::string text;
