@@ -4,12 +4,16 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <fmt/format.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "data/fashion_mnist.h"
+#include "data/image_folder.h"
+#include "io/image.h"
 #include "io/tensor_file.h"
 #include "models/mlp.h"
 #include "models/precond.h"
@@ -268,6 +272,77 @@ TEST(MlpTeacher, AShortTrainingLearnsTheMixturesMoments) {
   // The mixture's covariance has Frobenius norm ≈ 3.6; an untrained network is far off.
   EXPECT_GT(untrained, 1.0);
   EXPECT_LT(trained, 0.35);
+}
+
+}  // namespace
+}  // namespace distillery
+
+namespace distillery {
+namespace {
+
+// Writes one image (uint8 values) as a PNG through the grid writer (a 1-image grid is the image).
+void write_png(const std::filesystem::path& path, const at::Tensor& uint8_chw) {
+  std::filesystem::create_directories(path.parent_path());
+  write_image_grid(path, (uint8_chw.unsqueeze(0).to(torch::kFloat32) - 127.5f) / 127.5f, 1);
+}
+
+TEST(ImageFolder, ReadsImagesInPathOrderWithDatasetJsonLabels) {
+  const auto dir = testing::scratch_dir();
+  const auto a = torch::randint(0, 256, {1, 8, 6}, torch::kUInt8), b = torch::randint(0, 256, {1, 8, 6}, torch::kUInt8);
+  write_png(dir / "00001/img1.png", b);
+  write_png(dir / "00000/img0.png", a);
+  std::ofstream(dir / "dataset.json") << R"({"labels": [["00000/img0.png", 4], ["00001/img1.png", 7]]})";
+  const auto data = read_image_folder(dir, 1);
+  EXPECT_EQ(data.images.sizes(), (std::vector<int64_t>{2, 1, 8, 6}));
+  EXPECT_TRUE(torch::equal(data.images[0], a));
+  EXPECT_TRUE(torch::equal(data.images[1], b));
+  EXPECT_TRUE(torch::equal(data.labels, torch::tensor({4, 7}, torch::kInt64)));
+  // Grey images read as RGB repeat the channel.
+  const auto rgb = read_image_folder(dir, 3);
+  EXPECT_TRUE(torch::equal(rgb.images[0][2], a[0]));
+}
+
+TEST(ImageFolder, TeacherTrainingReadsAFolder) {
+  const auto dir = testing::scratch_dir();
+  std::string labels = R"({"labels": [)";
+  for (int i = 0; i < 8; ++i) {
+    write_png(dir / "data" / fmt::format("img{}.png", i), torch::randint(0, 256, {1, 28, 28}, torch::kUInt8));
+    labels += fmt::format(R"({}["img{}.png", {}])", i ? ", " : "", i, i % 10);
+  }
+  std::ofstream(dir / "data/dataset.json") << labels << "]}";
+  auto options = tiny_run(dir / "run", 2, false);
+  options.overrides.push_back("data.dataset=folder");
+  options.overrides.push_back("data.path=" + (dir / "data").string());
+  train_teacher(options);
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/teacher.safetensors"));
+  options.overrides.push_back("model.num_classes=5");
+  options.out_dir = dir / "too-few-classes";
+  EXPECT_THROW(train_teacher(options), Error);
+}
+
+std::string folder_error(const std::filesystem::path& dir) {
+  try {
+    read_image_folder(dir, 1);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(ImageFolder, ProblemsAreNamed) {
+  const auto dir = testing::scratch_dir();
+  EXPECT_NE(folder_error(dir).find("holds no PNG or JPEG"), std::string::npos);
+  write_png(dir / "a.png", torch::zeros({1, 8, 6}, torch::kUInt8));
+  write_png(dir / "b.png", torch::zeros({1, 4, 4}, torch::kUInt8));
+  EXPECT_NE(folder_error(dir).find("must all have one size"), std::string::npos);
+  std::filesystem::remove(dir / "b.png");
+  std::ofstream(dir / "dataset.json") << R"({"labels": [["other.png", 1]]})";
+  EXPECT_NE(folder_error(dir).find("no label for 'a.png'"), std::string::npos);
+  std::ofstream(dir / "dataset.json") << R"({"labels": [["a.png", "shirt"]]})";
+  EXPECT_NE(folder_error(dir).find("is not [path, non-negative class]"), std::string::npos);
+  std::filesystem::remove(dir / "dataset.json");
+  std::ofstream(dir / "c.png") << "not a png";
+  EXPECT_NE(folder_error(dir).find("cannot decode image"), std::string::npos);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "data/fashion_mnist.h"
+#include "data/image_folder.h"
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
@@ -155,7 +156,8 @@ bool read_newest_checkpoint(const std::filesystem::path& dir, Checkpoint& state,
 const ConfigSchema& teacher_training_schema() {
   static const ConfigSchema schema = [] {
     ConfigSchema s;
-    s.add({"data.dataset", ConfigType::String, "training images", "fmnist", false, {"fmnist"}});
+    s.add({"data.dataset", ConfigType::String, "training images: Fashion-MNIST, or a folder of PNG/JPEG (data.path)", "fmnist", false, {"fmnist", "folder"}});
+    s.add({"data.path", ConfigType::String, "the image folder when data.dataset is folder (labels from its dataset.json)", "\"\""});
     s.add({"data.hflip", ConfigType::Bool, "random horizontal flips", "false"});
     add_denoiser_fields(s);
     s.add({"loss.p_mean", ConfigType::Float, "mean of ln σ during training", "-1.2"});
@@ -189,6 +191,7 @@ void train_teacher(const TeacherTrainingOptions& options) {
   DISTILLERY_CHECK(r.batch > 0 && r.steps > 0 && r.log_every > 0 && r.checkpoint_every > 0 && r.keep_checkpoints > 0,
                    Error("train.batch, train.steps, log.every, checkpoint.every and checkpoint.keep must be positive").file(config.source()));
   const auto& out = options.out_dir;
+  const auto unet = unet_config_from(config, "model.");
   const auto checkpoints = out / "checkpoints", grids = out / "grids";
   DISTILLERY_CHECK(options.resume || !std::filesystem::exists(checkpoints),
                    Error("output directory already holds a training run").file(out.string()).hint("pass --resume to continue it, or choose another --out"));
@@ -196,9 +199,13 @@ void train_teacher(const TeacherTrainingOptions& options) {
   std::filesystem::create_directories(grids);
   config.write_resolved(out);
 
-  const auto data = load_fashion_mnist("train");
+  const auto data = config.get_string("data.dataset") == "folder" ? read_image_folder(config.get_string("data.path"), unet.in_channels)
+                                                                   : load_fashion_mnist("train");
+  DISTILLERY_CHECK(unet.num_classes == 0 || data.labels.min().item<int64_t>() >= 0,
+                   Error("a class-conditional model needs labelled data").field("model.num_classes").hint("add dataset.json to the image folder, or set model.num_classes=0"));
+  DISTILLERY_CHECK(data.labels.max().item<int64_t>() < std::max<int64_t>(unet.num_classes, 1) || unet.num_classes == 0,
+                   Error("the data have more classes than the model").field("model.num_classes").got(std::to_string(unet.num_classes)));
   const auto images = to_model_range(data.images);
-  const auto unet = unet_config_from(config, "model.");
   DISTILLERY_CHECK(unet.in_channels == images.size(1) && unet.resolution == images.size(2),
                    Error("the model does not fit the data").file(config.source()).field("model.in_channels / model.resolution")
                        .expected(fmt::format("{} channels at {}×{}", images.size(1), images.size(2), images.size(3))));

@@ -1,0 +1,17 @@
+// defines: read_image_folder
+// A folder of PNG/JPEG images (searched recursively, in sorted path order) as a dataset, with
+// class labels from an EDM-style dataset.json when present:
+//   {"labels": [["00000/img00000000.png", 6], ...]}   (paths relative to the folder)
+#pragma once
+
+#include <filesystem>
+
+#include "data/fashion_mnist.h"
+
+namespace distillery {
+
+// uint8 [N, C, H, W] with C = `channels` (1: grey, 3: RGB; images are converted), labels −1
+// when the folder has no dataset.json. Every image must have the size of the first.
+LabeledImages read_image_folder(const std::filesystem::path& folder, int64_t channels);
+
+}  // namespace distillery
