@@ -254,7 +254,7 @@ void train_teacher(const TeacherTrainingOptions& options) {
   const std::vector<int64_t> shape = {images.size(1), images.size(2), images.size(3)};
   int64_t consecutive_nonfinite = 0;
   double loss_sum = 0;
-  int64_t loss_count = 0;
+  int64_t loss_count = 0, interval_steps = 0;
   auto interval_start = std::chrono::steady_clock::now();
 
   auto write_grid = [&](int64_t step) {
@@ -305,6 +305,7 @@ void train_teacher(const TeacherTrainingOptions& options) {
       ++loss_count;
     }
     state.step = step + 1;
+    ++interval_steps;
     progress.advance();
 
     if (state.step % r.log_every == 0 || state.step == r.steps) {
@@ -314,12 +315,13 @@ void train_teacher(const TeacherTrainingOptions& options) {
                               {"loss", loss_count ? loss_sum / loss_count : NAN},
                               {"lr", r.lr * std::min(1.0, static_cast<double>(state.step) / std::max<int64_t>(r.warmup_steps, 1))},
                               {"nonfinite_skips", state.nonfinite_skips},
-                              {"sec_per_step", seconds / static_cast<double>(r.log_every)},
+                              {"sec_per_step", seconds / static_cast<double>(interval_steps)},
                               {"timestamp", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}}
                    .dump()
             << "\n" << std::flush;
       loss_sum = 0;
       loss_count = 0;
+      interval_steps = 0;
       interval_start = std::chrono::steady_clock::now();
     }
     if (state.step % r.checkpoint_every == 0 || state.step == r.steps) write_checkpoint(checkpoints, state, model, ema, optimizer, r.keep_checkpoints);
