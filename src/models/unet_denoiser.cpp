@@ -34,7 +34,13 @@ void add_denoiser_fields(ConfigSchema& schema) {
 }
 
 UNetDenoiser::UNetDenoiser(const UNetConfig& config, double sigma_data, double sigma_min, double sigma_max)
-    : net_(config), sigma_data_(sigma_data), sigma_min_(sigma_min), sigma_max_(sigma_max) {}
+    : net_(config),
+      preconditioned_(Parameterization::EDM,
+                      [net = net_](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable {
+                        return net->forward(x_in, c_noise, labels);
+                      },
+                      {.sigma_data = sigma_data}),
+      sigma_data_(sigma_data), sigma_min_(sigma_min), sigma_max_(sigma_max) {}
 
 std::vector<int64_t> UNetDenoiser::sample_shape() const {
   const auto& c = net_->config();
@@ -42,10 +48,7 @@ std::vector<int64_t> UNetDenoiser::sample_shape() const {
 }
 
 at::Tensor UNetDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
-  const auto c = precondition(Parameterization::EDM, sigma.to(torch::kFloat32), sigma_data_);
-  auto per_sample = [](const at::Tensor& v) { return v.view({-1, 1, 1, 1}); };
-  const auto F = net_->forward(per_sample(c.c_in) * x, c.c_noise, labels);
-  return per_sample(c.c_skip) * x + per_sample(c.c_out) * F;
+  return preconditioned_.denoise(x, sigma.to(torch::kFloat32), labels);
 }
 
 std::string UNetDenoiser::config_json() const {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "models/denoiser.h"
+#include "models/precond.h"
 #include "models/unet.h"
 
 namespace distillery {
@@ -37,6 +38,7 @@ class UNetDenoiser final : public Denoiser {
 
  private:
   UNet net_;
+  PreconditionedDenoiser preconditioned_;  // EDM preconditioning around net_
   double sigma_data_, sigma_min_, sigma_max_;
 };
 

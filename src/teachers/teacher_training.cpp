@@ -213,11 +213,16 @@ void train_teacher(const TeacherTrainingOptions& options) {
   torch::manual_seed(r.seed);  // initial weights
   UNetDenoiser model(unet, sigma_data, config.get_float("precond.sigma_min"), config.get_float("precond.sigma_max"));
   UNetDenoiser ema(unet, sigma_data, model.sigma_min(), model.sigma_max());
+  const auto ema_pairs = [&] {
+    std::vector<std::pair<at::Tensor, at::Tensor>> pairs;
+    const auto source = module_tensors(*model.net());
+    const auto target = module_tensors(*ema.net());
+    for (size_t i = 0; i < source.size(); ++i) pairs.emplace_back(target[i].second, source[i].second);
+    return pairs;
+  }();
   {
     torch::NoGradGuard no_grad;
-    const auto source = module_tensors(*model.net());
-    auto target = module_tensors(*ema.net());
-    for (size_t i = 0; i < source.size(); ++i) target[i].second.copy_(source[i].second);
+    for (auto& [target, source] : ema_pairs) target.copy_(source);
   }
   ema.net()->eval();
   torch::optim::Adam optimizer(model.net()->parameters(), torch::optim::AdamOptions(r.lr).betas({r.beta1, r.beta2}).eps(1e-8));
@@ -243,13 +248,6 @@ void train_teacher(const TeacherTrainingOptions& options) {
   std::ofstream stats(out / "stats.jsonl", std::ios::app);
 
   const double ema_beta = std::pow(0.5, static_cast<double>(r.batch) / r.ema_halflife_images);
-  const auto ema_pairs = [&] {
-    std::vector<std::pair<at::Tensor, at::Tensor>> pairs;
-    const auto source = module_tensors(*model.net());
-    const auto target = module_tensors(*ema.net());
-    for (size_t i = 0; i < source.size(); ++i) pairs.emplace_back(target[i].second, source[i].second);
-    return pairs;
-  }();
   ShuffledOrder order(images.size(0), r.seed);
   const std::vector<int64_t> shape = {images.size(1), images.size(2), images.size(3)};
   int64_t consecutive_nonfinite = 0;
