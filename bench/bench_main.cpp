@@ -8,7 +8,7 @@
 
 #include "core/config.h"
 #include "core/rng.h"
-#include "models/unet_denoiser.h"
+#include "models/network_denoiser.h"
 #include "teachers/edm_loss.h"
 #include "teachers/teacher_training.h"
 #include "io/safetensors.h"
@@ -61,9 +61,10 @@ BENCHMARK(BM_SafetensorsParse)->Unit(benchmark::kMillisecond);
 // tools/bench_unet_vs_python.sh runs the Python twin on the same recipe beside it.
 void BM_UNetTrainStep(benchmark::State& state) {
   const auto recipe = Config::load(teacher_training_schema(), DISTILLERY_BENCH_SOURCE_DIR "/configs/teacher/fmnist.yaml");
-  UNetDenoiser model(unet_config_from(recipe, "model."), 0.5, 0.002, 80);
-  model.net()->train();
-  torch::optim::Adam optimizer(model.net()->parameters(), torch::optim::AdamOptions(1e-4));
+  const auto model_ptr = NetworkDenoiser::from_config(recipe);
+  auto& model = *model_ptr;
+  model.module().train();
+  torch::optim::Adam optimizer(model.module().parameters(), torch::optim::AdamOptions(1e-4));
   const int64_t batch = state.range(0);
   const auto x0 = torch::rand({batch, 1, 28, 28}) * 2 - 1;
   const auto labels = torch::randint(0, 10, {batch}, torch::kInt64);
@@ -81,8 +82,9 @@ BENCHMARK(BM_UNetTrainStep)->Arg(64)->Unit(benchmark::kMillisecond);
 // Heun, 18 steps = 35 NFE (speed does not depend on the weights' values).
 void BM_TeacherSampleHeun35Nfe(benchmark::State& state) {
   const auto recipe = Config::load(teacher_training_schema(), DISTILLERY_BENCH_SOURCE_DIR "/configs/teacher/fmnist.yaml");
-  UNetDenoiser teacher(unet_config_from(recipe, "model."), 0.5, 0.002, 80);
-  teacher.net()->eval();
+  const auto teacher_ptr = NetworkDenoiser::from_config(recipe);
+  auto& teacher = *teacher_ptr;
+  teacher.module().eval();
   SampleRequest request;
   request.num = 64;
   request.batch = 64;

@@ -95,6 +95,7 @@ TEST(LabelPolicy, AllSingleAndList) {
   EXPECT_EQ(labels_for("", 3, {5}), (std::vector<int64_t>{2}));
   EXPECT_EQ(labels_for("2", 3, {0, 1}), (std::vector<int64_t>{2, 2}));
   EXPECT_EQ(labels_for("0,2,5", 10, {0, 1, 2, 3}), (std::vector<int64_t>{0, 2, 5, 0}));
+  EXPECT_EQ(labels_for("none", 3, {0, 4}), (std::vector<int64_t>{-1, -1}));
   EXPECT_TRUE(labels_for("", 0, {0, 1}).empty());
 }
 

@@ -1,5 +1,5 @@
-// PyTorch interop: the Python twin of the UNet (tools/reference/unet.py) and ours agree to
-// 1e-5 relative on the same weights, moved through safetensors in both directions.
+// PyTorch interop: the Python twins of our networks (tools/reference/denoiser.py) and ours
+// agree to 1e-5 relative on the same weights, moved through safetensors in both directions.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -7,7 +7,7 @@
 
 #include "io/tensor_file.h"
 #include "core/error.h"
-#include "models/unet_denoiser.h"
+#include "models/network_denoiser.h"
 #include "teachers/teacher.h"
 #include "test_support.h"
 
@@ -28,23 +28,36 @@ UNetConfig parity_config(const std::string& embedding) {
   return c;
 }
 
-std::string parity_script() { return shell_quoted(testing::kSourceDir / "tests/python/unet_parity.py"); }
+// "unet-positional", "unet-fourier" or "mlp" (a conditional MLP on [3, 2] samples).
+std::unique_ptr<NetworkDenoiser> parity_denoiser(const std::string& name) {
+  if (name == "mlp") return std::make_unique<NetworkDenoiser>(MLPConfig{.shape = {3, 2}, .hidden = 32, .layers = 2, .embedding = 16, .num_classes = 10});
+  return std::make_unique<NetworkDenoiser>(parity_config(name.substr(name.find('-') + 1)));
+}
+
+std::vector<int64_t> batch_shape(int64_t n, const Denoiser& D) {
+  std::vector<int64_t> shape = {n};
+  for (auto d : D.sample_shape()) shape.push_back(d);
+  return shape;
+}
+
+std::string parity_script() { return shell_quoted(testing::kSourceDir / "tests/python/network_parity.py"); }
 
 double relative_difference(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max()).item<double>();
 }
 
-class UNetParity : public ::testing::TestWithParam<std::string> {};
+class NetworkParity : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(UNetParity, PythonTwinReproducesOurOutputs) {
+TEST_P(NetworkParity, PythonTwinReproducesOurOutputs) {
   if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
   const auto dir = testing::scratch_dir();
   torch::manual_seed(3);
-  UNetDenoiser D(parity_config(GetParam()), 0.5, 0.002, 80);
+  const auto denoiser = parity_denoiser(GetParam());
+  auto& D = *denoiser;
   // Non-zero output layers everywhere, so every path contributes to the result.
-  D.net()->eval();
+  D.module().eval();
   D.save(dir / "weights.safetensors");
-  const auto x = torch::randn({4, 1, 28, 28});
+  const auto x = torch::randn(batch_shape(4, D));
   const auto sigma = torch::tensor({0.01f, 0.3f, 2.0f, 50.0f});
   const auto labels = torch::tensor({0, 9, -1, 1}, torch::kInt64);
   torch::NoGradGuard no_grad;
@@ -55,14 +68,14 @@ TEST_P(UNetParity, PythonTwinReproducesOurOutputs) {
   EXPECT_EQ(result.exit_code, 0) << result.output;
 }
 
-TEST_P(UNetParity, WeReproduceThePythonTwin) {
+TEST_P(NetworkParity, WeReproduceThePythonTwin) {
   if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
   const auto dir = testing::scratch_dir();
-  const UNetDenoiser shape_donor(parity_config(GetParam()), 0.5, 0.002, 80);
-  const auto result = testing::run_command(testing::kPython + " " + parity_script() + " make " + shell_quoted(shape_donor.config_json()) + " " +
+  const auto shape_donor = parity_denoiser(GetParam());
+  const auto result = testing::run_command(testing::kPython + " " + parity_script() + " make " + shell_quoted(shape_donor->config_json()) + " " +
                                            shell_quoted(dir / "weights.safetensors") + " " + shell_quoted(dir / "io.safetensors"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto D = UNetDenoiser::load(dir / "weights.safetensors");
+  const auto D = NetworkDenoiser::load(dir / "weights.safetensors");
   const auto io = load_tensor_file(dir / "io.safetensors");
   torch::NoGradGuard no_grad;
   const double error = relative_difference(D->denoise(io.get("x"), io.get("sigma"), io.get("labels")), io.get("denoised"));
@@ -70,14 +83,15 @@ TEST_P(UNetParity, WeReproduceThePythonTwin) {
   EXPECT_LE(error, 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Embeddings, UNetParity, ::testing::Values("positional", "fourier"));
+INSTANTIATE_TEST_SUITE_P(Networks, NetworkParity, ::testing::Values("unet-positional", "unet-fourier", "mlp"),
+                         [](const auto& info) { return std::string(info.param == "mlp" ? "mlp" : info.param.substr(5)); });
 
 TEST(TorchScriptTeacher, ExportedTwinMatchesTheSafetensorsTeacher) {
   if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
   const auto dir = testing::scratch_dir();
   torch::manual_seed(5);
-  UNetDenoiser D(parity_config("positional"), 0.5, 0.002, 80);
-  D.net()->eval();
+  NetworkDenoiser D(parity_config("positional"));
+  D.module().eval();
   D.save(dir / "weights.safetensors");
   const auto result = testing::run_command(testing::kPython + " " + shell_quoted(testing::kSourceDir / "tools/export_teacher.py") + " " +
                                            shell_quoted(dir / "weights.safetensors") + " " + shell_quoted(dir / "teacher.pt"));

@@ -11,13 +11,15 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "data/augment.h"
 #include "data/fashion_mnist.h"
 #include "data/image_folder.h"
+#include "data/shuffled_order.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
 #include "models/mlp.h"
 #include "models/precond.h"
-#include "models/unet_denoiser.h"
+#include "models/network_denoiser.h"
 #include "samplers/sampling.h"
 #include "teachers/edm_loss.h"
 #include "teachers/gaussian_mixture.h"
@@ -97,8 +99,8 @@ UNetConfig tiny_unet(int64_t classes) {
 
 TEST(UNet, ShapesLabelsAndDeterminismInEval) {
   torch::manual_seed(0);
-  UNetDenoiser D(tiny_unet(10), 0.5, 0.002, 80);
-  D.net()->eval();
+  NetworkDenoiser D(tiny_unet(10));
+  D.module().eval();
   const auto x = torch::randn({3, 1, 28, 28});
   const auto sigma = torch::tensor({0.1f, 1.0f, 10.0f});
   const auto labels = torch::tensor({0, 9, -1}, torch::kInt64);
@@ -115,10 +117,10 @@ TEST(UNet, ShapesLabelsAndDeterminismInEval) {
 TEST(UNet, WeightsFileRoundTripAndMismatches) {
   const auto dir = testing::scratch_dir();
   torch::manual_seed(1);
-  UNetDenoiser D(tiny_unet(10), 0.5, 0.002, 80);
-  D.net()->eval();
+  NetworkDenoiser D(tiny_unet(10));
+  D.module().eval();
   D.save(dir / "d.safetensors");
-  const auto loaded = UNetDenoiser::load(dir / "d.safetensors");
+  const auto loaded = NetworkDenoiser::load(dir / "d.safetensors");
   const auto x = torch::randn({2, 1, 28, 28});
   const auto s = torch::tensor({0.3f, 3.0f});
   const auto l = torch::tensor({1, 2}, torch::kInt64);
@@ -128,30 +130,30 @@ TEST(UNet, WeightsFileRoundTripAndMismatches) {
   // The sample command accepts the file as a teacher.
   EXPECT_EQ(load_teacher((dir / "d.safetensors").string())->sample_shape(), (std::vector<int64_t>{1, 28, 28}));
 
-  auto tensors = module_tensors(*D.net());
+  auto tensors = module_tensors(D.module());
   std::map<std::string, at::Tensor> by_name(tensors.begin(), tensors.end());
   by_name.erase("conv_in.weight");
-  UNetDenoiser other(tiny_unet(10), 0.5, 0.002, 80);
+  NetworkDenoiser other(tiny_unet(10));
   try {
-    load_module_tensors(*other.net(), by_name, "w.safetensors");
+    load_module_tensors(other.module(), by_name, "w.safetensors");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("lacks tensor 'conv_in.weight'"), std::string::npos) << e.what();
   }
   by_name["conv_in.weight"] = torch::zeros({3, 3});
   try {
-    load_module_tensors(*other.net(), by_name, "w.safetensors");
+    load_module_tensors(other.module(), by_name, "w.safetensors");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("tensor 'conv_in.weight' in w.safetensors has the wrong shape"), std::string::npos) << e.what();
   }
-  by_name["conv_in.weight"] = module_tensors(*D.net()).front().second;
+  by_name["conv_in.weight"] = module_tensors(D.module()).front().second;
   by_name["extra.weight"] = torch::zeros({1});
-  EXPECT_THROW(load_module_tensors(*other.net(), by_name, "w.safetensors"), Error);
+  EXPECT_THROW(load_module_tensors(other.module(), by_name, "w.safetensors"), Error);
 
   save_tensor_file(dir / "plain.safetensors", {{"a", torch::zeros({1})}});
   try {
-    UNetDenoiser::load(dir / "plain.safetensors");
+    NetworkDenoiser::load(dir / "plain.safetensors");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("not a distillery denoiser file"), std::string::npos);
@@ -229,49 +231,149 @@ TEST(TeacherTraining, ExistingRunNeedsResume) {
 namespace distillery {
 namespace {
 
-// Distance of the sample moments from the mixture's: ‖mean − μ‖ + ‖cov − Σ‖_F.
+// Distance of the sample moments from the mixture's: ‖mean − μ‖ + ‖cov − Σ‖_F. A conditional
+// model is sampled with the classes in the mixture's proportions (0.5, 0.3, 0.2).
 double moment_error(GaussianMixtureDenoiser& target, Denoiser& model) {
   SampleRequest request;
   request.num = 2000;
   request.batch = 2000;
   request.steps = 32;
   request.seed = 11;
+  request.labels = model.num_classes() > 0 ? "0,0,0,0,0,1,1,1,2,2" : "";
   const auto x = draw_samples(model, request).samples.to(torch::kFloat64);
   const auto centred = x - x.mean(0);
   const auto cov = centred.t().matmul(centred) / (x.size(0) - 1);
   return (x.mean(0) - target.mean()).norm().item<double>() + (cov - target.covariance()).norm().item<double>();
 }
 
-TEST(MlpTeacher, AShortTrainingLearnsTheMixturesMoments) {
+// The recipe a user would write for a 2-D toy teacher, trained through `teacher train`.
+TeacherTrainingOptions mlp_run(const std::filesystem::path& dir, int64_t steps) {
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  std::ofstream(dir / "mlp.yaml") << fmt::format(R"(
+data: {{dataset: gmm, path: "{}", size: 4096}}
+model: {{kind: mlp, shape: [2], hidden: 64, layers: 2, num_classes: 3}}
+precond: {{sigma_data: 1.5}}
+train: {{batch: 256, steps: {}, lr: 3.0e-3, warmup_steps: 100, ema_halflife_images: 20000}}
+log: {{every: 100}}
+checkpoint: {{every: 500}}
+grid: {{every: {}, num: 500, steps: 32}}
+)", (dir / "three_modes.yaml").string(), steps, steps);
+  TeacherTrainingOptions o;
+  o.config_file = dir / "mlp.yaml";
+  o.out_dir = dir / "run";
+  o.show_progress = false;
+  return o;
+}
+
+TEST(MlpTeacher, TrainedFromAConfigItLearnsTheMixturesMoments) {
+  const auto dir = testing::scratch_dir();
   GaussianMixtureDenoiser mixture(GaussianMixtureSpec::parse(testing::kThreeModes2d, "three_modes.yaml"));
   torch::manual_seed(0);
-  MLP mlp(MLPConfig{.dim = 2, .hidden = 64, .layers = 2});
-  constexpr double kSigmaData = 1.5;  // roughly the mixture's scale
-  PreconditionedDenoiser model(Parameterization::EDM, [&](const at::Tensor& x, const at::Tensor& c, const at::Tensor& l) { return mlp->forward(x, c, l); },
-                               {.sample_shape = {2}, .sigma_data = kSigmaData});
-  const double untrained = moment_error(mixture, model);
-
-  torch::optim::Adam optimizer(mlp->parameters(), torch::optim::AdamOptions(3e-3));
-  SampleRequest data;  // clean data: the exact mixture sampled with many solver steps
-  data.num = 4096;
-  data.batch = 4096;
-  data.steps = 64;
-  data.seed = 3;
-  const auto x0 = draw_samples(mixture, data).samples;
-  for (int step = 0; step < 1500; ++step) {
-    const auto batch = x0.index_select(0, torch::randint(0, x0.size(0), {256}, torch::kInt64));
-    const auto sigma = (torch::randn({256}) * 1.2 - 1.2).exp();
-    const auto loss = edm_loss(model, batch, sigma, torch::randn_like(batch), {}, kSigmaData);
-    optimizer.zero_grad();
-    loss.backward();
-    optimizer.step();
-  }
+  NetworkDenoiser untrained(MLPConfig{.shape = {2}, .hidden = 64, .layers = 2, .num_classes = 3}, {.sigma_data = 1.5});
+  untrained.module().eval();
+  train_teacher(mlp_run(dir, 1500));
+  const auto teacher = load_teacher((dir / "run").string());
+  EXPECT_EQ(teacher->sample_shape(), (std::vector<int64_t>{2}));
+  EXPECT_EQ(teacher->num_classes(), 3);
   torch::NoGradGuard no_grad;
-  const double trained = moment_error(mixture, model);
-  std::printf("moment error: untrained %.3f, after 1500 steps %.3f\n", untrained, trained);
+  const double before = moment_error(mixture, untrained), after = moment_error(mixture, *teacher);
+  std::printf("moment error: untrained %.3f, after 1500 steps %.3f\n", before, after);
   // The mixture's covariance has Frobenius norm ≈ 3.6; an untrained network is far off.
-  EXPECT_GT(untrained, 1.0);
-  EXPECT_LT(trained, 0.35);
+  EXPECT_GT(before, 1.0);
+  EXPECT_LT(after, 0.35);
+  // Conditioning on a component pulls samples to its mean (label dropout kept the unconditional branch too).
+  SampleRequest request;
+  request.num = 500;
+  request.steps = 32;
+  request.labels = "2";
+  const auto mean = draw_samples(*teacher, request).samples.to(torch::kFloat64).mean(0);
+  EXPECT_LT((mean - torch::tensor({1.0, -2.0}, torch::kFloat64)).norm().item<double>(), 0.2) << mean;
+  // The 2-D run draws scatter plots instead of image grids.
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/grids/grid-step-0001500.png"));
+}
+
+TEST(MlpTeacher, KeysOfTheOtherNetworkAreRejected) {
+  const auto dir = testing::scratch_dir();
+  auto options = mlp_run(dir, 1);
+  options.overrides = {"model.channel_mult=[1, 2]"};
+  try {
+    train_teacher(options);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'model.channel_mult' does not apply to model.kind mlp"), std::string::npos) << e.what();
+  }
+  options.overrides = {"model.shape=[3]"};
+  options.out_dir = dir / "wrong-shape";
+  try {
+    train_teacher(options);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the model does not fit the data"), std::string::npos) << e.what();
+  }
+}
+
+// Label dropout replaces a label by "no label" with its probability, in training mode only.
+class LabelDropout : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LabelDropout, DropsTheConfiguredShareOfLabelsWhileTraining) {
+  torch::manual_seed(0);
+  auto unet = tiny_unet(10);
+  unet.dropout = 0;  // only the label is random
+  unet.label_dropout = 0.5;
+  const auto D = GetParam() == "unet" ? std::make_unique<NetworkDenoiser>(unet)
+                                      : std::make_unique<NetworkDenoiser>(MLPConfig{.shape = {1, 4, 4}, .num_classes = 10, .label_dropout = 0.5});
+  const int64_t n = 400;
+  std::vector<int64_t> shape = {n};
+  for (auto d : D->sample_shape()) shape.push_back(d);
+  const auto x = torch::randn(shape);
+  const auto sigma = torch::full({n}, 1.0f);
+  const auto labels = torch::randint(0, 10, {n}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  D->module().eval();
+  const auto conditional = D->denoise(x, sigma, labels), unconditional = D->denoise(x, sigma, torch::full({n}, -1, torch::kInt64));
+  D->module().train();
+  const auto trained = D->denoise(x, sigma, labels);
+  const auto per_row = [&](const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().reshape({n, -1}).amax(1).lt(1e-6); };
+  const auto dropped = per_row(trained, unconditional), kept = per_row(trained, conditional);
+  EXPECT_TRUE(dropped.logical_xor(kept).all().item<bool>()) << "every row is either conditional or unconditional";
+  // Binomial(400, ½): the share lies in [0.4, 0.6] except with probability < 1e-4.
+  const double share = dropped.to(torch::kFloat64).mean().item<double>();
+  EXPECT_GT(share, 0.4);
+  EXPECT_LT(share, 0.6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Networks, LabelDropout, ::testing::Values("unet", "mlp"));
+
+TEST(Augment, HorizontalFlipMirrorsAboutHalfOfTheImages) {
+  torch::manual_seed(4);
+  const auto images = torch::randn({1000, 1, 3, 5});
+  const auto out = random_hflip(images);
+  const auto same = out.eq(images).reshape({1000, -1}).all(1), mirrored = out.eq(images.flip({3})).reshape({1000, -1}).all(1);
+  EXPECT_TRUE(same.logical_xor(mirrored).all().item<bool>()) << "each image is kept or mirrored whole";
+  const double share = mirrored.to(torch::kFloat64).mean().item<double>();
+  EXPECT_GT(share, 0.44);  // Binomial(1000, ½): ±4σ
+  EXPECT_LT(share, 0.56);
+  EXPECT_THROW(random_hflip(torch::zeros({4, 2})), Error);
+}
+
+TEST(ShuffledOrderTest, EveryEpochIsAPermutationFixedBySeedAndEpoch) {
+  ShuffledOrder order(50, 7), again(50, 7), other_seed(50, 8);
+  std::vector<int64_t> epoch0, epoch1;
+  for (int64_t p = 0; p < 50; ++p) epoch0.push_back(order.at(p));
+  for (int64_t p = 50; p < 100; ++p) epoch1.push_back(order.at(p));
+  auto sorted0 = epoch0, sorted1 = epoch1;
+  std::sort(sorted0.begin(), sorted0.end());
+  std::sort(sorted1.begin(), sorted1.end());
+  std::vector<int64_t> identity(50);
+  std::iota(identity.begin(), identity.end(), 0);
+  EXPECT_EQ(sorted0, identity);
+  EXPECT_EQ(sorted1, identity);
+  EXPECT_NE(epoch0, epoch1) << "epochs are shuffled afresh";
+  // Random access: looking up epoch 1 first gives the same order as streaming into it.
+  for (int64_t p = 99; p >= 50; --p) EXPECT_EQ(again.at(p), epoch1[static_cast<size_t>(p - 50)]);
+  int64_t differences = 0;
+  for (int64_t p = 0; p < 50; ++p) differences += other_seed.at(p) != epoch0[static_cast<size_t>(p)];
+  EXPECT_GT(differences, 40);
 }
 
 }  // namespace

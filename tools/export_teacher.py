@@ -1,7 +1,7 @@
 """Export a PyTorch denoiser to the TorchScript form distillery loads as `torchscript:FILE`.
 
     python tools/export_teacher.py WEIGHTS.safetensors OUT.pt
-        exports a distillery denoiser file through the PyTorch twin (tools/reference/unet.py)
+        exports a distillery denoiser file through the PyTorch twin (tools/reference/denoiser.py)
 
     from export_teacher import export
     export(my_denoiser, sample_shape=[3, 32, 32], num_classes=10, sigma_min=0.002, sigma_max=80, path="t.pt")
@@ -51,9 +51,9 @@ def main():
         print(__doc__)
         return 0 if len(sys.argv) == 2 else 2
     sys.path.insert(0, __file__.rsplit("/", 1)[0] + "/reference")
-    from unet import UNetDenoiser
-    model = UNetDenoiser.from_safetensors(sys.argv[1])
-    m, p = model.config["model"], model.config["precond"]
+    from denoiser import EDMDenoiser
+    model = EDMDenoiser.from_safetensors(sys.argv[1])
+    p = model.config["precond"]
 
     class Unconditional(nn.Module):
         """Maps the documented labels to what the twin expects (None when unconditional)."""
@@ -65,8 +65,7 @@ def main():
         def forward(self, x, sigma, labels):
             return self.inner(x, sigma, labels if self.conditional else None)
 
-    export(Unconditional(model, m["num_classes"] > 0), [m["in_channels"], m["resolution"], m["resolution"]], m["num_classes"],
-           p["sigma_min"], p["sigma_max"], sys.argv[2])
+    export(Unconditional(model, model.num_classes > 0), model.sample_shape, model.num_classes, p["sigma_min"], p["sigma_max"], sys.argv[2])
     print(f"wrote {sys.argv[2]}")
     return 0
 

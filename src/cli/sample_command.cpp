@@ -119,7 +119,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--rho", options->request.rho, "Karras schedule exponent ρ")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--sigma-min", options->sigma_min, "smallest non-zero σ (default: the teacher's)")->check(CLI::PositiveNumber);
   cmd->add_option("--sigma-max", options->sigma_max, "starting σ (default: the teacher's)")->check(CLI::PositiveNumber);
-  cmd->add_option("--labels", options->request.labels, "conditional teachers: all | CLASS | C1,C2,... (default all)");
+  cmd->add_option("--labels", options->request.labels, "conditional teachers: all | none (the unconditional branch) | CLASS | C1,C2,... (default all)");
   cmd->add_option("--guidance", options->request.guidance, "classifier-free guidance scale (conditional teachers; 1 = none)")->capture_default_str();
   auto& churn = options->request.options;
   cmd->add_option("--s-churn", churn.s_churn, "edm-stochastic: total churn S_churn")->check(CLI::NonNegativeNumber)->capture_default_str();

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -20,6 +21,7 @@ struct Config::Values {
   std::string source;
   const ConfigSchema* schema_for_errors = nullptr;
   std::map<std::string, json, std::less<>> by_key;
+  std::set<std::string, std::less<>> set_keys;  // given in the text or by --set, not defaulted
   std::map<std::string, ConfigType, std::less<>> types;
 };
 
@@ -179,6 +181,7 @@ Config Config::parse(const ConfigSchema& schema, std::string_view yaml_text, con
     values->by_key[key] = convert("--set " + assignment, *field, value);
   }
 
+  for (const auto& [key, value] : values->by_key) values->set_keys.insert(key);
   for (const auto& field : schema.fields()) {
     values->types[field.key] = field.type;
     if (values->by_key.count(field.key)) continue;
@@ -219,6 +222,7 @@ const json& lookup(const Config::Values& values, std::string_view key, ConfigTyp
 }  // namespace
 
 bool Config::has(std::string_view key) const { return values_->by_key.count(key) > 0; }
+bool Config::is_set(std::string_view key) const { return values_->set_keys.count(key) > 0; }
 bool Config::get_bool(std::string_view key) const { return lookup(*values_, key, ConfigType::Bool).get<bool>(); }
 int64_t Config::get_int(std::string_view key) const { return lookup(*values_, key, ConfigType::Int).get<int64_t>(); }
 double Config::get_float(std::string_view key) const { return lookup(*values_, key, ConfigType::Float).get<double>(); }

@@ -48,6 +48,7 @@ class Config {
                      const std::vector<std::string>& overrides = {});
 
   bool has(std::string_view key) const;
+  bool is_set(std::string_view key) const;  // given explicitly rather than defaulted
   bool get_bool(std::string_view key) const;
   int64_t get_int(std::string_view key) const;
   double get_float(std::string_view key) const;

@@ -14,6 +14,7 @@ std::vector<int64_t> labels_for(const std::string& policy, int64_t num_classes, 
     return {};
   }
   const std::string chosen = policy.empty() ? "all" : policy;
+  if (chosen == "none") return std::vector<int64_t>(sample_indices.size(), -1);
   std::vector<int64_t> classes;
   if (chosen != "all") {
     for (size_t start = 0; start <= chosen.size();) {
@@ -24,7 +25,7 @@ std::vector<int64_t> labels_for(const std::string& policy, int64_t num_classes, 
       DISTILLERY_CHECK(ec == std::errc() && end == item.data() + item.size() && value >= 0 && value < num_classes,
                        Error(fmt::format("bad label '{}'", item))
                            .field("--labels")
-                           .expected(fmt::format("'all', a class in 0..{}, or a comma-separated list of them", num_classes - 1))
+                           .expected(fmt::format("'all', 'none', a class in 0..{}, or a comma-separated list of them", num_classes - 1))
                            .got(chosen));
       classes.push_back(value);
       start = comma + 1;

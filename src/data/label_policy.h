@@ -1,6 +1,7 @@
 // defines: labels_for
 // The `--labels` policy for conditional models: "all" (sample i gets class i mod classes),
-// one class ("3"), or a list ("0,2,5", cycled over samples).
+// "none" (label −1 for every sample: the unconditional branch a model learns through label
+// dropout), one class ("3"), or a list ("0,2,5", cycled over samples).
 #pragma once
 
 #include <cstdint>

@@ -1,23 +1,43 @@
 #include "models/mlp.h"
 
+#include <fmt/format.h>
 #include <torch/nn/functional.h>
 #include <torch/types.h>
 
 #include <cmath>
+#include <functional>
+#include <numeric>
 
+#include "core/config.h"
 #include "core/error.h"
 
 namespace distillery {
 
-MLPImpl::MLPImpl(MLPConfig config) : config_(config) {
-  DISTILLERY_CHECK(config_.dim > 0 && config_.hidden > 0 && config_.layers >= 1 && config_.embedding > 0 && config_.embedding % 2 == 0,
-                   Error("invalid MLP configuration").expected("dim, hidden > 0; layers ≥ 1; an even embedding size"));
-  input_ = register_module("input", torch::nn::Linear(config_.dim, config_.hidden));
+int64_t MLPConfig::dim() const { return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>()); }
+
+void add_mlp_fields(ConfigSchema& schema, const std::string& prefix) {
+  const MLPConfig d;
+  schema.add({prefix + "shape", ConfigType::IntList, "mlp: sample shape", fmt::format("[{}]", fmt::join(d.shape, ", "))});
+  schema.add({prefix + "hidden", ConfigType::Int, "mlp: width of the hidden layers", std::to_string(d.hidden)});
+  schema.add({prefix + "layers", ConfigType::Int, "mlp: residual hidden layers", std::to_string(d.layers)});
+  schema.add({prefix + "embedding", ConfigType::Int, "mlp: noise-embedding channels (even)", std::to_string(d.embedding)});
+}
+
+MLPConfig mlp_config_from(const Config& config, const std::string& prefix) {
+  return {config.get_int_list(prefix + "shape"), config.get_int(prefix + "hidden"), config.get_int(prefix + "layers"),
+          config.get_int(prefix + "embedding"), config.get_int(prefix + "num_classes"), config.get_float(prefix + "label_dropout")};
+}
+
+MLPImpl::MLPImpl(MLPConfig config) : config_(std::move(config)) {
+  const bool shape_ok = !config_.shape.empty() && std::all_of(config_.shape.begin(), config_.shape.end(), [](int64_t n) { return n > 0; });
+  DISTILLERY_CHECK(shape_ok && config_.hidden > 0 && config_.layers >= 1 && config_.embedding > 0 && config_.embedding % 2 == 0,
+                   Error("invalid MLP configuration").field("model").expected("a non-empty positive shape; hidden > 0; layers ≥ 1; an even embedding size"));
+  input_ = register_module("input", torch::nn::Linear(config_.dim(), config_.hidden));
   noise_ = register_module("noise", torch::nn::Linear(config_.embedding, config_.hidden));
   if (config_.num_classes > 0) label_ = register_module("label", torch::nn::Linear(torch::nn::LinearOptions(config_.num_classes, config_.hidden).bias(false)));
   hidden_ = register_module("hidden", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.layers; ++i) hidden_->push_back(torch::nn::Linear(config_.hidden, config_.hidden));
-  output_ = register_module("output", torch::nn::Linear(config_.hidden, config_.dim));
+  output_ = register_module("output", torch::nn::Linear(config_.hidden, config_.dim()));
 }
 
 at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
@@ -27,7 +47,8 @@ at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, c
   auto h = input_->forward(x_in.reshape({x_in.size(0), -1})) + noise_->forward(torch::cat({angles.cos(), angles.sin()}, 1));
   if (label_) {
     DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
-    const auto one_hot = torch::nn::functional::one_hot(labels.clamp_min(0), config_.num_classes).to(x_in.scalar_type()) * labels.ge(0).unsqueeze(1);
+    auto one_hot = torch::nn::functional::one_hot(labels.clamp_min(0), config_.num_classes).to(x_in.scalar_type()) * labels.ge(0).unsqueeze(1);
+    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout);
     h = h + label_->forward(one_hot);
   }
   for (const auto& layer : *hidden_) h = h + layer->as<torch::nn::LinearImpl>()->forward(torch::silu(h));

@@ -1,4 +1,4 @@
-// defines: MLPConfig, MLPImpl, MLP
+// defines: MLPConfig, add_mlp_fields, mlp_config_from, MLPImpl, MLP
 // An MLP denoiser network for low-dimensional data (2-D mixtures and other toys): the flat
 // input and a positional embedding of c_noise (plus a label embedding when conditional) feed
 // residual SiLU layers. Used with preconditioning like any network.
@@ -9,22 +9,32 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <string>
 #include <vector>
 
 namespace distillery {
 
+class Config;
+class ConfigSchema;
+
 struct MLPConfig {
-  int64_t dim = 2;               // flat sample dimension
-  int64_t hidden = 128;          // width of the hidden layers
-  int64_t layers = 3;            // residual hidden layers
-  int64_t embedding = 32;        // noise-embedding channels (even)
-  int64_t num_classes = 0;       // 0: unconditional
+  std::vector<int64_t> shape = {2};  // sample shape; the network sees it flattened
+  int64_t hidden = 128;              // width of the hidden layers
+  int64_t layers = 3;                // residual hidden layers
+  int64_t embedding = 32;            // noise-embedding channels (even)
+  int64_t num_classes = 0;           // 0: unconditional
+  double label_dropout = 0.1;        // probability of dropping the label while training (CFG)
+  int64_t dim() const;
 };
+
+// Declares the MLP's own keys under `prefix` ("model."); the shared ones come from add_network_fields.
+void add_mlp_fields(ConfigSchema& schema, const std::string& prefix);
+MLPConfig mlp_config_from(const Config& config, const std::string& prefix);
 
 class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(MLPConfig config);
-  // x_in: [N, *shape] with prod(shape) = dim; c_noise: [N]; labels: [N] (−1 = none) or undefined.
+  // x_in: [N, *shape]; c_noise: [N]; labels: [N] (−1 = none) or undefined.
   at::Tensor forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels);
   const MLPConfig& config() const { return config_; }
 

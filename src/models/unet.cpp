@@ -84,18 +84,16 @@ TORCH_MODULE(UNetBlock);
 void add_unet_fields(ConfigSchema& schema, const std::string& prefix) {
   const UNetConfig d;
   auto list = [](const std::vector<int64_t>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); };
-  schema.add({prefix + "in_channels", ConfigType::Int, "image channels in", std::to_string(d.in_channels)});
-  schema.add({prefix + "out_channels", ConfigType::Int, "image channels out", std::to_string(d.out_channels)});
-  schema.add({prefix + "resolution", ConfigType::Int, "input height = width", std::to_string(d.resolution)});
-  schema.add({prefix + "model_channels", ConfigType::Int, "channels at the first level", std::to_string(d.model_channels)});
-  schema.add({prefix + "channel_mult", ConfigType::IntList, "channel multiplier per level", list(d.channel_mult)});
-  schema.add({prefix + "blocks_per_level", ConfigType::Int, "residual blocks per encoder level", std::to_string(d.blocks_per_level)});
-  schema.add({prefix + "attn_resolutions", ConfigType::IntList, "resolutions with self-attention", list(d.attn_resolutions)});
-  schema.add({prefix + "channels_per_head", ConfigType::Int, "attention channels per head", std::to_string(d.channels_per_head)});
-  schema.add({prefix + "dropout", ConfigType::Float, "dropout in residual blocks", fmt::format("{}", d.dropout)});
-  schema.add({prefix + "num_classes", ConfigType::Int, "number of classes (0: unconditional)", std::to_string(d.num_classes)});
-  schema.add({prefix + "label_dropout", ConfigType::Float, "label dropout probability while training", fmt::format("{}", d.label_dropout)});
-  schema.add({prefix + "noise_embedding", ConfigType::String, "noise embedding", d.noise_embedding, false, {"positional", "fourier"}});
+  schema.add({prefix + "in_channels", ConfigType::Int, "unet: image channels in", std::to_string(d.in_channels)});
+  schema.add({prefix + "out_channels", ConfigType::Int, "unet: image channels out", std::to_string(d.out_channels)});
+  schema.add({prefix + "resolution", ConfigType::Int, "unet: input height = width", std::to_string(d.resolution)});
+  schema.add({prefix + "model_channels", ConfigType::Int, "unet: channels at the first level", std::to_string(d.model_channels)});
+  schema.add({prefix + "channel_mult", ConfigType::IntList, "unet: channel multiplier per level", list(d.channel_mult)});
+  schema.add({prefix + "blocks_per_level", ConfigType::Int, "unet: residual blocks per encoder level", std::to_string(d.blocks_per_level)});
+  schema.add({prefix + "attn_resolutions", ConfigType::IntList, "unet: resolutions with self-attention", list(d.attn_resolutions)});
+  schema.add({prefix + "channels_per_head", ConfigType::Int, "unet: attention channels per head", std::to_string(d.channels_per_head)});
+  schema.add({prefix + "dropout", ConfigType::Float, "unet: dropout in residual blocks", fmt::format("{}", d.dropout)});
+  schema.add({prefix + "noise_embedding", ConfigType::String, "unet: noise embedding", d.noise_embedding, false, {"positional", "fourier"}});
 }
 
 UNetConfig unet_config_from(const Config& config, const std::string& prefix) {

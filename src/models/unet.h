@@ -36,7 +36,8 @@ struct UNetConfig {
   std::string noise_embedding = "positional";  // positional | fourier
 };
 
-// Declares the UNet's keys under `prefix` ("model.") with the defaults above.
+// Declares the UNet's own keys under `prefix` ("model.") with the defaults above; the keys
+// every network shares (num_classes, label_dropout) are declared by add_network_fields.
 void add_unet_fields(ConfigSchema& schema, const std::string& prefix);
 UNetConfig unet_config_from(const Config& config, const std::string& prefix);
 

@@ -95,6 +95,16 @@ GaussianMixtureDenoiser::GaussianMixtureDenoiser(GaussianMixtureSpec spec) : spe
   variances_ = torch::tensor(spec_.stds, f64).square();
 }
 
+std::pair<at::Tensor, at::Tensor> GaussianMixtureDenoiser::draw_clean(int64_t num, uint64_t seed) const {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto components = torch::multinomial(weights_, num, /*replacement=*/true, generator);
+  const auto noise = at::normal(0.0, 1.0, {num, spec_.dim()}, generator, torch::kFloat64);
+  const auto x = means_.index_select(0, components) + variances_.index_select(0, components).sqrt().unsqueeze(1) * noise;
+  std::vector<int64_t> shape = {num};
+  shape.insert(shape.end(), spec_.shape.begin(), spec_.shape.end());
+  return {x.to(torch::kFloat32).reshape(shape), components};
+}
+
 std::pair<at::Tensor, at::Tensor> GaussianMixtureDenoiser::component_logits(const at::Tensor& x_flat, const at::Tensor& sigma,
                                                                              const at::Tensor& labels) const {
   const double D = static_cast<double>(spec_.dim());

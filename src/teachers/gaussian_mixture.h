@@ -48,6 +48,9 @@ class GaussianMixtureDenoiser final : public Denoiser {
   // Exact moments of the clean data (σ = 0), float64: mean [D] and covariance [D, D].
   at::Tensor mean() const;
   at::Tensor covariance() const;
+  // `num` exact draws of clean data, float32 [num, *shape], and their components int64 [num];
+  // a function of (num, seed) alone.
+  std::pair<at::Tensor, at::Tensor> draw_clean(int64_t num, uint64_t seed) const;
   const GaussianMixtureSpec& spec() const { return spec_; }
 
  private:

@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "models/torchscript_denoiser.h"
-#include "models/unet_denoiser.h"
+#include "models/network_denoiser.h"
 #include "teachers/gaussian_mixture.h"
 
 namespace distillery {
@@ -21,11 +21,11 @@ std::unique_ptr<Denoiser> load_teacher(const std::string& spec) {
   if (spec.starts_with(kGmm)) return std::make_unique<GaussianMixtureDenoiser>(GaussianMixtureSpec::load(spec.substr(kGmm.size())));
   constexpr std::string_view kTorchScript = "torchscript:";
   if (spec.starts_with(kTorchScript)) return std::make_unique<TorchScriptDenoiser>(spec.substr(kTorchScript.size()));
-  if (spec.ends_with(".safetensors")) return UNetDenoiser::load(spec);
+  if (spec.ends_with(".safetensors")) return NetworkDenoiser::load(spec);
   if (std::filesystem::is_directory(spec)) {
     const auto weights = std::filesystem::path(spec) / "teacher.safetensors";
     DISTILLERY_CHECK(std::filesystem::exists(weights), Error("directory holds no teacher.safetensors").file(spec).hint("a training run writes it when it finishes"));
-    return UNetDenoiser::load(weights);
+    return NetworkDenoiser::load(weights);
   }
   throw Error(fmt::format("unrecognised teacher '{}'", spec)).field("--teacher").expected(teacher_forms());
 }

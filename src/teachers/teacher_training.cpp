@@ -1,6 +1,7 @@
 #include "teachers/teacher_training.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/optim/adam.h>
 #include <torch/types.h>
@@ -17,15 +18,18 @@
 #include "core/hash.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "data/augment.h"
 #include "data/fashion_mnist.h"
 #include "data/image_folder.h"
+#include "data/shuffled_order.h"
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
-#include "models/unet_denoiser.h"
+#include "models/network_denoiser.h"
 #include "models/weights.h"
 #include "samplers/sampling.h"
 #include "teachers/edm_loss.h"
+#include "teachers/gaussian_mixture.h"
 
 namespace distillery {
 
@@ -49,27 +53,6 @@ Recipe recipe_from(const Config& c) {
           c.get_float("train.ema_halflife_images"), c.get_float("loss.p_mean"), c.get_float("loss.p_std"),
           static_cast<uint64_t>(c.get_int("train.seed")), c.get_bool("data.hflip")};
 }
-
-// Position p in the infinite stream of examples: epoch p / N, shuffled by (seed, epoch).
-class ShuffledOrder {
- public:
-  ShuffledOrder(int64_t size, uint64_t seed) : size_(size), seed_(seed) {}
-  int64_t at(int64_t position) {
-    const int64_t epoch = position / size_;
-    if (epoch != epoch_) {
-      auto generator = at::make_generator<at::CPUGeneratorImpl>(fnv1a64(fmt::format("{}:{}", seed_, epoch)));
-      permutation_ = torch::randperm(size_, generator, torch::kInt64);
-      epoch_ = epoch;
-    }
-    return permutation_[position % size_].item<int64_t>();
-  }
-
- private:
-  int64_t size_;
-  uint64_t seed_;
-  int64_t epoch_ = -1;
-  at::Tensor permutation_;
-};
 
 std::string step_name(int64_t step) { return fmt::format("step-{:07d}", step); }
 
@@ -103,7 +86,7 @@ struct Checkpoint {
   int64_t nonfinite_skips = 0;
 };
 
-void write_checkpoint(const std::filesystem::path& dir, const Checkpoint& state, const UNetDenoiser& model, const UNetDenoiser& ema,
+void write_checkpoint(const std::filesystem::path& dir, const Checkpoint& state, const NetworkDenoiser& model, const NetworkDenoiser& ema,
                       torch::optim::Adam& optimizer, int64_t keep) {
   const auto final_dir = dir / step_name(state.step);
   const auto tmp = temporary_sibling(final_dir);
@@ -111,7 +94,7 @@ void write_checkpoint(const std::filesystem::path& dir, const Checkpoint& state,
   std::filesystem::create_directories(tmp);
   model.save(tmp / "model.safetensors");
   ema.save(tmp / "ema.safetensors");
-  save_optimizer(optimizer, *model.net(), tmp / "optimizer.safetensors");
+  save_optimizer(optimizer, model.module(), tmp / "optimizer.safetensors");
   write_file_atomic(tmp / "state.json", nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump() + "\n");
   std::filesystem::remove_all(final_dir);
   publish_atomically(tmp, final_dir);
@@ -124,7 +107,7 @@ void write_checkpoint(const std::filesystem::path& dir, const Checkpoint& state,
 }
 
 // The newest checkpoint that loads completely; older ones are tried if a newer one is damaged.
-bool read_newest_checkpoint(const std::filesystem::path& dir, Checkpoint& state, UNetDenoiser& model, UNetDenoiser& ema,
+bool read_newest_checkpoint(const std::filesystem::path& dir, Checkpoint& state, NetworkDenoiser& model, NetworkDenoiser& ema,
                             torch::optim::Adam& optimizer) {
   if (!std::filesystem::exists(dir)) return false;
   std::vector<std::filesystem::path> all;
@@ -138,11 +121,11 @@ bool read_newest_checkpoint(const std::filesystem::path& dir, Checkpoint& state,
     try {
       std::ifstream in(candidate / "state.json");
       const auto json = nlohmann::json::parse(in);
-      load_module_tensors(*model.net(), load_tensor_file(candidate / "model.safetensors").tensors, (candidate / "model.safetensors").string());
-      load_module_tensors(*ema.net(), load_tensor_file(candidate / "ema.safetensors").tensors, (candidate / "ema.safetensors").string());
+      load_module_tensors(model.module(), load_tensor_file(candidate / "model.safetensors").tensors, (candidate / "model.safetensors").string());
+      load_module_tensors(ema.module(), load_tensor_file(candidate / "ema.safetensors").tensors, (candidate / "ema.safetensors").string());
       state.step = json.at("step").get<int64_t>();
       state.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
-      load_optimizer(optimizer, *model.net(), candidate / "optimizer.safetensors");
+      load_optimizer(optimizer, model.module(), candidate / "optimizer.safetensors");
       return true;
     } catch (const std::exception& e) {
       spdlog::warn("checkpoint {} is unusable ({}); trying an older one", candidate.string(), e.what());
@@ -151,15 +134,40 @@ bool read_newest_checkpoint(const std::filesystem::path& dir, Checkpoint& state,
   return false;
 }
 
+// The training set in the model's range, float32 [N, *shape], with labels (−1: none).
+struct TrainingData {
+  at::Tensor x0, labels;
+};
+
+TrainingData load_training_data(const Config& config, const std::vector<int64_t>& model_shape) {
+  const auto dataset = config.get_string("data.dataset");
+  const auto path = config.get_string("data.path");
+  DISTILLERY_CHECK(dataset == "fmnist" || !path.empty(), Error(fmt::format("data.dataset {} needs data.path", dataset)).file(config.source()).field("data.path")
+                                                             .expected(dataset == "gmm" ? "the mixture's YAML spec" : "the image folder"));
+  if (dataset == "gmm") {
+    const int64_t size = config.get_int("data.size");
+    DISTILLERY_CHECK(size > 0, Error("data.size must be positive").file(config.source()).field("data.size").got(std::to_string(size)));
+    const GaussianMixtureDenoiser mixture(GaussianMixtureSpec::load(path));
+    auto [x0, components] = mixture.draw_clean(size, static_cast<uint64_t>(config.get_int("train.seed")));
+    return {x0, components};
+  }
+  const int64_t channels = model_shape.size() == 3 ? model_shape[0] : 1;
+  const auto images = dataset == "folder" ? read_image_folder(path, channels) : load_fashion_mnist("train");
+  return {to_model_range(images.images), images.labels};
+}
+
 }  // namespace
 
 const ConfigSchema& teacher_training_schema() {
   static const ConfigSchema schema = [] {
     ConfigSchema s;
-    s.add({"data.dataset", ConfigType::String, "training images: Fashion-MNIST, or a folder of PNG/JPEG (data.path)", "fmnist", false, {"fmnist", "folder"}});
-    s.add({"data.path", ConfigType::String, "the image folder when data.dataset is folder (labels from its dataset.json)", "\"\""});
-    s.add({"data.hflip", ConfigType::Bool, "random horizontal flips", "false"});
-    add_denoiser_fields(s);
+    s.add({"data.dataset", ConfigType::String,
+           "training data: Fashion-MNIST, a folder of PNG/JPEG (data.path), or draws from a Gaussian-mixture spec (data.path)", "fmnist", false,
+           {"fmnist", "folder", "gmm"}});
+    s.add({"data.path", ConfigType::String, "the image folder (labels from its dataset.json) or the mixture's YAML spec", "\"\""});
+    s.add({"data.size", ConfigType::Int, "gmm: number of draws that make up the training set (labels: their components)", "65536"});
+    s.add({"data.hflip", ConfigType::Bool, "random horizontal flips (images only)", "false"});
+    add_network_fields(s);
     s.add({"loss.p_mean", ConfigType::Float, "mean of ln σ during training", "-1.2"});
     s.add({"loss.p_std", ConfigType::Float, "standard deviation of ln σ during training", "1.2"});
     s.add({"train.batch", ConfigType::Int, "images per step", "64"});
@@ -191,7 +199,6 @@ void train_teacher(const TeacherTrainingOptions& options) {
   DISTILLERY_CHECK(r.batch > 0 && r.steps > 0 && r.log_every > 0 && r.checkpoint_every > 0 && r.keep_checkpoints > 0,
                    Error("train.batch, train.steps, log.every, checkpoint.every and checkpoint.keep must be positive").file(config.source()));
   const auto& out = options.out_dir;
-  const auto unet = unet_config_from(config, "model.");
   const auto checkpoints = out / "checkpoints", grids = out / "grids";
   DISTILLERY_CHECK(options.resume || !std::filesystem::exists(checkpoints),
                    Error("output directory already holds a training run").file(out.string()).hint("pass --resume to continue it, or choose another --out"));
@@ -199,24 +206,27 @@ void train_teacher(const TeacherTrainingOptions& options) {
   std::filesystem::create_directories(grids);
   config.write_resolved(out);
 
-  const auto data = config.get_string("data.dataset") == "folder" ? read_image_folder(config.get_string("data.path"), unet.in_channels)
-                                                                   : load_fashion_mnist("train");
-  DISTILLERY_CHECK(unet.num_classes == 0 || data.labels.min().item<int64_t>() >= 0,
-                   Error("a class-conditional model needs labelled data").field("model.num_classes").hint("add dataset.json to the image folder, or set model.num_classes=0"));
-  DISTILLERY_CHECK(data.labels.max().item<int64_t>() < std::max<int64_t>(unet.num_classes, 1) || unet.num_classes == 0,
-                   Error("the data have more classes than the model").field("model.num_classes").got(std::to_string(unet.num_classes)));
-  const auto images = to_model_range(data.images);
-  DISTILLERY_CHECK(unet.in_channels == images.size(1) && unet.resolution == images.size(2),
-                   Error("the model does not fit the data").file(config.source()).field("model.in_channels / model.resolution")
-                       .expected(fmt::format("{} channels at {}×{}", images.size(1), images.size(2), images.size(3))));
-  const double sigma_data = config.get_float("precond.sigma_data");
   torch::manual_seed(r.seed);  // initial weights
-  UNetDenoiser model(unet, sigma_data, config.get_float("precond.sigma_min"), config.get_float("precond.sigma_max"));
-  UNetDenoiser ema(unet, sigma_data, model.sigma_min(), model.sigma_max());
+  const auto model_ptr = NetworkDenoiser::from_config(config), ema_ptr = NetworkDenoiser::from_config(config);
+  auto &model = *model_ptr, &ema = *ema_ptr;
+  const auto data = load_training_data(config, model.sample_shape());
+  const int64_t num_classes = model.num_classes();
+  DISTILLERY_CHECK(num_classes == 0 || data.labels.min().item<int64_t>() >= 0,
+                   Error("a class-conditional model needs labelled data").field("model.num_classes").hint("add dataset.json to the image folder, or set model.num_classes=0"));
+  DISTILLERY_CHECK(num_classes == 0 || data.labels.max().item<int64_t>() < num_classes,
+                   Error("the data have more classes than the model").field("model.num_classes").got(std::to_string(num_classes))
+                       .expected(fmt::format("at least {}", data.labels.max().item<int64_t>() + 1)));
+  const std::vector<int64_t> shape(data.x0.sizes().begin() + 1, data.x0.sizes().end());
+  DISTILLERY_CHECK(shape == model.sample_shape(),
+                   Error("the model does not fit the data").file(config.source()).field("model")
+                       .expected(fmt::format("samples of shape [{}]", fmt::join(shape, ", ")))
+                       .got(fmt::format("a model for [{}]", fmt::join(model.sample_shape(), ", "))));
+  DISTILLERY_CHECK(!r.hflip || shape.size() == 3, Error("horizontal flips need image data").field("data.hflip").got(config.get_string("data.dataset")));
+  const double sigma_data = model.sigma_data();
   const auto ema_pairs = [&] {
     std::vector<std::pair<at::Tensor, at::Tensor>> pairs;
-    const auto source = module_tensors(*model.net());
-    const auto target = module_tensors(*ema.net());
+    const auto source = module_tensors(model.module());
+    const auto target = module_tensors(ema.module());
     for (size_t i = 0; i < source.size(); ++i) pairs.emplace_back(target[i].second, source[i].second);
     return pairs;
   }();
@@ -224,8 +234,8 @@ void train_teacher(const TeacherTrainingOptions& options) {
     torch::NoGradGuard no_grad;
     for (auto& [target, source] : ema_pairs) target.copy_(source);
   }
-  ema.net()->eval();
-  torch::optim::Adam optimizer(model.net()->parameters(), torch::optim::AdamOptions(r.lr).betas({r.beta1, r.beta2}).eps(1e-8));
+  ema.module().eval();
+  torch::optim::Adam optimizer(model.module().parameters(), torch::optim::AdamOptions(r.lr).betas({r.beta1, r.beta2}).eps(1e-8));
 
   Checkpoint state;
   if (options.resume && read_newest_checkpoint(checkpoints, state, model, ema, optimizer))
@@ -248,8 +258,7 @@ void train_teacher(const TeacherTrainingOptions& options) {
   std::ofstream stats(out / "stats.jsonl", std::ios::app);
 
   const double ema_beta = std::pow(0.5, static_cast<double>(r.batch) / r.ema_halflife_images);
-  ShuffledOrder order(images.size(0), r.seed);
-  const std::vector<int64_t> shape = {images.size(1), images.size(2), images.size(3)};
+  ShuffledOrder order(data.x0.size(0), r.seed);
   int64_t consecutive_nonfinite = 0;
   double loss_sum = 0;
   int64_t loss_count = 0, interval_steps = 0;
@@ -260,12 +269,14 @@ void train_teacher(const TeacherTrainingOptions& options) {
     request.num = r.grid_num;
     request.steps = static_cast<int>(r.grid_steps);
     request.seed = r.seed;
-    const auto result = draw_samples(ema, request);
-    write_image_grid(grids / fmt::format("grid-{}.png", step_name(step)), result.samples, 10);
+    const auto samples = draw_samples(ema, request).samples;
+    const auto path = grids / fmt::format("grid-{}.png", step_name(step));
+    if (shape.size() == 3) write_image_grid(path, samples, 10);
+    else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("EMA samples at step {}, Heun {} steps", step, r.grid_steps));
   };
 
   Progress progress("train", r.steps, "step", stderr, state.step);
-  model.net()->train();
+  model.module().train();
   for (int64_t step = state.step; step < r.steps; ++step) {
     // Everything random in this step is a function of (seed, step).
     torch::manual_seed(fnv1a64(fmt::format("{}:step:{}", r.seed, step)));
@@ -274,12 +285,9 @@ void train_teacher(const TeacherTrainingOptions& options) {
     std::vector<int64_t> indices;
     for (auto p : positions) indices.push_back(order.at(p));
     const auto index_tensor = torch::tensor(indices, torch::kInt64);
-    auto x0 = images.index_select(0, index_tensor);
-    if (r.hflip) {
-      const auto flip = torch::rand({r.batch}).lt(0.5).view({-1, 1, 1, 1});
-      x0 = torch::where(flip, x0.flip({3}), x0);
-    }
-    const auto labels = unet.num_classes > 0 ? data.labels.index_select(0, index_tensor) : at::Tensor();
+    auto x0 = data.x0.index_select(0, index_tensor);
+    if (r.hflip) x0 = random_hflip(x0);
+    const auto labels = num_classes > 0 ? data.labels.index_select(0, index_tensor) : at::Tensor();
     const auto sigma = (r.p_mean + r.p_std * per_sample_normal(r.seed, kSigmaStream, positions, {}, torch::kFloat32)).exp();
     const auto noise = per_sample_normal(r.seed, kNoiseStream, positions, shape, torch::kFloat32);
     const auto loss = edm_loss(model, x0, sigma, noise, labels, sigma_data);

@@ -1,15 +1,6 @@
-"""PyTorch twin of distillery's UNet (src/models/unet.cpp) and its EDM preconditioning
-(src/models/unet_denoiser.cpp).
-
-Parameter and buffer names are identical, so weights move both ways through safetensors:
-
-    from safetensors.torch import load_file, save_file
-    net = UNetDenoiser.from_safetensors("teacher.safetensors")   # a file distillery wrote
-    save_file(net.net.state_dict(), "out.safetensors", metadata={... "config": json})
-
-Keep the two in step: the parity test (tests/test_interop.cpp) runs both on the same weights.
+"""PyTorch twin of distillery's UNet (src/models/unet.cpp), same parameter and buffer names.
+tools/reference/denoiser.py wraps it in EDM preconditioning and reads and writes weights files.
 """
-import json
 import math
 
 import torch
@@ -130,38 +121,3 @@ class UNet(nn.Module):
                 x = torch.cat([x, skips.pop()], dim=1)
             x = block(x, emb)
         return self.conv_out(F.silu(self.norm_out(x)))
-
-
-class UNetDenoiser(nn.Module):
-    """EDM preconditioning around the UNet: D(x; σ) = c_skip x + c_out F(c_in x; ln(σ)/4)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.net = UNet(**config["model"])
-        self.sigma_data = config["precond"]["sigma_data"]
-
-    def forward(self, x, sigma, labels=None):
-        sigma = sigma.float().reshape(-1, 1, 1, 1)
-        sd = self.sigma_data
-        c_skip = sd ** 2 / (sigma ** 2 + sd ** 2)
-        c_out = sigma * sd / (sigma ** 2 + sd ** 2).sqrt()
-        c_in = 1 / (sd ** 2 + sigma ** 2).sqrt()
-        return c_skip * x + c_out * self.net(c_in * x, sigma.flatten().log() / 4, labels)
-
-    @staticmethod
-    def from_safetensors(path):
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata()
-        if metadata.get("format") != "distillery.denoiser":
-            raise ValueError(f"{path}: not a distillery denoiser file")
-        model = UNetDenoiser(json.loads(metadata["config"]))
-        model.net.load_state_dict(load_file(path), strict=True)
-        return model.eval()
-
-    def save_safetensors(self, path):
-        from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, path,
-                  metadata={"format": "distillery.denoiser", "format_version": "1", "config": json.dumps(self.config)})

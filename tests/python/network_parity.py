@@ -1,4 +1,4 @@
-"""Reference side of the UNet parity test, using the PyTorch twin in tools/reference/unet.py.
+"""Reference side of the network parity tests, using the PyTorch twins in tools/reference/.
 
   check WEIGHTS IO            run the twin on IO's x/sigma/labels and compare with IO's `denoised`
   make CONFIG_JSON WEIGHTS IO build the twin (seeded random weights), write its weights and IO
@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools", "reference"))
-from unet import UNetDenoiser  # noqa: E402
+from denoiser import EDMDenoiser  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -21,7 +21,7 @@ TOLERANCE = 1e-5
 def main():
     torch.manual_seed(0)
     if sys.argv[1] == "check":
-        model = UNetDenoiser.from_safetensors(sys.argv[2])
+        model = EDMDenoiser.from_safetensors(sys.argv[2])
         io = load_file(sys.argv[3])
         labels = io["labels"] if "labels" in io else None
         with torch.no_grad():
@@ -30,14 +30,13 @@ def main():
         print(f"max relative difference {error:.3e}")
         return 0 if error <= TOLERANCE else 1
     config = json.loads(sys.argv[2])
-    model = UNetDenoiser(config).eval()
+    model = EDMDenoiser(config).eval()
     model.save_safetensors(sys.argv[3])
-    m = config["model"]
-    x = torch.randn(4, m["in_channels"], m["resolution"], m["resolution"])
+    x = torch.randn(4, *model.sample_shape)
     sigma = torch.tensor([0.01, 0.3, 2.0, 50.0])
     io = {"x": x, "sigma": sigma}
-    if m["num_classes"] > 0:
-        io["labels"] = torch.tensor([0, m["num_classes"] - 1, -1, 1])
+    if model.num_classes > 0:
+        io["labels"] = torch.tensor([0, model.num_classes - 1, -1, 1])
     with torch.no_grad():
         io["denoised"] = model(x, sigma, io.get("labels"))
     save_file(io, sys.argv[4])

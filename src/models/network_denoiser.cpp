@@ -1,0 +1,134 @@
+#include "models/network_denoiser.h"
+
+#include <fmt/format.h>
+#include <torch/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "io/tensor_file.h"
+#include "models/weights.h"
+
+namespace distillery {
+
+namespace {
+
+const ConfigSchema& denoiser_schema() {
+  static const ConfigSchema schema = [] {
+    ConfigSchema s;
+    add_network_fields(s);
+    return s;
+  }();
+  return schema;
+}
+
+constexpr const char* kFormat = "distillery.denoiser";
+
+// The keys only one kind of network reads, found by declaring that kind's fields alone.
+std::vector<std::string> own_keys(void (*add_fields)(ConfigSchema&, const std::string&)) {
+  ConfigSchema s;
+  add_fields(s, "model.");
+  std::vector<std::string> keys;
+  for (const auto& field : s.fields()) keys.push_back(field.key);
+  return keys;
+}
+
+void reject_keys_of_other_kind(const Config& config, const std::string& kind) {
+  const auto foreign = own_keys(kind == "unet" ? add_mlp_fields : add_unet_fields);
+  for (const auto& key : foreign)
+    DISTILLERY_CHECK(!config.is_set(key), Error(fmt::format("config key '{}' does not apply to model.kind {}", key, kind))
+                                               .file(config.source()).field(key).hint("remove it, or set model.kind to the network it belongs to"));
+}
+
+}  // namespace
+
+void add_network_fields(ConfigSchema& schema) {
+  schema.add({"model.kind", ConfigType::String, "network: a UNet for images, an MLP for low-dimensional data", "unet", false, {"unet", "mlp"}});
+  schema.add({"model.num_classes", ConfigType::Int, "number of classes (0: unconditional)", "0"});
+  schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"});
+  add_unet_fields(schema, "model.");
+  add_mlp_fields(schema, "model.");
+  schema.add({"precond.sigma_data", ConfigType::Float, "standard deviation of the data", "0.5"});
+  schema.add({"precond.sigma_min", ConfigType::Float, "smallest σ samplers use", "0.002"});
+  schema.add({"precond.sigma_max", ConfigType::Float, "largest σ samplers start from", "80"});
+}
+
+NetworkDenoiser::Parts NetworkDenoiser::parts_of(const UNetConfig& c) {
+  UNet net(c);
+  const nlohmann::json model = {{"kind", "unet"},
+                                {"in_channels", c.in_channels},       {"out_channels", c.out_channels},
+                                {"resolution", c.resolution},         {"model_channels", c.model_channels},
+                                {"channel_mult", c.channel_mult},     {"blocks_per_level", c.blocks_per_level},
+                                {"attn_resolutions", c.attn_resolutions}, {"channels_per_head", c.channels_per_head},
+                                {"dropout", c.dropout},               {"num_classes", c.num_classes},
+                                {"label_dropout", c.label_dropout},   {"noise_embedding", c.noise_embedding}};
+  return {net.ptr(), [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
+          model.dump(), {c.in_channels, c.resolution, c.resolution}, c.num_classes};
+}
+
+NetworkDenoiser::Parts NetworkDenoiser::parts_of(const MLPConfig& c) {
+  MLP net(c);
+  const nlohmann::json model = {{"kind", "mlp"},         {"shape", c.shape},
+                                {"hidden", c.hidden},    {"layers", c.layers},
+                                {"embedding", c.embedding}, {"num_classes", c.num_classes},
+                                {"label_dropout", c.label_dropout}};
+  return {net.ptr(), [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
+          model.dump(), c.shape, c.num_classes};
+}
+
+NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
+    : module_(std::move(parts.module)),
+      model_json_(std::move(parts.model_json)),
+      sample_shape_(std::move(parts.sample_shape)),
+      num_classes_(parts.num_classes),
+      precond_(precond),
+      preconditioned_(Parameterization::EDM, std::move(parts.forward), {.sigma_data = precond.sigma_data}) {}
+
+NetworkDenoiser::NetworkDenoiser(const UNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
+NetworkDenoiser::NetworkDenoiser(const MLPConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
+
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& config) {
+  const auto kind = config.get_string("model.kind");
+  reject_keys_of_other_kind(config, kind);
+  const PrecondSettings precond{config.get_float("precond.sigma_data"), config.get_float("precond.sigma_min"), config.get_float("precond.sigma_max")};
+  if (kind == "mlp") return std::make_unique<NetworkDenoiser>(mlp_config_from(config, "model."), precond);
+  return std::make_unique<NetworkDenoiser>(unet_config_from(config, "model."), precond);
+}
+
+at::Tensor NetworkDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
+  return preconditioned_.denoise(x, sigma.to(torch::kFloat32), labels);
+}
+
+std::string NetworkDenoiser::config_json() const {
+  return fmt::format(R"({{"model":{},"precond":{}}})", model_json_,
+                     nlohmann::json{{"sigma_data", precond_.sigma_data}, {"sigma_min", precond_.sigma_min}, {"sigma_max", precond_.sigma_max}}.dump());
+}
+
+std::string NetworkDenoiser::describe() const { return fmt::format("edm-network {}", config_json()); }
+
+void NetworkDenoiser::save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata) const {
+  auto metadata = extra_metadata;
+  metadata["format"] = kFormat;
+  metadata["format_version"] = "1";
+  metadata["config"] = config_json();
+  save_tensor_file(path, module_tensors(*module_), metadata);
+}
+
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::path& path) {
+  const auto file = load_tensor_file(path);
+  const auto format = file.metadata.find("format");
+  DISTILLERY_CHECK(format != file.metadata.end() && format->second == kFormat,
+                   Error("not a distillery denoiser file").file(path.string()).expected(std::string("metadata format = ") + kFormat)
+                       .got(format == file.metadata.end() ? "no format in the metadata" : format->second));
+  DISTILLERY_CHECK(file.metadata.count("format_version") && file.metadata.at("format_version") == "1",
+                   Error("unsupported denoiser format version").file(path.string()).expected("1"));
+  DISTILLERY_CHECK(file.metadata.count("config"), Error("denoiser file has no config in its metadata").file(path.string()));
+  // The stored config is JSON, which YAML reads as it is, so the same schema validates it.
+  auto denoiser = from_config(Config::parse(denoiser_schema(), file.metadata.at("config"), path.string() + " (metadata config)"));
+  load_module_tensors(*denoiser->module_, file.tensors, path.string());
+  denoiser->module_->eval();
+  return denoiser;
+}
+
+}  // namespace distillery

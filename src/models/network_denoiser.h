@@ -1,0 +1,76 @@
+// defines: NetworkDenoiser, PrecondSettings, add_network_fields
+// A trainable network (the UNet for images, the MLP for low-dimensional data) wrapped by EDM
+// preconditioning as a Denoiser, saved as one safetensors file whose metadata holds the
+// configuration needed to rebuild it (format "distillery.denoiser" v1; model.kind defaults to
+// unet, so files written before the MLP existed still load).
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "models/denoiser.h"
+#include "models/mlp.h"
+#include "models/precond.h"
+#include "models/unet.h"
+
+namespace distillery {
+
+class Config;
+
+// model.kind, the keys every network shares, each network's own keys, and precond.*. Setting
+// a key of the other kind (model.channel_mult with model.kind: mlp) is an error.
+void add_network_fields(ConfigSchema& schema);
+
+struct PrecondSettings {
+  double sigma_data = 0.5;
+  double sigma_min = 0.002;  // the σ range samplers use
+  double sigma_max = 80.0;
+};
+
+class NetworkDenoiser final : public Denoiser {
+ public:
+  explicit NetworkDenoiser(const UNetConfig& config, PrecondSettings precond = {});
+  explicit NetworkDenoiser(const MLPConfig& config, PrecondSettings precond = {});
+  // From model.* and precond.* of a config declared with add_network_fields.
+  static std::unique_ptr<NetworkDenoiser> from_config(const Config& config);
+  // Rebuilds and loads a file written by save(); errors name the file and the problem.
+  static std::unique_ptr<NetworkDenoiser> load(const std::filesystem::path& path);
+  void save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
+
+  at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  std::vector<int64_t> sample_shape() const override { return sample_shape_; }
+  int64_t num_classes() const override { return num_classes_; }
+  double sigma_min() const override { return precond_.sigma_min; }
+  double sigma_max() const override { return precond_.sigma_max; }
+  double sigma_data() const { return precond_.sigma_data; }
+  std::string describe() const override;
+
+  // The trainable module (parameters, buffers, train/eval mode).
+  torch::nn::Module& module() { return *module_; }
+  const torch::nn::Module& module() const { return *module_; }
+  // {"model": {"kind": ..., ...}, "precond": {...}}, as stored in the file's metadata.
+  std::string config_json() const;
+
+ private:
+  struct Parts {
+    std::shared_ptr<torch::nn::Module> module;
+    RawNetwork forward;
+    std::string model_json;
+    std::vector<int64_t> sample_shape;
+    int64_t num_classes;
+  };
+  static Parts parts_of(const UNetConfig& config);
+  static Parts parts_of(const MLPConfig& config);
+  NetworkDenoiser(Parts parts, PrecondSettings precond);
+
+  std::shared_ptr<torch::nn::Module> module_;
+  std::string model_json_;
+  std::vector<int64_t> sample_shape_;
+  int64_t num_classes_;
+  PrecondSettings precond_;
+  PreconditionedDenoiser preconditioned_;  // EDM preconditioning around module_
+};
+
+}  // namespace distillery
