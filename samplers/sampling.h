@@ -1,4 +1,4 @@
-// defines: SampleRequest, SampleResult, draw_samples
+// defines: SampleRequest, SampleResult, BatchSampler, draw_samples, resolve_schedule
 // Batched sampling from any denoiser with any registered solver: the noise and label of sample
 // i depend only on (seed, i), so results do not depend on the batch size.
 #pragma once
@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,6 +45,38 @@ struct SampleResult {
 
 // The request's schedule with the denoiser's σ range where the request gives none.
 ScheduleSpec resolve_schedule(const SampleRequest& request, const Denoiser& denoiser);
+
+class GuidedDenoiser;
+
+// The request's solver, σ grid, guidance and label policy, applied to any set of sample
+// indices: what draw_samples does for 0..num−1, a trajectory recorder does shard by shard.
+class BatchSampler {
+ public:
+  BatchSampler(Denoiser& denoiser, const SampleRequest& request);
+  ~BatchSampler();
+
+  struct Batch {
+    at::Tensor samples;  // [n, *shape]
+    at::Tensor noise;    // [n, *shape], unit variance
+    at::Tensor labels;   // [n] int64, undefined when unconditional
+  };
+  // The observer sees every state of the batch's trajectories.
+  Batch run(const std::vector<int64_t>& indices, SamplerObserver* observer = nullptr);
+
+  const std::vector<double>& sigmas() const { return sigmas_; }
+  int64_t nfe() const { return nfe_; }
+  // The denoiser the solver evaluates (the guided one when guidance ≠ 1).
+  Denoiser& model() { return *model_; }
+
+ private:
+  Denoiser& denoiser_;
+  SampleRequest request_;
+  std::unique_ptr<Sampler> sampler_;
+  std::unique_ptr<GuidedDenoiser> guided_;
+  Denoiser* model_;
+  std::vector<double> sigmas_;
+  int64_t nfe_;
+};
 
 SampleResult draw_samples(Denoiser& denoiser, const SampleRequest& request, Progress* progress = nullptr);
 

@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
       ->each([](const std::string&) { spdlog::set_level(spdlog::level::debug); });
   distillery::add_sample_command(app);
   distillery::add_teacher_command(app);
+  distillery::add_record_command(app);
+  distillery::add_inspect_command(app);
 
   // Subcommand actions run inside parse(), once the whole command line has been checked.
   try {

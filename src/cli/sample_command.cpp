@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/sampling_options.h"
 #include "core/error.h"
-#include "core/hash.h"
 #include "core/progress.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
@@ -25,9 +25,9 @@ namespace distillery {
 namespace {
 
 struct SampleOptions {
-  std::string teacher, out, schedule = "karras";
-  std::optional<double> sigma_min, sigma_max;
-  SampleRequest request;
+  std::string teacher, out;
+  SamplingCliOptions sampling;
+  SampleRequest request;  // sampling.resolved(), once parsed
 };
 
 enum class OutputKind { Safetensors, Png };
@@ -65,9 +65,7 @@ void run_sample(SampleOptions& options) {
   const std::filesystem::path out = options.out;
   const auto kind = output_kind(out);
   if (!out.parent_path().empty()) std::filesystem::create_directories(out.parent_path());
-  options.request.schedule = schedule_from_name(options.schedule);
-  options.request.sigma_min = options.sigma_min;
-  options.request.sigma_max = options.sigma_max;
+  options.request = options.sampling.resolved();
 
   auto teacher = load_teacher(options.teacher);
   const auto& request = options.request;
@@ -86,7 +84,7 @@ void run_sample(SampleOptions& options) {
         {"format", "distillery.samples"},
         {"format_version", "1"},
         {"teacher", options.teacher},
-        {"teacher_hash", fnv1a64_hex(teacher->describe())},
+        {"teacher_hash", teacher_fingerprint(options.teacher)},
         {"sampler", request.sampler},
         {"steps", std::to_string(request.steps)},
         {"nfe", std::to_string(result.nfe)},
@@ -109,23 +107,8 @@ void add_sample_command(CLI::App& app) {
   auto options = std::make_shared<SampleOptions>();
   auto* cmd = app.add_subcommand("sample", "draw samples from a teacher with an ODE solver; write .safetensors or a .png plot/grid");
   cmd->add_option("--teacher", options->teacher, "the teacher: " + teacher_forms())->required();
-  cmd->add_option("--sampler", options->request.sampler, "solver")->check(CLI::IsMember(sampler_names()))->capture_default_str();
-  cmd->add_option("--steps", options->request.steps, "solver steps (σ grid of steps+1 values ending at 0)")->check(CLI::Range(1, 100000))->capture_default_str();
-  cmd->add_option("--num", options->request.num, "number of samples")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--seed", options->request.seed, "seed; sample i's noise depends only on (seed, i)")->capture_default_str();
+  add_sampling_options(*cmd, options->sampling);
   cmd->add_option("--out", options->out, "output: FILE.safetensors (samples, noise[, labels]) or FILE.png")->required();
-  cmd->add_option("--batch", options->request.batch, "samples per batch (does not change results)")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--schedule", options->schedule, "σ schedule")->check(CLI::IsMember(schedule_names()))->capture_default_str();
-  cmd->add_option("--rho", options->request.rho, "Karras schedule exponent ρ")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--sigma-min", options->sigma_min, "smallest non-zero σ (default: the teacher's)")->check(CLI::PositiveNumber);
-  cmd->add_option("--sigma-max", options->sigma_max, "starting σ (default: the teacher's)")->check(CLI::PositiveNumber);
-  cmd->add_option("--labels", options->request.labels, "conditional teachers: all | none (the unconditional branch) | CLASS | C1,C2,... (default all)");
-  cmd->add_option("--guidance", options->request.guidance, "classifier-free guidance scale (conditional teachers; 1 = none)")->capture_default_str();
-  auto& churn = options->request.options;
-  cmd->add_option("--s-churn", churn.s_churn, "edm-stochastic: total churn S_churn")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--s-tmin", churn.s_tmin, "edm-stochastic: churn only for σ ≥ S_tmin")->capture_default_str();
-  cmd->add_option("--s-tmax", churn.s_tmax, "edm-stochastic: churn only for σ ≤ S_tmax")->capture_default_str();
-  cmd->add_option("--s-noise", churn.s_noise, "edm-stochastic: noise scale S_noise")->capture_default_str();
   cmd->callback([options] { run_sample(*options); });
 }
 

@@ -3,8 +3,11 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "models/torchscript_denoiser.h"
 #include "models/network_denoiser.h"
 #include "teachers/gaussian_mixture.h"
@@ -14,6 +17,24 @@ namespace distillery {
 std::string teacher_forms() {
   return "gmm:FILE.yaml (analytic Gaussian mixture), FILE.safetensors (a trained denoiser), a training run's directory, "
          "or torchscript:FILE (trusted files only: TorchScript loading is not safe on hostile input)";
+}
+
+namespace {
+// The file whose bytes define the teacher a spec names.
+std::filesystem::path defining_file(const std::string& spec) {
+  for (std::string_view prefix : {"gmm:", "torchscript:"})
+    if (spec.starts_with(prefix)) return spec.substr(prefix.size());
+  if (std::filesystem::is_directory(spec)) return std::filesystem::path(spec) / "teacher.safetensors";
+  return spec;
+}
+}  // namespace
+
+std::string teacher_fingerprint(const std::string& spec) {
+  const auto path = defining_file(spec);
+  std::ifstream in(path, std::ios::binary);
+  DISTILLERY_CHECK(in, Error("cannot read the teacher").file(path.string()).expected(teacher_forms()));
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  return fnv1a64_hex(bytes);
 }
 
 std::unique_ptr<Denoiser> load_teacher(const std::string& spec) {

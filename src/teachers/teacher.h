@@ -1,4 +1,4 @@
-// defines: load_teacher, teacher_forms
+// defines: load_teacher, teacher_forms, teacher_fingerprint
 // Resolves a teacher spec from the command line or a config into a denoiser.
 #pragma once
 
@@ -13,5 +13,9 @@ namespace distillery {
 // denoiser; a directory: its teacher.safetensors.
 std::unique_ptr<Denoiser> load_teacher(const std::string& spec);
 std::string teacher_forms();  // the accepted forms, for help text and errors
+
+// Hex FNV-1a of the bytes that define the teacher (the mixture spec, the weights file), so
+// artifacts made from it (trajectory stores) can be matched to it whatever path it had.
+std::string teacher_fingerprint(const std::string& spec);
 
 }  // namespace distillery

@@ -1,0 +1,79 @@
+// `distillery record`: teacher trajectories into a sharded HDF5 store; `distillery inspect`:
+// validate a store and summarise it.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/sampling_options.h"
+#include "core/error.h"
+#include "teachers/teacher.h"
+#include "trajectories/recorder.h"
+#include "trajectories/trajectory_store.h"
+
+namespace distillery {
+
+namespace {
+
+struct RecordCliOptions {
+  RecordOptions record;
+  SamplingCliOptions sampling;
+  std::string part = "0/1";
+};
+
+void run_record(RecordCliOptions& cli) {
+  auto& o = cli.record;
+  o.request = cli.sampling.resolved();
+  long part = -1, parts = -1;
+  char tail = 0;
+  DISTILLERY_CHECK(std::sscanf(cli.part.c_str(), "%ld/%ld%c", &part, &parts, &tail) == 2,
+                   Error("bad part").field("--part").expected("i/n, e.g. 0/4").got(cli.part));
+  o.part = part;
+  o.parts = parts;
+  spdlog::info("recording {} trajectories from {} with {} ({} steps, seed {}, store {}) into {}{}", o.request.num, o.teacher, o.request.sampler,
+               o.request.steps, o.request.seed, o.store, o.out.string(), o.parts > 1 ? fmt::format(", part {}", cli.part) : "");
+  const auto summary = record_trajectories(o);
+  spdlog::info("{} shards written, {} already there; {} trajectories in {:.1f} s ({:.1f}/s), {:.1f}% of the time in HDF5 and manifest writes, peak RSS {:.0f} MiB",
+               summary.shards_written, summary.shards_already_done, summary.trajectories_written, summary.seconds,
+               static_cast<double>(summary.trajectories_written) / std::max(summary.seconds, 1e-9),
+               100.0 * summary.io_seconds / std::max(summary.seconds, 1e-9), static_cast<double>(summary.max_rss_kb) / 1024.0);
+}
+
+}  // namespace
+
+void add_record_command(CLI::App& app) {
+  auto cli = std::make_shared<RecordCliOptions>();
+  auto& o = cli->record;
+  cli->sampling.request.num = 1000;
+  auto* cmd = app.add_subcommand("record", "record teacher ODE trajectories into a resumable, sharded HDF5 store (see docs/formats.md)");
+  cmd->add_option("--teacher", o.teacher, "the teacher: " + teacher_forms())->required();
+  cmd->add_option("--out", o.out, "store directory (store.json, shard-NNNNNN.h5, manifest.jsonl, stats.jsonl)")->required();
+  add_sampling_options(*cmd, cli->sampling);
+  cmd->add_option("--store", o.store, "states kept per trajectory: full (all steps+1), endpoints (noise and sample), every:K")->capture_default_str();
+  cmd->add_flag("--denoised", o.denoised, "also store the teacher's D(x; σ) at every stored state with σ > 0");
+  cmd->add_option("--dtype", o.dtype, "storage type of states")->check(CLI::IsMember({"float32", "float16"}))->capture_default_str();
+  cmd->add_option("--compression", o.compression, "deflate level with the shuffle filter (0 = none; float data gains little)")
+      ->check(CLI::Range(0, 9))->capture_default_str();
+  cmd->add_option("--shard-size", o.shard_size, "trajectories per shard (a kill loses at most one shard's work)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--part", cli->part, "record only shards k with k mod n = i; parts may run at once on machines sharing --out")->capture_default_str();
+  cmd->add_flag("--resume", o.resume, "complete the store already in --out (only missing shards are recorded)");
+  cmd->callback([cli] { run_record(*cli); });
+}
+
+void add_inspect_command(CLI::App& app) {
+  auto dir = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("inspect", "validate a trajectory store (counts, gaps, duplicates, checksums, attributes) and summarise it");
+  cmd->add_option("dir", *dir, "store directory")->required();
+  cmd->callback([dir] {
+    const auto report = inspect_store(*dir);
+    std::fputs(report.summary().c_str(), stdout);
+    for (const auto& note : report.notes) std::printf("note: %s\n", note.c_str());
+    for (const auto& problem : report.problems) std::printf("problem: %s\n", problem.c_str());
+    if (!report.problems.empty()) throw Error(fmt::format("{} has {} problem(s)", *dir, report.problems.size()));
+  });
+}
+
+}  // namespace distillery

@@ -1,0 +1,421 @@
+#include "trajectories/trajectory_store.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <torch/types.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+#include <cstring>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/hdf5.h"
+#include "samplers/sampler.h"
+
+namespace distillery {
+
+namespace {
+
+using nlohmann::json;
+
+json settings_json(const StoreSettings& s) {
+  return json{{"format", kStoreFormat},       {"format_version", kStoreFormatVersion},
+              {"teacher", s.teacher},         {"teacher_hash", s.teacher_hash},
+              {"sample_shape", s.sample_shape}, {"num_classes", s.num_classes},
+              {"sampler", s.sampler},         {"steps", s.steps},
+              {"schedule", s.schedule},       {"sigma_min", s.sigma_min},
+              {"sigma_max", s.sigma_max},     {"rho", s.rho},
+              {"s_churn", s.s_churn},         {"s_tmin", s.s_tmin},
+              {"s_tmax", s.s_tmax},           {"s_noise", s.s_noise},
+              {"labels", s.labels},           {"guidance", s.guidance},
+              {"seed", s.seed},               {"num", s.num},
+              {"shard_size", s.shard_size},   {"store", s.store},
+              {"denoised", s.denoised},       {"dtype", s.dtype},
+              {"compression", s.compression}, {"sigmas", s.sigmas},
+              {"stored_steps", s.stored_steps}};
+}
+
+H5Type storage_type(const StoreSettings& s) { return s.dtype == "float16" ? H5Type::F16 : H5Type::F32; }
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string crc_hex(uint32_t crc) { return fmt::format("{:08x}", crc); }
+
+std::vector<uint64_t> shape_with(std::initializer_list<int64_t> leading, const std::vector<int64_t>& sample_shape) {
+  std::vector<uint64_t> dims;
+  for (auto d : leading) dims.push_back(static_cast<uint64_t>(d));
+  for (auto d : sample_shape) dims.push_back(static_cast<uint64_t>(d));
+  return dims;
+}
+
+// "3, 5-9, 12" for a sorted list of shard numbers.
+std::string ranges_text(const std::vector<int64_t>& sorted) {
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < sorted.size();) {
+    size_t j = i;
+    while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
+    parts.push_back(i == j ? std::to_string(sorted[i]) : fmt::format("{}-{}", sorted[i], sorted[j]));
+    i = j + 1;
+  }
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+std::string human_bytes(uint64_t bytes) {
+  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1ull << 30));
+  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1ull << 20));
+  return fmt::format("{:.1f} KiB", static_cast<double>(bytes) / 1024.0);
+}
+
+}  // namespace
+
+std::string StoreSettings::to_json() const { return settings_json(*this).dump(2) + "\n"; }
+
+StoreSettings StoreSettings::from_json(const std::string& text, const std::string& source) {
+  const auto j = json::parse(text, nullptr, false);
+  DISTILLERY_CHECK(j.is_object(), Error("store settings are not a JSON object").file(source));
+  DISTILLERY_CHECK(j.value("format", "") == kStoreFormat, Error("not a trajectory store").file(source).expected(std::string("format ") + kStoreFormat)
+                                                              .got(j.value("format", std::string("none"))));
+  DISTILLERY_CHECK(j.value("format_version", -1) == kStoreFormatVersion,
+                   Error("unsupported trajectory store version").file(source).expected(std::to_string(kStoreFormatVersion))
+                       .got(j.contains("format_version") ? j["format_version"].dump() : "none"));
+  try {
+    StoreSettings s;
+    j.at("teacher").get_to(s.teacher);
+    j.at("teacher_hash").get_to(s.teacher_hash);
+    j.at("sample_shape").get_to(s.sample_shape);
+    j.at("num_classes").get_to(s.num_classes);
+    j.at("sampler").get_to(s.sampler);
+    j.at("steps").get_to(s.steps);
+    j.at("schedule").get_to(s.schedule);
+    j.at("sigma_min").get_to(s.sigma_min);
+    j.at("sigma_max").get_to(s.sigma_max);
+    j.at("rho").get_to(s.rho);
+    j.at("s_churn").get_to(s.s_churn);
+    j.at("s_tmin").get_to(s.s_tmin);
+    j.at("s_tmax").get_to(s.s_tmax);
+    j.at("s_noise").get_to(s.s_noise);
+    j.at("labels").get_to(s.labels);
+    j.at("guidance").get_to(s.guidance);
+    j.at("seed").get_to(s.seed);
+    j.at("num").get_to(s.num);
+    j.at("shard_size").get_to(s.shard_size);
+    j.at("store").get_to(s.store);
+    j.at("denoised").get_to(s.denoised);
+    j.at("dtype").get_to(s.dtype);
+    j.at("compression").get_to(s.compression);
+    j.at("sigmas").get_to(s.sigmas);
+    j.at("stored_steps").get_to(s.stored_steps);
+    DISTILLERY_CHECK(s.num > 0 && s.shard_size > 0 && s.stored_steps.size() >= 2 && s.sigmas.size() == static_cast<size_t>(s.steps + 1),
+                     Error("store settings are inconsistent").file(source).expected("num > 0, shard_size > 0, steps + 1 sigmas, ≥ 2 stored states"));
+    return s;
+  } catch (const json::exception& e) {
+    throw Error("store settings lack a field or have a wrong type").file(source).got(e.what());
+  }
+}
+
+std::optional<std::string> StoreSettings::difference(const StoreSettings& other) const {
+  auto a = settings_json(*this), b = settings_json(other);
+  a.erase("teacher");
+  b.erase("teacher");
+  // The teacher first: it explains the other differences when it is among them.
+  std::vector<std::string> differences;
+  if (a["teacher_hash"] != b["teacher_hash"]) differences.push_back(fmt::format("teacher_hash: {} vs {}", a["teacher_hash"].dump(), b["teacher_hash"].dump()));
+  for (const auto& [key, value] : a.items())
+    if (key != "teacher_hash" && b[key] != value) differences.push_back(fmt::format("{}: {} vs {}", key, value.dump(), b[key].dump()));
+  if (differences.empty()) return std::nullopt;
+  return fmt::format("{}", fmt::join(differences, "; "));
+}
+
+int64_t StoreSettings::shard_length(int64_t shard) const { return std::min(shard_size, num - shard_first(shard)); }
+
+std::vector<double> StoreSettings::stored_sigmas() const {
+  std::vector<double> out;
+  for (auto step : stored_steps) out.push_back(sigmas.at(static_cast<size_t>(step)));
+  return out;
+}
+
+int64_t StoreSettings::denoised_states() const {
+  int64_t n = 0;
+  for (double sigma : stored_sigmas()) n += sigma > 0;
+  return n;
+}
+
+std::vector<int64_t> stored_steps_for(const std::string& mode, int64_t steps) {
+  std::vector<int64_t> kept;
+  if (mode == "full") {
+    for (int64_t i = 0; i <= steps; ++i) kept.push_back(i);
+  } else if (mode == "endpoints") {
+    kept = {0, steps};
+  } else if (mode.starts_with("every:")) {
+    int64_t k = 0;
+    try {
+      size_t used = 0;
+      k = std::stoll(mode.substr(6), &used);
+      if (used != mode.size() - 6) k = 0;
+    } catch (const std::exception&) {
+      k = 0;
+    }
+    DISTILLERY_CHECK(k >= 1, Error(fmt::format("bad store mode '{}'", mode)).field("--store").expected("every:K with an integer K ≥ 1"));
+    for (int64_t i = 0; i <= steps; i += k) kept.push_back(i);
+    if (kept.back() != steps) kept.push_back(steps);
+  } else {
+    throw Error(fmt::format("unknown store mode '{}'", mode)).field("--store").expected("full, endpoints or every:K");
+  }
+  return kept;
+}
+
+std::string shard_file_name(int64_t shard) { return fmt::format("shard-{:06d}.h5", shard); }
+
+ShardEntry write_shard(const std::filesystem::path& dir, const StoreSettings& settings, int64_t shard, const ShardContents& c) {
+  const int64_t n = settings.shard_length(shard), T = static_cast<int64_t>(settings.stored_steps.size());
+  const auto x_dims = shape_with({n, T}, settings.sample_shape);
+  DISTILLERY_CHECK(c.x.dim() == static_cast<int64_t>(x_dims.size()) && std::equal(x_dims.begin(), x_dims.end(), c.x.sizes().begin(),
+                                                                                [](uint64_t a, int64_t b) { return a == static_cast<uint64_t>(b); }),
+                   Error("shard states have the wrong shape").expected(fmt::format("[{}]", fmt::join(x_dims, ", "))));
+  DISTILLERY_CHECK(c.denoised.defined() == settings.denoised, Error("shard denoised states do not match the store settings"));
+  const auto storage = storage_type(settings);
+  const auto as_stored = [&](const at::Tensor& t) { return t.to(storage == H5Type::F16 ? torch::kHalf : torch::kFloat32).contiguous(); };
+  // Whole trajectories per chunk, as many as fit in ~64 KiB: a random read touches one chunk,
+  // and small samples (2-D points) do not drown in per-chunk overhead.
+  const int64_t trajectory_bytes = static_cast<int64_t>(c.x[0].numel()) * static_cast<int64_t>(h5_type_size(storage));
+  const int64_t rows_per_chunk = std::clamp<int64_t>((int64_t{64} << 10) / std::max<int64_t>(trajectory_bytes, 1), 1, n);
+  H5DatasetOptions chunked;
+  chunked.chunk = shape_with({rows_per_chunk, T}, settings.sample_shape);
+  chunked.deflate_level = static_cast<int>(settings.compression);
+
+  const auto final_path = dir / shard_file_name(shard);
+  const auto tmp = temporary_sibling(final_path);
+  {
+    auto file = H5File::create(tmp);
+    const auto x = as_stored(c.x);
+    file.write_dataset("x", storage, x_dims, x.data_ptr(), chunked);
+    if (settings.denoised) {
+      const auto d = as_stored(c.denoised);
+      auto options = chunked;
+      options.chunk[1] = static_cast<uint64_t>(settings.denoised_states());
+      file.write_dataset("denoised", storage, shape_with({n, settings.denoised_states()}, settings.sample_shape), d.data_ptr(), options);
+    }
+    const auto sigmas = settings.stored_sigmas();
+    file.write_dataset("sigmas", H5Type::F64, {static_cast<uint64_t>(T)}, sigmas.data());
+    file.write_dataset("stored_steps", H5Type::I64, {static_cast<uint64_t>(T)}, settings.stored_steps.data());
+    const auto index = c.sample_index.to(torch::kInt64).contiguous(), labels = c.labels.to(torch::kInt64).contiguous();
+    file.write_dataset("sample_index", H5Type::I64, {static_cast<uint64_t>(n)}, index.data_ptr());
+    file.write_dataset("labels", H5Type::I64, {static_cast<uint64_t>(n)}, labels.data_ptr());
+    file.write_attribute("format", std::string(kStoreFormat));
+    file.write_attribute("format_version", int64_t{kStoreFormatVersion});
+    file.write_attribute("settings", settings_json(settings).dump());
+    file.write_attribute("shard", shard);
+    file.write_attribute("first_index", settings.shard_first(shard));
+    file.write_attribute("count", n);
+    file.close();
+  }
+  publish_atomically(tmp, final_path);
+  return {shard_file_name(shard), shard, settings.shard_first(shard), n, std::filesystem::file_size(final_path), file_crc32(final_path)};
+}
+
+void append_manifest(const std::filesystem::path& dir, const ShardEntry& entry) {
+  const auto path = dir / "manifest.jsonl";
+  const Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+  DISTILLERY_CHECK(fd.get() >= 0, Error("cannot open the manifest for appending").file(path.string()).got(std::strerror(errno)));
+  DISTILLERY_CHECK(::flock(fd.get(), LOCK_EX) == 0, Error("cannot lock the manifest").file(path.string()).got(std::strerror(errno)));
+  std::string line = json{{"file", entry.file}, {"shard", entry.shard}, {"first_index", entry.first_index}, {"count", entry.count},
+                          {"bytes", entry.bytes}, {"crc32", crc_hex(entry.crc32)}}.dump() + "\n";
+  // A line torn by a killed writer is closed first, so the new entry starts a line of its own.
+  struct stat info {};
+  if (::fstat(fd.get(), &info) == 0 && info.st_size > 0) {
+    char last = '\n';
+    const Fd reader(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (reader.get() >= 0 && ::pread(reader.get(), &last, 1, info.st_size - 1) == 1 && last != '\n') line = "\n" + line;
+  }
+  const bool written = ::write(fd.get(), line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd.get()) == 0;
+  ::flock(fd.get(), LOCK_UN);
+  DISTILLERY_CHECK(written, Error("cannot append to the manifest").file(path.string()).got(std::strerror(errno)));
+}
+
+std::vector<ShardEntry> read_manifest(const std::filesystem::path& dir, std::vector<std::string>* problems) {
+  std::vector<ShardEntry> entries;
+  std::ifstream in(dir / "manifest.jsonl");
+  int line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    if (line.empty()) continue;
+    const auto j = json::parse(line, nullptr, false);
+    try {
+      if (!j.is_object()) throw std::runtime_error("not a JSON object");
+      ShardEntry e;
+      j.at("file").get_to(e.file);
+      j.at("shard").get_to(e.shard);
+      j.at("first_index").get_to(e.first_index);
+      j.at("count").get_to(e.count);
+      j.at("bytes").get_to(e.bytes);
+      e.crc32 = static_cast<uint32_t>(std::stoul(j.at("crc32").get<std::string>(), nullptr, 16));
+      entries.push_back(e);
+    } catch (const std::exception&) {
+      if (problems)
+        problems->push_back(fmt::format("manifest.jsonl line {} is not a complete entry (cut short by a kill, or edited): '{}'", line_number,
+                                        line.substr(0, 60)));
+    }
+  }
+  return entries;
+}
+
+uint32_t file_crc32(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  DISTILLERY_CHECK(in, Error("cannot read file").file(path.string()));
+  std::vector<char> buffer(1 << 20);
+  uLong crc = crc32(0L, Z_NULL, 0);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(buffer.data()), static_cast<uInt>(in.gcount()));
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+void verify_shard(const std::filesystem::path& dir, const ShardEntry& entry, const StoreSettings& settings, bool check_crc) {
+  const auto path = dir / entry.file;
+  DISTILLERY_CHECK(std::filesystem::exists(path), Error("shard listed in the manifest is missing").file(path.string()).hint("record --resume regenerates it"));
+  const auto bytes = std::filesystem::file_size(path);
+  DISTILLERY_CHECK(bytes == entry.bytes, Error("shard has the wrong size (truncated or replaced)").file(path.string())
+                                             .expected(fmt::format("{} bytes (manifest)", entry.bytes)).got(fmt::format("{} bytes", bytes)));
+  if (check_crc) {
+    const auto crc = file_crc32(path);
+    DISTILLERY_CHECK(crc == entry.crc32, Error("shard checksum mismatch (the file is corrupt)").file(path.string())
+                                             .expected("crc32 " + crc_hex(entry.crc32) + " (manifest)").got("crc32 " + crc_hex(crc)));
+  }
+  const auto file = H5File::open_read_only(path);
+  DISTILLERY_CHECK(file.has_attribute("format") && file.string_attribute("format") == kStoreFormat,
+                   Error("not a trajectory shard").file(path.string()).expected(std::string("attribute format = ") + kStoreFormat));
+  DISTILLERY_CHECK(file.int_attribute("format_version") == kStoreFormatVersion,
+                   Error("unsupported shard format version").file(path.string()).expected(std::to_string(kStoreFormatVersion))
+                       .got(std::to_string(file.int_attribute("format_version"))));
+  const auto shard_settings = StoreSettings::from_json(file.string_attribute("settings"), path.string() + " (attribute settings)");
+  if (const auto diff = settings.difference(shard_settings))
+    throw Error("shard was recorded with other settings than the store (another teacher or recording?)").file(path.string())
+        .expected("store.json's settings").got(*diff + " (store vs shard)");
+  const int64_t n = entry.count, T = static_cast<int64_t>(settings.stored_steps.size());
+  DISTILLERY_CHECK(file.int_attribute("shard") == entry.shard && file.int_attribute("first_index") == entry.first_index &&
+                       file.int_attribute("count") == n,
+                   Error("shard attributes disagree with its manifest line").file(path.string())
+                       .expected(fmt::format("shard {}, first index {}, count {}", entry.shard, entry.first_index, n))
+                       .got(fmt::format("shard {}, first index {}, count {}", file.int_attribute("shard"), file.int_attribute("first_index"),
+                                        file.int_attribute("count"))));
+  const auto expect_dims = [&](const std::string& name, const std::vector<uint64_t>& dims) {
+    const auto got = file.dims(name);
+    DISTILLERY_CHECK(got == dims, Error(fmt::format("dataset '{}' has the wrong shape", name)).file(path.string())
+                                      .expected(fmt::format("[{}]", fmt::join(dims, ", "))).got(fmt::format("[{}]", fmt::join(got, ", "))));
+  };
+  expect_dims("x", shape_with({n, T}, settings.sample_shape));
+  DISTILLERY_CHECK(file.type("x") == storage_type(settings),
+                   Error("dataset 'x' has the wrong element type").file(path.string()).expected(settings.dtype));
+  if (settings.denoised) expect_dims("denoised", shape_with({n, settings.denoised_states()}, settings.sample_shape));
+  expect_dims("sigmas", {static_cast<uint64_t>(T)});
+  expect_dims("sample_index", {static_cast<uint64_t>(n)});
+  expect_dims("labels", {static_cast<uint64_t>(n)});
+  std::vector<double> sigmas(static_cast<size_t>(T));
+  file.read_all("sigmas", H5Type::F64, sigmas.data());
+  DISTILLERY_CHECK(sigmas == settings.stored_sigmas(), Error("dataset 'sigmas' disagrees with the store's σ grid").file(path.string()));
+  std::vector<int64_t> index(static_cast<size_t>(n));
+  file.read_all("sample_index", H5Type::I64, index.data());
+  for (int64_t i = 0; i < n; ++i)
+    DISTILLERY_CHECK(index[static_cast<size_t>(i)] == entry.first_index + i,
+                     Error("dataset 'sample_index' is not the shard's index range").file(path.string())
+                         .expected(fmt::format("{}..{}", entry.first_index, entry.first_index + n - 1)));
+}
+
+StoreReport inspect_store(const std::filesystem::path& dir) {
+  StoreReport report;
+  const auto settings_path = dir / "store.json";
+  if (!std::filesystem::exists(settings_path)) {
+    report.problems.push_back(fmt::format("{} has no store.json: not a trajectory store", dir.string()));
+    return report;
+  }
+  try {
+    std::ifstream in(settings_path);
+    report.settings = StoreSettings::from_json(std::string((std::istreambuf_iterator<char>(in)), {}), settings_path.string());
+  } catch (const Error& e) {
+    report.problems.push_back(e.what());
+    return report;
+  }
+  const auto& settings = *report.settings;
+  const auto entries = read_manifest(dir, &report.problems);
+  std::map<int64_t, int> listed;
+  std::set<std::string> listed_files;
+  for (const auto& entry : entries) {
+    listed_files.insert(entry.file);
+    if (entry.shard < 0 || entry.shard >= settings.shard_count() || entry.file != shard_file_name(entry.shard) ||
+        entry.first_index != settings.shard_first(entry.shard) || entry.count != settings.shard_length(entry.shard)) {
+      report.problems.push_back(fmt::format("manifest line for {} (shard {}, first index {}, count {}) does not fit the store's layout of {} shards of {}",
+                                            entry.file, entry.shard, entry.first_index, entry.count, settings.shard_count(), settings.shard_size));
+      continue;
+    }
+    if (++listed[entry.shard] > 1) continue;  // counted once; reported below
+    try {
+      verify_shard(dir, entry, settings);
+      ++report.shards_present;
+      report.trajectories_present += entry.count;
+    } catch (const Error& e) {
+      report.problems.push_back(e.what());
+    }
+  }
+  for (const auto& [shard, times] : listed)
+    if (times > 1) report.problems.push_back(fmt::format("shard {} is listed {} times in manifest.jsonl", shard, times));
+  std::vector<int64_t> missing;
+  for (int64_t k = 0; k < settings.shard_count(); ++k)
+    if (!listed.count(k)) missing.push_back(k);
+  if (!missing.empty())
+    report.problems.push_back(fmt::format("incomplete: {} of {} shards not recorded yet (shards {}); `distillery record ... --resume` records them",
+                                          missing.size(), settings.shard_count(), ranges_text(missing)));
+  for (const auto& item : std::filesystem::directory_iterator(dir)) {
+    const auto name = item.path().filename().string();
+    report.bytes_on_disk += item.is_regular_file() ? item.file_size() : 0;
+    if (name.starts_with("shard-") && !listed_files.count(name))
+      report.notes.push_back(name + " is not in the manifest (a recording stopped between writing it and listing it; --resume rewrites it)");
+    else if (name.starts_with(".shard-"))
+      report.notes.push_back(name + " is a temporary of a recording that is running or was killed");
+  }
+  return report;
+}
+
+std::string StoreReport::summary() const {
+  if (!settings) return "not a readable trajectory store";
+  const auto& s = *settings;
+  std::string nfe = "?";
+  try {
+    nfe = std::to_string(make_sampler(s.sampler)->nfe(s.steps));
+  } catch (const Error&) {
+  }
+  std::string text;
+  text += fmt::format("format        {} v{}\n", kStoreFormat, kStoreFormatVersion);
+  text += fmt::format("teacher       {} (hash {})\n", s.teacher, s.teacher_hash);
+  text += fmt::format("sampler       {}, {} steps ({} NFE), seed {}, labels '{}', guidance {}\n", s.sampler, s.steps, nfe, s.seed, s.labels, s.guidance);
+  text += fmt::format("σ grid        {} ρ={}: {:.4g} … {:.4g}, then 0; stored {} of {} states ({})\n", s.schedule, s.rho, s.sigmas.front(),
+                      s.sigmas[s.sigmas.size() - 2], s.stored_steps.size(), s.sigmas.size(), s.store);
+  text += fmt::format("samples       shape [{}], {} classes\n", fmt::join(s.sample_shape, ", "), s.num_classes);
+  text += fmt::format("trajectories  {} of {} in {} of {} shards of {}\n", trajectories_present, s.num, shards_present, s.shard_count(), s.shard_size);
+  text += fmt::format("storage       {}{}, compression {}, size on disk {}\n", s.dtype, s.denoised ? " + denoised" : "",
+                      s.compression ? fmt::format("deflate {}", s.compression) : "none", human_bytes(bytes_on_disk));
+  text += problems.empty() ? "status        OK: complete and intact\n" : fmt::format("status        {} problem(s)\n", problems.size());
+  return text;
+}
+
+}  // namespace distillery

@@ -1,0 +1,386 @@
+// Trajectory recording: stored states equal the sampler's, kills and resumes give the same
+// store byte for byte, parts recorded at once equal one process's store, and every kind of
+// damage is reported by name by `inspect` and by the reader.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/hdf5.h"
+#include "io/tensor_file.h"
+#include "models/network_denoiser.h"
+#include "samplers/sampling.h"
+#include "teachers/gaussian_mixture.h"
+#include "teachers/teacher.h"
+#include "test_support.h"
+#include "trajectories/recorder.h"
+#include "trajectories/trajectory_reader.h"
+#include "trajectories/trajectory_store.h"
+
+namespace distillery {
+namespace {
+
+using testing::shell_quoted;
+
+std::string file_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::filesystem::path write_mixture(const std::filesystem::path& dir, const std::string& text = testing::kThreeModes2d) {
+  const auto path = dir / "mixture.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+RecordOptions small_recording(const std::string& teacher, const std::filesystem::path& out) {
+  RecordOptions o;
+  o.teacher = teacher;
+  o.out = out;
+  o.request.num = 50;
+  o.request.batch = 7;  // batches straddle shard boundaries' sizes on purpose
+  o.request.steps = 12;
+  o.request.seed = 5;
+  o.shard_size = 16;
+  o.show_progress = false;
+  return o;
+}
+
+// Every state and denoised value the sampler produced, collected in memory.
+struct InMemory final : SamplerObserver {
+  std::vector<at::Tensor> states, denoised;
+  void on_state(int64_t, double sigma, const at::Tensor& x, const at::Tensor& d) override {
+    states.push_back(x.clone());
+    if (sigma > 0) denoised.push_back(d.clone());
+  }
+};
+
+TEST(Record, StoredStatesAreTheSamplersAndTheLastIsWhatSampleDraws) {
+  const auto dir = testing::scratch_dir();
+  const std::string teacher = "gmm:" + write_mixture(dir).string();
+  auto o = small_recording(teacher, dir / "store");
+  o.denoised = true;
+  const auto summary = record_trajectories(o);
+  EXPECT_EQ(summary.shards_written, 4);
+  EXPECT_EQ(summary.trajectories_written, 50);
+
+  TrajectoryReader reader(dir / "store", {.teacher_hash = teacher_fingerprint(teacher), .sample_shape = {2}, .denoised = true});
+  std::vector<int64_t> all(50);
+  std::iota(all.begin(), all.end(), 0);
+  const auto stored = reader.trajectories(all);
+  const auto stored_denoised = reader.denoised(all);
+  EXPECT_EQ(stored.sizes(), (std::vector<int64_t>{50, 13, 2}));
+  EXPECT_EQ(stored_denoised.sizes(), (std::vector<int64_t>{50, 12, 2}));
+
+  auto mixture = load_teacher(teacher);
+  BatchSampler sampler(*mixture, o.request);
+  InMemory observed;
+  const auto batch = sampler.run(all, &observed);
+  EXPECT_TRUE(torch::equal(stored, torch::stack(observed.states, 1)));
+  EXPECT_TRUE(torch::equal(stored_denoised, torch::stack(observed.denoised, 1)));
+  EXPECT_EQ(reader.sigmas(), sampler.sigmas());
+
+  // The CLI's `sample` with the same seed draws the same last states.
+  const auto sample_file = dir / "samples.safetensors";
+  const auto result = testing::run_command(testing::kCli + " sample --teacher " + shell_quoted(teacher) +
+                                           " --steps 12 --seed 5 --num 50 --out " + shell_quoted(sample_file));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto pairs = reader.pairs(all);
+  EXPECT_TRUE(torch::equal(pairs.sample, load_tensor_file(sample_file).get("samples")));
+  EXPECT_TRUE(torch::allclose(pairs.noise, load_tensor_file(sample_file).get("noise"), 1e-6, 1e-6));
+  EXPECT_TRUE(torch::equal(pairs.labels, torch::full({50}, -1, torch::kInt64)));
+}
+
+TEST(Record, StoreModesKeepTheirStatesAndHalfPrecisionIsCloseToFull) {
+  const auto dir = testing::scratch_dir();
+  const std::string teacher = "gmm:" + write_mixture(dir).string();
+  EXPECT_EQ(stored_steps_for("every:5", 12), (std::vector<int64_t>{0, 5, 10, 12}));
+  EXPECT_EQ(stored_steps_for("endpoints", 12), (std::vector<int64_t>{0, 12}));
+  EXPECT_THROW(stored_steps_for("every:0", 12), Error);
+  EXPECT_THROW(stored_steps_for("some", 12), Error);
+
+  auto full = small_recording(teacher, dir / "full");
+  record_trajectories(full);
+  auto every = small_recording(teacher, dir / "every");
+  every.store = "every:5";
+  every.dtype = "float16";
+  every.compression = 4;
+  record_trajectories(every);
+  std::vector<int64_t> some = {0, 17, 49};
+  const auto reference = TrajectoryReader(dir / "full").trajectories(some);
+  TrajectoryReader half(dir / "every");
+  const auto kept = torch::tensor(std::vector<int64_t>{0, 5, 10, 12});
+  const auto expected = reference.index_select(1, kept);
+  const auto got = half.trajectories(some);
+  EXPECT_EQ(got.sizes(), expected.sizes());
+  // float16 keeps 11 significant bits: relative error ≤ 2^-11 of each value.
+  EXPECT_LE(((got - expected).abs() - expected.abs() * std::ldexp(1.0, -11)).max().item<double>(), 1e-6);
+  EXPECT_EQ(half.sigmas(), (std::vector<double>{full.request.sigma_max.value_or(80.0), half.settings().sigmas[5], half.settings().sigmas[10], 0.0}));
+
+  // Random state pairs: i < j within one trajectory, reproducible from the seed.
+  TrajectoryReader reader(dir / "full");
+  const auto pairs = reader.state_pairs(some, 9), again = reader.state_pairs(some, 9);
+  EXPECT_TRUE(torch::equal(pairs.x_i, again.x_i));
+  EXPECT_TRUE((pairs.sigma_i > pairs.sigma_j).all().item<bool>());
+  const auto sigmas = torch::tensor(reader.sigmas(), torch::kFloat64);
+  for (int64_t k = 0; k < 3; ++k) {
+    const auto i = (sigmas == pairs.sigma_i[k]).nonzero().item<int64_t>();
+    EXPECT_TRUE(torch::equal(pairs.x_i[k], reference[k][i]));
+  }
+  // Shuffled batches visit every trajectory once per epoch.
+  std::set<int64_t> seen;
+  for (int64_t b = 0; b < 5; ++b)
+    for (auto index : reader.batch_indices(b, 10, 3)) seen.insert(index);
+  EXPECT_EQ(seen.size(), 50u);
+}
+
+pid_t spawn(const std::string& command) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + command + " >/dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+// A small UNet teacher makes recording slow enough (tens of ms per shard) to be killed mid-way.
+std::string unet_teacher(const std::filesystem::path& dir) {
+  UNetConfig c;
+  c.model_channels = 8;
+  c.channel_mult = {1, 2};
+  c.blocks_per_level = 1;
+  c.attn_resolutions = {};
+  c.resolution = 16;
+  torch::manual_seed(0);
+  NetworkDenoiser D(c);
+  D.save(dir / "teacher.safetensors");
+  return (dir / "teacher.safetensors").string();
+}
+
+std::string record_command(const std::string& teacher, const std::filesystem::path& out, const std::string& extra = "") {
+  return testing::kCli + " record --teacher " + shell_quoted(teacher) + " --out " + shell_quoted(out) +
+         " --num 240 --shard-size 8 --batch 8 --steps 6 --sampler euler --seed 2 " + extra;
+}
+
+std::multiset<std::string> manifest_lines(const std::filesystem::path& dir) {
+  std::multiset<std::string> lines;
+  std::ifstream in(dir / "manifest.jsonl");
+  for (std::string line; std::getline(in, line);) lines.insert(line);
+  return lines;
+}
+
+// Same settings, same manifest lines (in any order) and byte-identical shards.
+void expect_same_store(const std::filesystem::path& a, const std::filesystem::path& b) {
+  EXPECT_EQ(file_bytes(a / "store.json"), file_bytes(b / "store.json"));
+  EXPECT_EQ(manifest_lines(a), manifest_lines(b));
+  for (const auto& entry : read_manifest(a)) EXPECT_TRUE(file_bytes(a / entry.file) == file_bytes(b / entry.file)) << entry.file << " differs";
+}
+
+TEST(Record, KilledAtRandomMomentsAndResumedItEqualsAnUninterruptedRun) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = unet_teacher(dir);
+  const auto start = std::chrono::steady_clock::now();
+  const auto straight = testing::run_command(record_command(teacher, dir / "straight"));
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const auto duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+
+  // Kill moments spread over a whole run, start-up included.
+  std::mt19937 random(12345);
+  std::uniform_int_distribution<int> delay_ms(100, static_cast<int>(duration_ms / 4));
+  int kills = 0;
+  for (int attempt = 0; attempt < 20 && kills < 5; ++attempt) {
+    const pid_t pid = spawn(record_command(teacher, dir / "killed", "--resume"));
+    usleep(static_cast<useconds_t>(delay_ms(random)) * 1000);
+    if (::kill(pid, SIGKILL) == 0 && wait_for(pid) == -SIGKILL) ++kills;
+    // Whatever the moment, every file under a final name is a complete HDF5 file.
+    for (const auto& item : std::filesystem::directory_iterator(dir / "killed")) {
+      const auto name = item.path().filename().string();
+      if (name.starts_with("shard-")) {
+        EXPECT_NO_THROW(H5File::open_read_only(item.path())) << name << " after kill " << kills;
+      }
+    }
+  }
+  EXPECT_GE(kills, 5) << "the recording finished before it could be killed five times";
+  const auto finished = testing::run_command(record_command(teacher, dir / "killed", "--resume"));
+  ASSERT_EQ(finished.exit_code, 0) << finished.output;
+  expect_same_store(dir / "straight", dir / "killed");
+  const auto report = inspect_store(dir / "killed");
+  EXPECT_TRUE(report.problems.empty()) << report.problems.front();
+}
+
+TEST(Record, PartsRecordedAtOnceMakeTheSameStoreAsOneProcess) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = unet_teacher(dir);
+  ASSERT_EQ(testing::run_command(record_command(teacher, dir / "one")).exit_code, 0);
+  const pid_t first = spawn(record_command(teacher, dir / "parts", "--part 0/2"));
+  const pid_t second = spawn(record_command(teacher, dir / "parts", "--part 1/2"));
+  EXPECT_EQ(wait_for(first), 0);
+  EXPECT_EQ(wait_for(second), 0);
+  expect_same_store(dir / "one", dir / "parts");
+  EXPECT_EQ(read_manifest(dir / "parts").size(), 30u);
+}
+
+std::string all_problems(const StoreReport& report) {
+  std::string text;
+  for (const auto& p : report.problems) text += p + "\n";
+  return text;
+}
+
+std::string reader_error(const std::filesystem::path& dir, const StoreExpectation& expect = {}) {
+  try {
+    TrajectoryReader reader(dir, expect);
+    std::vector<int64_t> all(static_cast<size_t>(reader.size()));
+    std::iota(all.begin(), all.end(), 0);
+    reader.trajectories(all);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+void rewrite_manifest(const std::filesystem::path& dir, const std::vector<ShardEntry>& entries) {
+  std::filesystem::remove(dir / "manifest.jsonl");
+  for (const auto& e : entries) append_manifest(dir, e);
+}
+
+TEST(Inspect, EachKindOfDamageIsNamedByInspectAndByTheReader) {
+  const auto dir = testing::scratch_dir();
+  const std::string teacher = "gmm:" + write_mixture(dir).string();
+  record_trajectories(small_recording(teacher, dir / "good"));
+  EXPECT_TRUE(inspect_store(dir / "good").problems.empty());
+  EXPECT_NE(inspect_store(dir / "good").summary().find("50 of 50 in 4 of 4 shards"), std::string::npos);
+  const auto copy = [&](const std::string& name) {
+    std::filesystem::copy(dir / "good", dir / name, std::filesystem::copy_options::recursive);
+    return dir / name;
+  };
+
+  // A flipped byte in the data of a shard.
+  const auto corrupt = copy("corrupt");
+  {
+    std::fstream f(corrupt / "shard-000001.h5", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(corrupt / "shard-000001.h5") / 2));
+    f.put('\x7f');
+  }
+  const auto corrupt_problems = all_problems(inspect_store(corrupt));
+  EXPECT_NE(corrupt_problems.find("shard checksum mismatch (the file is corrupt)\n  file: " + (corrupt / "shard-000001.h5").string()), std::string::npos)
+      << corrupt_problems;
+  EXPECT_NE(reader_error(corrupt).find("checksum mismatch"), std::string::npos) << reader_error(corrupt);
+
+  // A manifest whose last line a kill cut short.
+  const auto torn = copy("torn");
+  {
+    auto text = file_bytes(torn / "manifest.jsonl");
+    text.resize(text.size() - 30);
+    std::ofstream(torn / "manifest.jsonl", std::ios::trunc) << text;
+  }
+  const auto torn_problems = all_problems(inspect_store(torn));
+  EXPECT_NE(torn_problems.find("manifest.jsonl line 4 is not a complete entry"), std::string::npos) << torn_problems;
+  EXPECT_NE(torn_problems.find("incomplete: 1 of 4 shards"), std::string::npos) << torn_problems;
+  EXPECT_NE(reader_error(torn).find("line 4 is not a complete entry"), std::string::npos) << reader_error(torn);
+  // Resuming repairs it: the torn line is closed off and the shard recorded again.
+  auto resume = small_recording(teacher, torn);
+  resume.resume = true;
+  EXPECT_EQ(record_trajectories(resume).shards_written, 1);
+  EXPECT_NE(all_problems(inspect_store(torn)).find("line 4 is not a complete entry"), std::string::npos) << "the torn line stays visible";
+
+  // A shard recorded from another teacher, listed with its true size and checksum.
+  std::filesystem::create_directories(dir / "other");
+  const std::string other_teacher = "gmm:" + write_mixture(dir / "other", std::string(testing::kThreeModes2d) + "sigma_max: 60\n").string();
+  auto other = small_recording(other_teacher, dir / "other-store");
+  record_trajectories(other);
+  const auto foreign = copy("foreign");
+  std::filesystem::copy_file(dir / "other-store/shard-000002.h5", foreign / "shard-000002.h5", std::filesystem::copy_options::overwrite_existing);
+  auto entries = read_manifest(foreign);
+  for (auto& e : entries)
+    if (e.shard == 2) e = read_manifest(dir / "other-store")[2];
+  rewrite_manifest(foreign, entries);
+  const auto foreign_problems = all_problems(inspect_store(foreign));
+  EXPECT_NE(foreign_problems.find("recorded with other settings"), std::string::npos) << foreign_problems;
+  EXPECT_NE(foreign_problems.find("teacher_hash"), std::string::npos) << foreign_problems;
+  EXPECT_NE(reader_error(foreign).find("recorded with other settings"), std::string::npos) << reader_error(foreign);
+
+  // The reader refuses a store made from another teacher than the caller's, or not finished.
+  EXPECT_NE(reader_error(dir / "good", {.teacher_hash = teacher_fingerprint(other_teacher)}).find("recorded from another teacher"), std::string::npos);
+  EXPECT_NE(reader_error(dir / "good", {.sample_shape = {1, 28, 28}}).find("samples of another shape"), std::string::npos);
+  EXPECT_NE(reader_error(dir / "good", {.denoised = true}).find("holds no denoised states"), std::string::npos);
+  const auto partial = copy("partial");
+  entries = read_manifest(partial);
+  entries.pop_back();
+  rewrite_manifest(partial, entries);
+  EXPECT_NE(reader_error(partial).find("incomplete: 1 of 4 shards are missing"), std::string::npos) << reader_error(partial);
+  EXPECT_NE(all_problems(inspect_store(partial)).find("shards 3"), std::string::npos);
+  EXPECT_NE(reader_error(dir / "nothing").find("no store.json"), std::string::npos);
+
+  // Recording into an existing store: only with --resume, and only with the same settings.
+  auto again = small_recording(teacher, dir / "good");
+  try {
+    record_trajectories(again);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
+  }
+  again.resume = true;
+  again.request.seed = 6;
+  try {
+    record_trajectories(again);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("seed: 5 vs 6"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Inspect, CommandLineSummaryAndExitCode) {
+  const auto dir = testing::scratch_dir();
+  const std::string teacher = "gmm:" + write_mixture(dir).string();
+  record_trajectories(small_recording(teacher, dir / "store"));
+  auto result = testing::run_command(testing::kCli + " inspect " + shell_quoted(dir / "store"));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("heun, 12 steps (23 NFE)"), std::string::npos) << result.output;
+  std::filesystem::remove(dir / "store/shard-000000.h5");
+  result = testing::run_command(testing::kCli + " inspect " + shell_quoted(dir / "store"));
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("shard listed in the manifest is missing"), std::string::npos) << result.output;
+}
+
+TEST(Record, PythonReadsWhatWeWroteWithH5py) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto dir = testing::scratch_dir();
+  const std::string teacher = "gmm:" + write_mixture(dir).string();
+  for (const std::string dtype : {"float32", "float16"}) {
+    auto o = small_recording(teacher, dir / dtype);
+    o.dtype = dtype;
+    o.denoised = true;
+    record_trajectories(o);
+    const auto dump = dir / (dtype + ".safetensors");
+    const auto result = testing::run_command(testing::kPython + " " + shell_quoted(testing::kSourceDir / "tools/read_trajectories.py") + " " +
+                                             shell_quoted(dir / dtype) + " --dump " + shell_quoted(dump));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    TrajectoryReader reader(dir / dtype);
+    std::vector<int64_t> all(50);
+    std::iota(all.begin(), all.end(), 0);
+    const auto python = load_tensor_file(dump);
+    EXPECT_TRUE(torch::equal(python.get("x"), reader.trajectories(all))) << dtype;
+    EXPECT_TRUE(torch::equal(python.get("denoised"), reader.denoised(all))) << dtype;
+    EXPECT_TRUE(torch::equal(python.get("sample_index"), torch::arange(50, torch::kInt64)));
+    EXPECT_TRUE(torch::equal(python.get("sigmas"), torch::tensor(reader.sigmas(), torch::kFloat64)));
+  }
+}
+
+}  // namespace
+}  // namespace distillery
