@@ -36,10 +36,12 @@ void run_record(RecordCliOptions& cli) {
   spdlog::info("recording {} trajectories from {} with {} ({} steps, seed {}, store {}) into {}{}", o.request.num, o.teacher, o.request.sampler,
                o.request.steps, o.request.seed, o.store, o.out.string(), o.parts > 1 ? fmt::format(", part {}", cli.part) : "");
   const auto summary = record_trajectories(o);
-  spdlog::info("{} shards written, {} already there; {} trajectories in {:.1f} s ({:.1f}/s), {:.1f}% of the time in HDF5 and manifest writes, peak RSS {:.0f} MiB",
+  const double seconds = std::max(summary.seconds, 1e-9);
+  spdlog::info("{} shards written, {} already there; {} trajectories in {:.1f} s ({:.1f}/s), {:.1f}% of the time waiting for HDF5 and "
+               "manifest writes (writing itself: {:.1f}%, overlapped with sampling), peak RSS {:.0f} MiB",
                summary.shards_written, summary.shards_already_done, summary.trajectories_written, summary.seconds,
-               static_cast<double>(summary.trajectories_written) / std::max(summary.seconds, 1e-9),
-               100.0 * summary.io_seconds / std::max(summary.seconds, 1e-9), static_cast<double>(summary.max_rss_kb) / 1024.0);
+               static_cast<double>(summary.trajectories_written) / seconds, 100.0 * summary.io_seconds / seconds,
+               100.0 * summary.write_seconds / seconds, static_cast<double>(summary.max_rss_kb) / 1024.0);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
@@ -167,6 +168,15 @@ RecordSummary record_trajectories(const RecordOptions& o) {
 
   std::ofstream stats(o.out / "stats.jsonl", std::ios::app);
   Progress progress("record", total, "traj", o.show_progress ? stderr : nullptr, already);
+  // Shard k is written (HDF5, fsyncs, manifest) on a second thread while shard k+1 is sampled,
+  // so a cheap teacher is not held up by the disk; at most two shards are in memory.
+  std::future<double> writing;
+  const auto wait_for_writer = [&] {
+    if (!writing.valid()) return;
+    const auto wait_start = Clock::now();
+    summary.write_seconds += writing.get();  // rethrows a failed write here
+    summary.io_seconds += std::chrono::duration<double>(Clock::now() - wait_start).count();
+  };
   for (const int64_t shard : todo) {
     const auto shard_start = Clock::now();
     const int64_t first = settings.shard_first(shard), count = settings.shard_length(shard);
@@ -185,12 +195,13 @@ RecordSummary record_trajectories(const RecordOptions& o) {
     }
     ShardContents contents{torch::cat(states), o.denoised ? torch::cat(denoised) : at::Tensor(),
                            torch::arange(first, first + count, torch::kInt64), torch::cat(labels)};
-    const auto io_start = Clock::now();
-    append_manifest(o.out, write_shard(o.out, settings, shard, contents));
-    const auto end = Clock::now();
-    const double io_seconds = std::chrono::duration<double>(end - io_start).count();
-    const double shard_seconds = std::chrono::duration<double>(end - shard_start).count();
-    summary.io_seconds += io_seconds;
+    const double sampling_seconds = std::chrono::duration<double>(Clock::now() - shard_start).count();
+    wait_for_writer();
+    writing = std::async(std::launch::async, [&o, &settings, shard, contents = std::move(contents)] {
+      const auto write_start = Clock::now();
+      append_manifest(o.out, write_shard(o.out, settings, shard, contents));
+      return std::chrono::duration<double>(Clock::now() - write_start).count();
+    });
     ++summary.shards_written;
     summary.trajectories_written += count;
     rusage usage{};
@@ -199,14 +210,14 @@ RecordSummary record_trajectories(const RecordOptions& o) {
     stats << nlohmann::json{{"shard", shard},
                             {"count", count},
                             {"part", fmt::format("{}/{}", o.part, o.parts)},
-                            {"seconds", shard_seconds},
-                            {"io_seconds", io_seconds},
-                            {"trajectories_per_s", static_cast<double>(count) / shard_seconds},
+                            {"sampling_seconds", sampling_seconds},
+                            {"trajectories_per_s", static_cast<double>(count) / std::chrono::duration<double>(Clock::now() - shard_start).count()},
                             {"max_rss_mb", static_cast<double>(usage.ru_maxrss) / 1024.0},
                             {"timestamp", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}}
                  .dump()
           << "\n" << std::flush;
   }
+  wait_for_writer();
   progress.finish();
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return summary;

@@ -21,7 +21,7 @@ struct RecordOptions {
   bool denoised = false;          // also store D(x_i; σ_i) at the stored states with σ > 0
   std::string dtype = "float32";  // float32 | float16
   int64_t compression = 0;        // deflate level 0..9 (with the shuffle filter)
-  int64_t shard_size = 256;       // trajectories per shard: the most a kill can lose
+  int64_t shard_size = 256;       // trajectories per shard: a kill loses at most the shard being sampled and the one being written
   int64_t part = 0, parts = 1;    // record only shards k with k mod parts = part
   bool resume = false;            // continue the store already in `out`
   std::filesystem::path out;
@@ -30,7 +30,9 @@ struct RecordOptions {
 
 struct RecordSummary {
   int64_t shards_written = 0, shards_already_done = 0, trajectories_written = 0;
-  double seconds = 0, io_seconds = 0;  // wall time, and the part spent writing shards and the manifest
+  double seconds = 0;        // wall time
+  double io_seconds = 0;     // the part of it spent waiting for shard and manifest writes
+  double write_seconds = 0;  // time the writer thread spent writing (overlaps sampling)
   int64_t max_rss_kb = 0;
 };
 

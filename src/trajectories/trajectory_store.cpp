@@ -235,18 +235,21 @@ ShardEntry write_shard(const std::filesystem::path& dir, const StoreSettings& se
 
 void append_manifest(const std::filesystem::path& dir, const ShardEntry& entry) {
   const auto path = dir / "manifest.jsonl";
-  const Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+  const Fd fd(::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
   DISTILLERY_CHECK(fd.get() >= 0, Error("cannot open the manifest for appending").file(path.string()).got(std::strerror(errno)));
   DISTILLERY_CHECK(::flock(fd.get(), LOCK_EX) == 0, Error("cannot lock the manifest").file(path.string()).got(std::strerror(errno)));
-  std::string line = json{{"file", entry.file}, {"shard", entry.shard}, {"first_index", entry.first_index}, {"count", entry.count},
-                          {"bytes", entry.bytes}, {"crc32", crc_hex(entry.crc32)}}.dump() + "\n";
-  // A line torn by a killed writer is closed first, so the new entry starts a line of its own.
+  // Under the lock the only possible torn line is the last one, left by a writer killed
+  // mid-line: cut it off (its shard is recorded again by whoever owns it).
   struct stat info {};
   if (::fstat(fd.get(), &info) == 0 && info.st_size > 0) {
-    char last = '\n';
-    const Fd reader(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (reader.get() >= 0 && ::pread(reader.get(), &last, 1, info.st_size - 1) == 1 && last != '\n') line = "\n" + line;
+    std::string text(static_cast<size_t>(info.st_size), '\0');
+    if (::pread(fd.get(), text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()) && text.back() != '\n') {
+      const auto last_newline = text.rfind('\n');
+      (void)!::ftruncate(fd.get(), last_newline == std::string::npos ? 0 : static_cast<off_t>(last_newline + 1));
+    }
   }
+  const std::string line = json{{"file", entry.file}, {"shard", entry.shard}, {"first_index", entry.first_index}, {"count", entry.count},
+                                {"bytes", entry.bytes}, {"crc32", crc_hex(entry.crc32)}}.dump() + "\n";
   const bool written = ::write(fd.get(), line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd.get()) == 0;
   ::flock(fd.get(), LOCK_UN);
   DISTILLERY_CHECK(written, Error("cannot append to the manifest").file(path.string()).got(std::strerror(errno)));
