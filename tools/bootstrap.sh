@@ -19,7 +19,7 @@ debian_packages=(
   build-essential cmake ninja-build ccache pkg-config
   libhdf5-dev hdf5-tools libeigen3-dev libstb-dev libopencv-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev zlib1g-dev
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev zlib1g-dev libzip-dev
   clang libclang-rt-14-dev
   dataset-fashion-mnist
 )

@@ -1,4 +1,4 @@
-// defines: add_sample_command, add_teacher_command, add_record_command, add_inspect_command
+// defines: add_sample_command, add_teacher_command, add_record_command, add_inspect_command, add_eval_command
 // Each subcommand registers its options and its action on the top-level CLI11 app.
 #pragma once
 
@@ -10,5 +10,6 @@ void add_sample_command(CLI::App& app);
 void add_teacher_command(CLI::App& app);
 void add_record_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_eval_command(CLI::App& app);  // `classifier train` and `eval`
 
 }  // namespace distillery

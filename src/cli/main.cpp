@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   distillery::add_teacher_command(app);
   distillery::add_record_command(app);
   distillery::add_inspect_command(app);
+  distillery::add_eval_command(app);
 
   // Subcommand actions run inside parse(), once the whole command line has been checked.
   try {

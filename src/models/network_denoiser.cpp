@@ -107,12 +107,16 @@ std::string NetworkDenoiser::config_json() const {
 
 std::string NetworkDenoiser::describe() const { return fmt::format("edm-network {}", config_json()); }
 
-void NetworkDenoiser::save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata) const {
-  auto metadata = extra_metadata;
+std::map<std::string, std::string> NetworkDenoiser::file_metadata(const std::map<std::string, std::string>& extra) const {
+  auto metadata = extra;
   metadata["format"] = kFormat;
   metadata["format_version"] = "1";
   metadata["config"] = config_json();
-  save_tensor_file(path, module_tensors(*module_), metadata);
+  return metadata;
+}
+
+void NetworkDenoiser::save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata) const {
+  save_tensor_file(path, module_tensors(*module_), file_metadata(extra_metadata));
 }
 
 std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::path& path) {

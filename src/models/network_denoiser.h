@@ -38,6 +38,8 @@ class NetworkDenoiser final : public Denoiser {
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
   static std::unique_ptr<NetworkDenoiser> load(const std::filesystem::path& path);
   void save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
+  // The metadata save() writes (format, version, config), for files written elsewhere (checkpoints).
+  std::map<std::string, std::string> file_metadata(const std::map<std::string, std::string>& extra = {}) const;
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
   std::vector<int64_t> sample_shape() const override { return sample_shape_; }

@@ -30,6 +30,7 @@
 #include "samplers/sampling.h"
 #include "teachers/edm_loss.h"
 #include "teachers/gaussian_mixture.h"
+#include "train/checkpoint.h"
 
 namespace distillery {
 
@@ -54,85 +55,10 @@ Recipe recipe_from(const Config& c) {
           static_cast<uint64_t>(c.get_int("train.seed")), c.get_bool("data.hflip")};
 }
 
-std::string step_name(int64_t step) { return fmt::format("step-{:07d}", step); }
-
-void save_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& item : net.named_parameters()) {
-    const auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
-    if (it == optimizer.state().end()) continue;
-    const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
-    tensors.emplace_back(item.key() + ".exp_avg", s.exp_avg());
-    tensors.emplace_back(item.key() + ".exp_avg_sq", s.exp_avg_sq());
-    tensors.emplace_back(item.key() + ".step", torch::tensor(s.step(), torch::kInt64));
-  }
-  save_tensor_file(path, tensors, {{"format", "distillery.adam"}, {"format_version", "1"}});
-}
-
-void load_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
-  const auto file = load_tensor_file(path);
-  for (const auto& item : net.named_parameters()) {
-    if (!file.tensors.count(item.key() + ".step")) continue;
-    auto s = std::make_unique<torch::optim::AdamParamState>();
-    s->step(file.get(item.key() + ".step").item<int64_t>());
-    s->exp_avg(file.get(item.key() + ".exp_avg").clone());
-    s->exp_avg_sq(file.get(item.key() + ".exp_avg_sq").clone());
-    optimizer.state()[item.value().unsafeGetTensorImpl()] = std::move(s);
-  }
-}
-
 struct Checkpoint {
   int64_t step = 0;
   int64_t nonfinite_skips = 0;
 };
-
-void write_checkpoint(const std::filesystem::path& dir, const Checkpoint& state, const NetworkDenoiser& model, const NetworkDenoiser& ema,
-                      torch::optim::Adam& optimizer, int64_t keep) {
-  const auto final_dir = dir / step_name(state.step);
-  const auto tmp = temporary_sibling(final_dir);
-  std::filesystem::remove_all(tmp);
-  std::filesystem::create_directories(tmp);
-  model.save(tmp / "model.safetensors");
-  ema.save(tmp / "ema.safetensors");
-  save_optimizer(optimizer, model.module(), tmp / "optimizer.safetensors");
-  write_file_atomic(tmp / "state.json", nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump() + "\n");
-  std::filesystem::remove_all(final_dir);
-  publish_atomically(tmp, final_dir);
-  // Keep the newest `keep` checkpoints.
-  std::vector<std::filesystem::path> all;
-  for (const auto& entry : std::filesystem::directory_iterator(dir))
-    if (entry.path().filename().string().starts_with("step-")) all.push_back(entry.path());
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) std::filesystem::remove_all(all[i]);
-}
-
-// The newest checkpoint that loads completely; older ones are tried if a newer one is damaged.
-bool read_newest_checkpoint(const std::filesystem::path& dir, Checkpoint& state, NetworkDenoiser& model, NetworkDenoiser& ema,
-                            torch::optim::Adam& optimizer) {
-  if (!std::filesystem::exists(dir)) return false;
-  std::vector<std::filesystem::path> all;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    const auto name = entry.path().filename().string();
-    if (name.starts_with(".")) std::filesystem::remove_all(entry.path());  // a temporary from a killed run
-    else if (name.starts_with("step-")) all.push_back(entry.path());
-  }
-  std::sort(all.rbegin(), all.rend());
-  for (const auto& candidate : all) {
-    try {
-      std::ifstream in(candidate / "state.json");
-      const auto json = nlohmann::json::parse(in);
-      load_module_tensors(model.module(), load_tensor_file(candidate / "model.safetensors").tensors, (candidate / "model.safetensors").string());
-      load_module_tensors(ema.module(), load_tensor_file(candidate / "ema.safetensors").tensors, (candidate / "ema.safetensors").string());
-      state.step = json.at("step").get<int64_t>();
-      state.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
-      load_optimizer(optimizer, model.module(), candidate / "optimizer.safetensors");
-      return true;
-    } catch (const std::exception& e) {
-      spdlog::warn("checkpoint {} is unusable ({}); trying an older one", candidate.string(), e.what());
-    }
-  }
-  return false;
-}
 
 // The training set in the model's range, float32 [N, *shape], with labels (−1: none).
 struct TrainingData {
@@ -238,24 +164,18 @@ void train_teacher(const TeacherTrainingOptions& options) {
   torch::optim::Adam optimizer(model.module().parameters(), torch::optim::AdamOptions(r.lr).betas({r.beta1, r.beta2}).eps(1e-8));
 
   Checkpoint state;
-  if (options.resume && read_newest_checkpoint(checkpoints, state, model, ema, optimizer))
-    spdlog::info("resuming {} from step {}", out.string(), state.step);
-  // stats.jsonl keeps only the lines of steps the checkpoint covers, so a resumed run's log
-  // equals an uninterrupted one's.
-  std::vector<std::string> kept_lines;
-  if (std::ifstream previous(out / "stats.jsonl"); previous) {
-    for (std::string line; std::getline(previous, line);) {
-      // A line torn by a kill mid-write is not JSON; it is dropped with everything after the checkpoint.
-      const auto entry = nlohmann::json::parse(line, nullptr, false);
-      if (entry.is_object() && entry.value("step", INT64_MAX) <= state.step) kept_lines.push_back(line);
+  // Checkpoint files of the model and the EMA are denoiser files, usable as teachers.
+  const CheckpointModules parts{{{"model", &model.module(), model.file_metadata()}, {"ema", &ema.module(), ema.file_metadata()}},
+                                &model.module(), &optimizer};
+  if (options.resume) {
+    if (const auto saved = read_newest_checkpoint(checkpoints, parts)) {
+      const auto json = nlohmann::json::parse(*saved);
+      state.step = json.at("step").get<int64_t>();
+      state.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
+      spdlog::info("resuming {} from step {}", out.string(), state.step);
     }
   }
-  {
-    std::string text;
-    for (const auto& line : kept_lines) text += line + "\n";
-    write_file_atomic(out / "stats.jsonl", text);
-  }
-  std::ofstream stats(out / "stats.jsonl", std::ios::app);
+  StatsLog stats(out / "stats.jsonl", state.step);
 
   const double ema_beta = std::pow(0.5, static_cast<double>(r.batch) / r.ema_halflife_images);
   ShuffledOrder order(data.x0.size(0), r.seed);
@@ -270,7 +190,7 @@ void train_teacher(const TeacherTrainingOptions& options) {
     request.steps = static_cast<int>(r.grid_steps);
     request.seed = r.seed;
     const auto samples = draw_samples(ema, request).samples;
-    const auto path = grids / fmt::format("grid-{}.png", step_name(step));
+    const auto path = grids / fmt::format("grid-step-{:07d}.png", step);
     if (shape.size() == 3) write_image_grid(path, samples, 10);
     else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("EMA samples at step {}, Heun {} steps", step, r.grid_steps));
   };
@@ -316,21 +236,22 @@ void train_teacher(const TeacherTrainingOptions& options) {
 
     if (state.step % r.log_every == 0 || state.step == r.steps) {
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
-      stats << nlohmann::json{{"step", state.step},
+      stats.write(nlohmann::json{{"step", state.step},
                               {"images", state.step * r.batch},
                               {"loss", loss_count ? loss_sum / loss_count : NAN},
                               {"lr", r.lr * std::min(1.0, static_cast<double>(state.step) / std::max<int64_t>(r.warmup_steps, 1))},
                               {"nonfinite_skips", state.nonfinite_skips},
                               {"sec_per_step", seconds / static_cast<double>(interval_steps)},
                               {"timestamp", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}}
-                   .dump()
-            << "\n" << std::flush;
+                     .dump());
       loss_sum = 0;
       loss_count = 0;
       interval_steps = 0;
       interval_start = std::chrono::steady_clock::now();
     }
-    if (state.step % r.checkpoint_every == 0 || state.step == r.steps) write_checkpoint(checkpoints, state, model, ema, optimizer, r.keep_checkpoints);
+    if (state.step % r.checkpoint_every == 0 || state.step == r.steps)
+      write_checkpoint(checkpoints, state.step, parts, nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump(),
+                       r.keep_checkpoints);
     if (r.grid_every > 0 && (state.step % r.grid_every == 0 || state.step == r.steps)) write_grid(state.step);
   }
   progress.finish();

@@ -1,0 +1,138 @@
+// `distillery classifier train` (the Fashion-MNIST domain classifier) and `distillery eval`
+// (stats, fd, kid, pr, accuracy): metrics between image sources in the classifier's features,
+// printed as one JSON object stating the metric, the sample counts, the feature network and
+// the protocol.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/sampling_options.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "eval/domain_classifier.h"
+#include "eval/feature_statistics.h"
+#include "eval/image_source.h"
+#include "eval/metrics.h"
+
+namespace distillery {
+
+namespace {
+
+struct EvalOptions {
+  std::vector<std::string> sources;
+  std::string classifier = "assets/eval/fmnist-classifier.safetensors";
+  std::string out;
+  SamplingCliOptions sampling;
+  int64_t kid_subsets = 100, kid_subset_size = 1000, k = 3;
+  bool quiet = false;
+};
+
+std::string file_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return fnv1a64_hex(std::string((std::istreambuf_iterator<char>(in)), {}));
+}
+
+// A statistics file (.npz) or an image source through the classifier.
+struct Side {
+  std::string description;
+  DomainEvaluation evaluation;
+};
+
+Side evaluate(const std::string& spec, DomainClassifier& classifier, const EvalOptions& o, bool keep_features) {
+  if (spec.ends_with(".npz")) {
+    DISTILLERY_CHECK(!keep_features, Error("this metric needs features, not only their statistics").file(spec).hint("give images or a sample source"));
+    return {"statistics " + spec, {FeatureStatistics::load(spec, classifier->feature_dims()), {}, {}, {}}};
+  }
+  auto source = open_image_source(spec, o.sampling.resolved());
+  auto description = source->describe();
+  return {description, evaluate_domain(*source, classifier, keep_features, !o.quiet)};
+}
+
+void run_eval(const std::string& metric, const EvalOptions& o) {
+  DISTILLERY_CHECK(std::filesystem::exists(o.classifier), Error("the domain classifier is missing").file(o.classifier)
+                                                             .hint("train it: distillery classifier train --config configs/eval/fmnist_classifier.yaml"));
+  auto classifier = load_domain_classifier(o.classifier);
+  nlohmann::json report = {{"metric", metric},
+                           {"features", {{"network", "fmnist-classifier"}, {"file", o.classifier}, {"hash", file_hash(o.classifier)},
+                                         {"dims", classifier->feature_dims()}}},
+                           {"images", "quantised to uint8 as a PNG would be, then mapped to [-1, 1]"}};
+  const bool needs_features = metric == "kid" || metric == "pr" || metric == "accuracy";
+  std::vector<Side> sides;
+  for (const auto& spec : o.sources) sides.push_back(evaluate(spec, classifier, o, needs_features));
+  for (size_t i = 0; i < sides.size(); ++i)
+    report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count()}});
+  if (metric == "stats") {
+    DISTILLERY_CHECK(!o.out.empty(), Error("stats needs --out FILE.npz"));
+    sides[0].evaluation.statistics.save(o.out);
+    report["out"] = o.out;
+  } else if (metric == "fd") {
+    report["value"] = frechet_distance(sides[0].evaluation.statistics, sides[1].evaluation.statistics);
+    report["protocol"] = "Fréchet distance of float64 feature statistics (Eigen; tr√(Σ₁Σ₂) from the eigenvalues of √Σ₁Σ₂√Σ₁)";
+  } else if (metric == "kid") {
+    const auto kid = kernel_inception_distance(sides[0].evaluation.features, sides[1].evaluation.features, o.kid_subsets, o.kid_subset_size);
+    report["value"] = kid.mean;
+    report["std"] = kid.std;
+    report["protocol"] = fmt::format("unbiased MMD², kernel (xᵀy/d + 1)³, {} subsets of {}", kid.subsets, kid.subset_size);
+  } else if (metric == "pr") {
+    const auto pr = precision_recall(sides[0].evaluation.features, sides[1].evaluation.features, o.k);
+    report["precision"] = pr.precision;
+    report["recall"] = pr.recall;
+    report["protocol"] = fmt::format("k-NN manifolds (Kynkäänniemi et al. 2019), k = {}; first source = real", pr.k);
+  } else if (metric == "accuracy") {
+    const auto& e = sides[0].evaluation;
+    const auto labelled = e.labels.ge(0);
+    DISTILLERY_CHECK(labelled.any().item<bool>(), Error("the source has no labels to check").got(sides[0].description));
+    report["value"] = classification_accuracy(e.logits.index({labelled}), e.labels.index({labelled}));
+    report["protocol"] = "share of labelled images the classifier assigns to their label";
+  }
+  std::printf("%s\n", report.dump(2).c_str());
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto* classifier = app.add_subcommand("classifier", "the Fashion-MNIST domain classifier (FD_fmnist features, accuracy)");
+  classifier->require_subcommand(1);
+  auto training = std::make_shared<ClassifierTrainingOptions>();
+  auto* train = classifier->add_subcommand("train", "train it from a YAML recipe; writes classifier.safetensors (with its test accuracy) in --out");
+  train->add_option("--config", training->config_file, "YAML recipe, e.g. configs/eval/fmnist_classifier.yaml")->required()->check(CLI::ExistingFile);
+  train->add_option("--out", training->out_dir, "run directory")->required();
+  train->add_option("--set", training->overrides, "override a recipe key (repeatable)");
+  train->add_flag("--resume", training->resume, "continue from the newest valid checkpoint in --out");
+  train->callback([training] { train_domain_classifier(*training); });
+
+  auto* eval = app.add_subcommand("eval", "metrics between image sources in the domain classifier's features; prints JSON");
+  eval->require_subcommand(1);
+  const struct {
+    const char* name;
+    const char* help;
+    size_t sources;
+  } metrics[] = {{"stats", "feature statistics (mu, sigma) of one source into --out FILE.npz", 1},
+                 {"fd", "Fréchet distance (FD_fmnist) between two sources or .npz statistics", 2},
+                 {"kid", "kernel inception distance (mean and std over subsets) between two sources", 2},
+                 {"pr", "precision and recall of the second source against the first (real)", 2},
+                 {"accuracy", "share of a labelled source's images the classifier assigns to their label", 1}};
+  for (const auto& m : metrics) {
+    auto options = std::make_shared<EvalOptions>();
+    auto* cmd = eval->add_subcommand(m.name, m.help);
+    cmd->add_option("sources", options->sources, "image sources: " + image_source_forms() + (m.sources == 2 ? "; or .npz statistics for fd" : ""))
+        ->required()->expected(static_cast<int>(m.sources));
+    cmd->add_option("--classifier", options->classifier, "domain classifier weights")->capture_default_str();
+    cmd->add_flag("--quiet", options->quiet, "no progress bars");
+    add_sampling_options(*cmd, options->sampling);
+    if (std::string(m.name) == "stats") cmd->add_option("--out", options->out, "statistics file (.npz, pytorch-fid/EDM layout)")->required();
+    if (std::string(m.name) == "kid") {
+      cmd->add_option("--subsets", options->kid_subsets, "random subsets")->check(CLI::PositiveNumber)->capture_default_str();
+      cmd->add_option("--subset-size", options->kid_subset_size, "features per subset")->check(CLI::PositiveNumber)->capture_default_str();
+    }
+    if (std::string(m.name) == "pr") cmd->add_option("--k", options->k, "nearest neighbour defining the manifold radius")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->callback([name = std::string(m.name), options] { run_eval(name, *options); });
+  }
+}
+
+}  // namespace distillery

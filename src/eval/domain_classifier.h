@@ -1,0 +1,68 @@
+// defines: DomainClassifierImpl, DomainClassifier, load_domain_classifier, ClassifierTrainingOptions,
+//          train_domain_classifier, classifier_training_schema, DomainEvaluation, evaluate_domain
+// The Fashion-MNIST classifier whose penultimate features define FD_fmnist (a Fréchet distance
+// in features of a network trained on the domain, since Inception weights cannot be fetched
+// everywhere) and whose predictions measure class-conditional accuracy. Inputs are images in
+// the model range [−1, 1], [N, 1, 28, 28].
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "eval/feature_statistics.h"
+
+namespace distillery {
+
+class ConfigSchema;
+class ImageSource;
+
+class DomainClassifierImpl : public torch::nn::Module {
+ public:
+  DomainClassifierImpl(int64_t channels, int64_t features, int64_t classes, double dropout);
+  at::Tensor features(const at::Tensor& x);  // [N, feature_dims] after ReLU
+  at::Tensor logits(const at::Tensor& x);
+  int64_t feature_dims() const { return feature_dims_; }
+  int64_t classes() const { return classes_; }
+  std::string config_json() const;
+
+ private:
+  at::Tensor forward_features(const at::Tensor& x);
+  int64_t channels_, feature_dims_, classes_;
+  double dropout_;
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
+  torch::nn::Linear fc_{nullptr}, out_{nullptr};
+};
+TORCH_MODULE(DomainClassifier);
+
+// A file written by train_domain_classifier (format "distillery.classifier" v1), in eval mode.
+DomainClassifier load_domain_classifier(const std::filesystem::path& path);
+
+const ConfigSchema& classifier_training_schema();
+
+struct ClassifierTrainingOptions {
+  std::filesystem::path config_file;
+  std::vector<std::string> overrides;
+  std::filesystem::path out_dir;
+  bool resume = false;
+};
+
+// A source's images through the classifier, batch by batch: running feature statistics, and
+// (when asked) the features and logits themselves, with the source's labels.
+struct DomainEvaluation {
+  FeatureStatistics statistics;
+  at::Tensor features, logits, labels;  // [N, d], [N, classes], [N]; features/logits only if kept
+};
+DomainEvaluation evaluate_domain(ImageSource& source, DomainClassifier& classifier, bool keep_features, bool show_progress = true);
+
+// Writes out_dir/{config.json, stats.jsonl, checkpoints/, classifier.safetensors}; returns the
+// test-set accuracy of the final weights (also stored in the file's metadata).
+double train_domain_classifier(const ClassifierTrainingOptions& options);
+
+}  // namespace distillery

@@ -1,0 +1,108 @@
+#include "train/checkpoint.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/nn/module.h>
+#include <torch/optim/adam.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/tensor_file.h"
+#include "models/weights.h"
+
+namespace distillery {
+
+namespace {
+
+std::string step_name(int64_t step) { return fmt::format("step-{:07d}", step); }
+
+void save_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& item : net.named_parameters()) {
+    const auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
+    if (it == optimizer.state().end()) continue;
+    const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
+    tensors.emplace_back(item.key() + ".exp_avg", s.exp_avg());
+    tensors.emplace_back(item.key() + ".exp_avg_sq", s.exp_avg_sq());
+    tensors.emplace_back(item.key() + ".step", torch::tensor(s.step(), torch::kInt64));
+  }
+  save_tensor_file(path, tensors, {{"format", "distillery.adam"}, {"format_version", "1"}});
+}
+
+void load_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
+  const auto file = load_tensor_file(path);
+  for (const auto& item : net.named_parameters()) {
+    if (!file.tensors.count(item.key() + ".step")) continue;
+    auto s = std::make_unique<torch::optim::AdamParamState>();
+    s->step(file.get(item.key() + ".step").item<int64_t>());
+    s->exp_avg(file.get(item.key() + ".exp_avg").clone());
+    s->exp_avg_sq(file.get(item.key() + ".exp_avg_sq").clone());
+    optimizer.state()[item.value().unsafeGetTensorImpl()] = std::move(s);
+  }
+}
+
+}  // namespace
+
+void write_checkpoint(const std::filesystem::path& dir, int64_t step, const CheckpointModules& parts, const std::string& state_json, int64_t keep) {
+  const auto final_dir = dir / step_name(step);
+  const auto tmp = temporary_sibling(final_dir);
+  std::filesystem::remove_all(tmp);
+  std::filesystem::create_directories(tmp);
+  for (const auto& m : parts.modules) save_tensor_file(tmp / (m.name + ".safetensors"), module_tensors(*m.module), m.metadata);
+  if (parts.optimizer) save_optimizer(*parts.optimizer, *parts.optimized, tmp / "optimizer.safetensors");
+  write_file_atomic(tmp / "state.json", state_json + "\n");
+  std::filesystem::remove_all(final_dir);
+  publish_atomically(tmp, final_dir);
+  std::vector<std::filesystem::path> all;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().filename().string().starts_with("step-")) all.push_back(entry.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) std::filesystem::remove_all(all[i]);
+}
+
+std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts) {
+  if (!std::filesystem::exists(dir)) return std::nullopt;
+  std::vector<std::filesystem::path> all;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const auto name = entry.path().filename().string();
+    if (name.starts_with(".")) std::filesystem::remove_all(entry.path());  // a temporary from a killed run
+    else if (name.starts_with("step-")) all.push_back(entry.path());
+  }
+  std::sort(all.rbegin(), all.rend());
+  for (const auto& candidate : all) {
+    try {
+      std::ifstream in(candidate / "state.json");
+      const std::string state((std::istreambuf_iterator<char>(in)), {});
+      DISTILLERY_CHECK(nlohmann::json::parse(state, nullptr, false).contains("step"), Error("state.json is missing or has no step").file(candidate.string()));
+      for (const auto& m : parts.modules) {
+        const auto path = candidate / (m.name + ".safetensors");
+        load_module_tensors(*m.module, load_tensor_file(path).tensors, path.string());
+      }
+      if (parts.optimizer) load_optimizer(*parts.optimizer, *parts.optimized, candidate / "optimizer.safetensors");
+      return state;
+    } catch (const std::exception& e) {
+      spdlog::warn("checkpoint {} is unusable ({}); trying an older one", candidate.string(), e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+StatsLog::StatsLog(const std::filesystem::path& path, int64_t resumed_step) {
+  std::string kept;
+  if (std::ifstream previous(path); previous) {
+    for (std::string line; std::getline(previous, line);) {
+      const auto entry = nlohmann::json::parse(line, nullptr, false);
+      if (entry.is_object() && entry.value("step", INT64_MAX) <= resumed_step) kept += line + "\n";
+    }
+  }
+  write_file_atomic(path, kept);
+  out_.open(path, std::ios::app);
+}
+
+void StatsLog::write(const std::string& json_line) { out_ << json_line << "\n" << std::flush; }
+
+}  // namespace distillery

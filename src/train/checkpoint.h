@@ -1,0 +1,56 @@
+// defines: CheckpointModules, write_checkpoint, read_newest_checkpoint, StatsLog
+// Training checkpoints shared by every trainer: a directory per step (`step-NNNNNNN/`) with
+// one safetensors file per module, the Adam state of the trained module and `state.json`,
+// written under a hidden temporary name and renamed, the newest `keep` kept. Reading takes the
+// newest checkpoint that loads completely and falls back to older ones.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace torch::nn { class Module; }
+namespace torch::optim { class Adam; }
+
+namespace distillery {
+
+// A module saved as <name>.safetensors with the given metadata (a denoiser's, so that the
+// file is itself a usable model).
+struct CheckpointModule {
+  std::string name;
+  torch::nn::Module* module;
+  std::map<std::string, std::string> metadata = {};
+};
+
+// The optimiser's state is keyed by the parameter names of `optimized` (the module it
+// updates), saved as optimizer.safetensors.
+struct CheckpointModules {
+  std::vector<CheckpointModule> modules;
+  torch::nn::Module* optimized = nullptr;
+  torch::optim::Adam* optimizer = nullptr;
+};
+
+// `state_json`: a JSON object that must contain "step".
+void write_checkpoint(const std::filesystem::path& dir, int64_t step, const CheckpointModules& parts, const std::string& state_json, int64_t keep);
+
+// The state.json text of the checkpoint loaded into `parts`, or nullopt when none is usable.
+// Leftover temporaries of killed runs are removed.
+std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts);
+
+// stats.jsonl of a run: on (re)start only the lines of steps ≤ `resumed_step` are kept (a line
+// torn by a kill is dropped), so a resumed run's log equals an uninterrupted run's.
+class StatsLog {
+ public:
+  StatsLog(const std::filesystem::path& path, int64_t resumed_step);
+  void write(const std::string& json_line);
+
+ private:
+  std::ofstream out_;
+};
+
+}  // namespace distillery

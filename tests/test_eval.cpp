@@ -1,0 +1,200 @@
+// Evaluation: Fréchet distance equal to pytorch-fid's, .npz interchange with numpy, KID and
+// precision/recall behaving as their definitions say, the shipped domain classifier's
+// accuracy, and specific errors for bad inputs.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "data/fashion_mnist.h"
+#include "eval/domain_classifier.h"
+#include "eval/feature_statistics.h"
+#include "eval/image_source.h"
+#include "eval/metrics.h"
+#include "eval/npz.h"
+#include "test_support.h"
+
+namespace distillery {
+namespace {
+
+using testing::shell_quoted;
+
+std::string reference(const std::string& args) {
+  const auto result = testing::run_command(testing::kPython + " " + shell_quoted(testing::kSourceDir / "tests/python/fid_reference.py") + " " + args);
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  // The JSON is the last line (libraries may print before it).
+  auto output = result.output;
+  while (!output.empty() && output.back() == '\n') output.pop_back();
+  const auto line_start = output.rfind('\n');
+  return line_start == std::string::npos ? output : output.substr(line_start + 1);
+}
+
+FeatureStatistics statistics_of(const at::Tensor& features) {
+  FeatureStatistics s;
+  s.add(features);
+  return s;
+}
+
+TEST(FrechetDistance, EqualsPytorchFidIncludingSingularCovariances) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto dir = testing::scratch_dir();
+  torch::manual_seed(0);
+  struct Case {
+    std::string name;
+    at::Tensor a, b;
+  };
+  const int64_t d = 64;
+  const auto mixing = torch::randn({d, d}, torch::kFloat64) / 8;
+  std::vector<Case> cases = {
+      {"case-wellconditioned", torch::randn({2000, d}, torch::kFloat64).matmul(mixing), torch::randn({2000, d}, torch::kFloat64).matmul(mixing) * 1.3 + 0.2},
+      // N < d: both covariances have rank 19 of 64.
+      {"case-fewer-samples-than-dims", torch::randn({20, d}, torch::kFloat64), torch::randn({20, d}, torch::kFloat64) + 0.1},
+      // Nearly singular: a direction with variance 1e-9.
+      {"case-near-singular", torch::randn({500, d}, torch::kFloat64) * torch::cat({torch::full({1}, 3e-5, torch::kFloat64), torch::ones({d - 1}, torch::kFloat64)}),
+       torch::randn({500, d}, torch::kFloat64)},
+  };
+  for (const auto& c : cases) {
+    const auto sa = statistics_of(c.a), sb = statistics_of(c.b);
+    write_npz(dir / (c.name + ".npz"), {{"mu1", sa.mean()}, {"sigma1", sa.covariance()}, {"mu2", sb.mean()}, {"sigma2", sb.covariance()}});
+  }
+  const auto expected = nlohmann::json::parse(reference("fd " + shell_quoted(dir)));
+  for (const auto& c : cases) {
+    const double ours = frechet_distance(statistics_of(c.a), statistics_of(c.b));
+    const double theirs = expected.at(c.name + ".npz").get<double>();
+    std::printf("%s: ours %.12g, pytorch-fid %.12g, relative difference %.2e\n", c.name.c_str(), ours, theirs, std::abs(ours - theirs) / theirs);
+    EXPECT_LE(std::abs(ours - theirs) / theirs, 1e-6) << c.name;
+  }
+}
+
+TEST(FrechetDistance, OfASetWithItselfIsZeroAndStreamingMatchesOneShot) {
+  torch::manual_seed(1);
+  const auto x = torch::randn({3000, 16}, torch::kFloat64) * 5 + 100;  // a large mean tests cancellation
+  FeatureStatistics streamed;
+  for (int64_t start = 0; start < 3000; start += 700) streamed.add(x.slice(0, start, start + 700));
+  const auto centred = x - x.mean(0);
+  EXPECT_TRUE(torch::allclose(streamed.covariance(), centred.t().matmul(centred) / 2999, 1e-12, 1e-10));
+  EXPECT_TRUE(torch::allclose(streamed.mean(), x.mean(0), 1e-13, 1e-12));
+  EXPECT_LT(std::abs(frechet_distance(streamed, statistics_of(x))), 1e-8);
+}
+
+TEST(KernelInceptionDistance, NearZeroForOneDistributionAndLargeForTwo) {
+  torch::manual_seed(2);
+  const auto a = torch::randn({1500, 32}), b = torch::randn({1500, 32}), c = torch::randn({1500, 32}) + 0.5;
+  const auto same = kernel_inception_distance(a, b, 50, 500), different = kernel_inception_distance(a, c, 50, 500);
+  std::printf("KID same %.5f ± %.5f, shifted %.5f ± %.5f\n", same.mean, same.std, different.mean, different.std);
+  EXPECT_LT(std::abs(same.mean), 3 * same.std + 1e-9);
+  EXPECT_GT(different.mean, 10 * different.std);
+}
+
+TEST(PrecisionRecall, CoverageOfIdenticalAndDisjointSets) {
+  torch::manual_seed(3);
+  const auto real = torch::randn({600, 8});
+  const auto same = precision_recall(real, real.clone());
+  EXPECT_DOUBLE_EQ(same.precision, 1.0);
+  EXPECT_DOUBLE_EQ(same.recall, 1.0);
+  const auto far = precision_recall(real, torch::randn({600, 8}) + 50);
+  EXPECT_DOUBLE_EQ(far.precision, 0.0);
+  EXPECT_DOUBLE_EQ(far.recall, 0.0);
+  // A generator that covers one half of the real data: full precision, about half the recall.
+  const auto half = precision_recall(real, real.index({real.select(1, 0) > 0}));
+  EXPECT_GT(half.precision, 0.95);
+  EXPECT_GT(half.recall, 0.4);
+  EXPECT_LT(half.recall, 0.75);
+}
+
+TEST(Npz, RoundTripsWithNumpyBothWays) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto dir = testing::scratch_dir();
+  const auto mu = torch::arange(5, torch::kFloat64), sigma = torch::eye(3, torch::kFloat64) * 2;
+  write_npz(dir / "ours.npz", {{"mu", mu}, {"sigma", sigma}, {"n", torch::tensor({9}, torch::kInt64)}});
+  const auto seen = nlohmann::json::parse(reference("npz-check " + shell_quoted(dir / "ours.npz")));
+  EXPECT_EQ(seen["mu"]["shape"], nlohmann::json::array({5}));
+  EXPECT_EQ(seen["mu"]["dtype"], "float64");
+  EXPECT_DOUBLE_EQ(seen["mu"]["sum"].get<double>(), 10.0);
+  EXPECT_EQ(seen["sigma"]["shape"], nlohmann::json::array({3, 3}));
+  EXPECT_DOUBLE_EQ(seen["sigma"]["sum"].get<double>(), 6.0);
+  EXPECT_EQ(seen["n"]["dtype"], "int64");
+
+  const auto sums = nlohmann::json::parse(reference("npz-write " + shell_quoted(dir)));
+  for (const char* file : {"stored.npz", "compressed.npz"}) {
+    const auto arrays = read_npz(dir / file);
+    EXPECT_EQ(arrays.size(), 5u) << file;
+    for (const auto& [name, array] : arrays) EXPECT_NEAR(array.to(torch::kFloat64).sum().item<double>(), sums[name].get<double>(), 1e-9) << file << " " << name;
+    EXPECT_EQ(arrays.at("pixels").scalar_type(), torch::kUInt8);
+    EXPECT_EQ(arrays.at("f32").scalar_type(), torch::kFloat32);
+  }
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(Npz, MalformedFilesAndMismatchesAreNamed) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "garbage.npz") << "this is not a zip archive";
+  EXPECT_NE(error_of([&] { read_npz(dir / "garbage.npz"); }).find("not a readable .npz (zip) archive"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_npz(dir / "absent.npz"); }).find("file not found"), std::string::npos);
+  write_npz(dir / "only-mu.npz", {{"mu", torch::zeros({4}, torch::kFloat64)}});
+  EXPECT_NE(error_of([&] { FeatureStatistics::load(dir / "only-mu.npz"); }).find("no 'sigma' array"), std::string::npos);
+  write_npz(dir / "stats.npz", {{"mu", torch::zeros({4}, torch::kFloat64)}, {"sigma", torch::eye(4, torch::kFloat64)}});
+  EXPECT_NE(error_of([&] { FeatureStatistics::load(dir / "stats.npz", 256); }).find("computed with another feature network"), std::string::npos);
+  write_npz(dir / "bad-shape.npz", {{"mu", torch::zeros({4}, torch::kFloat64)}, {"sigma", torch::eye(3, torch::kFloat64)}});
+  EXPECT_NE(error_of([&] { FeatureStatistics::load(dir / "bad-shape.npz"); }).find("inconsistent shapes"), std::string::npos);
+  EXPECT_NE(error_of([&] { write_npz(dir / "half.npz", {{"x", torch::zeros({4}, torch::kFloat16)}}); }).find("cannot store this tensor type"), std::string::npos);
+}
+
+TEST(ImageSources, EmptyOrUnknownSourcesAreNamed) {
+  const auto dir = testing::scratch_dir();
+  std::filesystem::create_directories(dir / "empty");
+  EXPECT_NE(error_of([&] { open_image_source((dir / "empty").string(), {}); }).find("holds no PNG or JPEG"), std::string::npos);
+  EXPECT_NE(error_of([&] { open_image_source("dataset:mnist", {}); }).find("unknown dataset"), std::string::npos);
+  EXPECT_NE(error_of([&] { open_image_source((dir / "nothing").string(), {}); }).find("image source not found"), std::string::npos);
+}
+
+const auto kClassifier = testing::kSourceDir / "assets/eval/fmnist-classifier.safetensors";
+
+TEST(DomainClassifierTest, TheShippedClassifierIsAbove90PercentOnTheTestSet) {
+  ASSERT_TRUE(std::filesystem::exists(kClassifier)) << kClassifier;
+  auto classifier = load_domain_classifier(kClassifier);
+  auto source = open_image_source("dataset:fmnist-test", {});
+  const auto evaluation = evaluate_domain(*source, classifier, true, false);
+  const double accuracy = classification_accuracy(evaluation.logits, evaluation.labels);
+  std::printf("test accuracy %.4f\n", accuracy);
+  EXPECT_GE(accuracy, 0.90);
+  // The shipped reference statistics are this set's features.
+  const auto shipped = FeatureStatistics::load(testing::kSourceDir / "assets/eval/fmnist-test.npz", classifier->feature_dims());
+  EXPECT_LT(std::abs(frechet_distance(shipped, evaluation.statistics)), 1e-4);
+  // Train and test sets are close in these features; noise is far.
+  const auto train = FeatureStatistics::load(testing::kSourceDir / "assets/eval/fmnist-train.npz", classifier->feature_dims());
+  const double train_test = frechet_distance(train, evaluation.statistics);
+  torch::manual_seed(0);
+  const auto noise = classifier->features(torch::rand({2000, 1, 28, 28}) * 2 - 1).detach();
+  const double noise_test = frechet_distance(statistics_of(noise), evaluation.statistics);
+  std::printf("FD_fmnist train vs test %.3f, uniform noise vs test %.1f\n", train_test, noise_test);
+  EXPECT_GT(noise_test, 50 * train_test);
+  EXPECT_NE(error_of([&] { load_domain_classifier(testing::kSourceDir / "assets/runs/fmnist-teacher/checkpoints/step-0005000/ema.safetensors"); })
+                .find("not a distillery classifier file"),
+            std::string::npos);
+}
+
+TEST(EvalCommand, FdBetweenADatasetAndItsStatisticsIsZero) {
+  const auto result = testing::run_command(testing::kCli + " eval fd dataset:fmnist-test " + shell_quoted(testing::kSourceDir / "assets/eval/fmnist-test.npz") +
+                                           " --quiet --classifier " + shell_quoted(kClassifier));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto report = nlohmann::json::parse(result.output.substr(result.output.find('{')));
+  EXPECT_EQ(report["metric"], "fd");
+  EXPECT_EQ(report["sources"][0]["n"], 10000);
+  // Zero up to rounding: FD subtracts traces of about 10³, computed to ~1e-9 relative.
+  EXPECT_LT(std::abs(report["value"].get<double>()), 1e-4);
+  EXPECT_EQ(report["features"]["dims"], 256);
+}
+
+}  // namespace
+}  // namespace distillery
