@@ -4,16 +4,21 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <fmt/format.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "data/fashion_mnist.h"
 #include "eval/domain_classifier.h"
+#include "eval/evaluate.h"
 #include "eval/feature_statistics.h"
 #include "eval/image_source.h"
+#include "eval/inception.h"
 #include "eval/metrics.h"
 #include "eval/npz.h"
+#include "io/tensor_file.h"
 #include "test_support.h"
 
 namespace distillery {
@@ -164,7 +169,7 @@ TEST(DomainClassifierTest, TheShippedClassifierIsAbove90PercentOnTheTestSet) {
   ASSERT_TRUE(std::filesystem::exists(kClassifier)) << kClassifier;
   auto classifier = load_domain_classifier(kClassifier);
   auto source = open_image_source("dataset:fmnist-test", {});
-  const auto evaluation = evaluate_domain(*source, classifier, true, false);
+  const auto evaluation = evaluate_source(*source, domain_feature_network(kClassifier), true, 500, false);
   const double accuracy = classification_accuracy(evaluation.logits, evaluation.labels);
   std::printf("test accuracy %.4f\n", accuracy);
   EXPECT_GE(accuracy, 0.90);
@@ -194,6 +199,29 @@ TEST(EvalCommand, FdBetweenADatasetAndItsStatisticsIsZero) {
   // Zero up to rounding: FD subtracts traces of about 10³, computed to ~1e-9 relative.
   EXPECT_LT(std::abs(report["value"].get<double>()), 1e-4);
   EXPECT_EQ(report["features"]["dims"], 256);
+}
+
+}  // namespace
+}  // namespace distillery
+
+namespace distillery {
+namespace {
+
+TEST(Inception, Pool3FeaturesMatchPytorchFidForEveryImageSize) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto dir = testing::scratch_dir();
+  const auto result = testing::run_command(testing::kPython + " " + testing::shell_quoted(testing::kSourceDir / "tests/python/inception_reference.py") + " " +
+                                           testing::shell_quoted(dir / "inception.safetensors") + " " + testing::shell_quoted(dir / "io.safetensors"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto net = load_inception(dir / "inception.safetensors");
+  const auto io = load_tensor_file(dir / "io.safetensors");
+  for (int size : {28, 32, 64, 299, 512}) {
+    const auto ours = inception_features(net, io.get(fmt::format("images{}", size)));
+    const auto theirs = io.get(fmt::format("features{}", size));
+    const double error = ((ours - theirs).abs().max() / theirs.abs().max()).item<double>();
+    std::printf("%d px: max relative difference %.2e (feature scale %.3f)\n", size, error, theirs.abs().max().item<double>());
+    EXPECT_LE(error, 1e-4) << size << " px";
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -13,8 +14,8 @@
 #include "cli/commands.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
-#include "core/hash.h"
 #include "eval/domain_classifier.h"
+#include "eval/evaluate.h"
 #include "eval/feature_statistics.h"
 #include "eval/image_source.h"
 #include "eval/metrics.h"
@@ -25,54 +26,55 @@ namespace {
 
 struct EvalOptions {
   std::vector<std::string> sources;
+  std::string features = "fmnist";
   std::string classifier = "assets/eval/fmnist-classifier.safetensors";
+  std::string inception = "inception-fid.safetensors";
   std::string out;
   SamplingCliOptions sampling;
   int64_t kid_subsets = 100, kid_subset_size = 1000, k = 3;
   bool quiet = false;
 };
 
-std::string file_hash(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return fnv1a64_hex(std::string((std::istreambuf_iterator<char>(in)), {}));
-}
-
 // A statistics file (.npz) or an image source through the classifier.
 struct Side {
   std::string description;
-  DomainEvaluation evaluation;
+  SourceEvaluation evaluation;
+  double seconds = 0;  // reading, generating and feature extraction
 };
 
-Side evaluate(const std::string& spec, DomainClassifier& classifier, const EvalOptions& o, bool keep_features) {
+Side evaluate(const std::string& spec, const FeatureNetwork& network, const EvalOptions& o, bool keep_features) {
   if (spec.ends_with(".npz")) {
     DISTILLERY_CHECK(!keep_features, Error("this metric needs features, not only their statistics").file(spec).hint("give images or a sample source"));
-    return {"statistics " + spec, {FeatureStatistics::load(spec, classifier->feature_dims()), {}, {}, {}}};
+    return {"statistics " + spec, {FeatureStatistics::load(spec, network.dims), {}, {}, {}}};
   }
+  const auto start = std::chrono::steady_clock::now();
   auto source = open_image_source(spec, o.sampling.resolved());
   auto description = source->describe();
-  return {description, evaluate_domain(*source, classifier, keep_features, !o.quiet)};
+  auto evaluation = evaluate_source(*source, network, keep_features, o.sampling.request.batch, !o.quiet);
+  return {description, std::move(evaluation), std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
 }
 
 void run_eval(const std::string& metric, const EvalOptions& o) {
-  DISTILLERY_CHECK(std::filesystem::exists(o.classifier), Error("the domain classifier is missing").file(o.classifier)
-                                                             .hint("train it: distillery classifier train --config configs/eval/fmnist_classifier.yaml"));
-  auto classifier = load_domain_classifier(o.classifier);
-  nlohmann::json report = {{"metric", metric},
-                           {"features", {{"network", "fmnist-classifier"}, {"file", o.classifier}, {"hash", file_hash(o.classifier)},
-                                         {"dims", classifier->feature_dims()}}},
-                           {"images", "quantised to uint8 as a PNG would be, then mapped to [-1, 1]"}};
+  const auto network = o.features == "inception" ? inception_feature_network(o.inception) : domain_feature_network(o.classifier);
+  DISTILLERY_CHECK(metric != "accuracy" || network.logits, Error("accuracy needs a classifier").field("--features").expected("fmnist"));
+  nlohmann::json report = {{"metric", metric == "fd" && o.features == "inception" ? "fid" : metric},
+                           {"features", {{"network", network.name}, {"file", network.file}, {"hash", network.hash}, {"dims", network.dims}}},
+                           {"images", "uint8 as a saved PNG holds them (generated samples quantised as EDM saves images)"}};
   const bool needs_features = metric == "kid" || metric == "pr" || metric == "accuracy";
   std::vector<Side> sides;
-  for (const auto& spec : o.sources) sides.push_back(evaluate(spec, classifier, o, needs_features));
+  for (const auto& spec : o.sources) sides.push_back(evaluate(spec, network, o, needs_features));
   for (size_t i = 0; i < sides.size(); ++i)
-    report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count()}});
+    report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count()},
+                                 {"seconds", sides[i].seconds}});
   if (metric == "stats") {
     DISTILLERY_CHECK(!o.out.empty(), Error("stats needs --out FILE.npz"));
     sides[0].evaluation.statistics.save(o.out);
     report["out"] = o.out;
   } else if (metric == "fd") {
     report["value"] = frechet_distance(sides[0].evaluation.statistics, sides[1].evaluation.statistics);
-    report["protocol"] = "Fréchet distance of float64 feature statistics (Eigen; tr√(Σ₁Σ₂) from the eigenvalues of √Σ₁Σ₂√Σ₁)";
+    report["protocol"] = o.features == "inception"
+                             ? "FID as pytorch-fid computes it: /255, bilinear resize to 299 (align_corners false), 2x−1, pool3 features, float64 statistics"
+                             : "FD_fmnist: Fréchet distance of float64 statistics of the domain classifier's penultimate features";
   } else if (metric == "kid") {
     const auto kid = kernel_inception_distance(sides[0].evaluation.features, sides[1].evaluation.features, o.kid_subsets, o.kid_subset_size);
     report["value"] = kid.mean;
@@ -87,7 +89,7 @@ void run_eval(const std::string& metric, const EvalOptions& o) {
     const auto& e = sides[0].evaluation;
     const auto labelled = e.labels.ge(0);
     DISTILLERY_CHECK(labelled.any().item<bool>(), Error("the source has no labels to check").got(sides[0].description));
-    report["value"] = classification_accuracy(e.logits.index({labelled}), e.labels.index({labelled}));
+    report["value"] = classification_accuracy(e.logits.index_select(0, labelled.nonzero().flatten()), e.labels.index_select(0, labelled.nonzero().flatten()));
     report["protocol"] = "share of labelled images the classifier assigns to their label";
   }
   std::printf("%s\n", report.dump(2).c_str());
@@ -122,7 +124,10 @@ void add_eval_command(CLI::App& app) {
     auto* cmd = eval->add_subcommand(m.name, m.help);
     cmd->add_option("sources", options->sources, "image sources: " + image_source_forms() + (m.sources == 2 ? "; or .npz statistics for fd" : ""))
         ->required()->expected(static_cast<int>(m.sources));
+    cmd->add_option("--features", options->features, "feature network: fmnist (the domain classifier) or inception (pytorch-fid's FID Inception)")
+        ->check(CLI::IsMember({"fmnist", "inception"}))->capture_default_str();
     cmd->add_option("--classifier", options->classifier, "domain classifier weights")->capture_default_str();
+    cmd->add_option("--inception", options->inception, "FID Inception weights in safetensors (tools/convert_inception.py)")->capture_default_str();
     cmd->add_flag("--quiet", options->quiet, "no progress bars");
     add_sampling_options(*cmd, options->sampling);
     if (std::string(m.name) == "stats") cmd->add_option("--out", options->out, "statistics file (.npz, pytorch-fid/EDM layout)")->required();

@@ -17,7 +17,6 @@
 #include "data/augment.h"
 #include "data/fashion_mnist.h"
 #include "data/shuffled_order.h"
-#include "eval/image_source.h"
 #include "io/tensor_file.h"
 #include "models/weights.h"
 #include "train/checkpoint.h"
@@ -172,35 +171,6 @@ double train_domain_classifier(const ClassifierTrainingOptions& options) {
                     {"trained_steps", std::to_string(total)}});
   spdlog::info("test accuracy {:.2f}%; wrote {}", 100 * accuracy, (out / "classifier.safetensors").string());
   return accuracy;
-}
-
-DomainEvaluation evaluate_domain(ImageSource& source, DomainClassifier& classifier, bool keep_features, bool show_progress) {
-  DISTILLERY_CHECK(source.size() > 0, Error("no images to evaluate").got(source.describe()));
-  DomainEvaluation result;
-  std::vector<at::Tensor> features, logits, labels;
-  Progress progress("features", source.size(), "img", show_progress ? stderr : nullptr);
-  torch::NoGradGuard no_grad;
-  classifier->eval();
-  for (ImageBatch batch; source.next(500, batch);) {
-    DISTILLERY_CHECK(batch.images.dim() == 4 && batch.images.size(1) == 1 && batch.images.size(2) == 28 && batch.images.size(3) == 28,
-                     Error("the Fashion-MNIST feature network needs 28×28 grey images").got(source.describe())
-                         .expected("[N, 1, 28, 28]").hint("FD_fmnist is defined for Fashion-MNIST-shaped data only"));
-    const auto x = to_model_range(batch.images);
-    const auto f = classifier->features(x);
-    result.statistics.add(f);
-    if (keep_features) {
-      features.push_back(f);
-      logits.push_back(classifier->logits(x));
-    }
-    labels.push_back(batch.labels);
-    progress.advance(batch.images.size(0));
-  }
-  if (keep_features) {
-    result.features = torch::cat(features);
-    result.logits = torch::cat(logits);
-  }
-  result.labels = torch::cat(labels);
-  return result;
 }
 
 }  // namespace distillery

@@ -1,5 +1,5 @@
 // defines: DomainClassifierImpl, DomainClassifier, load_domain_classifier, ClassifierTrainingOptions,
-//          train_domain_classifier, classifier_training_schema, DomainEvaluation, evaluate_domain
+//          train_domain_classifier, classifier_training_schema
 // The Fashion-MNIST classifier whose penultimate features define FD_fmnist (a Fréchet distance
 // in features of a network trained on the domain, since Inception weights cannot be fetched
 // everywhere) and whose predictions measure class-conditional accuracy. Inputs are images in
@@ -16,12 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "eval/feature_statistics.h"
-
 namespace distillery {
 
 class ConfigSchema;
-class ImageSource;
 
 class DomainClassifierImpl : public torch::nn::Module {
  public:
@@ -52,14 +49,6 @@ struct ClassifierTrainingOptions {
   std::filesystem::path out_dir;
   bool resume = false;
 };
-
-// A source's images through the classifier, batch by batch: running feature statistics, and
-// (when asked) the features and logits themselves, with the source's labels.
-struct DomainEvaluation {
-  FeatureStatistics statistics;
-  at::Tensor features, logits, labels;  // [N, d], [N, classes], [N]; features/logits only if kept
-};
-DomainEvaluation evaluate_domain(ImageSource& source, DomainClassifier& classifier, bool keep_features, bool show_progress = true);
 
 // Writes out_dir/{config.json, stats.jsonl, checkpoints/, classifier.safetensors}; returns the
 // test-set accuracy of the final weights (also stored in the file's metadata).

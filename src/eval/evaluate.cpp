@@ -1,0 +1,68 @@
+#include "eval/evaluate.h"
+
+#include <fmt/format.h>
+#include <torch/types.h>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/progress.h"
+#include "data/fashion_mnist.h"
+#include "eval/domain_classifier.h"
+#include "eval/image_source.h"
+#include "eval/inception.h"
+
+namespace distillery {
+
+namespace {
+std::string file_hash(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return fnv1a64_hex(std::string((std::istreambuf_iterator<char>(in)), {}));
+}
+}  // namespace
+
+FeatureNetwork domain_feature_network(const std::filesystem::path& classifier_file) {
+  DISTILLERY_CHECK(std::filesystem::exists(classifier_file), Error("the domain classifier is missing").file(classifier_file.string())
+                                                                 .hint("train it: distillery classifier train --config configs/eval/fmnist_classifier.yaml"));
+  auto net = load_domain_classifier(classifier_file);
+  const auto check = [](const at::Tensor& images) {
+    DISTILLERY_CHECK(images.dim() == 4 && images.size(1) == 1 && images.size(2) == 28 && images.size(3) == 28,
+                     Error("the Fashion-MNIST feature network needs 28×28 grey images").expected("[N, 1, 28, 28]")
+                         .got(fmt::format("[{}]", fmt::join(images.sizes(), ", "))).hint("use --features inception for other images"));
+    return to_model_range(images);
+  };
+  return {"fmnist-classifier", classifier_file.string(), file_hash(classifier_file), net->feature_dims(),
+          [net, check](const at::Tensor& images) mutable { return net->features(check(images)); },
+          [net, check](const at::Tensor& images) mutable { return net->logits(check(images)); }};
+}
+
+FeatureNetwork inception_feature_network(const std::filesystem::path& weights_file) {
+  auto net = load_inception(weights_file);
+  return {"inception-v3-fid", weights_file.string(), file_hash(weights_file), 2048,
+          [net](const at::Tensor& images) mutable { return inception_features(net, images); }, {}};
+}
+
+SourceEvaluation evaluate_source(ImageSource& source, const FeatureNetwork& network, bool keep_features, int64_t batch_size, bool show_progress) {
+  DISTILLERY_CHECK(source.size() > 0, Error("no images to evaluate").got(source.describe()));
+  SourceEvaluation result;
+  std::vector<at::Tensor> features, logits, labels;
+  Progress progress("features", source.size(), "img", show_progress ? stderr : nullptr);
+  torch::NoGradGuard no_grad;
+  for (ImageBatch batch; source.next(batch_size, batch);) {
+    const auto f = network.features(batch.images);
+    result.statistics.add(f);
+    if (keep_features) {
+      features.push_back(f);
+      if (network.logits) logits.push_back(network.logits(batch.images));
+    }
+    labels.push_back(batch.labels);
+    progress.advance(batch.images.size(0));
+  }
+  if (keep_features) result.features = torch::cat(features);
+  if (!logits.empty()) result.logits = torch::cat(logits);
+  result.labels = torch::cat(labels);
+  return result;
+}
+
+}  // namespace distillery
