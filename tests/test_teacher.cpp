@@ -161,8 +161,8 @@ TEST(UNet, WeightsFileRoundTripAndMismatches) {
 }
 
 // A few steps of a tiny model, with every artefact written each step.
-TeacherTrainingOptions tiny_run(const std::filesystem::path& out, int64_t steps, bool resume) {
-  TeacherTrainingOptions o;
+TrainingRunOptions tiny_run(const std::filesystem::path& out, int64_t steps, bool resume) {
+  TrainingRunOptions o;
   o.config_file = testing::kSourceDir / "configs/teacher/fmnist.yaml";
   o.out_dir = out;
   o.resume = resume;
@@ -247,7 +247,7 @@ double moment_error(GaussianMixtureDenoiser& target, Denoiser& model) {
 }
 
 // The recipe a user would write for a 2-D toy teacher, trained through `teacher train`.
-TeacherTrainingOptions mlp_run(const std::filesystem::path& dir, int64_t steps) {
+TrainingRunOptions mlp_run(const std::filesystem::path& dir, int64_t steps) {
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
   std::ofstream(dir / "mlp.yaml") << fmt::format(R"(
 data: {{dataset: gmm, path: "{}", size: 4096}}
@@ -258,7 +258,7 @@ log: {{every: 100}}
 checkpoint: {{every: 500}}
 grid: {{every: {}, num: 500, steps: 32}}
 )", (dir / "three_modes.yaml").string(), steps, steps);
-  TeacherTrainingOptions o;
+  TrainingRunOptions o;
   o.config_file = dir / "mlp.yaml";
   o.out_dir = dir / "run";
   o.show_progress = false;

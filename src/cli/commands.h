@@ -1,11 +1,19 @@
-// defines: add_sample_command, add_teacher_command, add_record_command, add_inspect_command, add_eval_command
+// defines: add_training_subcommand, add_sample_command, add_teacher_command, add_record_command, add_inspect_command, add_eval_command
 // Each subcommand registers its options and its action on the top-level CLI11 app.
 #pragma once
+
+#include <functional>
+#include <string>
+
+#include "train/run_options.h"
 
 namespace CLI { class App; }
 
 namespace distillery {
 
+// `PARENT train --config --out --set --resume`, running `run` with the parsed options.
+void add_training_subcommand(CLI::App& parent, const std::string& description, const std::string& example_config,
+                             std::function<void(const TrainingRunOptions&)> run);
 void add_sample_command(CLI::App& app);
 void add_teacher_command(CLI::App& app);
 void add_record_command(CLI::App& app);

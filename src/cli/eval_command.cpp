@@ -100,13 +100,8 @@ void run_eval(const std::string& metric, const EvalOptions& o) {
 void add_eval_command(CLI::App& app) {
   auto* classifier = app.add_subcommand("classifier", "the Fashion-MNIST domain classifier (FD_fmnist features, accuracy)");
   classifier->require_subcommand(1);
-  auto training = std::make_shared<ClassifierTrainingOptions>();
-  auto* train = classifier->add_subcommand("train", "train it from a YAML recipe; writes classifier.safetensors (with its test accuracy) in --out");
-  train->add_option("--config", training->config_file, "YAML recipe, e.g. configs/eval/fmnist_classifier.yaml")->required()->check(CLI::ExistingFile);
-  train->add_option("--out", training->out_dir, "run directory")->required();
-  train->add_option("--set", training->overrides, "override a recipe key (repeatable)");
-  train->add_flag("--resume", training->resume, "continue from the newest valid checkpoint in --out");
-  train->callback([training] { train_domain_classifier(*training); });
+  add_training_subcommand(*classifier, "train it from a YAML recipe; writes classifier.safetensors (with its test accuracy) in --out",
+                          "configs/eval/fmnist_classifier.yaml", [](const TrainingRunOptions& o) { train_domain_classifier(o); });
 
   auto* eval = app.add_subcommand("eval", "metrics between image sources in the domain classifier's features; prints JSON");
   eval->require_subcommand(1);

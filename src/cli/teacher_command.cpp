@@ -1,4 +1,5 @@
-// `distillery teacher train`: EDM training of a UNet teacher from a YAML recipe.
+// `distillery teacher train`: EDM training of a teacher from a YAML recipe; the options every
+// training command shares.
 #include <CLI/CLI.hpp>
 #include <memory>
 
@@ -7,16 +8,22 @@
 
 namespace distillery {
 
-void add_teacher_command(CLI::App& app) {
-  auto* teacher = app.add_subcommand("teacher", "train teachers");
-  teacher->require_subcommand(1);
-  auto options = std::make_shared<TeacherTrainingOptions>();
-  auto* train = teacher->add_subcommand("train", "EDM training of a UNet teacher; checkpoints, stats.jsonl and sample grids in --out");
-  train->add_option("--config", options->config_file, "YAML recipe, e.g. configs/teacher/fmnist.yaml")->required()->check(CLI::ExistingFile);
+void add_training_subcommand(CLI::App& parent, const std::string& description, const std::string& example_config,
+                             std::function<void(const TrainingRunOptions&)> run) {
+  auto options = std::make_shared<TrainingRunOptions>();
+  auto* train = parent.add_subcommand("train", description);
+  train->add_option("--config", options->config_file, "YAML recipe, e.g. " + example_config)->required()->check(CLI::ExistingFile);
   train->add_option("--out", options->out_dir, "run directory")->required();
   train->add_option("--set", options->overrides, "override a recipe key: --set train.steps=100 (repeatable)");
   train->add_flag("--resume", options->resume, "continue from the newest valid checkpoint in --out");
-  train->callback([options] { train_teacher(*options); });
+  train->callback([options, run = std::move(run)] { run(*options); });
+}
+
+void add_teacher_command(CLI::App& app) {
+  auto* teacher = app.add_subcommand("teacher", "train teachers");
+  teacher->require_subcommand(1);
+  add_training_subcommand(*teacher, "EDM training of a UNet or MLP teacher; checkpoints, stats.jsonl and sample grids in --out",
+                          "configs/teacher/fmnist.yaml", [](const TrainingRunOptions& o) { train_teacher(o); });
 }
 
 }  // namespace distillery

@@ -104,7 +104,7 @@ double test_accuracy(DomainClassifier& net) {
 }
 }  // namespace
 
-double train_domain_classifier(const ClassifierTrainingOptions& options) {
+double train_domain_classifier(const TrainingRunOptions& options) {
   const auto config = Config::load(classifier_training_schema(), options.config_file, options.overrides);
   const int64_t batch = config.get_int("train.batch"), epochs = config.get_int("train.epochs"), log_every = config.get_int("log.every"),
                 checkpoint_every = config.get_int("checkpoint.every"), keep = config.get_int("checkpoint.keep");
@@ -130,7 +130,7 @@ double train_domain_classifier(const ClassifierTrainingOptions& options) {
     if (const auto saved = read_newest_checkpoint(out / "checkpoints", parts)) step = nlohmann::json::parse(*saved).at("step").get<int64_t>();
   StatsLog stats(out / "stats.jsonl", step);
   ShuffledOrder order(images.size(0), seed);
-  Progress progress("classifier", total, "step", stderr, step);
+  Progress progress("classifier", total, "step", options.show_progress ? stderr : nullptr, step);
   net->train();
   double loss_sum = 0, correct = 0;
   int64_t seen = 0;

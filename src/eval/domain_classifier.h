@@ -1,4 +1,4 @@
-// defines: DomainClassifierImpl, DomainClassifier, load_domain_classifier, ClassifierTrainingOptions,
+// defines: DomainClassifierImpl, DomainClassifier, load_domain_classifier,
 //          train_domain_classifier, classifier_training_schema
 // The Fashion-MNIST classifier whose penultimate features define FD_fmnist (a Fréchet distance
 // in features of a network trained on the domain, since Inception weights cannot be fetched
@@ -15,6 +15,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "train/run_options.h"
 
 namespace distillery {
 
@@ -43,15 +45,8 @@ DomainClassifier load_domain_classifier(const std::filesystem::path& path);
 
 const ConfigSchema& classifier_training_schema();
 
-struct ClassifierTrainingOptions {
-  std::filesystem::path config_file;
-  std::vector<std::string> overrides;
-  std::filesystem::path out_dir;
-  bool resume = false;
-};
-
 // Writes out_dir/{config.json, stats.jsonl, checkpoints/, classifier.safetensors}; returns the
 // test-set accuracy of the final weights (also stored in the file's metadata).
-double train_domain_classifier(const ClassifierTrainingOptions& options);
+double train_domain_classifier(const TrainingRunOptions& options);
 
 }  // namespace distillery

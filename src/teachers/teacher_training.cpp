@@ -119,7 +119,7 @@ const ConfigSchema& teacher_training_schema() {
 
 namespace distillery {
 
-void train_teacher(const TeacherTrainingOptions& options) {
+void train_teacher(const TrainingRunOptions& options) {
   const auto config = Config::load(teacher_training_schema(), options.config_file, options.overrides);
   const auto r = recipe_from(config);
   DISTILLERY_CHECK(r.batch > 0 && r.steps > 0 && r.log_every > 0 && r.checkpoint_every > 0 && r.keep_checkpoints > 0,
@@ -195,7 +195,7 @@ void train_teacher(const TeacherTrainingOptions& options) {
     else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("EMA samples at step {}, Heun {} steps", step, r.grid_steps));
   };
 
-  Progress progress("train", r.steps, "step", stderr, state.step);
+  Progress progress("train", r.steps, "step", options.show_progress ? stderr : nullptr, state.step);
   model.module().train();
   for (int64_t step = state.step; step < r.steps; ++step) {
     // Everything random in this step is a function of (seed, step).
