@@ -241,9 +241,11 @@ void append_manifest(const std::filesystem::path& dir, const ShardEntry& entry) 
   // Under the lock the only possible torn line is the last one, left by a writer killed
   // mid-line: cut it off (its shard is recorded again by whoever owns it).
   struct stat info {};
-  if (::fstat(fd.get(), &info) == 0 && info.st_size > 0) {
+  char last = '\n';
+  if (::fstat(fd.get(), &info) == 0 && info.st_size > 0 && ::pread(fd.get(), &last, 1, info.st_size - 1) == 1 && last != '\n') {
+    // Rare (only after a kill), so reading the whole manifest here costs nothing on the usual path.
     std::string text(static_cast<size_t>(info.st_size), '\0');
-    if (::pread(fd.get(), text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()) && text.back() != '\n') {
+    if (::pread(fd.get(), text.data(), text.size(), 0) == static_cast<ssize_t>(text.size())) {
       const auto last_newline = text.rfind('\n');
       (void)!::ftruncate(fd.get(), last_newline == std::string::npos ? 0 : static_cast<off_t>(last_newline + 1));
     }
