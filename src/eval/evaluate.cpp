@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <torch/types.h>
 
-#include <fstream>
 
 #include "core/error.h"
 #include "core/hash.h"
@@ -15,13 +14,6 @@
 
 namespace distillery {
 
-namespace {
-std::string file_hash(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return fnv1a64_hex(std::string((std::istreambuf_iterator<char>(in)), {}));
-}
-}  // namespace
-
 FeatureNetwork domain_feature_network(const std::filesystem::path& classifier_file) {
   DISTILLERY_CHECK(std::filesystem::exists(classifier_file), Error("the domain classifier is missing").file(classifier_file.string())
                                                                  .hint("train it: distillery classifier train --config configs/eval/fmnist_classifier.yaml"));
@@ -32,14 +24,14 @@ FeatureNetwork domain_feature_network(const std::filesystem::path& classifier_fi
                          .got(fmt::format("[{}]", fmt::join(images.sizes(), ", "))).hint("use --features inception for other images"));
     return to_model_range(images);
   };
-  return {"fmnist-classifier", classifier_file.string(), file_hash(classifier_file), net->feature_dims(),
+  return {"fmnist-classifier", classifier_file.string(), file_fingerprint(classifier_file), net->feature_dims(),
           [net, check](const at::Tensor& images) mutable { return net->features(check(images)); },
           [net, check](const at::Tensor& images) mutable { return net->logits(check(images)); }};
 }
 
 FeatureNetwork inception_feature_network(const std::filesystem::path& weights_file) {
   auto net = load_inception(weights_file);
-  return {"inception-v3-fid", weights_file.string(), file_hash(weights_file), 2048,
+  return {"inception-v3-fid", weights_file.string(), file_fingerprint(weights_file), 2048,
           [net](const at::Tensor& images) mutable { return inception_features(net, images); }, {}};
 }
 

@@ -3,8 +3,6 @@
 #include <fmt/format.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "core/error.h"
 #include "core/hash.h"
@@ -31,10 +29,8 @@ std::filesystem::path defining_file(const std::string& spec) {
 
 std::string teacher_fingerprint(const std::string& spec) {
   const auto path = defining_file(spec);
-  std::ifstream in(path, std::ios::binary);
-  DISTILLERY_CHECK(in, Error("cannot read the teacher").file(path.string()).expected(teacher_forms()));
-  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
-  return fnv1a64_hex(bytes);
+  DISTILLERY_CHECK(std::filesystem::is_regular_file(path), Error("cannot read the teacher").file(path.string()).expected(teacher_forms()));
+  return file_fingerprint(path);
 }
 
 std::unique_ptr<Denoiser> load_teacher(const std::string& spec) {

@@ -24,25 +24,20 @@
 
 namespace distillery {
 
+// One list of fields for store.json in both directions (the names are the JSON keys).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(StoreSettings, teacher, teacher_hash, sample_shape, num_classes, sampler, steps, schedule, sigma_min,
+                                   sigma_max, rho, s_churn, s_tmin, s_tmax, s_noise, labels, guidance, seed, num, shard_size, store,
+                                   denoised, dtype, compression, sigmas, stored_steps)
+
 namespace {
 
 using nlohmann::json;
 
 json settings_json(const StoreSettings& s) {
-  return json{{"format", kStoreFormat},       {"format_version", kStoreFormatVersion},
-              {"teacher", s.teacher},         {"teacher_hash", s.teacher_hash},
-              {"sample_shape", s.sample_shape}, {"num_classes", s.num_classes},
-              {"sampler", s.sampler},         {"steps", s.steps},
-              {"schedule", s.schedule},       {"sigma_min", s.sigma_min},
-              {"sigma_max", s.sigma_max},     {"rho", s.rho},
-              {"s_churn", s.s_churn},         {"s_tmin", s.s_tmin},
-              {"s_tmax", s.s_tmax},           {"s_noise", s.s_noise},
-              {"labels", s.labels},           {"guidance", s.guidance},
-              {"seed", s.seed},               {"num", s.num},
-              {"shard_size", s.shard_size},   {"store", s.store},
-              {"denoised", s.denoised},       {"dtype", s.dtype},
-              {"compression", s.compression}, {"sigmas", s.sigmas},
-              {"stored_steps", s.stored_steps}};
+  json j = s;
+  j["format"] = kStoreFormat;
+  j["format_version"] = kStoreFormatVersion;
+  return j;
 }
 
 H5Type storage_type(const StoreSettings& s) { return s.dtype == "float16" ? H5Type::F16 : H5Type::F32; }
@@ -99,32 +94,7 @@ StoreSettings StoreSettings::from_json(const std::string& text, const std::strin
                    Error("unsupported trajectory store version").file(source).expected(std::to_string(kStoreFormatVersion))
                        .got(j.contains("format_version") ? j["format_version"].dump() : "none"));
   try {
-    StoreSettings s;
-    j.at("teacher").get_to(s.teacher);
-    j.at("teacher_hash").get_to(s.teacher_hash);
-    j.at("sample_shape").get_to(s.sample_shape);
-    j.at("num_classes").get_to(s.num_classes);
-    j.at("sampler").get_to(s.sampler);
-    j.at("steps").get_to(s.steps);
-    j.at("schedule").get_to(s.schedule);
-    j.at("sigma_min").get_to(s.sigma_min);
-    j.at("sigma_max").get_to(s.sigma_max);
-    j.at("rho").get_to(s.rho);
-    j.at("s_churn").get_to(s.s_churn);
-    j.at("s_tmin").get_to(s.s_tmin);
-    j.at("s_tmax").get_to(s.s_tmax);
-    j.at("s_noise").get_to(s.s_noise);
-    j.at("labels").get_to(s.labels);
-    j.at("guidance").get_to(s.guidance);
-    j.at("seed").get_to(s.seed);
-    j.at("num").get_to(s.num);
-    j.at("shard_size").get_to(s.shard_size);
-    j.at("store").get_to(s.store);
-    j.at("denoised").get_to(s.denoised);
-    j.at("dtype").get_to(s.dtype);
-    j.at("compression").get_to(s.compression);
-    j.at("sigmas").get_to(s.sigmas);
-    j.at("stored_steps").get_to(s.stored_steps);
+    const auto s = j.get<StoreSettings>();
     DISTILLERY_CHECK(s.num > 0 && s.shard_size > 0 && s.stored_steps.size() >= 2 && s.sigmas.size() == static_cast<size_t>(s.steps + 1),
                      Error("store settings are inconsistent").file(source).expected("num > 0, shard_size > 0, steps + 1 sigmas, ≥ 2 stored states"));
     return s;
