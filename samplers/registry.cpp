@@ -15,12 +15,13 @@ struct SamplerEntry {
   std::string_view name;
   std::unique_ptr<Sampler> (*make)(const SamplerOptions&);
 };
-constexpr std::array<SamplerEntry, 5> kSamplers = {{
+constexpr std::array<SamplerEntry, 6> kSamplers = {{
     {"euler", make_euler_sampler},
     {"heun", make_heun_sampler},
     {"dpmpp-2m", make_dpmpp_2m_sampler},
     {"ddim", make_ddim_sampler},
     {"edm-stochastic", make_edm_stochastic_sampler},
+    {"multistep", make_multistep_sampler},
 }};
 }  // namespace
 

@@ -1,6 +1,6 @@
 // defines: SamplerObserver, SampleContext, SamplerOptions, Sampler, make_sampler, sampler_names,
 //          make_euler_sampler, make_heun_sampler, make_dpmpp_2m_sampler, make_ddim_sampler,
-//          make_edm_stochastic_sampler, denoise_at
+//          make_edm_stochastic_sampler, make_multistep_sampler, denoise_at
 // Every solver has one signature: a denoiser, the state at sigmas[0], the σ grid and the
 // context (labels, per-sample noise) in; the state at sigmas.back() out. An observer sees
 // every state on the way, which is how trajectories are recorded.
@@ -60,6 +60,7 @@ std::unique_ptr<Sampler> make_heun_sampler(const SamplerOptions& options);
 std::unique_ptr<Sampler> make_dpmpp_2m_sampler(const SamplerOptions& options);
 std::unique_ptr<Sampler> make_ddim_sampler(const SamplerOptions& options);
 std::unique_ptr<Sampler> make_edm_stochastic_sampler(const SamplerOptions& options);
+std::unique_ptr<Sampler> make_multistep_sampler(const SamplerOptions& options);
 
 // Error lists the valid names.
 std::unique_ptr<Sampler> make_sampler(std::string_view name, const SamplerOptions& options = {});

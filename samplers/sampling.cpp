@@ -24,8 +24,16 @@ BatchSampler::BatchSampler(Denoiser& denoiser, const SampleRequest& request)
     guided_ = std::make_unique<GuidedDenoiser>(denoiser, request.guidance);
     model_ = guided_.get();
   }
-  sigmas_ = make_sigmas(resolve_schedule(request, denoiser), request.steps);
-  nfe_ = sampler_->nfe(request.steps);
+  if (request.sigmas.empty()) {
+    sigmas_ = make_sigmas(resolve_schedule(request, denoiser), request.steps);
+  } else {
+    for (size_t i = 0; i < request.sigmas.size(); ++i)
+      DISTILLERY_CHECK(request.sigmas[i] > 0 && (i == 0 || request.sigmas[i] < request.sigmas[i - 1]),
+                       Error("an explicit σ grid must be positive and strictly decreasing").field("sigmas").got(std::to_string(request.sigmas[i])));
+    sigmas_ = request.sigmas;
+    sigmas_.push_back(0.0);
+  }
+  nfe_ = sampler_->nfe(static_cast<int64_t>(sigmas_.size()) - 1);
 }
 
 BatchSampler::~BatchSampler() = default;

@@ -25,6 +25,7 @@ struct SampleRequest {
   ScheduleKind schedule = ScheduleKind::Karras;
   double rho = 7.0;
   std::optional<double> sigma_min, sigma_max;  // default: the denoiser's range
+  std::vector<double> sigmas;  // an explicit decreasing grid without the final 0 (students); replaces schedule and steps
   uint64_t seed = 0;
   int64_t first_index = 0;     // samples first_index .. first_index + num − 1
   int64_t num = 64;

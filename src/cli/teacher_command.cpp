@@ -10,13 +10,16 @@ namespace distillery {
 
 void add_training_subcommand(CLI::App& parent, const std::string& description, const std::string& example_config,
                              std::function<void(const TrainingRunOptions&)> run) {
+  add_training_options(*parent.add_subcommand("train", description), example_config, std::move(run));
+}
+
+void add_training_options(CLI::App& train, const std::string& example_config, std::function<void(const TrainingRunOptions&)> run) {
   auto options = std::make_shared<TrainingRunOptions>();
-  auto* train = parent.add_subcommand("train", description);
-  train->add_option("--config", options->config_file, "YAML recipe, e.g. " + example_config)->required()->check(CLI::ExistingFile);
-  train->add_option("--out", options->out_dir, "run directory")->required();
-  train->add_option("--set", options->overrides, "override a recipe key: --set train.steps=100 (repeatable)");
-  train->add_flag("--resume", options->resume, "continue from the newest valid checkpoint in --out");
-  train->callback([options, run = std::move(run)] { run(*options); });
+  train.add_option("--config", options->config_file, "YAML recipe, e.g. " + example_config)->required()->check(CLI::ExistingFile);
+  train.add_option("--out", options->out_dir, "run directory")->required();
+  train.add_option("--set", options->overrides, "override a recipe key: --set train.steps=100 (repeatable)");
+  train.add_flag("--resume", options->resume, "continue from the newest valid checkpoint in --out");
+  train.callback([options, run = std::move(run)] { run(*options); });
 }
 
 void add_teacher_command(CLI::App& app) {

@@ -124,7 +124,7 @@ double train_domain_classifier(const TrainingRunOptions& options) {
   torch::manual_seed(seed);
   DomainClassifier net(config.get_int("model.channels"), config.get_int("model.features"), 10, config.get_float("model.dropout"));
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(lr));
-  const CheckpointModules parts{{{"model", net.ptr().get()}}, net.ptr().get(), &optimizer};
+  const CheckpointModules parts{{{"model", net.ptr().get()}}, {{"optimizer", net.ptr().get(), &optimizer}}};
   int64_t step = 0;
   if (options.resume)
     if (const auto saved = read_newest_checkpoint(out / "checkpoints", parts)) step = nlohmann::json::parse(*saved).at("step").get<int64_t>();

@@ -119,6 +119,15 @@ void NetworkDenoiser::save(const std::filesystem::path& path, const std::map<std
   save_tensor_file(path, module_tensors(*module_), file_metadata(extra_metadata));
 }
 
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::clone() const {
+  auto copy = from_config(Config::parse(denoiser_schema(), config_json(), "a denoiser's config"));
+  std::map<std::string, at::Tensor> tensors;
+  for (auto& [name, tensor] : module_tensors(*module_)) tensors.emplace(name, tensor);
+  load_module_tensors(*copy->module_, tensors, "the copied denoiser");
+  copy->module_->eval();
+  return copy;
+}
+
 std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::path& path) {
   const auto file = load_tensor_file(path);
   const auto format = file.metadata.find("format");

@@ -38,6 +38,8 @@ class NetworkDenoiser final : public Denoiser {
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
   static std::unique_ptr<NetworkDenoiser> load(const std::filesystem::path& path);
   void save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
+  // A copy with the same architecture and weights (independent parameters, eval mode).
+  std::unique_ptr<NetworkDenoiser> clone() const;
   // The metadata save() writes (format, version, config), for files written elsewhere (checkpoints).
   std::map<std::string, std::string> file_metadata(const std::map<std::string, std::string>& extra = {}) const;
 

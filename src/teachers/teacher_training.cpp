@@ -166,7 +166,7 @@ void train_teacher(const TrainingRunOptions& options) {
   Checkpoint state;
   // Checkpoint files of the model and the EMA are denoiser files, usable as teachers.
   const CheckpointModules parts{{{"model", &model.module(), model.file_metadata()}, {"ema", &ema.module(), ema.file_metadata()}},
-                                &model.module(), &optimizer};
+                                {{"optimizer", &model.module(), &optimizer}}};
   if (options.resume) {
     if (const auto saved = read_newest_checkpoint(checkpoints, parts)) {
       const auto json = nlohmann::json::parse(*saved);

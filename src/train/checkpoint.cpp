@@ -53,7 +53,7 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
   std::filesystem::remove_all(tmp);
   std::filesystem::create_directories(tmp);
   for (const auto& m : parts.modules) save_tensor_file(tmp / (m.name + ".safetensors"), module_tensors(*m.module), m.metadata);
-  if (parts.optimizer) save_optimizer(*parts.optimizer, *parts.optimized, tmp / "optimizer.safetensors");
+  for (const auto& o : parts.optimizers) save_optimizer(*o.optimizer, *o.optimized, tmp / (o.name + ".safetensors"));
   write_file_atomic(tmp / "state.json", state_json + "\n");
   std::filesystem::remove_all(final_dir);
   publish_atomically(tmp, final_dir);
@@ -82,7 +82,7 @@ std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& d
         const auto path = candidate / (m.name + ".safetensors");
         load_module_tensors(*m.module, load_tensor_file(path).tensors, path.string());
       }
-      if (parts.optimizer) load_optimizer(*parts.optimizer, *parts.optimized, candidate / "optimizer.safetensors");
+      for (const auto& o : parts.optimizers) load_optimizer(*o.optimizer, *o.optimized, candidate / (o.name + ".safetensors"));
       return state;
     } catch (const std::exception& e) {
       spdlog::warn("checkpoint {} is unusable ({}); trying an older one", candidate.string(), e.what());

@@ -1,6 +1,6 @@
 // defines: CheckpointModules, write_checkpoint, read_newest_checkpoint, StatsLog
 // Training checkpoints shared by every trainer: a directory per step (`step-NNNNNNN/`) with
-// one safetensors file per module, the Adam state of the trained module and `state.json`,
+// one safetensors file per module, one per Adam optimiser and `state.json`,
 // written under a hidden temporary name and renamed, the newest `keep` kept. Reading takes the
 // newest checkpoint that loads completely and falls back to older ones.
 #pragma once
@@ -27,12 +27,17 @@ struct CheckpointModule {
   std::map<std::string, std::string> metadata = {};
 };
 
-// The optimiser's state is keyed by the parameter names of `optimized` (the module it
-// updates), saved as optimizer.safetensors.
+// An Adam optimiser's state keyed by the parameter names of `optimized` (the module it
+// updates), saved as <name>.safetensors.
+struct CheckpointOptimizer {
+  std::string name;
+  torch::nn::Module* optimized;
+  torch::optim::Adam* optimizer;
+};
+
 struct CheckpointModules {
   std::vector<CheckpointModule> modules;
-  torch::nn::Module* optimized = nullptr;
-  torch::optim::Adam* optimizer = nullptr;
+  std::vector<CheckpointOptimizer> optimizers = {};
 };
 
 // `state_json`: a JSON object that must contain "step".

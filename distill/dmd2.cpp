@@ -1,0 +1,269 @@
+#include "distill/dmd2.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/optim/adam.h>
+#include <torch/types.h>
+
+#include <cmath>
+#include <numeric>
+#include <optional>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/rng.h"
+#include "models/guidance.h"
+#include "models/network_denoiser.h"
+#include "samplers/schedule.h"
+#include "teachers/edm_loss.h"
+#include "teachers/teacher.h"
+#include "train/trainer.h"
+#include "trajectories/trajectory_reader.h"
+
+namespace distillery {
+
+void add_dmd2_fields(ConfigSchema& s) {
+  s.add({"student.sigmas", ConfigType::FloatList, "the student's σ grid, first value where the noise enters (default: [the teacher's σ_max], one step)", "[]"});
+  s.add({"student.init", ConfigType::String, "initial weights of generator and critic: the teacher's, or the model.* network from scratch",
+         "teacher", false, {"teacher", "scratch"}});
+  s.add({"dmd2.generator_lr", ConfigType::Float, "generator Adam learning rate", "1e-5"});
+  s.add({"dmd2.critic_lr", ConfigType::Float, "critic (fake score) Adam learning rate", "1e-5"});
+  s.add({"dmd2.beta1", ConfigType::Float, "Adam β1 of both optimisers", "0.9"});
+  s.add({"dmd2.beta2", ConfigType::Float, "Adam β2 of both optimisers", "0.999"});
+  s.add({"dmd2.critic_steps", ConfigType::Int, "critic updates per generator update (two time scales)", "5"});
+  s.add({"dmd2.guidance", ConfigType::Float, "classifier-free guidance scale of the real score (1: plain conditional)", "1"});
+  s.add({"dmd2.dm_range", ConfigType::FloatList, "σ range of the distribution-matching loss, as fractions of a 1000-point Karras grid", "[0.02, 0.98]"});
+  s.add({"dmd2.critic_range", ConfigType::FloatList, "σ range of the critic's denoising loss, as fractions of the same grid", "[0.0, 1.0]"});
+  s.add({"dmd2.regression_weight", ConfigType::Float, "weight of the MSE to the teacher's samples of the same noise (0: off)", "0"});
+  s.add({"dmd2.regression_store", ConfigType::String, "trajectory store of the teacher holding those (noise, sample) pairs", "\"\""});
+}
+
+Dmd2Settings dmd2_settings_from(const Config& c) {
+  Dmd2Settings s;
+  s.student_sigmas = c.get_float_list("student.sigmas");
+  s.init_from_teacher = c.get_string("student.init") == "teacher";
+  s.generator_lr = c.get_float("dmd2.generator_lr");
+  s.critic_lr = c.get_float("dmd2.critic_lr");
+  s.beta1 = c.get_float("dmd2.beta1");
+  s.beta2 = c.get_float("dmd2.beta2");
+  s.critic_steps = c.get_int("dmd2.critic_steps");
+  s.guidance = c.get_float("dmd2.guidance");
+  const auto range = [&](const char* key) {
+    const auto r = c.get_float_list(key);
+    DISTILLERY_CHECK(r.size() == 2 && 0 <= r[0] && r[0] < r[1] && r[1] <= 1,
+                     Error("a σ range must be two fractions 0 ≤ low < high ≤ 1").file(c.source()).field(key).got(fmt::format("[{}]", fmt::join(r, ", "))));
+    return std::pair{r[0], r[1]};
+  };
+  std::tie(s.dm_low, s.dm_high) = range("dmd2.dm_range");
+  std::tie(s.critic_low, s.critic_high) = range("dmd2.critic_range");
+  s.regression_weight = c.get_float("dmd2.regression_weight");
+  s.regression_store = c.get_string("dmd2.regression_store");
+  DISTILLERY_CHECK(s.critic_steps >= 1, Error("dmd2.critic_steps must be at least 1").file(c.source()).field("dmd2.critic_steps"));
+  DISTILLERY_CHECK(s.regression_weight == 0 || !s.regression_store.empty(),
+                   Error("the regression loss needs the teacher's trajectory store").file(c.source()).field("dmd2.regression_store")
+                       .hint("record one with `distillery record`, or set dmd2.regression_weight=0"));
+  return s;
+}
+
+at::Tensor distribution_matching_loss(const at::Tensor& x, const at::Tensor& real_denoised, const at::Tensor& fake_denoised) {
+  at::Tensor direction;
+  {
+    torch::NoGradGuard no_grad;
+    std::vector<int64_t> reduce(static_cast<size_t>(x.dim() - 1));
+    std::iota(reduce.begin(), reduce.end(), 1);
+    const auto scale = (x - real_denoised).abs().mean(reduce, /*keepdim=*/true);
+    direction = torch::nan_to_num((fake_denoised - real_denoised) / scale);
+  }
+  return 0.5 * torch::mse_loss(x, x.detach() - direction);
+}
+
+namespace {
+
+// Streams of the counter-based RNG (distinct from sampling's and the teacher trainer's).
+constexpr uint64_t kGeneratorNoise = 3000, kStudentStep = 3001, kDmSigma = 3002, kDmNoise = 3003, kCriticSigma = 3004, kCriticNoise = 3005,
+                   kSimulationNoise = 3006;
+constexpr int kSigmaGridPoints = 1000;
+
+// Uniform draws in [0, 1) per position, through the normal CDF of counter-based normals.
+at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions) {
+  const auto normal = per_sample_normal(seed, stream, positions, {}, torch::kFloat64);
+  return (0.5 * torch::erfc(-normal / std::sqrt(2.0))).clamp(0.0, 1.0 - 1e-12);
+}
+
+class Dmd2 final : public TrainingMethod {
+ public:
+  Dmd2(const Config& config, const std::string& teacher_spec) : settings_(dmd2_settings_from(config)), teacher_(load_teacher(teacher_spec)) {
+    auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
+    if (settings_.init_from_teacher) {
+      DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
+                                            .hint("an analytic teacher has no weights: set student.init=scratch and model.*"));
+      generator_ = teacher_network->clone();
+    } else {
+      torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
+      generator_ = NetworkDenoiser::from_config(config);
+    }
+    // The critic starts as the generator's initial network: at step 0 it is exactly the
+    // teacher's score when initialised from the teacher, as in DMD2.
+    critic_ = generator_->clone();
+    DISTILLERY_CHECK(generator_->sample_shape() == teacher_->sample_shape(),
+                     Error("the student network does not fit the teacher").field("model")
+                         .expected(fmt::format("samples of shape [{}]", fmt::join(teacher_->sample_shape(), ", ")))
+                         .got(fmt::format("[{}]", fmt::join(generator_->sample_shape(), ", "))));
+    DISTILLERY_CHECK(generator_->num_classes() == teacher_->num_classes(),
+                     Error("the student and the teacher disagree on the classes").field("model.num_classes")
+                         .expected(std::to_string(teacher_->num_classes())).got(std::to_string(generator_->num_classes())));
+    // Both networks stay in eval mode: no dropout, and never a dropped label (a conditional
+    // generator must always see its class).
+    generator_->module().eval();
+    critic_->module().eval();
+    if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
+    request_.sampler = "multistep";
+    request_.sigmas = settings_.student_sigmas;
+    request_.steps = static_cast<int>(settings_.student_sigmas.size());
+    for (size_t i = 0; i < settings_.student_sigmas.size(); ++i)
+      DISTILLERY_CHECK(settings_.student_sigmas[i] > 0 && (i == 0 || settings_.student_sigmas[i] < settings_.student_sigmas[i - 1]),
+                       Error("student.sigmas must be positive and strictly decreasing").field("student.sigmas").got(std::to_string(settings_.student_sigmas[i])));
+
+    real_ = teacher_.get();
+    if (settings_.guidance != 1.0) {
+      DISTILLERY_CHECK(teacher_->num_classes() > 0, Error("guidance needs a class-conditional teacher").field("dmd2.guidance"));
+      guided_ = std::make_unique<GuidedDenoiser>(*teacher_, settings_.guidance);
+      real_ = guided_.get();
+    }
+    grid_ = make_sigmas({ScheduleKind::Karras, teacher_->sigma_min(), teacher_->sigma_max(), 7.0}, kSigmaGridPoints);
+    grid_.pop_back();  // the appended 0
+    if (settings_.regression_weight > 0) {
+      pairs_.emplace(settings_.regression_store, StoreExpectation{teacher_fingerprint(teacher_spec), teacher_->sample_shape()});
+      DISTILLERY_CHECK(std::abs(pairs_->sigmas().front() - settings_.student_sigmas.front()) < 1e-6 * settings_.student_sigmas.front(),
+                       Error("the regression store starts at another σ than the student").field("dmd2.regression_store")
+                           .expected(std::to_string(settings_.student_sigmas.front())).got(std::to_string(pairs_->sigmas().front())));
+    }
+    const auto adam = [&](NetworkDenoiser& net, double lr) {
+      return std::make_unique<torch::optim::Adam>(net.module().parameters(), torch::optim::AdamOptions(lr).betas({settings_.beta1, settings_.beta2}));
+    };
+    generator_optimizer_ = adam(*generator_, settings_.generator_lr);
+    critic_optimizer_ = adam(*critic_, settings_.critic_lr);
+  }
+
+  NetworkDenoiser& student() override { return *generator_; }
+  SampleRequest student_sampling() const override { return request_; }
+  CheckpointModules checkpoint_parts() override {
+    return {{{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}},
+            {{"generator_optimizer", &generator_->module(), generator_optimizer_.get()}, {"critic_optimizer", &critic_->module(), critic_optimizer_.get()}}};
+  }
+  std::vector<OptimizerSlot> optimizers() override {
+    return {{"generator", &generator_->module(), generator_optimizer_.get(), settings_.generator_lr},
+            {"critic", &critic_->module(), critic_optimizer_.get(), settings_.critic_lr}};
+  }
+  // Draw 0: the generator's batch; draws 1..critic_steps: the critic's.
+  int64_t draws_per_step() const override { return 1 + settings_.critic_steps; }
+
+  std::map<std::string, double> step(StepContext& context) override {
+    std::map<std::string, double> stats;
+    double critic_loss = 0;
+    for (int64_t k = 1; k <= settings_.critic_steps; ++k) {
+      const auto positions = context.positions(k);
+      at::Tensor x, labels;
+      {
+        torch::NoGradGuard no_grad;
+        std::tie(x, labels) = generate(context.seed, positions);
+      }
+      const auto sigma = grid_sigmas(context.seed, kCriticSigma, positions, settings_.critic_low, settings_.critic_high);
+      const auto noise = per_sample_normal(context.seed, kCriticNoise, positions, generator_->sample_shape(), torch::kFloat32);
+      const auto loss = edm_loss(*critic_, x, sigma, noise, labels, generator_->sigma_data());
+      context.update("critic", loss);
+      critic_loss += loss.item<double>();
+    }
+    stats["critic_loss"] = critic_loss / static_cast<double>(settings_.critic_steps);
+
+    const auto positions = context.positions(0);
+    const auto [x, labels] = generate(context.seed, positions);
+    at::Tensor real_denoised, fake_denoised;
+    {
+      torch::NoGradGuard no_grad;
+      const auto sigma = grid_sigmas(context.seed, kDmSigma, positions, settings_.dm_low, settings_.dm_high);
+      const auto noise = per_sample_normal(context.seed, kDmNoise, positions, generator_->sample_shape(), torch::kFloat32);
+      const auto noisy = x + sigma.view(per_sample_view(x)) * noise;
+      real_denoised = real_->denoise(noisy, sigma, labels);
+      fake_denoised = critic_->denoise(noisy, sigma, labels);
+    }
+    auto loss = distribution_matching_loss(x, real_denoised, fake_denoised);
+    // The loss is 0.5·mean(g²): its value tracks the size of the update direction.
+    stats["dm_loss"] = loss.item<double>();
+    if (pairs_) {
+      const auto indices = pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed);
+      const auto pair = pairs_->pairs(indices);
+      const auto first = torch::full({pair.noise.size(0)}, settings_.student_sigmas.front(), torch::kFloat32);
+      const auto predicted = generator_->denoise(pair.noise * settings_.student_sigmas.front(), first,
+                                                 generator_->num_classes() > 0 ? pair.labels : at::Tensor());
+      const auto regression = torch::mse_loss(predicted, pair.sample);
+      stats["regression_loss"] = regression.item<double>();
+      loss = loss + settings_.regression_weight * regression;
+    }
+    context.update("generator", loss);
+    return stats;
+  }
+
+ private:
+  static std::vector<int64_t> per_sample_view(const at::Tensor& x) {
+    std::vector<int64_t> view(static_cast<size_t>(x.dim()), 1);
+    view[0] = -1;
+    return view;
+  }
+
+  // σ per position, uniform over the grid points whose index fraction lies in [low, high].
+  at::Tensor grid_sigmas(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions, double low, double high) const {
+    const auto u = uniform_per_sample(seed, stream, positions);
+    const double first = std::floor(low * (kSigmaGridPoints - 1)), last = std::floor(high * (kSigmaGridPoints - 1));
+    const auto index = (first + u * (last - first + 1)).floor().clamp(first, last).to(torch::kInt64);
+    // grid_ runs from σ_max (index 0) down; fractions count from σ_min, as DMD2's timesteps do.
+    const auto sigmas = torch::tensor(grid_, torch::kFloat64).flip(0);
+    return sigmas.index_select(0, index).to(torch::kFloat32);
+  }
+
+  // The student's output for the given positions, with gradient unless disabled by the caller.
+  // A k-step student starts each row at one of its σ, chosen per position; rows that start
+  // later are first brought there by the student itself without gradient (backward simulation).
+  std::pair<at::Tensor, at::Tensor> generate(uint64_t seed, const std::vector<int64_t>& positions) {
+    const auto& sigmas = settings_.student_sigmas;
+    const int64_t n = static_cast<int64_t>(positions.size()), steps = static_cast<int64_t>(sigmas.size());
+    at::Tensor labels;
+    if (generator_->num_classes() > 0) {
+      labels = torch::empty({n}, torch::kInt64);
+      for (int64_t r = 0; r < n; ++r) labels[r] = positions[static_cast<size_t>(r)] % generator_->num_classes();
+    }
+    auto x = per_sample_normal(seed, kGeneratorNoise, positions, generator_->sample_shape(), torch::kFloat32) * sigmas.front();
+    auto sigma = torch::full({n}, sigmas.front(), torch::kFloat32);
+    if (steps > 1) {
+      const auto start = (uniform_per_sample(seed, kStudentStep, positions) * static_cast<double>(steps)).floor().to(torch::kInt64);
+      torch::NoGradGuard no_grad;
+      auto state = x;
+      for (int64_t i = 1; i < steps; ++i) {
+        const auto denoised = generator_->denoise(state, torch::full({n}, sigmas[static_cast<size_t>(i - 1)], torch::kFloat32), labels);
+        state = denoised + sigmas[static_cast<size_t>(i)] *
+                               per_sample_normal(seed, kSimulationNoise + static_cast<uint64_t>(i), positions, generator_->sample_shape(), torch::kFloat32);
+        const auto here = start.eq(i);
+        x = torch::where(here.view(per_sample_view(x)), state, x);
+        sigma = torch::where(here, torch::full({n}, sigmas[static_cast<size_t>(i)], torch::kFloat32), sigma);
+      }
+    }
+    return {generator_->denoise(x, sigma, labels), labels};
+  }
+
+  Dmd2Settings settings_;
+  std::unique_ptr<Denoiser> teacher_;
+  std::unique_ptr<GuidedDenoiser> guided_;
+  Denoiser* real_ = nullptr;
+  std::unique_ptr<NetworkDenoiser> generator_, critic_;
+  std::unique_ptr<torch::optim::Adam> generator_optimizer_, critic_optimizer_;
+  std::optional<TrajectoryReader> pairs_;
+  std::vector<double> grid_;
+  SampleRequest request_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher) { return std::make_unique<Dmd2>(config, teacher); }
+
+}  // namespace distillery

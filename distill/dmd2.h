@@ -1,0 +1,47 @@
+// defines: Dmd2Settings, dmd2_settings_from, add_dmd2_fields, distribution_matching_loss, make_dmd2
+// Distribution matching distillation, DMD2 (Yin et al. 2024, "Improved Distribution Matching
+// Distillation for Fast Image Synthesis"): a generator initialised from the teacher is pushed
+// along the difference of two scores of its own noised samples, the frozen teacher's ("real")
+// and a critic's ("fake") that keeps learning the generator's current distribution by
+// denoising score matching, several critic updates per generator update. Optional: a
+// regression loss on the teacher's (noise, sample) pairs from a trajectory store (DMD1), and
+// k-step students trained with backward simulation (the generator's own intermediate states).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace distillery {
+
+class Config;
+class ConfigSchema;
+class TrainingMethod;
+
+struct Dmd2Settings {
+  std::vector<double> student_sigmas;  // the student's σ grid (first: where noise enters)
+  bool init_from_teacher = true;       // else the model.* network from scratch
+  double generator_lr = 1e-5, critic_lr = 1e-5, beta1 = 0.9, beta2 = 0.999;
+  int64_t critic_steps = 5;            // critic updates per generator update
+  double guidance = 1.0;               // classifier-free guidance of the real score
+  // Fractions of a 1000-point Karras grid (σ_min..σ_max) from which the distribution-matching
+  // and critic σ are drawn (DMD2: [0.02, 0.98] and [0, 1]).
+  double dm_low = 0.02, dm_high = 0.98, critic_low = 0.0, critic_high = 1.0;
+  double regression_weight = 0.0;      // × MSE between G(noise) and the teacher's sample
+  std::string regression_store;        // trajectory store with the pairs
+};
+
+void add_dmd2_fields(ConfigSchema& schema);
+Dmd2Settings dmd2_settings_from(const Config& config);
+
+// DMD's surrogate loss for generated samples x (with gradient) and both scores' denoised
+// estimates of their noised copies: 0.5·mean((x − sg(x − g))²) whose gradient in x is g/numel,
+// g = (D_fake − D_real) normalised per sample by mean |x − D_real| (non-finite values → 0).
+at::Tensor distribution_matching_loss(const at::Tensor& x, const at::Tensor& real_denoised, const at::Tensor& fake_denoised);
+
+// `teacher`: a teacher spec (teacher.h); the config holds student.*, dmd2.*, model.* (scratch).
+std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher);
+
+}  // namespace distillery

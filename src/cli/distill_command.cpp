@@ -1,0 +1,127 @@
+// `distillery distill` (train a student with a registered method) and `distillery generate`
+// (draw from a student with the σ grid it was trained on).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/types.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "distill/registry.h"
+#include "io/atomic_file.h"
+#include "io/image.h"
+#include "io/tensor_file.h"
+#include "models/network_denoiser.h"
+#include "samplers/sampling.h"
+#include "teachers/teacher.h"
+
+namespace distillery {
+
+namespace {
+
+struct GenerateOptions {
+  std::string model, out, labels = "all";
+  std::optional<int64_t> steps;
+  int64_t num = 64, batch = 256;
+  uint64_t seed = 0;
+};
+
+std::filesystem::path student_file(const std::string& model) {
+  const std::filesystem::path path = std::filesystem::is_directory(model) ? std::filesystem::path(model) / "student.safetensors" : std::filesystem::path(model);
+  DISTILLERY_CHECK(std::filesystem::is_regular_file(path), Error("no student file").file(path.string())
+                                                               .expected("a student .safetensors or a distillation run directory holding student.safetensors"));
+  return path;
+}
+
+// The request a student was trained for, from its file's metadata.
+SampleRequest student_request(const std::filesystem::path& path) {
+  const auto metadata = load_tensor_file(path).metadata;
+  const auto sampler = metadata.find("student_sampler"), sigmas = metadata.find("student_sigmas");
+  DISTILLERY_CHECK(sampler != metadata.end() && sigmas != metadata.end(),
+                   Error("not a student: the file has no student_sampler / student_sigmas metadata").file(path.string())
+                       .hint("draw from teachers with `distillery sample`"));
+  SampleRequest request;
+  request.sampler = sampler->second;
+  const auto parsed = nlohmann::json::parse(sigmas->second, nullptr, false);
+  DISTILLERY_CHECK(parsed.is_array() && !parsed.empty(), Error("student_sigmas metadata is not a list of σ").file(path.string()).got(sigmas->second));
+  request.sigmas = parsed.get<std::vector<double>>();
+  request.steps = static_cast<int>(request.sigmas.size());
+  return request;
+}
+
+void write_png_folder(const std::filesystem::path& dir, const SampleResult& result, int64_t first_index) {
+  std::filesystem::create_directories(dir);
+  nlohmann::json labels = nlohmann::json::array();
+  for (int64_t i = 0; i < result.samples.size(0); ++i) {
+    const auto name = fmt::format("{:06d}.png", first_index + i);
+    write_image_grid(dir / name, result.samples.narrow(0, i, 1), 1);
+    if (result.labels.defined()) labels.push_back({name, result.labels[i].item<int64_t>()});
+  }
+  // EDM's dataset.json, so the folder is a labelled image source for `eval`.
+  if (result.labels.defined()) write_file_atomic(dir / "dataset.json", nlohmann::json{{"labels", labels}}.dump() + "\n");
+}
+
+void run_generate(const GenerateOptions& options) {
+  const auto path = student_file(options.model);
+  auto request = student_request(path);
+  DISTILLERY_CHECK(!options.steps || *options.steps == request.steps,
+                   Error("the student was trained for another number of steps").field("--steps").expected(std::to_string(request.steps))
+                       .got(std::to_string(*options.steps)));
+  const auto student = NetworkDenoiser::load(path);
+  request.num = options.num;
+  request.batch = options.batch;
+  request.seed = options.seed;
+  request.labels = student->num_classes() > 0 ? options.labels : "";
+  SampleResult result;
+  {
+    Progress progress("generate", request.num, "img");
+    result = draw_samples(*student, request, &progress);
+  }
+  const std::filesystem::path out = options.out;
+  if (!out.parent_path().empty()) std::filesystem::create_directories(out.parent_path());
+  if (out.extension() == ".png") {
+    if (student->sample_shape().size() == 3) write_image_grid(out, result.samples);
+    else write_scatter_plot(out, result.samples, {}, fmt::format("{} samples, {} NFE, seed {}", request.num, result.nfe, request.seed));
+  } else if (out.extension() == ".safetensors") {
+    std::vector<std::pair<std::string, at::Tensor>> tensors = {{"samples", result.samples}, {"noise", result.noise}};
+    if (result.labels.defined()) tensors.emplace_back("labels", result.labels);
+    save_tensor_file(out, tensors,
+                     {{"format", "distillery.samples"}, {"format_version", "1"}, {"teacher", path.string()}, {"teacher_hash", teacher_fingerprint(path.string())},
+                      {"sampler", request.sampler}, {"steps", std::to_string(request.steps)}, {"nfe", std::to_string(result.nfe)},
+                      {"seed", std::to_string(request.seed)}, {"sigmas", nlohmann::json(result.sigmas).dump()}});
+  } else {
+    DISTILLERY_CHECK(out.extension().empty() && student->sample_shape().size() == 3,
+                     Error("unsupported output").field("--out").expected("FILE.png (grid), FILE.safetensors, or a directory for one PNG per image")
+                         .got(out.string()));
+    write_png_folder(out, result, 0);
+  }
+  spdlog::info("wrote {} ({} samples, {} NFE each)", out.string(), request.num, result.nfe);
+}
+
+}  // namespace
+
+void add_distill_command(CLI::App& app) {
+  auto teacher = std::make_shared<std::string>();
+  auto* distill = app.add_subcommand("distill", "train a few-step student from a teacher with a distillation method");
+  distill->add_option("--teacher", *teacher, "the teacher: " + teacher_forms())->required();
+  add_training_options(*distill, "configs/distill/dmd2_fmnist.yaml",
+                                  [teacher](const TrainingRunOptions& o) { run_distillation(o, *teacher); });
+
+  auto options = std::make_shared<GenerateOptions>();
+  auto* generate = app.add_subcommand("generate", "draw images from a distilled student with the σ grid it was trained on");
+  generate->add_option("--model", options->model, "a student .safetensors, or a distillation run directory")->required();
+  generate->add_option("--steps", options->steps, "network evaluations per image (checked against the student's)");
+  generate->add_option("--num", options->num, "number of images")->check(CLI::PositiveNumber);
+  generate->add_option("--seed", options->seed, "image i depends only on (seed, i)");
+  generate->add_option("--labels", options->labels, "classes: all (sample i gets class i mod classes), one class (3) or a list (0,2,5)");
+  generate->add_option("--batch", options->batch, "images per network call (does not change the images)")->check(CLI::PositiveNumber);
+  generate->add_option("--out", options->out, "FILE.png (grid), FILE.safetensors (samples, noise, labels) or DIR (one PNG per image + dataset.json)")
+      ->required();
+  generate->callback([options] { run_generate(*options); });
+}
+
+}  // namespace distillery

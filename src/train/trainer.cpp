@@ -1,0 +1,312 @@
+#include "train/trainer.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adam.h>
+#include <torch/types.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/progress.h"
+#include "eval/evaluate.h"
+#include "eval/image_source.h"
+#include "eval/metrics.h"
+#include "io/image.h"
+#include "models/network_denoiser.h"
+#include "models/weights.h"
+#include "teachers/gaussian_mixture.h"
+
+namespace distillery {
+
+std::vector<int64_t> StepContext::positions(int64_t draw) const {
+  std::vector<int64_t> out(static_cast<size_t>(batch));
+  const int64_t first = ((step * draws_per_step + draw) * world_size + rank) * batch;
+  for (int64_t i = 0; i < batch; ++i) out[static_cast<size_t>(i)] = first + i;
+  return out;
+}
+
+void StepContext::update(const std::string& optimizer, const at::Tensor& loss) {
+  const auto slot = slots_.find(optimizer);
+  DISTILLERY_CHECK(slot != slots_.end(), Error(fmt::format("the method updates an optimiser it did not declare: '{}'", optimizer)));
+  if (!std::isfinite(loss.item<double>())) throw NonFiniteUpdate(optimizer + " loss");
+  auto& [name, module, adam, base_lr] = slot->second;
+  adam->zero_grad();
+  loss.backward();
+  const double norm = torch::nn::utils::clip_grad_norm_(module->parameters(), grad_clip_ > 0 ? grad_clip_ : std::numeric_limits<double>::infinity());
+  if (!std::isfinite(norm)) {
+    adam->zero_grad();
+    throw NonFiniteUpdate(optimizer + " gradient");
+  }
+  for (auto& group : adam->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(base_lr * lr_factor_);
+  adam->step();
+}
+
+void add_trainer_fields(ConfigSchema& s) {
+  s.add({"train.batch", ConfigType::Int, "samples per step (per rank)", "32"});
+  s.add({"train.steps", ConfigType::Int, "training steps", "1000"});
+  s.add({"train.warmup_steps", ConfigType::Int, "linear learning-rate warm-up", "0"});
+  s.add({"train.lr_schedule", ConfigType::String, "after warm-up: constant, or cosine decay to 0 at train.steps", "constant", false, {"constant", "cosine"}});
+  s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"});
+  s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"});
+  s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the student, half-life in generated images (0: no EMA)", "0"});
+  s.add({"train.seed", ConfigType::Int, "seed of every random draw (noise, σ, data order)", "0"});
+  s.add({"log.every", ConfigType::Int, "steps per stats.jsonl line", "10"});
+  s.add({"checkpoint.every", ConfigType::Int, "steps between checkpoints", "100"});
+  s.add({"checkpoint.keep", ConfigType::Int, "checkpoints kept", "2"});
+  s.add({"grid.every", ConfigType::Int, "steps between sample grids of the student (0: only at the end)", "500"});
+  s.add({"grid.num", ConfigType::Int, "samples in a grid", "100"});
+  s.add({"eval.every", ConfigType::Int, "steps between in-loop evaluations (0: none)", "0"});
+  s.add({"eval.num", ConfigType::Int, "samples per evaluation (fixed seed, the same every time)", "1000"});
+  s.add({"eval.seed", ConfigType::Int, "seed of the evaluation samples", "1000000"});
+  s.add({"eval.reference", ConfigType::String,
+         "reference statistics: a .npz (mu, sigma), an image source (dataset:fmnist-test), or gmm:FILE.yaml (the mixture's exact moments, raw features)",
+         "\"\""});
+  s.add({"eval.features", ConfigType::String, "features for the Fréchet distance: the domain classifier's, or the raw sample values", "fmnist", false,
+         {"fmnist", "raw"}});
+  s.add({"eval.classifier", ConfigType::String, "domain classifier weights (eval.features: fmnist)", "assets/eval/fmnist-classifier.safetensors"});
+}
+
+namespace {
+
+constexpr uint64_t kEvalStream = 2000;
+
+struct TrainerSettings {
+  int64_t batch, steps, warmup_steps, max_nonfinite, log_every, checkpoint_every, keep, grid_every, grid_num, eval_every, eval_num;
+  double grad_clip, ema_halflife_images;
+  bool cosine;
+  uint64_t seed, eval_seed;
+};
+
+TrainerSettings settings_from(const Config& c) {
+  TrainerSettings s{c.get_int("train.batch"),        c.get_int("train.steps"),     c.get_int("train.warmup_steps"),
+                    c.get_int("train.max_nonfinite"), c.get_int("log.every"),       c.get_int("checkpoint.every"),
+                    c.get_int("checkpoint.keep"),    c.get_int("grid.every"),      c.get_int("grid.num"),
+                    c.get_int("eval.every"),         c.get_int("eval.num"),        c.get_float("train.grad_clip"),
+                    c.get_float("train.ema_halflife_images"), c.get_string("train.lr_schedule") == "cosine",
+                    static_cast<uint64_t>(c.get_int("train.seed")), static_cast<uint64_t>(c.get_int("eval.seed"))};
+  for (const auto& [key, value] : {std::pair{"train.batch", s.batch}, {"train.steps", s.steps}, {"train.max_nonfinite", s.max_nonfinite},
+                                   {"log.every", s.log_every}, {"checkpoint.every", s.checkpoint_every}, {"checkpoint.keep", s.keep},
+                                   {"grid.num", s.grid_num}, {"eval.num", s.eval_num}})
+    DISTILLERY_CHECK(value > 0, Error(fmt::format("{} must be positive", key)).file(c.source()).field(key).got(std::to_string(value)));
+  return s;
+}
+
+double lr_factor(const TrainerSettings& s, int64_t step) {
+  if (step < s.warmup_steps) return static_cast<double>(step + 1) / static_cast<double>(s.warmup_steps);
+  if (!s.cosine) return 1.0;
+  const double progress = static_cast<double>(step - s.warmup_steps) / static_cast<double>(std::max<int64_t>(s.steps - s.warmup_steps, 1));
+  return 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+// Features of generated samples for the in-loop Fréchet distance, and the reference's statistics.
+class InLoopEvaluation {
+ public:
+  InLoopEvaluation(const Config& config, const std::vector<int64_t>& sample_shape) : raw_(config.get_string("eval.features") == "raw") {
+    const auto reference = config.get_string("eval.reference");
+    DISTILLERY_CHECK(!reference.empty(), Error("in-loop evaluation needs reference statistics").file(config.source()).field("eval.reference")
+                                             .expected("a .npz, dataset:fmnist-test or gmm:FILE.yaml").hint("or set eval.every=0"));
+    if (raw_) {
+      constexpr std::string_view kGmm = "gmm:";
+      DISTILLERY_CHECK(reference.starts_with(kGmm) || reference.ends_with(".npz"),
+                       Error("raw features need a mixture or a .npz as reference").field("eval.reference").got(reference));
+      if (reference.starts_with(kGmm)) {
+        const GaussianMixtureDenoiser mixture(GaussianMixtureSpec::load(reference.substr(kGmm.size())));
+        reference_ = FeatureStatistics::from_moments(mixture.mean(), mixture.covariance(), std::numeric_limits<int32_t>::max());
+      } else {
+        reference_ = FeatureStatistics::load(reference);
+      }
+      return;
+    }
+    DISTILLERY_CHECK(sample_shape.size() == 3, Error("domain features need image samples").field("eval.features").hint("use eval.features: raw"));
+    network_ = domain_feature_network(config.get_string("eval.classifier"));
+    if (reference.ends_with(".npz")) {
+      reference_ = FeatureStatistics::load(reference, network_.dims);
+    } else {
+      const auto source = open_image_source(reference, {});
+      reference_ = evaluate_source(*source, network_, false, 250, false).statistics;
+    }
+  }
+
+  // FD of `num` samples (indices 0..num−1 of `request` with its seed), and their class
+  // accuracy when the samples are labelled images.
+  nlohmann::json evaluate(Denoiser& student, SampleRequest request) {
+    BatchSampler sampler(student, request);
+    FeatureStatistics statistics;
+    double correct = 0, labelled = 0;
+    for (int64_t first = 0; first < request.num; first += request.batch) {
+      std::vector<int64_t> indices;
+      for (int64_t i = first; i < std::min(request.num, first + request.batch); ++i) indices.push_back(i);
+      const auto drawn = sampler.run(indices);
+      if (raw_) {
+        statistics.add(drawn.samples.reshape({drawn.samples.size(0), -1}).to(torch::kFloat64));
+        continue;
+      }
+      const auto images = quantize_to_uint8(drawn.samples);
+      statistics.add(network_.features(images));
+      if (drawn.labels.defined() && network_.logits) {
+        correct += classification_accuracy(network_.logits(images), drawn.labels) * static_cast<double>(indices.size());
+        labelled += static_cast<double>(indices.size());
+      }
+    }
+    nlohmann::json result = {{raw_ ? "fd_raw" : "fd_fmnist", frechet_distance(statistics, reference_)}, {"eval_num", request.num},
+                             {"eval_nfe", sampler.nfe()}};
+    if (labelled > 0) result["class_accuracy"] = correct / labelled;
+    return result;
+  }
+
+ private:
+  bool raw_;
+  FeatureNetwork network_;
+  FeatureStatistics reference_;
+};
+
+// Written into student files so `generate` walks the σ grid the student was trained on.
+std::map<std::string, std::string> student_metadata(const SampleRequest& sampling, int64_t steps) {
+  return {{"trained_steps", std::to_string(steps)}, {"student_sampler", sampling.sampler}, {"student_sigmas", nlohmann::json(sampling.sigmas).dump()}};
+}
+
+struct RunState {
+  int64_t step = 0, nonfinite_skips = 0;
+};
+
+}  // namespace
+
+void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options) {
+  const auto s = settings_from(config);
+  const auto& out = options.out_dir;
+  const auto checkpoints = out / "checkpoints", grids = out / "grids";
+  DISTILLERY_CHECK(options.resume || !std::filesystem::exists(checkpoints),
+                   Error("output directory already holds a training run").file(out.string()).hint("pass --resume to continue it, or choose another --out"));
+  std::filesystem::create_directories(checkpoints);
+  std::filesystem::create_directories(grids);
+  config.write_resolved(out);
+
+  auto& student = method.student();
+  std::unique_ptr<NetworkDenoiser> ema;
+  std::vector<std::pair<at::Tensor, at::Tensor>> ema_pairs;  // (EMA tensor, student tensor)
+  auto parts = method.checkpoint_parts();
+  if (s.ema_halflife_images > 0) {
+    ema = student.clone();
+    const auto target = module_tensors(ema->module()), source = module_tensors(student.module());
+    for (size_t i = 0; i < source.size(); ++i) ema_pairs.emplace_back(target[i].second, source[i].second);
+    parts.modules.push_back({"ema", &ema->module(), ema->file_metadata()});
+  }
+  Denoiser& shown = ema ? static_cast<Denoiser&>(*ema) : student;
+
+  StepContext context;
+  context.seed = s.seed;
+  context.batch = s.batch;
+  context.draws_per_step = method.draws_per_step();
+  context.grad_clip_ = s.grad_clip;
+  for (auto& slot : method.optimizers()) context.slots_.emplace(slot.name, slot);
+
+  RunState state;
+  if (options.resume) {
+    if (const auto saved = read_newest_checkpoint(checkpoints, parts)) {
+      const auto json = nlohmann::json::parse(*saved);
+      state.step = json.at("step").get<int64_t>();
+      state.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
+      spdlog::info("resuming {} from step {}", out.string(), state.step);
+    }
+  }
+  const bool writes = context.rank == 0;
+  std::optional<StatsLog> stats;
+  if (writes) stats.emplace(out / "stats.jsonl", state.step);
+
+  std::optional<InLoopEvaluation> evaluation;
+  if (s.eval_every > 0) evaluation.emplace(config, student.sample_shape());
+  const auto sampling_for = [&](uint64_t seed, int64_t num) {
+    auto request = method.student_sampling();
+    request.seed = seed;
+    request.num = num;
+    request.labels = student.num_classes() > 0 ? "all" : "";
+    return request;
+  };
+  const auto write_grid = [&](int64_t step) {
+    const auto samples = draw_samples(shown, sampling_for(s.seed, s.grid_num)).samples;
+    const auto path = grids / fmt::format("grid-step-{:07d}.png", step);
+    const auto shape = student.sample_shape();
+    if (shape.size() == 3) write_image_grid(path, samples, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(s.grid_num)))));
+    else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("student samples at step {}", step));
+  };
+
+  // The starting point of the FD-vs-step curve.
+  if (evaluation && writes && state.step == 0) {
+    auto line = nlohmann::json{{"step", 0}};
+    line.update(evaluation->evaluate(shown, sampling_for(s.eval_seed, s.eval_num)));
+    stats->write(line.dump());
+  }
+
+  const double ema_beta = ema ? std::pow(0.5, static_cast<double>(s.batch * context.world_size) / s.ema_halflife_images) : 0.0;
+  std::map<std::string, double> sums;
+  int64_t counted = 0, interval_steps = 0, consecutive_nonfinite = 0;
+  auto interval_start = std::chrono::steady_clock::now();
+  Progress progress("distill", s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
+  for (int64_t step = state.step; step < s.steps; ++step) {
+    // Dropout and any other torch-internal randomness: a function of (seed, step) too.
+    torch::manual_seed(fnv1a64(fmt::format("{}:step:{}", s.seed, step)));
+    context.step = step;
+    context.lr_factor_ = lr_factor(s, step);
+    try {
+      const auto values = method.step(context);
+      for (const auto& [name, value] : values) sums[name] += value;
+      ++counted;
+      consecutive_nonfinite = 0;
+      torch::NoGradGuard no_grad;
+      for (auto& [target, source] : ema_pairs) target.lerp_(source, 1.0 - ema_beta);
+    } catch (const NonFiniteUpdate& e) {
+      ++state.nonfinite_skips;
+      spdlog::warn("step {}: non-finite {}; the update is skipped", step, e.what());
+      DISTILLERY_CHECK(++consecutive_nonfinite < s.max_nonfinite,
+                       Error(fmt::format("{} consecutive steps with non-finite updates (last: {}) at step {}; stopping, the last checkpoint is kept",
+                                         consecutive_nonfinite, e.what(), step))
+                           .hint("lower the learning rates or check the teacher and data"));
+    }
+    state.step = step + 1;
+    ++interval_steps;
+    progress.advance();
+    if (!writes) continue;
+
+    const bool last = state.step == s.steps;
+    nlohmann::json line;
+    const bool logged = state.step % s.log_every == 0 || last;
+    if (logged) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
+      line = {{"step", state.step},
+              {"images", state.step * s.batch * context.world_size},
+              {"lr_factor", lr_factor(s, step)},
+              {"nonfinite_skips", state.nonfinite_skips},
+              {"sec_per_step", seconds / static_cast<double>(interval_steps)},
+              {"timestamp", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}};
+      for (const auto& [name, sum] : sums) line[name] = counted ? sum / static_cast<double>(counted) : NAN;
+      sums.clear();
+      counted = interval_steps = 0;
+    }
+    if (evaluation && (state.step % s.eval_every == 0 || last)) {
+      const auto result = evaluation->evaluate(shown, sampling_for(s.eval_seed, s.eval_num));
+      if (line.is_null()) line = {{"step", state.step}};
+      line.update(result);
+    }
+    if (!line.is_null()) stats->write(line.dump());
+    if (state.step % s.checkpoint_every == 0 || last)
+      write_checkpoint(checkpoints, state.step, parts, nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump(), s.keep);
+    if ((s.grid_every > 0 && state.step % s.grid_every == 0) || last) write_grid(state.step);
+    // Timing excludes evaluation, checkpoints and grids.
+    if (logged) interval_start = std::chrono::steady_clock::now();
+  }
+  progress.finish();
+  if (writes) {
+    const auto sampling = method.student_sampling();
+    (ema ? *ema : student).save(out / "student.safetensors", student_metadata(sampling, state.step));
+    spdlog::info("wrote {}", (out / "student.safetensors").string());
+  }
+}
+
+}  // namespace distillery

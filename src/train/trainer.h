@@ -1,0 +1,93 @@
+// defines: TrainingMethod, StepContext, OptimizerSlot, NonFiniteUpdate, add_trainer_fields, run_trainer
+// The loop every distillation method plugs into. A method owns its networks and optimisers
+// and performs one training step; the trainer owns everything around it: the step counter,
+// learning-rate schedule, gradient clipping, the non-finite guard, the student's EMA,
+// checkpoints with exact resume, stats.jsonl, sample grids, in-loop evaluation and the
+// progress bar. It is rank-aware: every random draw is a function of (seed, global sample
+// position), positions are split by rank, and only rank 0 writes.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "samplers/sampling.h"
+#include "train/checkpoint.h"
+#include "train/run_options.h"
+
+namespace distillery {
+
+class Config;
+class ConfigSchema;
+class NetworkDenoiser;
+
+// An optimiser a method updates through StepContext::update; `base_lr` is the rate after
+// warm-up, which the schedule scales.
+struct OptimizerSlot {
+  std::string name;
+  torch::nn::Module* module;
+  torch::optim::Adam* optimizer;
+  double base_lr;
+};
+
+// Thrown by StepContext::update when a loss or gradient is not finite; the trainer skips the
+// rest of the step and counts it. Updates applied earlier in the step (a critic's) stay.
+struct NonFiniteUpdate : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class TrainingMethod;
+class StepContext;
+void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options);
+
+class StepContext {
+ public:
+  int64_t step = 0;        // 0-based index of this step
+  uint64_t seed = 0;
+  int64_t batch = 0;       // rows per rank
+  int64_t rank = 0, world_size = 1;
+
+  // The global sample positions of this rank's rows for the `draw`-th independent batch of
+  // the step (a method drawing several batches per step numbers them 0..draws_per_step−1).
+  // Noise keyed by these positions is the same whatever the number of ranks.
+  std::vector<int64_t> positions(int64_t draw = 0) const;
+  int64_t draws_per_step = 1;
+
+  // zero_grad, backward, clip to train.grad_clip, learning-rate schedule, Adam step — or
+  // NonFiniteUpdate before anything is changed.
+  void update(const std::string& optimizer, const at::Tensor& loss);
+
+ private:
+  friend void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options);
+  std::map<std::string, OptimizerSlot> slots_;
+  double lr_factor_ = 1.0, grad_clip_ = 0.0;
+};
+
+class TrainingMethod {
+ public:
+  virtual ~TrainingMethod() = default;
+  // The student: grids, evaluation and the EMA are of it; it is saved as student.safetensors.
+  virtual NetworkDenoiser& student() = 0;
+  // How the student generates (sampler, steps, σ range) for grids and evaluation.
+  virtual SampleRequest student_sampling() const = 0;
+  // Every module and optimiser whose state a checkpoint must hold (the trainer adds the EMA).
+  virtual CheckpointModules checkpoint_parts() = 0;
+  virtual std::vector<OptimizerSlot> optimizers() = 0;
+  // Independent noise batches the method draws per step (for StepContext::positions).
+  virtual int64_t draws_per_step() const { return 1; }
+  // One training step; returns named scalars that stats.jsonl averages over log intervals.
+  virtual std::map<std::string, double> step(StepContext& context) = 0;
+};
+
+// train.*, log.*, checkpoint.*, grid.* and eval.* keys.
+void add_trainer_fields(ConfigSchema& schema);
+
+// Runs `method` to train.steps in options.out_dir (resuming when asked); writes
+// student.safetensors (the EMA when train.ema_halflife_images > 0) at the end.
+void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options);
+
+}  // namespace distillery

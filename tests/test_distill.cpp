@@ -1,0 +1,267 @@
+// Distillation: DMD2 against the analytic mixture, its distribution-matching gradient in
+// closed form, the shared trainer (exact resume, the non-finite guard) and `generate`.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <set>
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "distill/dmd2.h"
+#include "distill/registry.h"
+#include "io/tensor_file.h"
+#include "models/network_denoiser.h"
+#include "teachers/gaussian_mixture.h"
+#include "train/trainer.h"
+#include "test_support.h"
+
+namespace distillery {
+namespace {
+
+std::string file_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::vector<nlohmann::json> stats_lines(const std::filesystem::path& run) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(run / "stats.jsonl");
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+// A DMD2 recipe for the tests' three-mode mixture: MLP generator and critic from scratch.
+struct MixtureRun {
+  std::filesystem::path dir;
+  std::string teacher;
+  TrainingRunOptions options;
+};
+
+MixtureRun mixture_run(const std::filesystem::path& dir, const std::string& name, int64_t steps, std::vector<std::string> overrides = {}) {
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  const auto recipe = dir / (name + ".yaml");
+  std::ofstream(recipe) << fmt::format(R"(
+method: dmd2
+student: {{init: scratch}}
+model: {{kind: mlp, shape: [2], hidden: 64, layers: 2, num_classes: 0}}
+precond: {{sigma_data: 1.5}}
+dmd2: {{generator_lr: 1.0e-3, critic_lr: 1.0e-3, critic_steps: 3}}
+train: {{batch: 128, steps: {}}}
+eval: {{every: {}, num: 1000, reference: "gmm:{}", features: raw}}
+grid: {{every: 0, num: 500}}
+log: {{every: 1}}
+checkpoint: {{every: 3}}
+)",
+                                       steps, steps, (dir / "three_modes.yaml").string());
+  MixtureRun run{dir, "gmm:" + (dir / "three_modes.yaml").string(), {}};
+  run.options.config_file = recipe;
+  run.options.out_dir = dir / name;
+  run.options.show_progress = false;
+  run.options.overrides = std::move(overrides);
+  return run;
+}
+
+TEST(Dmd2, OneStepStudentOfTheMixtureCutsItsFrechetDistanceFivefold) {
+  const auto dir = testing::scratch_dir();
+  auto run = mixture_run(dir, "run", 300);
+  run_distillation(run.options, run.teacher);
+  const auto lines = stats_lines(run.options.out_dir);
+  const double before = lines.front().at("fd_raw"), after = lines.back().at("fd_raw");
+  std::printf("FD (raw, vs the mixture's moments): step 0 %.4f, step 300 %.4f\n", before, after);
+  EXPECT_EQ(lines.front().at("step"), 0);
+  EXPECT_EQ(lines.back().at("eval_nfe"), 1);
+  EXPECT_LT(after, before / 5);
+  // The student file generates in one step from the saved σ grid.
+  const auto metadata = load_tensor_file(run.options.out_dir / "student.safetensors").metadata;
+  EXPECT_EQ(metadata.at("student_sampler"), "multistep");
+  EXPECT_EQ(nlohmann::json::parse(metadata.at("student_sigmas")), nlohmann::json::array({80.0}));
+}
+
+TEST(Dmd2, DistributionMatchingGradientEqualsItsClosedFormForGaussians) {
+  // Real data N(μr, sr²·I), the generator's N(μf, sf²·I): both denoisers are exact,
+  // D(x_t; σ) = μ + s²/(s² + σ²)·(x_t − μ).
+  const auto spec = [](double mean_x, double mean_y, double std) {
+    return GaussianMixtureSpec::parse(fmt::format("dim: 2\nweights: [1]\nmeans: [[{}, {}]]\nstds: [{}]\n", mean_x, mean_y, std), "gaussian");
+  };
+  GaussianMixtureDenoiser real(spec(1.0, -0.5, 0.7)), fake(spec(-0.3, 0.4, 1.3));
+  torch::manual_seed(3);
+  const auto x = torch::randn({16, 2}, torch::kFloat64).requires_grad_(true);
+  const auto sigma = torch::rand({16}, torch::kFloat64) * 5 + 0.05;
+  const auto noisy = x.detach() + sigma.unsqueeze(1) * torch::randn({16, 2}, torch::kFloat64);
+  const auto loss = distribution_matching_loss(x, real.denoise(noisy, sigma, {}), fake.denoise(noisy, sigma, {}));
+  loss.backward();
+
+  const auto closed = [&](double mx, double my, double s) {
+    const auto mean = torch::tensor({mx, my}, torch::kFloat64);
+    return mean + (s * s / (s * s + sigma.square())).unsqueeze(1) * (noisy - mean);
+  };
+  const auto d_real = closed(1.0, -0.5, 0.7), d_fake = closed(-0.3, 0.4, 1.3);
+  const auto direction = (d_fake - d_real) / (x.detach() - d_real).abs().mean(1, true);
+  const auto expected_gradient = direction / static_cast<double>(x.numel());
+  EXPECT_LT((x.grad() - expected_gradient).abs().max().item<double>(), 1e-12 * expected_gradient.abs().max().item<double>() + 1e-15);
+  EXPECT_NEAR(loss.item<double>(), 0.5 * direction.square().mean().item<double>(), 1e-12);
+  // Descending the loss moves x towards the real denoiser's estimate and away from the fake's.
+  EXPECT_GT(((d_real - d_fake) * -x.grad()).sum().item<double>(), 0);
+}
+
+TEST(Trainer, StopAndResumeEqualsUninterruptedBitForBit) {
+  const auto dir = testing::scratch_dir();
+  // A two-step student: backward simulation and the multistep sampler's fresh noise included.
+  const std::vector<std::string> two_steps = {"student.sigmas=[80.0, 1.0]", "model.hidden=32", "dmd2.critic_steps=2", "train.batch=16",
+                                              "train.ema_halflife_images=50", "eval.every=3", "eval.num=200"};
+  auto straight = mixture_run(dir, "straight", 6, two_steps);
+  auto resumed = mixture_run(dir, "resumed", 6, two_steps);
+  run_distillation(straight.options, straight.teacher);
+  auto first_half = resumed.options;
+  first_half.overrides.push_back("train.steps=3");
+  run_distillation(first_half, resumed.teacher);
+  // What a kill leaves behind: a torn stats line and a half-written checkpoint.
+  std::ofstream(dir / "resumed/stats.jsonl", std::ios::app) << "{\"step\": 4, \"dm_lo";
+  std::filesystem::create_directories(dir / "resumed/checkpoints/.step-0000004.tmp.1");
+  auto second_half = resumed.options;
+  second_half.resume = true;
+  run_distillation(second_half, resumed.teacher);
+  for (const char* file : {"generator.safetensors", "critic.safetensors", "generator_optimizer.safetensors", "critic_optimizer.safetensors",
+                           "ema.safetensors", "state.json"})
+    EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000006" / file), file_bytes(dir / "resumed/checkpoints/step-0000006" / file)) << file;
+  EXPECT_EQ(file_bytes(dir / "straight/student.safetensors"), file_bytes(dir / "resumed/student.safetensors"));
+  const auto a = stats_lines(dir / "straight"), b = stats_lines(dir / "resumed");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    for (const char* key : {"step", "dm_loss", "critic_loss", "fd_raw"})
+      EXPECT_EQ(a[i].value(key, nlohmann::json()), b[i].value(key, nlohmann::json())) << key << " line " << i;
+}
+
+// A method whose loss is NaN at chosen steps: the guard's behaviour without a real model.
+class ScriptedMethod final : public TrainingMethod {
+ public:
+  explicit ScriptedMethod(std::set<int64_t> nan_steps)
+      : student_(MLPConfig{.shape = {2}, .hidden = 8, .layers = 1}), nan_steps_(std::move(nan_steps)),
+        optimizer_(student_.module().parameters(), torch::optim::AdamOptions(1e-2)) {}
+  NetworkDenoiser& student() override { return student_; }
+  SampleRequest student_sampling() const override {
+    SampleRequest request;
+    request.sampler = "multistep";
+    request.sigmas = {80.0};
+    return request;
+  }
+  CheckpointModules checkpoint_parts() override { return {{{"model", &student_.module()}}, {{"optimizer", &student_.module(), &optimizer_}}}; }
+  std::vector<OptimizerSlot> optimizers() override { return {{"model", &student_.module(), &optimizer_, 1e-2}}; }
+  std::map<std::string, double> step(StepContext& context) override {
+    const auto x = torch::randn({4, 2});
+    auto loss = student_.denoise(x, torch::ones({4}), {}).square().mean();
+    if (nan_steps_.count(context.step)) loss = loss * std::numeric_limits<double>::quiet_NaN();
+    context.update("model", loss);
+    return {{"loss", loss.item<double>()}};
+  }
+
+ private:
+  NetworkDenoiser student_;
+  std::set<int64_t> nan_steps_;
+  torch::optim::Adam optimizer_;
+};
+
+Config scripted_config(int64_t steps) {
+  static const ConfigSchema schema = [] {
+    ConfigSchema s;
+    add_trainer_fields(s);
+    return s;
+  }();
+  return Config::parse(schema, fmt::format("train: {{steps: {}, max_nonfinite: 3}}\nlog: {{every: 1}}\ncheckpoint: {{every: 2}}\ngrid: {{every: 0, num: 4}}\n", steps),
+                       "scripted");
+}
+
+TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
+  const auto dir = testing::scratch_dir();
+  ScriptedMethod method({2, 5});
+  TrainingRunOptions options;
+  options.out_dir = dir / "run";
+  options.show_progress = false;
+  run_trainer(method, scripted_config(8), options);
+  const auto lines = stats_lines(options.out_dir);
+  ASSERT_EQ(lines.size(), 8u);
+  EXPECT_EQ(lines[1].at("nonfinite_skips"), 0);
+  EXPECT_EQ(lines[2].at("nonfinite_skips"), 1);
+  EXPECT_EQ(lines[7].at("nonfinite_skips"), 2);
+  // A step that was skipped has no method statistics; every logged loss is finite.
+  EXPECT_FALSE(lines[2].contains("loss"));
+  EXPECT_TRUE(std::isfinite(lines[3].at("loss").get<double>()));
+  const auto weights = load_tensor_file(options.out_dir / "student.safetensors");
+  for (const auto& [name, tensor] : weights.tensors) EXPECT_TRUE(torch::isfinite(tensor).all().item<bool>()) << name;
+}
+
+TEST(Trainer, ConsecutiveNonFiniteStepsStopAndKeepTheLastGoodCheckpoint) {
+  const auto dir = testing::scratch_dir();
+  ScriptedMethod method({4, 5, 6});
+  TrainingRunOptions options;
+  options.out_dir = dir / "run";
+  options.show_progress = false;
+  try {
+    run_trainer(method, scripted_config(10), options);
+    FAIL() << "three consecutive non-finite steps must stop the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("3 consecutive steps with non-finite updates"), std::string::npos) << e.what();
+  }
+  // Skipped updates change nothing: the checkpoint written between the bad steps (6) holds the
+  // weights and optimiser state of the last good one (4), finite; no student file is written.
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_EQ(file_bytes(dir / "run/checkpoints/step-0000004" / file), file_bytes(dir / "run/checkpoints/step-0000006" / file)) << file;
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoints/step-0000008"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/student.safetensors"));
+  for (const auto& [name, tensor] : load_tensor_file(dir / "run/checkpoints/step-0000006/model.safetensors").tensors)
+    EXPECT_TRUE(torch::isfinite(tensor).all().item<bool>()) << name;
+}
+
+TEST(Generate, SameSeedAndIndexGiveTheSameImageWhateverTheBatch) {
+  const auto dir = testing::scratch_dir();
+  auto run = mixture_run(dir, "run", 2, {"student.sigmas=[80.0, 2.0, 0.5]", "eval.every=0"});
+  run_distillation(run.options, run.teacher);
+  const auto student = (dir / "run").string();
+  for (const auto& [batch, out] : {std::pair{"3", "a.safetensors"}, {"7", "b.safetensors"}}) {
+    const auto result = testing::run_command(fmt::format("{} generate --model {} --num 7 --seed 5 --batch {} --out {}", testing::kCli, student, batch,
+                                                         (dir / out).string()));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+  }
+  const auto a = load_tensor_file(dir / "a.safetensors"), b = load_tensor_file(dir / "b.safetensors");
+  EXPECT_TRUE(torch::equal(a.get("noise"), b.get("noise")));
+  // Equal up to float rounding: the CPU's matrix kernels block their sums by batch size.
+  EXPECT_TRUE(torch::allclose(a.get("samples"), b.get("samples"), 1e-5, 1e-6)) << (a.get("samples") - b.get("samples")).abs().max();
+  EXPECT_EQ(a.metadata.at("nfe"), "3");
+  // A different seed gives different images; --steps must match the student's.
+  ASSERT_EQ(testing::run_command(fmt::format("{} generate --model {} --num 7 --seed 6 --out {}", testing::kCli, student, (dir / "c.safetensors").string()))
+                .exit_code, 0);
+  EXPECT_FALSE(torch::equal(a.get("samples"), load_tensor_file(dir / "c.safetensors").get("samples")));
+  const auto wrong = testing::run_command(fmt::format("{} generate --model {} --steps 1 --out {}", testing::kCli, student, (dir / "d.png").string()));
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.output.find("trained for another number of steps"), std::string::npos) << wrong.output;
+}
+
+TEST(Distill, RecipeAndTeacherProblemsAreNamed) {
+  const auto dir = testing::scratch_dir();
+  auto run = mixture_run(dir, "run", 2);
+  int attempt = 0;
+  const auto expect_error = [&](const std::vector<std::string>& overrides, const std::string& teacher, const std::string& phrase) {
+    auto options = run.options;
+    options.overrides = overrides;
+    options.out_dir = dir / ("attempt" + std::to_string(++attempt));
+    try {
+      run_distillation(options, teacher);
+      ADD_FAILURE() << "expected an error containing '" << phrase << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(phrase), std::string::npos) << e.what();
+    }
+  };
+  expect_error({"method=dmd3"}, run.teacher, "dmd2");
+  expect_error({"dmd2.critic_step=2"}, run.teacher, "dmd2.critic_steps");
+  expect_error({"student.init=teacher"}, run.teacher, "needs a trained network teacher");
+  expect_error({"model.shape=[3]"}, run.teacher, "does not fit the teacher");
+  expect_error({"dmd2.regression_weight=1"}, run.teacher, "trajectory store");
+  expect_error({"dmd2.dm_range=[0.5, 0.2]"}, run.teacher, "dmd2.dm_range");
+}
+
+}  // namespace
+}  // namespace distillery
