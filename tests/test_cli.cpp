@@ -39,7 +39,7 @@ TEST(Cli, HelpListsCommands) {
   EXPECT_EQ(result.exit_code, 0);
   EXPECT_NE(result.output.find("sample"), std::string::npos) << result.output;
   const auto sample_help = run_command(kCli + " sample --help");
-  EXPECT_NE(sample_help.output.find("{euler,heun,dpmpp-2m,ddim,edm-stochastic}=heun"), std::string::npos) << sample_help.output;
+  EXPECT_NE(sample_help.output.find("{euler,heun,dpmpp-2m,ddim,edm-stochastic,multistep}=heun"), std::string::npos) << sample_help.output;
   EXPECT_NE(sample_help.output.find("{karras,uniform-t,loglinear}=karras"), std::string::npos);
 }
 
@@ -97,7 +97,7 @@ TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
   const auto dir = testing::scratch_dir();
   std::ofstream(dir / "typo.yaml") << "dim: 2\nweights: [1]\nmean: [[0, 0]]\nstds: [1]\n";
   const std::vector<BadInvocation> cases = {
-      {"unknown sampler", "--teacher " + kGmm2d + " --sampler rk45 --out x.safetensors", "rk45 not in {euler,heun,dpmpp-2m,ddim,edm-stochastic}"},
+      {"unknown sampler", "--teacher " + kGmm2d + " --sampler rk45 --out x.safetensors", "rk45 not in {euler,heun,dpmpp-2m,ddim,edm-stochastic,multistep}"},
       {"unknown teacher form", "--teacher model.bin --out x.safetensors", "unrecognised teacher 'model.bin'"},
       {"missing spec file", "--teacher gmm:/nonexistent/g.yaml --out x.safetensors", "file: /nonexistent/g.yaml"},
       {"typo in spec", "--teacher gmm:" + (dir / "typo.yaml").string() + " --out x.safetensors", "did you mean 'means'?"},

@@ -104,7 +104,9 @@ TEST(Samplers, NfeAndObserverSeeEveryState) {
         }
       } recorder;
       const auto sampler = make_sampler(name);
-      sampler->run(counting, torch::randn({3, 2}) * 80, make_sigmas({}, steps), {}, &recorder);
+      // Sample indices for the solvers that draw fresh noise (multistep).
+      const SampleContext context{{}, 0, {0, 1, 2}};
+      sampler->run(counting, torch::randn({3, 2}) * 80, make_sigmas({}, steps), context, &recorder);
       EXPECT_EQ(counting.calls, sampler->nfe(steps)) << name << " " << steps;
       std::vector<int64_t> all(static_cast<size_t>(steps) + 1);
       std::iota(all.begin(), all.end(), 0);

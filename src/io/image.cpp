@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/types.h>
 
+#include <array>
 #include <cmath>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -50,6 +51,48 @@ void write_image_grid(const std::filesystem::path& path, const at::Tensor& image
   write_png(path, mat);
 }
 
+namespace {
+
+// A white canvas with a boxed plot area, grid lines and tick labels for the given ranges;
+// `to_pixel` maps data coordinates (y on a log10 scale when asked) into it.
+class PlotFrame {
+ public:
+  static constexpr int kWidth = 800, kHeight = 800, kMargin = 70;
+
+  PlotFrame(double x0, double x_span, double y0, double y_span, const std::string& title, bool log_y = false)
+      : canvas(kHeight, kWidth, CV_8UC3, cv::Scalar(255, 255, 255)), x0_(x0), x_span_(x_span), y0_(y0), y_span_(y_span), log_y_(log_y) {
+    const cv::Scalar grey(200, 200, 200), black(0, 0, 0);
+    const double x_step = tick_step(0, x_span, 6), y_step = tick_step(0, y_span, 6);
+    for (double t = std::ceil(x0 / x_step) * x_step; t <= x0 + x_span; t += x_step) {
+      const int px = axis_x(t);
+      cv::line(canvas, {px, kMargin}, {px, kHeight - kMargin}, grey, 1);
+      cv::putText(canvas, fmt::format("{:g}", std::abs(t) < x_step / 2 ? 0.0 : t), {px - 15, kHeight - kMargin + 22}, cv::FONT_HERSHEY_SIMPLEX, 0.45,
+                  black, 1, cv::LINE_AA);
+    }
+    for (double t = std::ceil(y0 / y_step) * y_step; t <= y0 + y_span; t += y_step) {
+      const int py = axis_y(t);
+      cv::line(canvas, {kMargin, py}, {kWidth - kMargin, py}, grey, 1);
+      const double value = log_y ? std::pow(10.0, t) : (std::abs(t) < y_step / 2 ? 0.0 : t);
+      cv::putText(canvas, fmt::format("{:.3g}", value), {8, py + 5}, cv::FONT_HERSHEY_SIMPLEX, 0.45, black, 1, cv::LINE_AA);
+    }
+    cv::rectangle(canvas, {kMargin, kMargin}, {kWidth - kMargin, kHeight - kMargin}, black, 1);
+    cv::putText(canvas, title, {kMargin, kMargin - 25}, cv::FONT_HERSHEY_SIMPLEX, 0.55, black, 1, cv::LINE_AA);
+  }
+
+  cv::Point to_pixel(double x, double y) const { return {axis_x(x), axis_y(log_y_ ? std::log10(y) : y)}; }
+
+  cv::Mat canvas;
+
+ private:
+  int axis_x(double x) const { return kMargin + static_cast<int>(std::lround((x - x0_) / x_span_ * (kWidth - 2 * kMargin))); }
+  int axis_y(double y) const { return kHeight - kMargin - static_cast<int>(std::lround((y - y0_) / y_span_ * (kHeight - 2 * kMargin))); }
+
+  double x0_, x_span_, y0_, y_span_;
+  bool log_y_;
+};
+
+}  // namespace
+
 void write_scatter_plot(const std::filesystem::path& path, const at::Tensor& points, const at::Tensor& markers,
                         const std::string& title) {
   check_shape(points, {kAnySize, 2}, "points for a scatter plot");
@@ -62,39 +105,48 @@ void write_scatter_plot(const std::filesystem::path& path, const at::Tensor& poi
   const auto lo = std::get<0>(all.min(0)), hi = std::get<0>(all.max(0));
   const double span = std::max({(hi - lo).max().item<double>() * 1.1, 1e-6});
   const double cx = (lo[0].item<double>() + hi[0].item<double>()) / 2, cy = (lo[1].item<double>() + hi[1].item<double>()) / 2;
-  const double x0 = cx - span / 2, y0 = cy - span / 2;
-
-  constexpr int kSize = 800, kMargin = 70;
-  constexpr int kPlot = kSize - 2 * kMargin;
-  cv::Mat canvas(kSize, kSize, CV_8UC3, cv::Scalar(255, 255, 255));
-  auto to_pixel = [&](double x, double y) {
-    return cv::Point(kMargin + static_cast<int>(std::lround((x - x0) / span * kPlot)),
-                     kSize - kMargin - static_cast<int>(std::lround((y - y0) / span * kPlot)));
-  };
-  const double step = tick_step(0, span, 6);
-  const cv::Scalar grey(200, 200, 200), black(0, 0, 0);
-  for (double t = std::ceil(x0 / step) * step; t <= x0 + span; t += step) {
-    const int px = to_pixel(t, y0).x;
-    cv::line(canvas, {px, kMargin}, {px, kSize - kMargin}, grey, 1);
-    cv::putText(canvas, fmt::format("{:g}", std::abs(t) < step / 2 ? 0.0 : t), {px - 15, kSize - kMargin + 22}, cv::FONT_HERSHEY_SIMPLEX, 0.45, black, 1, cv::LINE_AA);
-  }
-  for (double t = std::ceil(y0 / step) * step; t <= y0 + span; t += step) {
-    const int py = to_pixel(x0, t).y;
-    cv::line(canvas, {kMargin, py}, {kSize - kMargin, py}, grey, 1);
-    cv::putText(canvas, fmt::format("{:g}", std::abs(t) < step / 2 ? 0.0 : t), {8, py + 5}, cv::FONT_HERSHEY_SIMPLEX, 0.45, black, 1, cv::LINE_AA);
-  }
-  cv::rectangle(canvas, {kMargin, kMargin}, {kSize - kMargin, kSize - kMargin}, black, 1);
+  PlotFrame frame(cx - span / 2, span, cy - span / 2, span, title);
+  auto& canvas = frame.canvas;
 
   // Translucent dots so density shows where points pile up.
   cv::Mat dots = canvas.clone();
   const double* xy = p.data_ptr<double>();
-  for (int64_t i = 0; i < p.size(0); ++i) cv::circle(dots, to_pixel(xy[2 * i], xy[2 * i + 1]), 2, cv::Scalar(180, 90, 20), cv::FILLED, cv::LINE_AA);
+  for (int64_t i = 0; i < p.size(0); ++i) cv::circle(dots, frame.to_pixel(xy[2 * i], xy[2 * i + 1]), 2, cv::Scalar(180, 90, 20), cv::FILLED, cv::LINE_AA);
   cv::addWeighted(dots, 0.6, canvas, 0.4, 0, canvas);
   const double* mk = m.data_ptr<double>();
   for (int64_t k = 0; k < m.size(0); ++k)
-    cv::drawMarker(canvas, to_pixel(mk[2 * k], mk[2 * k + 1]), cv::Scalar(30, 30, 220), cv::MARKER_CROSS, 18, 2, cv::LINE_AA);
-  cv::putText(canvas, title, {kMargin, kMargin - 25}, cv::FONT_HERSHEY_SIMPLEX, 0.55, black, 1, cv::LINE_AA);
+    cv::drawMarker(canvas, frame.to_pixel(mk[2 * k], mk[2 * k + 1]), cv::Scalar(30, 30, 220), cv::MARKER_CROSS, 18, 2, cv::LINE_AA);
   write_png(path, canvas);
+}
+
+void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y) {
+  double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
+  for (const auto& s : series) {
+    DISTILLERY_CHECK(s.x.size() == s.y.size(), Error("a plotted series needs as many x as y values").file(path.string()).field(s.name));
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      DISTILLERY_CHECK(std::isfinite(s.x[i]) && std::isfinite(s.y[i]) && (!log_y || s.y[i] > 0),
+                       Error("plotted values must be finite (and positive on a log scale)").file(path.string()).field(s.name));
+      const double y = log_y ? std::log10(s.y[i]) : s.y[i];
+      x_lo = std::min(x_lo, s.x[i]), x_hi = std::max(x_hi, s.x[i]), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
+    }
+  }
+  DISTILLERY_CHECK(std::isfinite(x_lo), Error("nothing to plot").file(path.string()));
+  const double x_span = std::max(x_hi - x_lo, 1e-9) * 1.05, y_span = std::max(y_hi - y_lo, 1e-9) * 1.1;
+  PlotFrame frame(x_lo - 0.025 * x_span, x_span, y_lo - 0.05 * y_span, y_span, title, log_y);
+  const std::array<cv::Scalar, 4> colours = {cv::Scalar(180, 90, 20), cv::Scalar(30, 30, 220), cv::Scalar(40, 150, 40), cv::Scalar(150, 40, 150)};
+  for (size_t k = 0; k < series.size(); ++k) {
+    const auto colour = colours[k % colours.size()];
+    const auto& s = series[k];
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      const auto point = frame.to_pixel(s.x[i], s.y[i]);
+      cv::circle(frame.canvas, point, 4, colour, cv::FILLED, cv::LINE_AA);
+      if (i > 0) cv::line(frame.canvas, frame.to_pixel(s.x[i - 1], s.y[i - 1]), point, colour, 2, cv::LINE_AA);
+    }
+    const int legend_y = PlotFrame::kMargin + 25 + 22 * static_cast<int>(k);
+    cv::line(frame.canvas, {PlotFrame::kWidth - 260, legend_y - 5}, {PlotFrame::kWidth - 230, legend_y - 5}, colour, 3, cv::LINE_AA);
+    cv::putText(frame.canvas, s.name, {PlotFrame::kWidth - 222, legend_y}, cv::FONT_HERSHEY_SIMPLEX, 0.5, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
+  }
+  write_png(path, frame.canvas);
 }
 
 }  // namespace distillery

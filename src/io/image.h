@@ -1,12 +1,13 @@
-// defines: quantize_to_uint8, write_image_grid, write_scatter_plot
+// defines: quantize_to_uint8, write_image_grid, write_scatter_plot, PlotSeries, write_line_plot
 // PNG output for people to look at: image grids for image-shaped samples and scatter plots
-// for 2-D points.
+// for 2-D points, line plots for curves (FD against training step).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace distillery {
 
@@ -19,5 +20,17 @@ void write_image_grid(const std::filesystem::path& path, const at::Tensor& image
 // points: [N, 2]; optional markers: [K, 2] (e.g. the mixture's means), drawn as crosses.
 void write_scatter_plot(const std::filesystem::path& path, const at::Tensor& points, const at::Tensor& markers,
                         const std::string& title);
+
+}  // namespace distillery
+
+namespace distillery {
+
+struct PlotSeries {
+  std::string name;  // shown in the legend
+  std::vector<double> x, y;
+};
+
+// Each series as points joined by lines, with a legend; y on a log10 scale when asked.
+void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y = false);
 
 }  // namespace distillery

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -167,9 +168,27 @@ class InLoopEvaluation {
   FeatureStatistics reference_;
 };
 
+// fd_vs_step.png from the evaluations logged in stats.jsonl so far (log scale: FD falls by
+// orders of magnitude).
+void plot_evaluations(const std::filesystem::path& out) {
+  PlotSeries series{"student", {}, {}};
+  std::string metric;
+  std::ifstream in(out / "stats.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto entry = nlohmann::json::parse(line, nullptr, false);
+    for (const char* key : {"fd_fmnist", "fd_raw"})
+      if (entry.is_object() && entry.contains(key) && entry[key].is_number() && entry[key].get<double>() > 0) {
+        series.x.push_back(entry.at("step").get<double>());
+        series.y.push_back(entry[key].get<double>());
+        metric = key;
+      }
+  }
+  if (!series.x.empty()) write_line_plot(out / "fd_vs_step.png", {series}, fmt::format("{} of the student against training step", metric), true);
+}
+
 // Written into student files so `generate` walks the σ grid the student was trained on.
-std::map<std::string, std::string> student_metadata(const SampleRequest& sampling, int64_t steps) {
-  return {{"trained_steps", std::to_string(steps)}, {"student_sampler", sampling.sampler}, {"student_sigmas", nlohmann::json(sampling.sigmas).dump()}};
+std::map<std::string, std::string> student_metadata(const SampleRequest& sampling) {
+  return {{"student_sampler", sampling.sampler}, {"student_sigmas", nlohmann::json(sampling.sigmas).dump()}};
 }
 
 struct RunState {
@@ -198,6 +217,10 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     for (size_t i = 0; i < source.size(); ++i) ema_pairs.emplace_back(target[i].second, source[i].second);
     parts.modules.push_back({"ema", &ema->module(), ema->file_metadata()});
   }
+  // The student's checkpoint files (and the EMA's) are students `generate` can use as they are.
+  for (auto& module : parts.modules)
+    if (module.module == &student.module() || module.name == "ema")
+      for (auto& [key, value] : student_metadata(method.student_sampling())) module.metadata.insert_or_assign(key, value);
   Denoiser& shown = ema ? static_cast<Denoiser&>(*ema) : student;
 
   StepContext context;
@@ -242,6 +265,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     auto line = nlohmann::json{{"step", 0}};
     line.update(evaluation->evaluate(shown, sampling_for(s.eval_seed, s.eval_num)));
     stats->write(line.dump());
+    plot_evaluations(out);
   }
 
   const double ema_beta = ema ? std::pow(0.5, static_cast<double>(s.batch * context.world_size) / s.ema_halflife_images) : 0.0;
@@ -295,6 +319,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       line.update(result);
     }
     if (!line.is_null()) stats->write(line.dump());
+    if (line.contains("eval_num")) plot_evaluations(out);
     if (state.step % s.checkpoint_every == 0 || last)
       write_checkpoint(checkpoints, state.step, parts, nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump(), s.keep);
     if ((s.grid_every > 0 && state.step % s.grid_every == 0) || last) write_grid(state.step);
@@ -304,7 +329,9 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   progress.finish();
   if (writes) {
     const auto sampling = method.student_sampling();
-    (ema ? *ema : student).save(out / "student.safetensors", student_metadata(sampling, state.step));
+    auto metadata = student_metadata(sampling);
+    metadata["trained_steps"] = std::to_string(state.step);
+    (ema ? *ema : student).save(out / "student.safetensors", metadata);
     spdlog::info("wrote {}", (out / "student.safetensors").string());
   }
 }
