@@ -15,7 +15,7 @@ for ((i = 0; i < rounds; ++i)); do
   rm -rf "$work/run"
   "$build/distillery" distill --config "$root/configs/distill/dmd2_fmnist.yaml" --teacher "$teacher" --out "$work/run" \
     --set train.steps=10 --set log.every=1 --set eval.every=0 --set grid.every=0 --set checkpoint.every=1000 \
-    --set dmd2.regression_weight=0 --set dmd2.critic_steps=3 --set train.batch=32 >/dev/null 2>&1
+    --set dmd2.regression_weight=0 --set dmd2.guidance=1 --set dmd2.critic_steps=3 --set train.batch=32 >/dev/null 2>&1
   # Steps 3..10: the first two include start-up and allocator warm-up, as the Python warm-up.
   cpp+=("$("$root/.venv/bin/python" -c '
 import json, statistics, sys
@@ -24,10 +24,4 @@ print(1000 * statistics.median(l["sec_per_step"] for l in lines if l.get("step",
   py+=("$("$root/.venv/bin/python" "$root/tools/reference/bench_dmd2.py" "$teacher" 32 3 8 |
          "$root/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')")
 done
-"$root/.venv/bin/python" - "${cpp[*]}" "${py[*]}" <<'PY'
-import statistics, sys
-cpp = [float(v) for v in sys.argv[1].split()]
-py = [float(v) for v in sys.argv[2].split()]
-c, p = statistics.median(cpp), statistics.median(py)
-print(f"DMD2 iteration (3 critic + 1 generator updates, batch 32): C++ {c:.0f} ms, Python {p:.0f} ms (medians of {len(cpp)} rounds), ratio C++/Python {c / p:.3f}")
-PY
+"$root/.venv/bin/python" "$root/tools/reference/ratio_summary.py" "DMD2 iteration (3 critic + 1 generator updates, batch 32)" "${cpp[*]}" "${py[*]}"

@@ -14,10 +14,4 @@ for ((i = 0; i < rounds; ++i)); do
   py+=("$("$root/.venv/bin/python" "$root/tools/reference/bench_unet.py" "$root/configs/teacher/fmnist.yaml" 64 8 |
          "$root/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')")
 done
-"$root/.venv/bin/python" - "${cpp[*]}" "${py[*]}" <<'PY'
-import statistics, sys
-cpp = [float(v) for v in sys.argv[1].split()]
-py = [float(v) for v in sys.argv[2].split()]
-c, p = statistics.median(cpp), statistics.median(py)
-print(f"UNet train step, batch 64: C++ {c:.1f} ms, Python {p:.1f} ms (medians of {len(cpp)} rounds), ratio C++/Python {c / p:.3f}")
-PY
+"$root/.venv/bin/python" "$root/tools/reference/ratio_summary.py" "UNet train step, batch 64" "${cpp[*]}" "${py[*]}"

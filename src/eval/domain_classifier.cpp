@@ -113,10 +113,7 @@ double train_domain_classifier(const TrainingRunOptions& options) {
   const double lr = config.get_float("train.lr");
   const auto seed = static_cast<uint64_t>(config.get_int("train.seed"));
   const auto& out = options.out_dir;
-  DISTILLERY_CHECK(options.resume || !std::filesystem::exists(out / "checkpoints"),
-                   Error("output directory already holds a training run").file(out.string()).hint("pass --resume to continue it, or choose another --out"));
-  std::filesystem::create_directories(out / "checkpoints");
-  config.write_resolved(out);
+  const auto checkpoints = prepare_run_directory(options, config);
 
   const auto train = load_fashion_mnist("train");
   const auto images = to_model_range(train.images);
@@ -127,7 +124,7 @@ double train_domain_classifier(const TrainingRunOptions& options) {
   const CheckpointModules parts{{{"model", net.ptr().get()}}, {{"optimizer", net.ptr().get(), &optimizer}}};
   int64_t step = 0;
   if (options.resume)
-    if (const auto saved = read_newest_checkpoint(out / "checkpoints", parts)) step = nlohmann::json::parse(*saved).at("step").get<int64_t>();
+    if (const auto saved = read_newest_checkpoint(checkpoints, parts)) step = nlohmann::json::parse(*saved).at("step").get<int64_t>();
   StatsLog stats(out / "stats.jsonl", step);
   ShuffledOrder order(images.size(0), seed);
   Progress progress("classifier", total, "step", options.show_progress ? stderr : nullptr, step);
@@ -162,7 +159,7 @@ double train_domain_classifier(const TrainingRunOptions& options) {
       loss_sum = correct = 0;
       seen = 0;
     }
-    if (done % checkpoint_every == 0 || done == total) write_checkpoint(out / "checkpoints", done, parts, nlohmann::json{{"step", done}}.dump(), keep);
+    if (done % checkpoint_every == 0 || done == total) write_checkpoint(checkpoints, done, parts, nlohmann::json{{"step", done}}.dump(), keep);
   }
   progress.finish();
   const double accuracy = test_accuracy(net);

@@ -125,12 +125,8 @@ void train_teacher(const TrainingRunOptions& options) {
   DISTILLERY_CHECK(r.batch > 0 && r.steps > 0 && r.log_every > 0 && r.checkpoint_every > 0 && r.keep_checkpoints > 0,
                    Error("train.batch, train.steps, log.every, checkpoint.every and checkpoint.keep must be positive").file(config.source()));
   const auto& out = options.out_dir;
-  const auto checkpoints = out / "checkpoints", grids = out / "grids";
-  DISTILLERY_CHECK(options.resume || !std::filesystem::exists(checkpoints),
-                   Error("output directory already holds a training run").file(out.string()).hint("pass --resume to continue it, or choose another --out"));
-  std::filesystem::create_directories(checkpoints);
+  const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
   std::filesystem::create_directories(grids);
-  config.write_resolved(out);
 
   torch::manual_seed(r.seed);  // initial weights
   const auto model_ptr = NetworkDenoiser::from_config(config), ema_ptr = NetworkDenoiser::from_config(config);

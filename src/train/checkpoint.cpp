@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/tensor_file.h"
 #include "models/weights.h"
+#include "train/run_options.h"
 
 namespace distillery {
 
@@ -46,6 +48,16 @@ void load_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net,
 }
 
 }  // namespace
+
+std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, const Config& config) {
+  const auto checkpoints = options.out_dir / "checkpoints";
+  DISTILLERY_CHECK(options.resume || !std::filesystem::exists(checkpoints), Error("output directory already holds a training run")
+                                                                               .file(options.out_dir.string())
+                                                                               .hint("pass --resume to continue it, or choose another --out"));
+  std::filesystem::create_directories(checkpoints);
+  config.write_resolved(options.out_dir);
+  return checkpoints;
+}
 
 void write_checkpoint(const std::filesystem::path& dir, int64_t step, const CheckpointModules& parts, const std::string& state_json, int64_t keep) {
   const auto final_dir = dir / step_name(step);

@@ -1,4 +1,4 @@
-// defines: CheckpointModules, write_checkpoint, read_newest_checkpoint, StatsLog
+// defines: CheckpointModules, prepare_run_directory, write_checkpoint, read_newest_checkpoint, StatsLog
 // Training checkpoints shared by every trainer: a directory per step (`step-NNNNNNN/`) with
 // one safetensors file per module, one per Adam optimiser and `state.json`,
 // written under a hidden temporary name and renamed, the newest `keep` kept. Reading takes the
@@ -18,6 +18,9 @@ namespace torch::nn { class Module; }
 namespace torch::optim { class Adam; }
 
 namespace distillery {
+
+class Config;
+struct TrainingRunOptions;
 
 // A module saved as <name>.safetensors with the given metadata (a denoiser's, so that the
 // file is itself a usable model).
@@ -39,6 +42,10 @@ struct CheckpointModules {
   std::vector<CheckpointModule> modules;
   std::vector<CheckpointOptimizer> optimizers = {};
 };
+
+// Refuses an existing run unless resuming, creates <out>/checkpoints and writes the resolved
+// recipe as <out>/config.json; returns the checkpoints directory.
+std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, const Config& config);
 
 // `state_json`: a JSON object that must contain "step".
 void write_checkpoint(const std::filesystem::path& dir, int64_t step, const CheckpointModules& parts, const std::string& state_json, int64_t keep);

@@ -200,12 +200,8 @@ struct RunState {
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options) {
   const auto s = settings_from(config);
   const auto& out = options.out_dir;
-  const auto checkpoints = out / "checkpoints", grids = out / "grids";
-  DISTILLERY_CHECK(options.resume || !std::filesystem::exists(checkpoints),
-                   Error("output directory already holds a training run").file(out.string()).hint("pass --resume to continue it, or choose another --out"));
-  std::filesystem::create_directories(checkpoints);
+  const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
   std::filesystem::create_directories(grids);
-  config.write_resolved(out);
 
   auto& student = method.student();
   std::unique_ptr<NetworkDenoiser> ema;
