@@ -22,7 +22,7 @@ with open(sys.argv[1], "w") as f:
         f.write("  - [" + ", ".join(map(str, m)) + "]\n")
 PY
 
-fmnist=$(ls -d assets/runs/fmnist-teacher/checkpoints/step-* | tail -1)/ema.safetensors
+fmnist=assets/teachers/fmnist.safetensors
 printf '| teacher | trajectories | traj/s | wall time waiting for writes | writer busy (overlapped) | peak RSS |\n|---|---|---|---|---|---|\n'
 record() {  # name teacher num [extra options]
   local name=$1 teacher=$2 num=$3; shift 3
