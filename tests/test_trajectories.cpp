@@ -173,9 +173,11 @@ std::string unet_teacher(const std::filesystem::path& dir) {
   return (dir / "teacher.safetensors").string();
 }
 
+constexpr int64_t kRecorded = 240, kShardSize = 8, kShards = kRecorded / kShardSize;
+
 std::string record_command(const std::string& teacher, const std::filesystem::path& out, const std::string& extra = "") {
-  return testing::kCli + " record --teacher " + shell_quoted(teacher) + " --out " + shell_quoted(out) +
-         " --num 240 --shard-size 8 --batch 8 --steps 6 --sampler euler --seed 2 " + extra;
+  return testing::kCli + " record --teacher " + shell_quoted(teacher) + " --out " + shell_quoted(out) + " --num " + std::to_string(kRecorded) +
+         " --shard-size " + std::to_string(kShardSize) + " --batch 8 --steps 6 --sampler euler --seed 2 " + extra;
 }
 
 std::multiset<std::string> manifest_lines(const std::filesystem::path& dir) {
@@ -200,11 +202,20 @@ TEST(Record, KilledAtRandomMomentsAndResumedItEqualsAnUninterruptedRun) {
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
   const auto duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
 
-  // Kill moments spread over a whole run, start-up included.
+  // Kill moments spread over a whole run, start-up included. Each resumed run continues where
+  // the last stopped, so the window for the next kill shrinks with the work left (shards not
+  // yet in the manifest): the kills keep landing before the store completes even when the
+  // runs are faster than the straight one was (a machine whose load changed).
   std::mt19937 random(12345);
-  std::uniform_int_distribution<int> delay_ms(100, static_cast<int>(duration_ms / 4));
+  const auto shards_left = [&] {
+    std::ifstream manifest(dir / "killed/manifest.jsonl");
+    int64_t done = 0;
+    for (std::string line; std::getline(manifest, line);) ++done;
+    return static_cast<double>(kShards - done) / kShards;
+  };
   int kills = 0;
   for (int attempt = 0; attempt < 20 && kills < 5; ++attempt) {
+    std::uniform_int_distribution<int> delay_ms(100, std::max(150, static_cast<int>(static_cast<double>(duration_ms) * shards_left() / 4)));
     const pid_t pid = spawn(record_command(teacher, dir / "killed", "--resume"));
     usleep(static_cast<useconds_t>(delay_ms(random)) * 1000);
     if (::kill(pid, SIGKILL) == 0 && wait_for(pid) == -SIGKILL) ++kills;
