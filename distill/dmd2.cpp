@@ -11,7 +11,6 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "core/hash.h"
 #include "core/rng.h"
 #include "models/guidance.h"
 #include "models/network_denoiser.h"

@@ -180,8 +180,8 @@ void run_report(const ReportOptions& o) {
     spdlog::info("timing the teacher: {} rounds of {} images at {} NFE", o.speed_rounds, o.speed_batch, sides[0].nfe);
     sides[0].images_per_second = static_cast<double>(o.speed_batch) / median_batch_seconds(*teacher_model, teacher_sampling, o.speed_batch, o.speed_rounds);
   }
+  const auto student_model = NetworkDenoiser::load(student_path);
   {
-    auto student_model = NetworkDenoiser::load(student_path);
     sides[1] = {"student", BatchSampler(*student_model, student_sampling).nfe(), {}, 0};
     auto source = open_image_source("model:" + student_path.string(), student_sampling);
     sides[1].evaluation = evaluate_source(*source, network, true, 250, false);
@@ -214,7 +214,6 @@ void run_report(const ReportOptions& o) {
   std::vector<int64_t> indices(static_cast<size_t>(shown));
   std::iota(indices.begin(), indices.end(), 0);
   const auto teacher_images = store.pairs(indices).sample;
-  auto student_model = NetworkDenoiser::load(student_path);
   const auto student_images = BatchSampler(*student_model, student_sampling).run(indices).samples;
   write_image_grid(out / "teacher.png", teacher_images, kColumns);
   write_image_grid(out / "student.png", student_images, kColumns);

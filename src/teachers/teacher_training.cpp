@@ -55,11 +55,6 @@ Recipe recipe_from(const Config& c) {
           static_cast<uint64_t>(c.get_int("train.seed")), c.get_bool("data.hflip")};
 }
 
-struct Checkpoint {
-  int64_t step = 0;
-  int64_t nonfinite_skips = 0;
-};
-
 // The training set in the model's range, float32 [N, *shape], with labels (−1: none).
 struct TrainingData {
   at::Tensor x0, labels;
@@ -159,18 +154,10 @@ void train_teacher(const TrainingRunOptions& options) {
   ema.module().eval();
   torch::optim::Adam optimizer(model.module().parameters(), torch::optim::AdamOptions(r.lr).betas({r.beta1, r.beta2}).eps(1e-8));
 
-  Checkpoint state;
   // Checkpoint files of the model and the EMA are denoiser files, usable as teachers.
   const CheckpointModules parts{{{"model", &model.module(), model.file_metadata()}, {"ema", &ema.module(), ema.file_metadata()}},
                                 {{"optimizer", &model.module(), &optimizer}}};
-  if (options.resume) {
-    if (const auto saved = read_newest_checkpoint(checkpoints, parts)) {
-      const auto json = nlohmann::json::parse(*saved);
-      state.step = json.at("step").get<int64_t>();
-      state.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
-      spdlog::info("resuming {} from step {}", out.string(), state.step);
-    }
-  }
+  auto state = options.resume ? resume_newest_checkpoint(checkpoints, parts) : RunCounters{};
   StatsLog stats(out / "stats.jsonl", state.step);
 
   const double ema_beta = std::pow(0.5, static_cast<double>(r.batch) / r.ema_halflife_images);
@@ -246,7 +233,7 @@ void train_teacher(const TrainingRunOptions& options) {
       interval_start = std::chrono::steady_clock::now();
     }
     if (state.step % r.checkpoint_every == 0 || state.step == r.steps)
-      write_checkpoint(checkpoints, state.step, parts, nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump(),
+      write_checkpoint(checkpoints, state.step, parts, state.to_json(),
                        r.keep_checkpoints);
     if (r.grid_every > 0 && (state.step % r.grid_every == 0 || state.step == r.steps)) write_grid(state.step);
   }

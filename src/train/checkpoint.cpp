@@ -103,6 +103,19 @@ std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& d
   return std::nullopt;
 }
 
+std::string RunCounters::to_json() const { return nlohmann::json{{"step", step}, {"nonfinite_skips", nonfinite_skips}}.dump(); }
+
+RunCounters resume_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts) {
+  RunCounters counters;
+  if (const auto saved = read_newest_checkpoint(dir, parts)) {
+    const auto json = nlohmann::json::parse(*saved);
+    counters.step = json.at("step").get<int64_t>();
+    counters.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
+    spdlog::info("resuming {} from step {}", dir.parent_path().string(), counters.step);
+  }
+  return counters;
+}
+
 StatsLog::StatsLog(const std::filesystem::path& path, int64_t resumed_step) {
   std::string kept;
   if (std::ifstream previous(path); previous) {

@@ -1,4 +1,4 @@
-// defines: CheckpointModules, prepare_run_directory, write_checkpoint, read_newest_checkpoint, StatsLog
+// defines: CheckpointModules, prepare_run_directory, write_checkpoint, read_newest_checkpoint, RunCounters, resume_newest_checkpoint, StatsLog
 // Training checkpoints shared by every trainer: a directory per step (`step-NNNNNNN/`) with
 // one safetensors file per module, one per Adam optimiser and `state.json`,
 // written under a hidden temporary name and renamed, the newest `keep` kept. Reading takes the
@@ -53,6 +53,16 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
 // The state.json text of the checkpoint loaded into `parts`, or nullopt when none is usable.
 // Leftover temporaries of killed runs are removed.
 std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts);
+
+// The counters the teacher and distillation trainers keep in state.json.
+struct RunCounters {
+  int64_t step = 0, nonfinite_skips = 0;
+  std::string to_json() const;
+};
+
+// Loads the newest usable checkpoint in `dir` into `parts` and returns its counters (logging
+// the resume); zero counters when there is none, as for a fresh run.
+RunCounters resume_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts);
 
 // stats.jsonl of a run: on (re)start only the lines of steps ≤ `resumed_step` are kept (a line
 // torn by a kill is dropped), so a resumed run's log equals an uninterrupted run's.

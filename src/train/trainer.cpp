@@ -191,10 +191,6 @@ std::map<std::string, std::string> student_metadata(const SampleRequest& samplin
   return {{"student_sampler", sampling.sampler}, {"student_sigmas", nlohmann::json(sampling.sigmas).dump()}};
 }
 
-struct RunState {
-  int64_t step = 0, nonfinite_skips = 0;
-};
-
 }  // namespace
 
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options) {
@@ -226,15 +222,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   context.grad_clip_ = s.grad_clip;
   for (auto& slot : method.optimizers()) context.slots_.emplace(slot.name, slot);
 
-  RunState state;
-  if (options.resume) {
-    if (const auto saved = read_newest_checkpoint(checkpoints, parts)) {
-      const auto json = nlohmann::json::parse(*saved);
-      state.step = json.at("step").get<int64_t>();
-      state.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
-      spdlog::info("resuming {} from step {}", out.string(), state.step);
-    }
-  }
+  auto state = options.resume ? resume_newest_checkpoint(checkpoints, parts) : RunCounters{};
   const bool writes = context.rank == 0;
   std::optional<StatsLog> stats;
   if (writes) stats.emplace(out / "stats.jsonl", state.step);
@@ -317,7 +305,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     if (!line.is_null()) stats->write(line.dump());
     if (line.contains("eval_num")) plot_evaluations(out);
     if (state.step % s.checkpoint_every == 0 || last)
-      write_checkpoint(checkpoints, state.step, parts, nlohmann::json{{"step", state.step}, {"nonfinite_skips", state.nonfinite_skips}}.dump(), s.keep);
+      write_checkpoint(checkpoints, state.step, parts, state.to_json(), s.keep);
     if ((s.grid_every > 0 && state.step % s.grid_every == 0) || last) write_grid(state.step);
     // Timing excludes evaluation, checkpoints and grids.
     if (logged) interval_start = std::chrono::steady_clock::now();
