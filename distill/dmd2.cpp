@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/sequential.h>
 #include <torch/optim/adam.h>
 #include <torch/types.h>
 
@@ -12,8 +14,11 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/shuffled_order.h"
+#include "data/training_data.h"
 #include "models/guidance.h"
 #include "models/network_denoiser.h"
+#include "models/unet.h"
 #include "samplers/schedule.h"
 #include "teachers/edm_loss.h"
 #include "teachers/teacher.h"
@@ -36,6 +41,10 @@ void add_dmd2_fields(ConfigSchema& s) {
   s.add({"dmd2.critic_range", ConfigType::FloatList, "σ range of the critic's denoising loss, as fractions of the same grid", "[0.0, 1.0]"});
   s.add({"dmd2.regression_weight", ConfigType::Float, "weight of the MSE to the teacher's samples of the same noise (0: off)", "0"});
   s.add({"dmd2.regression_store", ConfigType::String, "trajectory store of the teacher holding those (noise, sample) pairs", "\"\""});
+  s.add({"dmd2.gan_generator_weight", ConfigType::Float, "weight of the generator's GAN loss on the critic's bottleneck head (0: no GAN; DMD2: 3e-3)", "0"});
+  s.add({"dmd2.gan_critic_weight", ConfigType::Float, "weight of the critic's GAN loss, real images from data.* (DMD2: 1e-2)", "0"});
+  s.add({"dmd2.gan_range", ConfigType::FloatList, "σ range of the noise on real and generated images the GAN head sees, as fractions of the Karras grid",
+         "[0.0, 1.0]"});
 }
 
 Dmd2Settings dmd2_settings_from(const Config& c) {
@@ -56,6 +65,12 @@ Dmd2Settings dmd2_settings_from(const Config& c) {
   };
   std::tie(s.dm_low, s.dm_high) = range("dmd2.dm_range");
   std::tie(s.critic_low, s.critic_high) = range("dmd2.critic_range");
+  std::tie(s.gan_low, s.gan_high) = range("dmd2.gan_range");
+  s.gan_generator_weight = c.get_float("dmd2.gan_generator_weight");
+  s.gan_critic_weight = c.get_float("dmd2.gan_critic_weight");
+  DISTILLERY_CHECK(s.gan_generator_weight >= 0 && s.gan_critic_weight >= 0 && (s.gan_generator_weight > 0) == (s.gan_critic_weight > 0),
+                   Error("the GAN weights must both be positive (GAN on) or both 0 (off)").file(c.source()).field("dmd2.gan_critic_weight")
+                       .got(fmt::format("generator {}, critic {}", s.gan_generator_weight, s.gan_critic_weight)));
   s.regression_weight = c.get_float("dmd2.regression_weight");
   s.regression_store = c.get_string("dmd2.regression_store");
   DISTILLERY_CHECK(s.critic_steps >= 1, Error("dmd2.critic_steps must be at least 1").file(c.source()).field("dmd2.critic_steps"));
@@ -81,7 +96,8 @@ namespace {
 
 // Streams of the counter-based RNG (distinct from sampling's and the teacher trainer's).
 constexpr uint64_t kGeneratorNoise = 3000, kStudentStep = 3001, kDmSigma = 3002, kDmNoise = 3003, kCriticSigma = 3004, kCriticNoise = 3005,
-                   kSimulationNoise = 3006;
+                   kGanFakeSigma = 3006, kGanFakeNoise = 3007, kGanRealSigma = 3008, kGanRealNoise = 3009, kRealFlip = 3010,
+                   kSimulationNoise = 3100;  // + the student step
 constexpr int kSigmaGridPoints = 1000;
 
 // Uniform draws in [0, 1) per position, through the normal CDF of counter-based normals.
@@ -89,6 +105,38 @@ at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<
   const auto normal = per_sample_normal(seed, stream, positions, {}, torch::kFloat64);
   return (0.5 * torch::erfc(-normal / std::sqrt(2.0))).clamp(0.0, 1.0 - 1e-12);
 }
+
+// DMD2's classifier branch, sized to the bottleneck at hand: a strided 4×4 convolution halves
+// the side (when there is room), a convolution as wide as what is left reduces it to 1×1, and a
+// 1×1 convolution gives one realism logit; GroupNorm + SiLU in between.
+torch::nn::Sequential make_gan_head(const std::vector<int64_t>& bottleneck) {
+  const int64_t channels = bottleneck[0];
+  int64_t side = bottleneck[1];
+  torch::nn::Sequential head;
+  const auto norm_silu = [&] {
+    head->push_back(torch::nn::GroupNorm(norm_groups(channels), channels));
+    head->push_back(torch::nn::SiLU());
+  };
+  if (side >= 4) {
+    head->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 4).stride(2).padding(1)));
+    side /= 2;
+    norm_silu();
+  }
+  head->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, side)));
+  norm_silu();
+  head->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, 1, 1)));
+  return head;
+}
+
+// The critic's network and the GAN head as one module: one optimiser and one gradient clip
+// cover both, as DMD2's guidance optimiser does.
+struct CriticWithHead : torch::nn::Module {
+  CriticWithHead(const std::shared_ptr<torch::nn::Module>& network, torch::nn::Sequential gan_head) {
+    register_module("network", network);
+    head = register_module("head", std::move(gan_head));
+  }
+  torch::nn::Sequential head;
+};
 
 class Dmd2 final : public TrainingMethod {
  public:
@@ -138,29 +186,43 @@ class Dmd2 final : public TrainingMethod {
                        Error("the regression store starts at another σ than the student").field("dmd2.regression_store")
                            .expected(std::to_string(settings_.student_sigmas.front())).got(std::to_string(pairs_->sigmas().front())));
     }
-    const auto adam = [&](NetworkDenoiser& net, double lr) {
-      return std::make_unique<torch::optim::Adam>(net.module().parameters(), torch::optim::AdamOptions(lr).betas({settings_.beta1, settings_.beta2}));
+    critic_optimized_ = &critic_->module();
+    if (settings_.gan()) {
+      DISTILLERY_CHECK(!critic_->bottleneck_shape().empty(),
+                       Error("the GAN head reads the critic's bottleneck features, and this network has none").field("dmd2.gan_generator_weight")
+                           .got(critic_->describe()).hint("use a UNet (model.kind: unet), or set the GAN weights to 0"));
+      torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
+      critic_with_head_ = std::make_shared<CriticWithHead>(critic_->shared_module(), make_gan_head(critic_->bottleneck_shape()));
+      critic_with_head_->head->eval();
+      critic_optimized_ = critic_with_head_.get();
+      load_real_data(config);
+    }
+    const auto adam = [&](torch::nn::Module& module, double lr) {
+      return std::make_unique<torch::optim::Adam>(module.parameters(), torch::optim::AdamOptions(lr).betas({settings_.beta1, settings_.beta2}));
     };
-    generator_optimizer_ = adam(*generator_, settings_.generator_lr);
-    critic_optimizer_ = adam(*critic_, settings_.critic_lr);
+    generator_optimizer_ = adam(generator_->module(), settings_.generator_lr);
+    critic_optimizer_ = adam(*critic_optimized_, settings_.critic_lr);
   }
 
   NetworkDenoiser& student() override { return *generator_; }
   SampleRequest student_sampling() const override { return request_; }
   CheckpointModules checkpoint_parts() override {
-    return {{{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}},
-            {{"generator_optimizer", &generator_->module(), generator_optimizer_.get()}, {"critic_optimizer", &critic_->module(), critic_optimizer_.get()}}};
+    CheckpointModules parts{{{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}},
+                            {{"generator_optimizer", &generator_->module(), generator_optimizer_.get()},
+                             {"critic_optimizer", critic_optimized_, critic_optimizer_.get()}}};
+    if (critic_with_head_) parts.modules.push_back({"gan_head", critic_with_head_->head.get()});
+    return parts;
   }
   std::vector<OptimizerSlot> optimizers() override {
     return {{"generator", &generator_->module(), generator_optimizer_.get(), settings_.generator_lr},
-            {"critic", &critic_->module(), critic_optimizer_.get(), settings_.critic_lr}};
+            {"critic", critic_optimized_, critic_optimizer_.get(), settings_.critic_lr}};
   }
   // Draw 0: the generator's batch; draws 1..critic_steps: the critic's.
   int64_t draws_per_step() const override { return 1 + settings_.critic_steps; }
 
   std::map<std::string, double> step(StepContext& context) override {
     std::map<std::string, double> stats;
-    double critic_loss = 0;
+    const auto average = [&](const char* key, double value) { stats[key] += value / static_cast<double>(settings_.critic_steps); };
     for (int64_t k = 1; k <= settings_.critic_steps; ++k) {
       const auto positions = context.positions(k);
       at::Tensor x, labels;
@@ -170,11 +232,21 @@ class Dmd2 final : public TrainingMethod {
       }
       const auto sigma = grid_sigmas(context.seed, kCriticSigma, positions, settings_.critic_low, settings_.critic_high);
       const auto noise = per_sample_normal(context.seed, kCriticNoise, positions, generator_->sample_shape(), torch::kFloat32);
-      const auto loss = edm_loss(*critic_, x, sigma, noise, labels, generator_->sigma_data());
+      auto loss = edm_loss(*critic_, x, sigma, noise, labels, generator_->sigma_data());
+      average("critic_loss", loss.item<double>());
+      if (settings_.gan()) {
+        const auto [real, real_labels] = real_batch(context.seed, positions);
+        const auto fake_logits = realism_logits(x, labels, context.seed, kGanFakeSigma, kGanFakeNoise, positions);
+        const auto real_logits = realism_logits(real, real_labels, context.seed, kGanRealSigma, kGanRealNoise, positions);
+        const auto gan = (torch::softplus(fake_logits) + torch::softplus(-real_logits)).mean();
+        average("gan_critic_loss", gan.item<double>());
+        // The head's mean belief that an image is real, the usual discriminator diagnostic.
+        average("realism_real", torch::sigmoid(real_logits).mean().item<double>());
+        average("realism_fake", torch::sigmoid(fake_logits).mean().item<double>());
+        loss = loss + settings_.gan_critic_weight * gan;
+      }
       context.update("critic", loss);
-      critic_loss += loss.item<double>();
     }
-    stats["critic_loss"] = critic_loss / static_cast<double>(settings_.critic_steps);
 
     const auto positions = context.positions(0);
     const auto [x, labels] = generate(context.seed, positions);
@@ -200,11 +272,53 @@ class Dmd2 final : public TrainingMethod {
       stats["regression_loss"] = regression.item<double>();
       loss = loss + settings_.regression_weight * regression;
     }
+    if (settings_.gan()) {
+      const auto gan = torch::softplus(-realism_logits(x, labels, context.seed, kGanFakeSigma, kGanFakeNoise, positions)).mean();
+      stats["gan_generator_loss"] = gan.item<double>();
+      loss = loss + settings_.gan_generator_weight * gan;
+    }
     context.update("generator", loss);
     return stats;
   }
 
  private:
+  void load_real_data(const Config& config) {
+    real_data_ = load_training_data(config, generator_->sample_shape());
+    const std::vector<int64_t> shape(real_data_.x0.sizes().begin() + 1, real_data_.x0.sizes().end());
+    DISTILLERY_CHECK(shape == generator_->sample_shape(),
+                     Error("the real data do not have the student's shape").field("data.dataset").got(fmt::format("[{}]", fmt::join(shape, ", ")))
+                         .expected(fmt::format("[{}]", fmt::join(generator_->sample_shape(), ", "))));
+    const int64_t classes = generator_->num_classes();
+    DISTILLERY_CHECK(classes == 0 || (real_data_.labels.min().item<int64_t>() >= 0 && real_data_.labels.max().item<int64_t>() < classes),
+                     Error("a class-conditional critic needs every real image labelled with a class of the teacher").field("data.path")
+                         .expected(fmt::format("labels 0..{}", classes - 1))
+                         .got(fmt::format("{}..{}", real_data_.labels.min().item<int64_t>(), real_data_.labels.max().item<int64_t>()))
+                         .hint("a folder needs a dataset.json with its labels"));
+    DISTILLERY_CHECK(!config.get_bool("data.hflip") || shape.size() == 3, Error("horizontal flips need image data").field("data.hflip"));
+    hflip_ = config.get_bool("data.hflip");
+    real_order_.emplace(real_data_.x0.size(0), static_cast<uint64_t>(config.get_int("train.seed")));
+  }
+
+  // Real examples for the given positions (an endless reshuffled stream) and their labels.
+  std::pair<at::Tensor, at::Tensor> real_batch(uint64_t seed, const std::vector<int64_t>& positions) {
+    std::vector<int64_t> indices;
+    for (const auto p : positions) indices.push_back(real_order_->at(p));
+    const auto index = torch::tensor(indices, torch::kInt64);
+    auto x = real_data_.x0.index_select(0, index);
+    if (hflip_) x = torch::where(uniform_per_sample(seed, kRealFlip, positions).lt(0.5).view(per_sample_view(x)), x.flip(-1), x);
+    return {x, generator_->num_classes() > 0 ? real_data_.labels.index_select(0, index) : at::Tensor()};
+  }
+
+  // The GAN head's logits [N] for images noised at σ from dmd2.gan_range, read from the
+  // critic's bottleneck: gradient reaches the images, the critic and the head.
+  at::Tensor realism_logits(const at::Tensor& x, const at::Tensor& labels, uint64_t seed, uint64_t sigma_stream, uint64_t noise_stream,
+                            const std::vector<int64_t>& positions) {
+    const auto sigma = grid_sigmas(seed, sigma_stream, positions, settings_.gan_low, settings_.gan_high);
+    const auto noise = per_sample_normal(seed, noise_stream, positions, generator_->sample_shape(), torch::kFloat32);
+    const auto noisy = x + sigma.view(per_sample_view(x)) * noise;
+    return critic_with_head_->head->forward(critic_->bottleneck_features(noisy, sigma, labels)).flatten();
+  }
+
   static std::vector<int64_t> per_sample_view(const at::Tensor& x) {
     std::vector<int64_t> view(static_cast<size_t>(x.dim()), 1);
     view[0] = -1;
@@ -255,6 +369,11 @@ class Dmd2 final : public TrainingMethod {
   std::unique_ptr<GuidedDenoiser> guided_;
   Denoiser* real_ = nullptr;
   std::unique_ptr<NetworkDenoiser> generator_, critic_;
+  std::shared_ptr<CriticWithHead> critic_with_head_;  // GAN only
+  torch::nn::Module* critic_optimized_ = nullptr;     // what the critic's optimiser updates
+  TrainingData real_data_;                                 // GAN only
+  std::optional<ShuffledOrder> real_order_;
+  bool hflip_ = false;
   std::unique_ptr<torch::optim::Adam> generator_optimizer_, critic_optimizer_;
   std::optional<TrajectoryReader> pairs_;
   std::vector<double> grid_;

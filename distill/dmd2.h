@@ -4,8 +4,10 @@
 // along the difference of two scores of its own noised samples, the frozen teacher's ("real")
 // and a critic's ("fake") that keeps learning the generator's current distribution by
 // denoising score matching, several critic updates per generator update. Optional: a
-// regression loss on the teacher's (noise, sample) pairs from a trajectory store (DMD1), and
-// k-step students trained with backward simulation (the generator's own intermediate states).
+// regression loss on the teacher's (noise, sample) pairs from a trajectory store (DMD1), a GAN
+// head on the critic's bottleneck features that tells noised real images (data.*) from noised
+// generated ones (softplus losses, DMD2 §4.2), and k-step students trained with backward
+// simulation (the generator's own intermediate states).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,6 +33,12 @@ struct Dmd2Settings {
   double dm_low = 0.02, dm_high = 0.98, critic_low = 0.0, critic_high = 1.0;
   double regression_weight = 0.0;      // × MSE between G(noise) and the teacher's sample
   std::string regression_store;        // trajectory store with the pairs
+  // GAN: weights of the generator's softplus(−logit(fake)) and of the critic's
+  // softplus(logit(fake)) + softplus(−logit(real)) (both 0: off), and the σ range (same grid)
+  // of the noise both images get before the head sees them.
+  double gan_generator_weight = 0.0, gan_critic_weight = 0.0;
+  double gan_low = 0.0, gan_high = 1.0;
+  bool gan() const { return gan_generator_weight > 0; }
 };
 
 void add_dmd2_fields(ConfigSchema& schema);

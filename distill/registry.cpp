@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "data/training_data.h"
 #include "distill/dmd2.h"
 #include "models/network_denoiser.h"
 #include "train/trainer.h"
@@ -34,6 +35,7 @@ const ConfigSchema& distillation_schema() {
     s.add({"method", ConfigType::String, "distillation method", "dmd2", false, distillation_method_names()});
     add_trainer_fields(s);
     add_network_fields(s);
+    add_training_data_fields(s);
     for (const auto& entry : kMethods) entry.add_fields(s);
     return s;
   }();

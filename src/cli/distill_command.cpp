@@ -245,11 +245,17 @@ void run_report(const ReportOptions& o) {
 }  // namespace
 
 void add_distill_command(CLI::App& app) {
-  auto teacher = std::make_shared<std::string>();
+  auto teacher = std::make_shared<std::string>(), data = std::make_shared<std::string>();
   auto* distill = app.add_subcommand("distill", "train a few-step student from a teacher with a distillation method");
   distill->add_option("--teacher", *teacher, "the teacher: " + teacher_forms())->required();
-  add_training_options(*distill, "configs/distill/dmd2_fmnist.yaml",
-                                  [teacher](const TrainingRunOptions& o) { run_distillation(o, *teacher); });
+  distill->add_option("--data", *data, "real images for methods that use them (DMD2's GAN head): a folder of PNG/JPEG with optional "
+                                       "dataset.json labels; default: the recipe's data.* (Fashion-MNIST's training split)")
+      ->check(CLI::ExistingDirectory);
+  add_training_options(*distill, "configs/distill/dmd2_fmnist.yaml", [teacher, data](const TrainingRunOptions& o) {
+    auto options = o;
+    if (!data->empty()) options.overrides.insert(options.overrides.end(), {"data.dataset=folder", "data.path=" + *data});
+    run_distillation(options, *teacher);
+  });
 
   auto options = std::make_shared<GenerateOptions>();
   auto* generate = app.add_subcommand("generate", "draw images from a distilled student with the σ grid it was trained on");

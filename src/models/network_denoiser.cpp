@@ -63,8 +63,13 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const UNetConfig& c) {
                                 {"attn_resolutions", c.attn_resolutions}, {"channels_per_head", c.channels_per_head},
                                 {"dropout", c.dropout},               {"num_classes", c.num_classes},
                                 {"label_dropout", c.label_dropout},   {"noise_embedding", c.noise_embedding}};
-  return {net.ptr(), [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
-          model.dump(), {c.in_channels, c.resolution, c.resolution}, c.num_classes};
+  return {net.ptr(),
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->bottleneck(x_in, c_noise, labels); },
+          net->bottleneck_shape(),
+          model.dump(),
+          {c.in_channels, c.resolution, c.resolution},
+          c.num_classes};
 }
 
 NetworkDenoiser::Parts NetworkDenoiser::parts_of(const MLPConfig& c) {
@@ -73,12 +78,19 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const MLPConfig& c) {
                                 {"hidden", c.hidden},    {"layers", c.layers},
                                 {"embedding", c.embedding}, {"num_classes", c.num_classes},
                                 {"label_dropout", c.label_dropout}};
-  return {net.ptr(), [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
-          model.dump(), c.shape, c.num_classes};
+  return {net.ptr(),
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
+          nullptr,
+          {},
+          model.dump(),
+          c.shape,
+          c.num_classes};
 }
 
 NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
     : module_(std::move(parts.module)),
+      bottleneck_(std::move(parts.bottleneck)),
+      bottleneck_shape_(std::move(parts.bottleneck_shape)),
       model_json_(std::move(parts.model_json)),
       sample_shape_(std::move(parts.sample_shape)),
       num_classes_(parts.num_classes),
@@ -98,6 +110,12 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& conf
 
 at::Tensor NetworkDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
   return preconditioned_.denoise(x, sigma.to(torch::kFloat32), labels);
+}
+
+at::Tensor NetworkDenoiser::bottleneck_features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
+  DISTILLERY_CHECK(bottleneck_, Error("this network has no bottleneck features").got(describe()).hint("use a UNet (model.kind: unet)"));
+  const auto [x_in, c_noise] = preconditioned_.network_inputs(x, sigma.to(torch::kFloat32));
+  return bottleneck_(x_in, c_noise, labels);
 }
 
 std::string NetworkDenoiser::config_json() const {

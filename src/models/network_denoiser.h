@@ -51,16 +51,24 @@ class NetworkDenoiser final : public Denoiser {
   double sigma_data() const { return precond_.sigma_data; }
   std::string describe() const override;
 
+  // The network's deepest features of x at σ, [N, *bottleneck_shape()] (UNets only; an empty
+  // shape means the network has none, and asking for them is an error).
+  at::Tensor bottleneck_features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels);
+  const std::vector<int64_t>& bottleneck_shape() const { return bottleneck_shape_; }
+
   // The trainable module (parameters, buffers, train/eval mode).
   torch::nn::Module& module() { return *module_; }
   const torch::nn::Module& module() const { return *module_; }
+  // The same module, for containers that hold it beside other modules.
+  const std::shared_ptr<torch::nn::Module>& shared_module() const { return module_; }
   // {"model": {"kind": ..., ...}, "precond": {...}}, as stored in the file's metadata.
   std::string config_json() const;
 
  private:
   struct Parts {
     std::shared_ptr<torch::nn::Module> module;
-    RawNetwork forward;
+    RawNetwork forward, bottleneck;  // bottleneck: null for networks without one
+    std::vector<int64_t> bottleneck_shape;
     std::string model_json;
     std::vector<int64_t> sample_shape;
     int64_t num_classes;
@@ -70,6 +78,8 @@ class NetworkDenoiser final : public Denoiser {
   NetworkDenoiser(Parts parts, PrecondSettings precond);
 
   std::shared_ptr<torch::nn::Module> module_;
+  RawNetwork bottleneck_;
+  std::vector<int64_t> bottleneck_shape_;
   std::string model_json_;
   std::vector<int64_t> sample_shape_;
   int64_t num_classes_;

@@ -73,6 +73,11 @@ at::Tensor PreconditionedDenoiser::denoise(const at::Tensor& x, const at::Tensor
   return per_sample(c.c_skip, x) * x + per_sample(c.c_out, x) * F;
 }
 
+std::pair<at::Tensor, at::Tensor> PreconditionedDenoiser::network_inputs(const at::Tensor& x, const at::Tensor& sigma) const {
+  const auto c = precondition(parameterization_, sigma, info_.sigma_data);
+  return {per_sample(c.c_in, x) * x, c.c_noise};
+}
+
 std::string PreconditionedDenoiser::describe() const {
   return fmt::format("{}-preconditioned {}", parameterization_name(parameterization_), info_.description);
 }

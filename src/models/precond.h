@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "models/denoiser.h"
@@ -52,6 +53,8 @@ class PreconditionedDenoiser : public Denoiser {
   PreconditionedDenoiser(Parameterization p, RawNetwork network, Info info);
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  // What the network is fed for (x, σ): c_in·x and c_noise (for readers of its inner features).
+  std::pair<at::Tensor, at::Tensor> network_inputs(const at::Tensor& x, const at::Tensor& sigma) const;
   std::vector<int64_t> sample_shape() const override { return info_.sample_shape; }
   int64_t num_classes() const override { return info_.num_classes; }
   double sigma_min() const override { return info_.sigma_min; }

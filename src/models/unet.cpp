@@ -15,12 +15,14 @@ namespace distillery {
 
 namespace F = torch::nn::functional;
 
-namespace {
-
-// EDM's choice: at most 32 groups, at least 4 channels per group.
 int64_t norm_groups(int64_t channels) { return std::max<int64_t>(1, std::min<int64_t>(32, channels / 4)); }
 
+namespace {
+
 enum class Resample { None, Down, Up };
+
+// The decoder opens with two blocks at the lowest resolution that take no skip input.
+constexpr size_t kMiddleBlocks = 2;
 
 // Residual block: GroupNorm-SiLU-conv, modulated by the embedding (scale, shift), then
 // GroupNorm-SiLU-dropout-conv, plus the (1×1-projected) input; optionally self-attention.
@@ -153,7 +155,7 @@ UNetImpl::UNetImpl(UNetConfig config) : config_(std::move(config)) {
   }
   for (int64_t level = levels - 1; level >= 0; --level) {
     if (level == levels - 1) {
-      // The bottleneck: one block with attention, one without, no skip input.
+      // The kMiddleBlocks: one block with attention, one without, no skip input.
       dec_->push_back(UNetBlock(channels, channels, emb, c.dropout, true, c.channels_per_head, Resample::None));
       dec_->push_back(UNetBlock(channels, channels, emb, c.dropout, false, c.channels_per_head, Resample::None));
       dec_takes_skip_.insert(dec_takes_skip_.end(), {false, false});
@@ -196,16 +198,22 @@ at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) 
   return torch::silu(map_layer1_->forward(torch::silu(map_layer0_->forward(emb))));
 }
 
-at::Tensor UNetImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
-  const auto emb = embed(c_noise, labels);
-  std::vector<at::Tensor> skips;
+at::Tensor UNetImpl::encode(const at::Tensor& x_in, const at::Tensor& emb, std::vector<at::Tensor>& skips) {
   auto x = conv_in_->forward(x_in);
   skips.push_back(x);
   for (const auto& block : *enc_) {
     x = block->as<UNetBlockImpl>()->forward(x, emb);
     skips.push_back(x);
   }
-  for (size_t i = 0; i < dec_->size(); ++i) {
+  for (size_t i = 0; i < kMiddleBlocks; ++i) x = (*dec_)[i]->as<UNetBlockImpl>()->forward(x, emb);
+  return x;
+}
+
+at::Tensor UNetImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
+  const auto emb = embed(c_noise, labels);
+  std::vector<at::Tensor> skips;
+  auto x = encode(x_in, emb, skips);
+  for (size_t i = kMiddleBlocks; i < dec_->size(); ++i) {
     if (dec_takes_skip_[i]) {
       x = torch::cat({x, skips.back()}, 1);
       skips.pop_back();
@@ -213,6 +221,17 @@ at::Tensor UNetImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, 
     x = (*dec_)[i]->as<UNetBlockImpl>()->forward(x, emb);
   }
   return conv_out_->forward(torch::silu(norm_out_->forward(x)));
+}
+
+at::Tensor UNetImpl::bottleneck(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
+  std::vector<at::Tensor> skips;
+  return encode(x_in, embed(c_noise, labels), skips);
+}
+
+std::vector<int64_t> UNetImpl::bottleneck_shape() const {
+  const auto levels = static_cast<int64_t>(config_.channel_mult.size());
+  const int64_t side = config_.resolution >> (levels - 1);
+  return {config_.model_channels * config_.channel_mult.back(), side, side};
 }
 
 }  // namespace distillery

@@ -1,4 +1,4 @@
-// defines: UNetConfig, add_unet_fields, unet_config_from, UNet, UNetImpl
+// defines: UNetConfig, norm_groups, add_unet_fields, unet_config_from, UNet, UNetImpl
 // A UNet in the EDM / DDPM++ family (Song et al. 2021; Karras et al. 2022): residual blocks
 // with GroupNorm + SiLU, a noise embedding (positional or Fourier) through a two-layer MLP
 // that modulates every block (scale and shift), optional class conditioning by a label
@@ -36,6 +36,9 @@ struct UNetConfig {
   std::string noise_embedding = "positional";  // positional | fourier
 };
 
+// GroupNorm groups for a layer of `channels` (EDM's choice: at most 32, at least 4 channels each).
+int64_t norm_groups(int64_t channels);
+
 // Declares the UNet's own keys under `prefix` ("model.") with the defaults above; the keys
 // every network shares (num_classes, label_dropout) are declared by add_network_fields.
 void add_unet_fields(ConfigSchema& schema, const std::string& prefix);
@@ -47,10 +50,16 @@ class UNetImpl : public torch::nn::Module {
   // x_in: [N, C, H, W] (already scaled by c_in), c_noise: [N], labels: [N] int64 with −1 for
   // "no label", or undefined for unconditional models. Returns the raw output F.
   at::Tensor forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels);
+  // The deepest features, what the decoder starts from: the encoder followed by the two middle
+  // blocks, [N, *bottleneck_shape()] = [N, C, r, r] (the input of DMD2's GAN head).
+  at::Tensor bottleneck(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels);
+  std::vector<int64_t> bottleneck_shape() const;
   const UNetConfig& config() const { return config_; }
 
  private:
   at::Tensor embed(const at::Tensor& c_noise, const at::Tensor& labels);
+  // Runs the network up to the bottleneck, leaving the encoder's outputs in `skips`.
+  at::Tensor encode(const at::Tensor& x_in, const at::Tensor& emb, std::vector<at::Tensor>& skips);
 
   UNetConfig config_;
   at::Tensor fourier_frequencies_;  // buffer, Fourier embedding only

@@ -19,9 +19,8 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "data/augment.h"
-#include "data/fashion_mnist.h"
-#include "data/image_folder.h"
 #include "data/shuffled_order.h"
+#include "data/training_data.h"
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
@@ -29,7 +28,6 @@
 #include "models/weights.h"
 #include "samplers/sampling.h"
 #include "teachers/edm_loss.h"
-#include "teachers/gaussian_mixture.h"
 #include "train/checkpoint.h"
 
 namespace distillery {
@@ -55,39 +53,12 @@ Recipe recipe_from(const Config& c) {
           static_cast<uint64_t>(c.get_int("train.seed")), c.get_bool("data.hflip")};
 }
 
-// The training set in the model's range, float32 [N, *shape], with labels (−1: none).
-struct TrainingData {
-  at::Tensor x0, labels;
-};
-
-TrainingData load_training_data(const Config& config, const std::vector<int64_t>& model_shape) {
-  const auto dataset = config.get_string("data.dataset");
-  const auto path = config.get_string("data.path");
-  DISTILLERY_CHECK(dataset == "fmnist" || !path.empty(), Error(fmt::format("data.dataset {} needs data.path", dataset)).file(config.source()).field("data.path")
-                                                             .expected(dataset == "gmm" ? "the mixture's YAML spec" : "the image folder"));
-  if (dataset == "gmm") {
-    const int64_t size = config.get_int("data.size");
-    DISTILLERY_CHECK(size > 0, Error("data.size must be positive").file(config.source()).field("data.size").got(std::to_string(size)));
-    const GaussianMixtureDenoiser mixture(GaussianMixtureSpec::load(path));
-    auto [x0, components] = mixture.draw_clean(size, static_cast<uint64_t>(config.get_int("train.seed")));
-    return {x0, components};
-  }
-  const int64_t channels = model_shape.size() == 3 ? model_shape[0] : 1;
-  const auto images = dataset == "folder" ? read_image_folder(path, channels) : load_fashion_mnist("train");
-  return {to_model_range(images.images), images.labels};
-}
-
 }  // namespace
 
 const ConfigSchema& teacher_training_schema() {
   static const ConfigSchema schema = [] {
     ConfigSchema s;
-    s.add({"data.dataset", ConfigType::String,
-           "training data: Fashion-MNIST, a folder of PNG/JPEG (data.path), or draws from a Gaussian-mixture spec (data.path)", "fmnist", false,
-           {"fmnist", "folder", "gmm"}});
-    s.add({"data.path", ConfigType::String, "the image folder (labels from its dataset.json) or the mixture's YAML spec", "\"\""});
-    s.add({"data.size", ConfigType::Int, "gmm: number of draws that make up the training set (labels: their components)", "65536"});
-    s.add({"data.hflip", ConfigType::Bool, "random horizontal flips (images only)", "false"});
+    add_training_data_fields(s);
     add_network_fields(s);
     s.add({"loss.p_mean", ConfigType::Float, "mean of ln σ during training", "-1.2"});
     s.add({"loss.p_std", ConfigType::Float, "standard deviation of ln σ during training", "1.2"});

@@ -39,7 +39,9 @@ void StepContext::update(const std::string& optimizer, const at::Tensor& loss) {
   if (!std::isfinite(loss.item<double>())) throw NonFiniteUpdate(optimizer + " loss");
   auto& [name, module, adam, base_lr] = slot->second;
   adam->zero_grad();
-  loss.backward();
+  // Gradients reach this optimiser's parameters only: a generator's loss read through the
+  // critic (DMD2's GAN term) costs no critic weight gradients, and leaves none behind.
+  loss.backward({}, std::nullopt, false, module->parameters());
   const double norm = torch::nn::utils::clip_grad_norm_(module->parameters(), grad_clip_ > 0 ? grad_clip_ : std::numeric_limits<double>::infinity());
   if (!std::isfinite(norm)) {
     adam->zero_grad();

@@ -1,0 +1,39 @@
+#include "data/training_data.h"
+
+#include <fmt/format.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "data/fashion_mnist.h"
+#include "data/image_folder.h"
+#include "teachers/gaussian_mixture.h"
+
+namespace distillery {
+
+void add_training_data_fields(ConfigSchema& s) {
+  s.add({"data.dataset", ConfigType::String,
+         "training data: Fashion-MNIST, a folder of PNG/JPEG (data.path), or draws from a Gaussian-mixture spec (data.path)", "fmnist", false,
+         {"fmnist", "folder", "gmm"}});
+  s.add({"data.path", ConfigType::String, "the image folder (labels from its dataset.json) or the mixture's YAML spec", "\"\""});
+  s.add({"data.size", ConfigType::Int, "gmm: number of draws that make up the training set (labels: their components)", "65536"});
+  s.add({"data.hflip", ConfigType::Bool, "random horizontal flips (images only)", "false"});
+}
+
+TrainingData load_training_data(const Config& config, const std::vector<int64_t>& model_shape) {
+  const auto dataset = config.get_string("data.dataset");
+  const auto path = config.get_string("data.path");
+  DISTILLERY_CHECK(dataset == "fmnist" || !path.empty(), Error(fmt::format("data.dataset {} needs data.path", dataset)).file(config.source()).field("data.path")
+                                                             .expected(dataset == "gmm" ? "the mixture's YAML spec" : "the image folder"));
+  if (dataset == "gmm") {
+    const int64_t size = config.get_int("data.size");
+    DISTILLERY_CHECK(size > 0, Error("data.size must be positive").file(config.source()).field("data.size").got(std::to_string(size)));
+    const GaussianMixtureDenoiser mixture(GaussianMixtureSpec::load(path));
+    auto [x0, components] = mixture.draw_clean(size, static_cast<uint64_t>(config.get_int("train.seed")));
+    return {x0, components};
+  }
+  const int64_t channels = model_shape.size() == 3 ? model_shape[0] : 1;
+  const auto images = dataset == "folder" ? read_image_folder(path, channels) : load_fashion_mnist("train");
+  return {to_model_range(images.images), images.labels};
+}
+
+}  // namespace distillery

@@ -1,0 +1,27 @@
+// defines: TrainingData, add_training_data_fields, load_training_data
+// The real examples a trainer learns from (data.* keys): Fashion-MNIST's training split, a
+// folder of images with optional dataset.json labels, or exact draws from a Gaussian-mixture
+// spec. Teachers learn to denoise them; DMD2's GAN head tells them from generated samples.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace distillery {
+
+class Config;
+class ConfigSchema;
+
+// The examples in the model's range, float32 [N, *shape], with labels int64 [N] (−1: none).
+struct TrainingData {
+  at::Tensor x0, labels;
+};
+
+void add_training_data_fields(ConfigSchema& schema);
+
+// `model_shape` sets the channels images are converted to; draws from a mixture use
+// train.seed. Errors name the key and the file.
+TrainingData load_training_data(const Config& config, const std::vector<int64_t>& model_shape);
+
+}  // namespace distillery
