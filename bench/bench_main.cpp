@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "core/config.h"
+#include "core/memory.h"
 #include "core/rng.h"
 #include "models/network_denoiser.h"
 #include "teachers/edm_loss.h"
@@ -97,4 +98,12 @@ BENCHMARK(BM_TeacherSampleHeun35Nfe)->Unit(benchmark::kMillisecond);
 }  // namespace
 }  // namespace distillery
 
-BENCHMARK_MAIN();
+// The programs' allocator settings, as the `distillery` command has them.
+int main(int argc, char** argv) {
+  distillery::keep_freed_memory();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/memory.h"
 
 namespace {
 constexpr int kExitFailure = 1;
@@ -21,6 +22,7 @@ void setup_logging() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  distillery::keep_freed_memory();
   setup_logging();
   CLI::App app{"distillery: distil diffusion models into one- and few-step generators"};
   app.require_subcommand(1);

@@ -15,13 +15,15 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-// conv (no bias) → batch norm (ε = 1e-3) → ReLU.
+// conv (no bias) → batch norm (ε = 1e-3) → ReLU, in place on the batch norm's output: the
+// network only runs in inference, and a fresh tensor per ReLU costs an allocation and its page
+// faults for nothing.
 struct BasicConvImpl : torch::nn::Module {
   BasicConvImpl(int64_t in, int64_t out, std::vector<int64_t> kernel, std::vector<int64_t> padding = {0, 0}, int64_t stride = 1) {
     conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).padding(padding).stride(stride).bias(false)));
     bn = register_module("bn", torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(out).eps(1e-3)));
   }
-  at::Tensor forward(const at::Tensor& x) { return torch::relu(bn->forward(conv->forward(x))); }
+  at::Tensor forward(const at::Tensor& x) { return bn->forward(conv->forward(x)).relu_(); }
   torch::nn::Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
 };
@@ -194,9 +196,12 @@ at::Tensor inception_features(InceptionV3& net, const at::Tensor& images_uint8) 
                    Error("Inception features need uint8 images [N, 1 or 3, H, W]"));
   c10::InferenceMode inference;
   auto x = images_uint8.to(torch::kFloat32) / 255.0f;
-  if (x.size(1) == 1) x = x.expand({-1, 3, -1, -1});
   x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{299, 299}).mode(torch::kBilinear).align_corners(false));
-  return net->forward(2 * x - 1).to(torch::kFloat64);
+  // Grey images are replicated to RGB after the resize, which treats channels alike: the
+  // same values for a third of the work.
+  x = 2 * x - 1;
+  if (x.size(1) == 1) x = x.expand({-1, 3, -1, -1});
+  return net->forward(x).to(torch::kFloat64);
 }
 
 }  // namespace distillery
