@@ -18,6 +18,7 @@
 #include "eval/inception.h"
 #include "eval/metrics.h"
 #include "eval/npz.h"
+#include "io/npy.h"
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
 #include "test_support.h"
@@ -154,6 +155,45 @@ TEST(Npz, MalformedFilesAndMismatchesAreNamed) {
   write_npz(dir / "bad-shape.npz", {{"mu", torch::zeros({4}, torch::kFloat64)}, {"sigma", torch::eye(3, torch::kFloat64)}});
   EXPECT_NE(error_of([&] { FeatureStatistics::load(dir / "bad-shape.npz"); }).find("inconsistent shapes"), std::string::npos);
   EXPECT_NE(error_of([&] { write_npz(dir / "half.npz", {{"x", torch::zeros({4}, torch::kFloat16)}}); }).find("cannot store this tensor type"), std::string::npos);
+}
+
+TEST(Npy, PreamblesRoundTripAndMalformedOnesAreNamed) {
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{}, {3}, {2, 3}, {0, 5}}) {
+    auto member = npy_preamble(NpyType::Float32, shape);
+    EXPECT_EQ(member.size() % 64, 0u);
+    int64_t count = 1;
+    for (auto d : shape) count *= d;
+    member.append(static_cast<size_t>(count) * 4, '\0');
+    const auto layout = parse_npy(member, "round trip");
+    EXPECT_EQ(layout.shape, shape);
+    EXPECT_EQ(layout.type, NpyType::Float32);
+    EXPECT_EQ(layout.data_offset + layout.data_bytes, member.size());
+  }
+  // A version-1 member with the given header dict and data length.
+  const auto member = [](const std::string& dict, size_t data_bytes, char version = 1) {
+    std::string out = "\x93NUMPY";
+    out += version;
+    out += '\0';
+    out += static_cast<char>(dict.size() & 0xff);
+    out += static_cast<char>(dict.size() >> 8);
+    return out + dict + std::string(data_bytes, '\0');
+  };
+  const auto error = [](const std::string& bytes) { return error_of([&] { parse_npy(bytes, "member.npy"); }); };
+  const std::string good = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }";
+  EXPECT_NO_THROW(parse_npy(member(good, 48), "member.npy"));
+  EXPECT_NE(error("\x93NUMPX\x01\0\0\0").find("no .npy magic"), std::string::npos);
+  EXPECT_NE(error(member(good, 48, 4)).find("unsupported .npy version 4"), std::string::npos);
+  EXPECT_NE(error(member(good, 48).substr(0, 40)).find("header runs past the end"), std::string::npos);
+  EXPECT_NE(error(member(good, 47)).find("data size does not match the shape"), std::string::npos);
+  EXPECT_NE(error(member("{'fortran_order': False, 'shape': (2,), }", 16)).find("header has no 'descr'"), std::string::npos);
+  EXPECT_NE(error(member("{'descr': '>f8', 'fortran_order': False, 'shape': (2,), }", 16)).find("unsupported dtype '>f8'"), std::string::npos);
+  EXPECT_NE(error(member("{'descr': '<f8', 'fortran_order': True, 'shape': (2,), }", 16)).find("Fortran-ordered"), std::string::npos);
+  EXPECT_NE(error(member("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,), }", 0)).find("other than sizes"), std::string::npos);
+  EXPECT_NE(error(member("{'descr': '<f8', 'fortran_order': False, 'shape': (1048576, 1048576, 1048576), }", 0)).find("implausibly large"),
+            std::string::npos);
+  EXPECT_NE(error(member("{'descr': '<f8', 'fortran_order': False, 'shape': (2, x), }", 16)).find("other than sizes"), std::string::npos);
+  EXPECT_NE(error(member("{'descr': '<f8', 'fortran_order': False, 'shape': (2 3), }", 48)).find("not a tuple of sizes"), std::string::npos);
+  EXPECT_NE(error(member("{'descr': '<f8', 'fortran_order': False, 'shape': (2,", 16)).find("not closed"), std::string::npos);
 }
 
 TEST(ImageSources, EmptyOrUnknownSourcesAreNamed) {
