@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "kernels/attention.h"
 
 namespace {
 constexpr int kExitFailure = 1;
@@ -29,6 +30,10 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "debug logging; errors also show where in the sources they were raised")
       ->each([](const std::string&) { spdlog::set_level(spdlog::level::debug); });
+  app.add_option_function<std::string>(
+         "--attention", [](const std::string& name) { distillery::set_attention_backend(distillery::attention_backend_from_name(name)); },
+         "attention implementation: auto (the fused CUDA kernel on GPUs, else SDPA), fused or sdpa (to compare them)")
+      ->check(CLI::IsMember(distillery::attention_backend_names()));
   distillery::add_sample_command(app);
   distillery::add_teacher_command(app);
   distillery::add_record_command(app);

@@ -1,0 +1,122 @@
+#include "kernels/attention_checks.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <torch/autograd.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+
+#include "kernels/fused_attention.h"
+
+namespace distillery {
+
+namespace {
+
+double relative_error(const at::Tensor& x, const at::Tensor& reference) {
+  return ((x.to(at::kDouble) - reference).abs().max() / reference.abs().max().clamp_min(1e-300)).item<double>();
+}
+
+// Forward output and gradients of q, k, v for the upstream gradient `grad_out`.
+using AttentionFunction = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+std::vector<at::Tensor> run(const AttentionFunction& f, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& grad_out) {
+  auto qg = q.detach().requires_grad_(true), kg = k.detach().requires_grad_(true), vg = v.detach().requires_grad_(true);
+  const auto out = f(qg, kg, vg);
+  auto grads = torch::autograd::grad({out}, {qg, kg, vg}, {grad_out.to(out.scalar_type())});
+  return {out.detach(), grads[0], grads[1], grads[2]};
+}
+
+at::Tensor naive(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return at::softmax(at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1))), -1).matmul(v);
+}
+
+// Restricts SDPA to one backend for the lifetime of the object.
+class SdpaRestriction {
+ public:
+  explicit SdpaRestriction(SdpaBackend only) {
+    auto& c = at::globalContext();
+    saved_ = {c.userEnabledFlashSDP(), c.userEnabledMemEfficientSDP(), c.userEnabledCuDNNSDP(), c.userEnabledMathSDP()};
+    if (only == SdpaBackend::Default) return;
+    c.setSDPUseFlash(only == SdpaBackend::Flash);
+    c.setSDPUseMemEfficient(only == SdpaBackend::MemoryEfficient);
+    c.setSDPUseCuDNN(only == SdpaBackend::CuDnn);
+    c.setSDPUseMath(only == SdpaBackend::Math);
+  }
+  ~SdpaRestriction() {
+    auto& c = at::globalContext();
+    c.setSDPUseFlash(saved_[0]);
+    c.setSDPUseMemEfficient(saved_[1]);
+    c.setSDPUseCuDNN(saved_[2]);
+    c.setSDPUseMath(saved_[3]);
+  }
+
+ private:
+  std::vector<bool> saved_;
+};
+
+double median_ms(const std::function<void()>& f, int repeats) {
+  f();  // warm-up (and kernel selection)
+  torch::cuda::synchronize();
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    torch::cuda::synchronize();
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::nth_element(times.begin(), times.begin() + static_cast<long>(times.size() / 2), times.end());
+  return times[times.size() / 2];
+}
+
+std::vector<at::Tensor> inputs(const AttentionCase& c, uint64_t seed) {
+  at::manual_seed(seed);
+  const auto options = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+  const std::vector<int64_t> shape = {c.batch, c.heads, c.tokens, c.head_dim};
+  return {(at::randn(shape, options) * c.query_scale).to(c.dtype), at::randn(shape, options).to(c.dtype), at::randn(shape, options).to(c.dtype),
+          at::randn(shape, options)};
+}
+
+}  // namespace
+
+bool AttentionErrors::fused_within_twice_sdpa() const {
+  return fused_forward <= 2 * sdpa_forward + 1e-6 && fused_backward <= 2 * sdpa_backward + 1e-6;
+}
+
+AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed) {
+  const auto x = inputs(c, seed);
+  const auto& [q, k, v, grad_out] = std::tie(x[0], x[1], x[2], x[3]);
+  const auto reference = run(naive, q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), grad_out.to(at::kDouble));
+  const auto fused = run(fused_attention, q, k, v, grad_out);
+  const auto sdpa = run([](const at::Tensor& a, const at::Tensor& b, const at::Tensor& d) { return at::scaled_dot_product_attention(a, b, d); }, q, k,
+                        v, grad_out);
+  const auto backward = [&](const std::vector<at::Tensor>& r) {
+    return std::max({relative_error(r[1], reference[1]), relative_error(r[2], reference[2]), relative_error(r[3], reference[3])});
+  };
+  return {relative_error(fused[0], reference[0]), relative_error(sdpa[0], reference[0]), backward(fused), backward(sdpa)};
+}
+
+std::vector<std::string> sdpa_backend_names() { return {"sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"}; }
+
+double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats) {
+  const auto x = inputs(c, 0);
+  at::NoGradGuard no_grad;
+  if (fused) return median_ms([&] { fused_attention_forward(x[0], x[1], x[2]); }, repeats);
+  const SdpaRestriction only(sdpa);
+  try {
+    return median_ms([&] { at::scaled_dot_product_attention(x[0], x[1], x[2]); }, repeats);
+  } catch (const c10::Error&) {
+    return -1;  // that backend does not take these inputs
+  }
+}
+
+double measured_bf16_peak_tflops() {
+  const auto options = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const auto a = at::randn({8192, 8192}, options), b = at::randn({8192, 8192}, options);
+  const double ms = median_ms([&] { at::matmul(a, b); }, 10);
+  return 2.0 * 8192.0 * 8192.0 * 8192.0 / (ms * 1e-3) / 1e12;
+}
+
+}  // namespace distillery

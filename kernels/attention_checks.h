@@ -1,0 +1,41 @@
+// defines: AttentionCase, AttentionErrors, attention_errors, SdpaBackend, sdpa_backend_names, time_attention_ms, measured_bf16_peak_tflops
+// The fused kernel's GPU checks and benchmark pieces, shared by the GoogleTest suite and by
+// kernels/attention_check.cpp (the LibTorch-only program tools/gpu_attention.sh runs).
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace distillery {
+
+struct AttentionCase {
+  int64_t batch = 2, heads = 4, tokens = 64, head_dim = 64;
+  c10::ScalarType dtype = c10::ScalarType::Float;
+  double query_scale = 1.0;  // multiplies q: large values give large logits
+};
+
+// Errors of the forward output and of the gradients (worst of dq, dk, dv) against a float64
+// reference of the same inputs, as max |x − ref| / max |ref|, for the fused kernel and for
+// at::scaled_dot_product_attention with its default backend choice.
+struct AttentionErrors {
+  double fused_forward, sdpa_forward, fused_backward, sdpa_backward;
+  // The criterion: at most twice SDPA's error, plus 1e-6 for float32 inputs where
+  // both sit at rounding level.
+  bool fused_within_twice_sdpa() const;
+};
+AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed);
+
+enum class SdpaBackend { Default, Flash, MemoryEfficient, CuDnn, Math };
+std::vector<std::string> sdpa_backend_names();  // by SdpaBackend value
+
+// Median milliseconds of one forward pass (fused when `sdpa` is empty, else SDPA restricted to
+// that backend), or a negative value when that SDPA backend rejects the inputs.
+double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats);
+
+// bf16 GEMM throughput (8192³) as the machine's practical peak, TFLOP/s.
+double measured_bf16_peak_tflops();
+
+}  // namespace distillery

@@ -1,0 +1,38 @@
+// defines: FusedAttentionForward, FusedAttentionGradients, fused_attention_forward, fused_attention_backward, fused_attention,
+//          fused_attention_unsupported
+// Fused multi-head attention on CUDA (the FlashAttention-2 scheme): softmax(q kᵀ/√d) v computed
+// tile by tile with an online softmax, so no tokens×tokens matrix ever reaches global memory;
+// the backward pass recomputes the probabilities from the saved row log-sum-exp. fp32
+// accumulation for float32, float16 and bfloat16 inputs; head dims 32, 64 and 128.
+// Needs LibTorch and CUDA only (it is built alone for GPU machines by DISTILLERY_KERNELS_ONLY).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace distillery {
+
+struct FusedAttentionForward {
+  at::Tensor out;        // like q
+  at::Tensor logsumexp;  // float32 [B, H, N]: log Σ_j exp(q_i·k_j/√d), what the backward pass needs
+};
+
+struct FusedAttentionGradients {
+  at::Tensor dq, dk, dv;
+};
+
+// Why these tensors cannot go through the fused kernel (device, dtype, shape, head dim,
+// contiguity, with what to do about it), or "" when they can.
+std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// The checked entry points: q, k, v are CUDA [batch, heads, tokens, head_dim], contiguous, of
+// one dtype; anything else raises c10::Error with the reason above.
+FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+FusedAttentionGradients fused_attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                                                 const at::Tensor& logsumexp, const at::Tensor& grad_out);
+
+// The forward pass as an autograd function whose backward is fused_attention_backward.
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+}  // namespace distillery

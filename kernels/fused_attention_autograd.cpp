@@ -1,0 +1,27 @@
+#include <torch/autograd.h>
+
+#include "kernels/fused_attention.h"
+
+namespace distillery {
+
+namespace {
+
+struct FusedAttentionFunction : torch::autograd::Function<FusedAttentionFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* context, at::Tensor q, at::Tensor k, at::Tensor v) {
+    auto result = fused_attention_forward(q, k, v);
+    context->save_for_backward({q, k, v, result.out, result.logsumexp});
+    return result.out;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* context, torch::autograd::tensor_list grads) {
+    const auto saved = context->get_saved_variables();
+    auto gradients = fused_attention_backward(saved[0], saved[1], saved[2], saved[3], saved[4], grads[0].contiguous());
+    return {gradients.dq, gradients.dk, gradients.dv};
+  }
+};
+
+}  // namespace
+
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return FusedAttentionFunction::apply(q, k, v); }
+
+}  // namespace distillery

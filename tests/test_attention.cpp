@@ -1,0 +1,87 @@
+// Attention: the reference path on the CPU against the textbook formula, the backend switch,
+// and — on a machine with a GPU — the fused CUDA kernel against float64 and against SDPA.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "kernels/attention.h"
+#include "test_support.h"
+#if DISTILLERY_WITH_CUDA
+#include "kernels/attention_checks.h"
+#endif
+
+namespace distillery {
+namespace {
+
+TEST(Attention, ReferencePathEqualsNaiveSoftmaxOnTheCpu) {
+  torch::manual_seed(0);
+  for (int64_t head_dim : {8, 32, 64})
+    for (int64_t tokens : {1, 49, 100}) {
+      const auto q = torch::randn({2, 3, tokens, head_dim}), k = torch::randn({2, 3, tokens, head_dim}), v = torch::randn({2, 3, tokens, head_dim});
+      const auto q64 = q.to(torch::kFloat64), k64 = k.to(torch::kFloat64), v64 = v.to(torch::kFloat64);
+      const auto naive = torch::softmax(q64.matmul(k64.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim)), -1).matmul(v64);
+      const auto error = [&](const at::Tensor& out) { return ((out.to(torch::kFloat64) - naive).abs().max() / naive.abs().max()).item<double>(); };
+      // The same formula in float64; float32 inputs carry their own rounding (about 1e-6 for
+      // sums over 100 tokens of 64 products), so they are held to 1e-5.
+      EXPECT_LE(error(attention(q64, k64, v64)), 1e-12) << "float64, head_dim " << head_dim << ", tokens " << tokens;
+      EXPECT_LE(error(attention(q, k, v)), 1e-5) << "float32, head_dim " << head_dim << ", tokens " << tokens;
+    }
+}
+
+TEST(Attention, BackendSwitchNamesItsChoicesAndRefusesTheFusedKernelOnCpuTensors) {
+  const auto q = torch::randn({1, 1, 4, 32});
+  set_attention_backend(AttentionBackend::Sdpa);
+  EXPECT_TRUE(torch::equal(attention(q, q, q), at::scaled_dot_product_attention(q, q, q)));
+  set_attention_backend(AttentionBackend::Fused);
+  try {
+    attention(q, q, q);
+    ADD_FAILURE() << "the fused kernel must refuse CPU tensors";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA tensors only"), std::string::npos) << e.what();
+  }
+  set_attention_backend(AttentionBackend::Auto);
+  try {
+    attention_backend_from_name("flash");
+    ADD_FAILURE() << "unknown backend accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(e.describe(false).find("auto, fused, sdpa"), std::string::npos) << e.describe(false);
+  }
+  const auto cli = testing::run_command(fmt::format("{} --attention flash sample --help", testing::kCli));
+  EXPECT_NE(cli.exit_code, 0);
+  EXPECT_NE(cli.output.find("auto"), std::string::npos) << cli.output;
+}
+
+#if DISTILLERY_WITH_CUDA
+bool gpu_present() { return torch::cuda::is_available(); }
+constexpr const char* kNoGpu = "no CUDA device here: the fused kernel's GPU checks run on a GPU machine (tools/gpu_attention.sh)";
+
+void expect_within_twice_sdpa(const AttentionCase& c) {
+  const auto e = attention_errors(c, 7);
+  EXPECT_TRUE(e.fused_within_twice_sdpa()) << "dtype " << c.dtype << " d " << c.head_dim << " tokens " << c.tokens << " q×" << c.query_scale
+                                           << ": forward " << e.fused_forward << " (sdpa " << e.sdpa_forward << "), backward " << e.fused_backward
+                                           << " (sdpa " << e.sdpa_backward << ")";
+}
+
+TEST(FusedAttentionGpu, ForwardAndBackwardWithinTwiceSdpasErrorForEveryDtypeAndHeadDim) {
+  if (!gpu_present()) GTEST_SKIP() << kNoGpu;
+  for (auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16})
+    for (int64_t d : {32, 64, 128}) expect_within_twice_sdpa({2, 4, 128, d, dtype, 1.0});
+}
+
+TEST(FusedAttentionGpu, TokenCountsThatAreNotMultiplesOfTheTile) {
+  if (!gpu_present()) GTEST_SKIP() << kNoGpu;
+  for (int64_t tokens : {1, 17, 33, 100, 1000}) expect_within_twice_sdpa({1, 3, tokens, 64, torch::kBFloat16, 1.0});
+}
+
+TEST(FusedAttentionGpu, LargeLogitsDoNotOverflow) {
+  if (!gpu_present()) GTEST_SKIP() << kNoGpu;
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) expect_within_twice_sdpa({2, 2, 256, 64, dtype, 60.0});
+}
+#else
+TEST(FusedAttentionGpu, NeedsACudaBuild) { GTEST_SKIP() << "built without CUDA (DISTILLERY_CUDA=OFF or no nvcc): no fused kernel to check"; }
+#endif
+
+}  // namespace
+}  // namespace distillery
