@@ -44,6 +44,21 @@ __device__ void load_rows(float* dst, int stride, const T* src, int first, int c
   }
 }
 
+// acc[i] += Σ_j w_j · rows[j][lane + 32 i] over the tile's rows, w_j being lane j's `weight`.
+template <int D>
+__device__ void add_weighted_rows(float* acc, float weight, const float* rows, int stride, int lane) {
+  for (int j = 0; j < kTile; ++j) {
+    const float wj = __shfl_sync(kAllLanes, weight, j);
+    for (int i = 0; i < D / 32; ++i) acc[i] += wj * rows[j * stride + lane + 32 * i];
+  }
+}
+
+// Writes factor · acc as the lane's dims of one output row.
+template <typename T, int D>
+__device__ void store_row(T* row, const float* acc, float factor, int lane) {
+  for (int i = 0; i < D / 32; ++i) row[lane + 32 * i] = static_cast<T>(acc[i] * factor);
+}
+
 template <int D>
 __device__ float dot(const float* a, const float* b) {
   float sum = 0.f;
@@ -84,16 +99,13 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const T* q, const T* 
       running_sum[r] = running_sum[r] * rescale + warp_sum(p);
       running_max[r] = new_max;
       for (int i = 0; i < kPerLane; ++i) acc[r][i] *= rescale;
-      for (int j = 0; j < kTile; ++j) {
-        const float pj = __shfl_sync(kAllLanes, p, j);
-        for (int i = 0; i < kPerLane; ++i) acc[r][i] += pj * vs[j][lane + 32 * i];
-      }
+      add_weighted_rows<D>(acc[r], p, &vs[0][0], D, lane);
     }
   }
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int row = first_row + warp * kRowsPerWarp + r;
     if (row >= n) continue;
-    for (int i = 0; i < kPerLane; ++i) out[head + static_cast<size_t>(row) * D + lane + 32 * i] = static_cast<T>(acc[r][i] / running_sum[r]);
+    store_row<T, D>(out + head + static_cast<size_t>(row) * D, acc[r], 1.f / running_sum[r], lane);
     if (lane == 0) logsumexp[blockIdx.x * static_cast<size_t>(n) + row] = running_max[r] + logf(running_sum[r]);
   }
 }
@@ -130,16 +142,12 @@ __global__ void __launch_bounds__(kThreads) grad_query_kernel(const T* q, const 
       const int local = warp * kRowsPerWarp + r;
       const float p = valid ? expf(dot<D>(qs[local], ks[lane]) * scale - row_lse[r]) : 0.f;
       const float ds = valid ? p * (dot<D>(dos[local], vs[lane]) - row_delta[r]) : 0.f;
-      for (int j = 0; j < kTile; ++j) {
-        const float dsj = __shfl_sync(kAllLanes, ds, j);
-        for (int i = 0; i < kPerLane; ++i) acc[r][i] += dsj * ks[j][lane + 32 * i];
-      }
+      add_weighted_rows<D>(acc[r], ds, &ks[0][0], D + 1, lane);
     }
   }
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int row = first_row + warp * kRowsPerWarp + r;
-    if (row >= n) continue;
-    for (int i = 0; i < kPerLane; ++i) grad_q[head + static_cast<size_t>(row) * D + lane + 32 * i] = static_cast<T>(acc[r][i] * scale);
+    if (row < n) store_row<T, D>(grad_q + head + static_cast<size_t>(row) * D, acc[r], scale, lane);
   }
 }
 
@@ -177,23 +185,15 @@ __global__ void __launch_bounds__(kThreads) grad_key_value_kernel(const T* q, co
       const int local = warp * kKeysPerWarp + r;
       const float p = valid ? expf(dot<D>(qs[lane], key_rows[local]) * scale - tile_lse[lane]) : 0.f;
       const float ds = valid ? p * (dot<D>(dos[lane], value_rows[local]) - tile_delta[lane]) : 0.f;
-      for (int j = 0; j < kTile; ++j) {
-        const float pj = __shfl_sync(kAllLanes, p, j), dsj = __shfl_sync(kAllLanes, ds, j);
-        for (int i = 0; i < kPerLane; ++i) {
-          dv[r][i] += pj * dos[j][lane + 32 * i];
-          dk[r][i] += dsj * qs[j][lane + 32 * i];
-        }
-      }
+      add_weighted_rows<D>(dv[r], p, &dos[0][0], D + 1, lane);
+      add_weighted_rows<D>(dk[r], ds, &qs[0][0], D + 1, lane);
     }
   }
   for (int r = 0; r < kKeysPerWarp; ++r) {
     const int key = first_key + warp * kKeysPerWarp + r;
     if (key >= n) continue;
-    for (int i = 0; i < kPerLane; ++i) {
-      const size_t at = head + static_cast<size_t>(key) * D + lane + 32 * i;
-      grad_k[at] = static_cast<T>(dk[r][i] * scale);
-      grad_v[at] = static_cast<T>(dv[r][i]);
-    }
+    store_row<T, D>(grad_k + head + static_cast<size_t>(key) * D, dk[r], scale, lane);
+    store_row<T, D>(grad_v + head + static_cast<size_t>(key) * D, dv[r], 1.f, lane);
   }
 }
 

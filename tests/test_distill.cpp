@@ -42,6 +42,17 @@ struct MixtureRun {
   TrainingRunOptions options;
 };
 
+// A run named `name` in `dir` of `recipe`, distilling the analytic mixture of `spec`.
+MixtureRun run_in(const std::filesystem::path& dir, const std::string& name, const std::filesystem::path& spec, const std::filesystem::path& recipe,
+                  std::vector<std::string> overrides) {
+  MixtureRun run{dir, "gmm:" + spec.string(), {}};
+  run.options.config_file = recipe;
+  run.options.out_dir = dir / name;
+  run.options.show_progress = false;
+  run.options.overrides = std::move(overrides);
+  return run;
+}
+
 MixtureRun mixture_run(const std::filesystem::path& dir, const std::string& name, int64_t steps, std::vector<std::string> overrides = {}) {
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
   const auto recipe = dir / (name + ".yaml");
@@ -58,12 +69,7 @@ log: {{every: 1}}
 checkpoint: {{every: 3}}
 )",
                                        steps, steps, (dir / "three_modes.yaml").string());
-  MixtureRun run{dir, "gmm:" + (dir / "three_modes.yaml").string(), {}};
-  run.options.config_file = recipe;
-  run.options.out_dir = dir / name;
-  run.options.show_progress = false;
-  run.options.overrides = std::move(overrides);
-  return run;
+  return run_in(dir, name, dir / "three_modes.yaml", recipe, std::move(overrides));
 }
 
 TEST(Dmd2, OneStepStudentOfTheMixtureCutsItsFrechetDistanceFivefold) {
@@ -131,12 +137,7 @@ log: {{every: 1}}
 checkpoint: {{every: 2}}
 )",
                                        spec.string(), steps);
-  MixtureRun run{dir, "gmm:" + spec.string(), {}};
-  run.options.config_file = recipe;
-  run.options.out_dir = dir / name;
-  run.options.show_progress = false;
-  run.options.overrides = std::move(overrides);
-  return run;
+  return run_in(dir, name, spec, recipe, std::move(overrides));
 }
 
 TEST(Dmd2, GanHeadLearnsToTellRealImagesFromGeneratedOnes) {
