@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "distill/dmd2.h"
 #include "distill/registry.h"
+#include "io/image.h"
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
 #include "teachers/gaussian_mixture.h"
@@ -156,6 +157,36 @@ TEST(Dmd2, GanHeadLearnsToTellRealImagesFromGeneratedOnes) {
   EXPECT_GT(late, 0.35);
   EXPECT_TRUE(lines.back().contains("gan_generator_loss"));
   EXPECT_TRUE(std::filesystem::exists(run.options.out_dir / "checkpoints/step-0000040/gan_head.safetensors"));
+}
+
+TEST(Distill, RealImagesFromDataMustFitAndBeLabelledForAConditionalCritic) {
+  const auto dir = testing::scratch_dir();
+  const auto run = image_mixture_run(dir, "recipe", 2);
+  const auto images = [&](const std::string& name, int64_t side) {
+    std::filesystem::create_directories(dir / name);
+    for (int i = 0; i < 4; ++i) write_image_grid(dir / name / fmt::format("{}.png", i), torch::rand({1, 1, side, side}) * 2 - 1, 1);
+    return dir / name;
+  };
+  int attempt = 0;
+  const auto distill = [&](const std::filesystem::path& data) {
+    return testing::run_command(fmt::format("{} distill --config {} --teacher {} --data {} --out {}", testing::kCli,
+                                            testing::shell_quoted(run.options.config_file), testing::shell_quoted(run.teacher),
+                                            testing::shell_quoted(data), testing::shell_quoted(dir / fmt::format("out{}", ++attempt))));
+  };
+  const auto unlabelled = images("unlabelled", 8);
+  auto result = distill(unlabelled);
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("needs every real image labelled"), std::string::npos) << result.output;
+  std::ofstream(unlabelled / "dataset.json") << R"({"labels": [["0.png", 0], ["1.png", 1], ["2.png", 0], ["3.png", 1]]})";
+  result = distill(unlabelled);
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "out2/checkpoints/step-0000002/gan_head.safetensors"));
+  result = distill(images("large", 16));
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("do not have the student's shape"), std::string::npos) << result.output;
+  result = distill(dir / "absent");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("absent"), std::string::npos) << result.output;
 }
 
 // Runs `straight` to the end and `resumed` in two halves (with what a kill leaves behind in
