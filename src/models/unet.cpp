@@ -155,7 +155,7 @@ UNetImpl::UNetImpl(UNetConfig config) : config_(std::move(config)) {
   }
   for (int64_t level = levels - 1; level >= 0; --level) {
     if (level == levels - 1) {
-      // The kMiddleBlocks: one block with attention, one without, no skip input.
+      // The middle (kMiddleBlocks): one block with attention, one without, no skip input.
       dec_->push_back(UNetBlock(channels, channels, emb, c.dropout, true, c.channels_per_head, Resample::None));
       dec_->push_back(UNetBlock(channels, channels, emb, c.dropout, false, c.channels_per_head, Resample::None));
       dec_takes_skip_.insert(dec_takes_skip_.end(), {false, false});
