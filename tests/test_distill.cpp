@@ -263,14 +263,15 @@ class ScriptedMethod final : public TrainingMethod {
   torch::optim::Adam optimizer_;
 };
 
-Config scripted_config(int64_t steps) {
+Config scripted_config(int64_t steps, const std::string& schedule = "") {
   static const ConfigSchema schema = [] {
     ConfigSchema s;
     add_trainer_fields(s);
     return s;
   }();
-  return Config::parse(schema, fmt::format("train: {{steps: {}, max_nonfinite: 3}}\nlog: {{every: 1}}\ncheckpoint: {{every: 2}}\ngrid: {{every: 0, num: 4}}\n", steps),
-                       "scripted");
+  return Config::parse(
+      schema, fmt::format("train: {{steps: {}, max_nonfinite: 3{}}}\nlog: {{every: 1}}\ncheckpoint: {{every: 2}}\ngrid: {{every: 0, num: 4}}\n", steps, schedule),
+      "scripted");
 }
 
 TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
@@ -312,6 +313,50 @@ TEST(Trainer, ConsecutiveNonFiniteStepsStopAndKeepTheLastGoodCheckpoint) {
   EXPECT_FALSE(std::filesystem::exists(dir / "run/student.safetensors"));
   for (const auto& [name, tensor] : load_tensor_file(dir / "run/checkpoints/step-0000006/model.safetensors").tensors)
     EXPECT_TRUE(torch::isfinite(tensor).all().item<bool>()) << name;
+}
+
+TEST(Trainer, ACosineDecayOverTheLastStepsCanEndARunExtendedByResume) {
+  const auto dir = testing::scratch_dir();
+  const std::string decay = ", warmup_steps: 2, lr_schedule: cosine, decay_steps: 4";
+  TrainingRunOptions options;
+  options.show_progress = false;
+  options.out_dir = dir / "straight";
+  torch::manual_seed(7);  // the same initial weights in both runs
+  ScriptedMethod straight({});
+  run_trainer(straight, scripted_config(10, decay), options);
+  const auto lines = stats_lines(options.out_dir);
+  ASSERT_EQ(lines.size(), 10u);
+  // Warm-up 1/2, 2/2; constant; then ½(1 + cos(πk/4)) for k = 0..3.
+  const std::vector<double> expected = {0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5 * (1 + std::cos(M_PI / 4)), 0.5, 0.5 * (1 + std::cos(3 * M_PI / 4))};
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(lines[i].at("lr_factor").get<double>(), expected[i], 1e-12) << "step " << i;
+
+  // Six steps without a decay, then resumed with the recipe above: the same run, and the first
+  // recipe is kept beside the new one.
+  options.out_dir = dir / "extended";
+  torch::manual_seed(7);
+  ScriptedMethod first({});
+  run_trainer(first, scripted_config(6, ", warmup_steps: 2"), options);
+  options.resume = true;
+  ScriptedMethod second({});
+  run_trainer(second, scripted_config(10, decay), options);
+  EXPECT_EQ(file_bytes(dir / "straight/student.safetensors"), file_bytes(dir / "extended/student.safetensors"));
+  const auto kept = nlohmann::json::parse(file_bytes(dir / "extended/config.before-resume-1.json"));
+  EXPECT_EQ(kept.at("train").at("steps"), 6);
+  EXPECT_EQ(nlohmann::json::parse(file_bytes(dir / "extended/config.json")).at("train").at("decay_steps"), 4);
+  // Resuming again under the same recipe keeps nothing more.
+  ScriptedMethod third({});
+  run_trainer(third, scripted_config(10, decay), options);
+  EXPECT_FALSE(std::filesystem::exists(dir / "extended/config.before-resume-2.json"));
+
+  ScriptedMethod rejected({});
+  options.out_dir = dir / "rejected";
+  options.resume = false;
+  try {
+    run_trainer(rejected, scripted_config(10, ", warmup_steps: 2, lr_schedule: cosine, decay_steps: 9"), options);
+    FAIL() << "a decay longer than the steps after warm-up must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, 8]"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Generate, SameSeedAndIndexGiveTheSameImageWhateverTheBatch) {

@@ -6,8 +6,12 @@
 #include <torch/optim/adam.h>
 #include <torch/types.h>
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -47,6 +51,38 @@ void load_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net,
   }
 }
 
+// "a.b: old → new" for every leaf that differs between two resolved recipes.
+void collect_changes(const nlohmann::json& before, const nlohmann::json& after, const std::string& prefix, std::vector<std::string>& changes) {
+  if (before.is_object() && after.is_object()) {
+    std::set<std::string> keys;
+    for (const auto& item : before.items()) keys.insert(item.key());
+    for (const auto& item : after.items()) keys.insert(item.key());
+    for (const auto& key : keys)
+      collect_changes(before.value(key, nlohmann::json()), after.value(key, nlohmann::json()), prefix.empty() ? key : prefix + "." + key, changes);
+  } else if (before != after) {
+    changes.push_back(fmt::format("{}: {} → {}", prefix, before.dump(), after.dump()));
+  }
+}
+
+// A resumed run may change its recipe (more steps, a final decay): the run directory keeps every
+// recipe it was trained under, so its history stays reproducible.
+void keep_previous_recipe(const std::filesystem::path& out_dir, const Config& config) {
+  const auto current = out_dir / "config.json";
+  if (!std::filesystem::exists(current)) return;
+  std::ifstream in(current);
+  const std::string text{std::istreambuf_iterator<char>(in), {}};
+  const auto before = nlohmann::json::parse(text, nullptr, false);
+  const auto after = nlohmann::json::parse(config.to_json());
+  if (before == after) return;
+  std::vector<std::string> changes;
+  collect_changes(before, after, "", changes);
+  int index = 1;
+  while (std::filesystem::exists(out_dir / fmt::format("config.before-resume-{}.json", index))) ++index;
+  const auto kept = out_dir / fmt::format("config.before-resume-{}.json", index);
+  write_file_atomic(kept, text);
+  spdlog::warn("resuming with a changed recipe ({}); the previous one is kept as {}", fmt::join(changes, "; "), kept.string());
+}
+
 }  // namespace
 
 std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, const Config& config) {
@@ -55,6 +91,7 @@ std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, c
                                                                                .file(options.out_dir.string())
                                                                                .hint("pass --resume to continue it, or choose another --out"));
   std::filesystem::create_directories(checkpoints);
+  if (options.resume) keep_previous_recipe(options.out_dir, config);
   config.write_resolved(options.out_dir);
   return checkpoints;
 }

@@ -44,7 +44,8 @@ struct CheckpointModules {
 };
 
 // Refuses an existing run unless resuming, creates <out>/checkpoints and writes the resolved
-// recipe as <out>/config.json; returns the checkpoints directory.
+// recipe as <out>/config.json (a resumed run whose recipe changed keeps the previous one as
+// config.before-resume-K.json and logs the changed keys); returns the checkpoints directory.
 std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, const Config& config);
 
 // `state_json`: a JSON object that must contain "step".

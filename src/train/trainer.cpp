@@ -56,6 +56,9 @@ void add_trainer_fields(ConfigSchema& s) {
   s.add({"train.steps", ConfigType::Int, "training steps", "1000"});
   s.add({"train.warmup_steps", ConfigType::Int, "linear learning-rate warm-up", "0"});
   s.add({"train.lr_schedule", ConfigType::String, "after warm-up: constant, or cosine decay to 0 at train.steps", "constant", false, {"constant", "cosine"}});
+  s.add({"train.decay_steps", ConfigType::Int,
+         "cosine: decay over the last this many steps, constant before (0: every step after warm-up); a run extended by --resume can end in a decay",
+         "0"});
   s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"});
   s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"});
   s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the student, half-life in generated images (0: no EMA)", "0"});
@@ -81,7 +84,7 @@ namespace {
 constexpr uint64_t kEvalStream = 2000;
 
 struct TrainerSettings {
-  int64_t batch, steps, warmup_steps, max_nonfinite, log_every, checkpoint_every, keep, grid_every, grid_num, eval_every, eval_num;
+  int64_t batch, steps, warmup_steps, decay_steps, max_nonfinite, log_every, checkpoint_every, keep, grid_every, grid_num, eval_every, eval_num;
   double grad_clip, ema_halflife_images;
   bool cosine;
   uint64_t seed, eval_seed;
@@ -89,7 +92,7 @@ struct TrainerSettings {
 
 TrainerSettings settings_from(const Config& c) {
   TrainerSettings s{c.get_int("train.batch"),        c.get_int("train.steps"),     c.get_int("train.warmup_steps"),
-                    c.get_int("train.max_nonfinite"), c.get_int("log.every"),       c.get_int("checkpoint.every"),
+                    c.get_int("train.decay_steps"),  c.get_int("train.max_nonfinite"), c.get_int("log.every"),       c.get_int("checkpoint.every"),
                     c.get_int("checkpoint.keep"),    c.get_int("grid.every"),      c.get_int("grid.num"),
                     c.get_int("eval.every"),         c.get_int("eval.num"),        c.get_float("train.grad_clip"),
                     c.get_float("train.ema_halflife_images"), c.get_string("train.lr_schedule") == "cosine",
@@ -98,13 +101,20 @@ TrainerSettings settings_from(const Config& c) {
                                    {"log.every", s.log_every}, {"checkpoint.every", s.checkpoint_every}, {"checkpoint.keep", s.keep},
                                    {"grid.num", s.grid_num}, {"eval.num", s.eval_num}})
     DISTILLERY_CHECK(value > 0, Error(fmt::format("{} must be positive", key)).file(c.source()).field(key).got(std::to_string(value)));
+  DISTILLERY_CHECK(s.decay_steps >= 0 && s.decay_steps <= s.steps - s.warmup_steps,
+                   Error(fmt::format("train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, {}]", s.steps - s.warmup_steps))
+                       .file(c.source())
+                       .field("train.decay_steps")
+                       .got(std::to_string(s.decay_steps)));
   return s;
 }
 
 double lr_factor(const TrainerSettings& s, int64_t step) {
   if (step < s.warmup_steps) return static_cast<double>(step + 1) / static_cast<double>(s.warmup_steps);
   if (!s.cosine) return 1.0;
-  const double progress = static_cast<double>(step - s.warmup_steps) / static_cast<double>(std::max<int64_t>(s.steps - s.warmup_steps, 1));
+  const int64_t decay = s.decay_steps > 0 ? s.decay_steps : s.steps - s.warmup_steps, start = s.steps - decay;
+  if (step < start) return 1.0;
+  const double progress = static_cast<double>(step - start) / static_cast<double>(std::max<int64_t>(decay, 1));
   return 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
