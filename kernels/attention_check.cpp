@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/attention_checks.h"
+#include "kernels/fused_attention.h"
 
 namespace {
 
@@ -35,7 +36,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::ostringstream json;
-  json << "{\"device\": \"" << at::cuda::getCurrentDeviceProperties()->name << "\", \"correctness\": [";
+  const auto probe = at::zeros({1, 1, 16, 64}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+  const char* bf16_forward = distillery::fused_attention_uses_tensor_cores(probe, probe, probe) ? "tensor cores (mma.sync m16n8k16)" : "CUDA cores";
+  std::printf("bf16 forward pass on %s\n", bf16_forward);
+  json << "{\"device\": \"" << at::cuda::getCurrentDeviceProperties()->name << "\", \"bf16_forward\": \"" << bf16_forward << "\", \"correctness\": [";
   bool all_pass = true, first = true;
   std::vector<AttentionCase> cases;
   for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16})

@@ -1,6 +1,8 @@
 // Kernels → launchers → checked entry points of kernels/fused_attention.h.
 //
-// Every kernel has the same shape: a block of 4 warps owns a few rows (query rows in the
+// Two forward kernels: float16/bfloat16 inputs on sm_80 and later go through tensor cores
+// (tensor_core_forward_kernel, below); float32 inputs, older GPUs and the backward pass use the
+// CUDA-core kernels, which all have the same shape: a block of 4 warps owns a few rows (query rows in the
 // forward and dQ kernels, key rows in the dK/dV kernel); it streams the other side through
 // shared memory in tiles of 32 rows, one per lane. A lane computes the full dot product of its
 // tile row with the warp's row; each lane accumulates the output dims d ≡ lane (mod 32) in
@@ -10,7 +12,11 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <type_traits>
 
@@ -197,6 +203,173 @@ __global__ void __launch_bounds__(kThreads) grad_key_value_kernel(const T* q, co
   }
 }
 
+// ---- Tensor-core forward (float16 / bfloat16, sm_80+) ----
+//
+// FlashAttention-2's forward on mma.sync.m16n8k16 with float32 accumulators. Each of the 4 warps
+// owns 16 query rows, held in registers as A fragments for the whole kernel; keys and values
+// stream through shared memory in tiles of kTensorKeys (values stored transposed, so that both
+// products read their B fragments as aligned 32-bit pairs). In the fragment layouts lane L
+// holds rows L/4 and L/4 + 8 and the column pair 2·(L%4) + {0, 1} of every 8-column block, so a
+// row's maximum and sum reduce over the 4 lanes of a quad, and the score tile's accumulators are
+// already the A fragments of P·V once converted to 16 bits. Scores are kept in log2 units
+// (scale·log2 e folded in) so the exponentials are exp2.
+constexpr int kTensorRowsPerWarp = 16, kTensorRows = kWarps * kTensorRowsPerWarp, kTensorKeys = 64;
+
+template <typename T>
+__device__ uint32_t pack_pair(float low, float high) {
+  if constexpr (std::is_same_v<T, c10::Half>) {
+    const __half2 pair = __floats2half2_rn(low, high);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  } else {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+}
+
+// c += a · b for a 16×16 A fragment and a 16×8 B fragment (b0: k rows 0–7, b1: 8–15).
+template <typename T>
+__device__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, c10::Half>)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();  // the launcher never picks this kernel below sm_80
+#endif
+}
+
+__device__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(kAllLanes, x, 1));
+  return fmaxf(x, __shfl_xor_sync(kAllLanes, x, 2));
+}
+
+__device__ float quad_sum(float x) {
+  x += __shfl_xor_sync(kAllLanes, x, 1);
+  return x + __shfl_xor_sync(kAllLanes, x, 2);
+}
+
+// The 32-bit pair at (row, col) of a [n, D] matrix of 16-bit values, 0 past the last row.
+template <int D>
+__device__ uint32_t pair_at(const uint16_t* m, int row, int col, int n) {
+  return row < n ? *reinterpret_cast<const uint32_t*>(m + static_cast<size_t>(row) * D + col) : 0u;
+}
+
+// out = softmax(q kᵀ · scale) v, logsumexp per query row. Grid: (batch·heads, tiles of 64 rows).
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* q_in, const T* k_in, const T* v_in, T* out, float* logsumexp, int n,
+                                                                        float scale_log2) {
+  constexpr int kChunks = D / 16, kKeyBlocks = kTensorKeys / 8, kDimBlocks = D / 8;
+  constexpr int kKeyStride = D + 8, kValueStride = kTensorKeys + 8;  // +8: 32 lanes' pairs land in 32 banks
+  __shared__ __align__(16) uint16_t keys[kTensorKeys * kKeyStride];
+  __shared__ __align__(16) uint16_t values_t[D * kValueStride];
+  const size_t head = blockIdx.x * static_cast<size_t>(n) * D;
+  const auto* q = reinterpret_cast<const uint16_t*>(q_in) + head;
+  const auto* k = reinterpret_cast<const uint16_t*>(k_in) + head;
+  const auto* v = reinterpret_cast<const uint16_t*>(v_in) + head;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_row = lane / 4, pair_col = 2 * (lane % 4);
+  const int row0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + quad_row, row1 = row0 + 8;
+
+  uint32_t q_frag[kChunks][4];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    q_frag[c][0] = pair_at<D>(q, row0, 16 * c + pair_col, n);
+    q_frag[c][1] = pair_at<D>(q, row1, 16 * c + pair_col, n);
+    q_frag[c][2] = pair_at<D>(q, row0, 16 * c + 8 + pair_col, n);
+    q_frag[c][3] = pair_at<D>(q, row1, 16 * c + 8 + pair_col, n);
+  }
+  float o[kDimBlocks][4] = {};
+  float max0 = -INFINITY, max1 = -INFINITY, sum0 = 0.f, sum1 = 0.f;  // sums: this lane's columns only
+
+  for (int start = 0; start < n; start += kTensorKeys) {
+    __syncthreads();  // the previous tile is consumed
+    for (int index = threadIdx.x; index < kTensorKeys * D / 8; index += kThreads) {
+      const int r = index / (D / 8), c = 8 * (index % (D / 8)), row = start + r;
+      const uint4 eight = row < n ? *reinterpret_cast<const uint4*>(k + static_cast<size_t>(row) * D + c) : make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(keys + r * kKeyStride + c) = eight;
+    }
+    for (int index = threadIdx.x; index < kTensorKeys * D / 2; index += kThreads) {
+      const int r = index / (D / 2), c = 2 * (index % (D / 2));
+      const uint32_t two = pair_at<D>(v, start + r, c, n);
+      values_t[c * kValueStride + r] = static_cast<uint16_t>(two & 0xffffu);
+      values_t[(c + 1) * kValueStride + r] = static_cast<uint16_t>(two >> 16);
+    }
+    __syncthreads();
+
+    float s[kKeyBlocks][4] = {};
+#pragma unroll
+    for (int j = 0; j < kKeyBlocks; ++j)
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const uint16_t* key = keys + (8 * j + quad_row) * kKeyStride + 16 * c + pair_col;
+        mma_16x8x16<T>(s[j], q_frag[c], *reinterpret_cast<const uint32_t*>(key), *reinterpret_cast<const uint32_t*>(key + 8));
+      }
+    float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kKeyBlocks; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool valid = start + 8 * j + pair_col + (e & 1) < n;  // key `start` always is: every row max is finite
+        s[j][e] = valid ? s[j][e] * scale_log2 : -INFINITY;
+        if (e < 2) tile_max0 = fmaxf(tile_max0, s[j][e]);
+        else tile_max1 = fmaxf(tile_max1, s[j][e]);
+      }
+    const float new_max0 = fmaxf(max0, quad_max(tile_max0)), new_max1 = fmaxf(max1, quad_max(tile_max1));
+    const float rescale0 = exp2f(max0 - new_max0), rescale1 = exp2f(max1 - new_max1);  // 0 on the first tile
+    max0 = new_max0;
+    max1 = new_max1;
+    sum0 *= rescale0;
+    sum1 *= rescale1;
+#pragma unroll
+    for (int b = 0; b < kDimBlocks; ++b) {
+      o[b][0] *= rescale0;
+      o[b][1] *= rescale0;
+      o[b][2] *= rescale1;
+      o[b][3] *= rescale1;
+    }
+#pragma unroll
+    for (int j = 0; j < kKeyBlocks; ++j) {
+      s[j][0] = exp2f(s[j][0] - max0);
+      s[j][1] = exp2f(s[j][1] - max0);
+      s[j][2] = exp2f(s[j][2] - max1);
+      s[j][3] = exp2f(s[j][3] - max1);
+      sum0 += s[j][0] + s[j][1];
+      sum1 += s[j][2] + s[j][3];
+    }
+    // P·V over the tile's keys, 16 at a time: score blocks 2t and 2t + 1 form one A fragment.
+#pragma unroll
+    for (int t = 0; t < kKeyBlocks / 2; ++t) {
+      const uint32_t p[4] = {pack_pair<T>(s[2 * t][0], s[2 * t][1]), pack_pair<T>(s[2 * t][2], s[2 * t][3]),
+                             pack_pair<T>(s[2 * t + 1][0], s[2 * t + 1][1]), pack_pair<T>(s[2 * t + 1][2], s[2 * t + 1][3])};
+#pragma unroll
+      for (int b = 0; b < kDimBlocks; ++b) {
+        const uint16_t* value = values_t + (8 * b + quad_row) * kValueStride + 16 * t + pair_col;
+        mma_16x8x16<T>(o[b], p, *reinterpret_cast<const uint32_t*>(value), *reinterpret_cast<const uint32_t*>(value + 8));
+      }
+    }
+  }
+  sum0 = quad_sum(sum0);
+  sum1 = quad_sum(sum1);
+  auto* result = reinterpret_cast<uint16_t*>(out) + head;
+  const size_t lse_head = blockIdx.x * static_cast<size_t>(n);
+  constexpr float kLn2 = 0.69314718055994530942f;
+#pragma unroll
+  for (int second = 0; second < 2; ++second) {  // unrolled, so o[b][2 * second] stays in registers
+    const int row = second ? row1 : row0;
+    const float sum = second ? sum1 : sum0, max = second ? max1 : max0;
+    if (row >= n) continue;
+#pragma unroll
+    for (int b = 0; b < kDimBlocks; ++b)
+      *reinterpret_cast<uint32_t*>(result + static_cast<size_t>(row) * D + 8 * b + pair_col) =
+          pack_pair<T>(o[b][2 * second] / sum, o[b][2 * second + 1] / sum);
+    if (lane % 4 == 0) logsumexp[lse_head + row] = (max + log2f(sum)) * kLn2;
+  }
+}
+
 // Rows per warp keep each kernel's static shared memory under 48 KiB at head dim 128.
 constexpr int kForwardRows = 4, kGradQueryRows = 2, kGradKeys = 2;
 // Row tiles go in the grid's y dimension (at most 65,535 blocks of 8 rows).
@@ -250,6 +423,12 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
   return why.str();
 }
 
+bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  if (!fused_attention_unsupported(q, k, v).empty() || q.scalar_type() == at::kFloat) return false;
+  const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };  // 16-byte key loads
+  return at::cuda::getDeviceProperties(q.device().index())->major >= 8 && aligned(q) && aligned(k) && aligned(v);
+}
+
 FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_supported(q, k, v);
   const c10::cuda::CUDAGuard guard(q.device());
@@ -258,9 +437,18 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Ten
   auto out = at::empty_like(q);
   auto logsumexp = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
   const auto stream = at::cuda::getCurrentCUDAStream();
+  const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v);
   dispatch(q, [&](auto type_tag, auto dim_tag) {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim_tag)::value;
+    if constexpr (!std::is_same_v<T, float>) {
+      if (tensor_cores) {
+        tensor_core_forward_kernel<T, D><<<dim3(heads, tiles(n, kTensorRows)), kThreads, 0, stream>>>(
+            q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale * static_cast<float>(M_LOG2E));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     forward_kernel<T, D, kForwardRows><<<dim3(heads, tiles(n, kWarps * kForwardRows)), kThreads, 0, stream>>>(
         q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
