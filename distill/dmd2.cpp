@@ -204,8 +204,8 @@ class Dmd2 final : public TrainingMethod {
     critic_optimizer_ = adam(*critic_optimized_, settings_.critic_lr);
   }
 
-  NetworkDenoiser& student() override { return *generator_; }
-  SampleRequest student_sampling() const override { return request_; }
+  NetworkDenoiser& network() override { return *generator_; }
+  SampleRequest sampling() const override { return request_; }
   CheckpointModules checkpoint_parts() override {
     CheckpointModules parts{{{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}},
                             {{"generator_optimizer", &generator_->module(), generator_optimizer_.get()},

@@ -48,6 +48,19 @@ TEST(Config, ValuesDefaultsAndOverrides) {
   EXPECT_EQ(json["method"].get<std::string>(), "dmd2");
 }
 
+TEST(Config, AProgramCanChangeTheDefaultsOfSharedKeys) {
+  auto schema = training_schema();
+  schema.set_default("batch_size", "256");
+  EXPECT_EQ(Config::parse(schema, "name: x", "run.yaml").get_int("batch_size"), 256);
+  EXPECT_EQ(Config::parse(schema, "name: x\nbatch_size: 8", "run.yaml").get_int("batch_size"), 8);
+  try {
+    schema.set_default("batch", "1");
+    FAIL() << "a default for an undeclared key must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("default for undeclared config key 'batch'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Config, ResolvedConfigIsWrittenAsJson) {
   const auto dir = testing::scratch_dir();
   Config::parse(training_schema(), "name: x", "run.yaml").write_resolved(dir);

@@ -240,8 +240,8 @@ class ScriptedMethod final : public TrainingMethod {
   explicit ScriptedMethod(std::set<int64_t> nan_steps)
       : student_(MLPConfig{.shape = {2}, .hidden = 8, .layers = 1}), nan_steps_(std::move(nan_steps)),
         optimizer_(student_.module().parameters(), torch::optim::AdamOptions(1e-2)) {}
-  NetworkDenoiser& student() override { return student_; }
-  SampleRequest student_sampling() const override {
+  NetworkDenoiser& network() override { return student_; }
+  SampleRequest sampling() const override {
     SampleRequest request;
     request.sampler = "multistep";
     request.sigmas = {80.0};

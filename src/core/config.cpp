@@ -147,6 +147,13 @@ ConfigSchema& ConfigSchema::add(ConfigField field) {
   return *this;
 }
 
+ConfigSchema& ConfigSchema::set_default(std::string_view key, std::string default_yaml) {
+  const auto field = std::find_if(fields_.begin(), fields_.end(), [&](const ConfigField& f) { return f.key == key; });
+  DISTILLERY_CHECK(field != fields_.end(), Error(fmt::format("default for undeclared config key '{}'", key)));
+  field->default_yaml = std::move(default_yaml);
+  return *this;
+}
+
 const ConfigField* ConfigSchema::find(std::string_view key) const {
   for (const auto& f : fields_)
     if (f.key == key) return &f;

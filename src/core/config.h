@@ -31,6 +31,8 @@ struct ConfigField {
 class ConfigSchema {
  public:
   ConfigSchema& add(ConfigField field);
+  // A shared group of keys (the trainer's) with a program's own defaults.
+  ConfigSchema& set_default(std::string_view key, std::string default_yaml);
   const ConfigField* find(std::string_view key) const;
   const std::vector<ConfigField>& fields() const { return fields_; }
   bool is_prefix(std::string_view prefix) const;  // some key starts with "prefix."

@@ -61,12 +61,12 @@ void add_trainer_fields(ConfigSchema& s) {
          "0"});
   s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"});
   s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"});
-  s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the student, half-life in generated images (0: no EMA)", "0"});
+  s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the trained network, half-life in training images (0: no EMA)", "0"});
   s.add({"train.seed", ConfigType::Int, "seed of every random draw (noise, σ, data order)", "0"});
   s.add({"log.every", ConfigType::Int, "steps per stats.jsonl line", "10"});
   s.add({"checkpoint.every", ConfigType::Int, "steps between checkpoints", "100"});
   s.add({"checkpoint.keep", ConfigType::Int, "checkpoints kept", "2"});
-  s.add({"grid.every", ConfigType::Int, "steps between sample grids of the student (0: only at the end)", "500"});
+  s.add({"grid.every", ConfigType::Int, "steps between sample grids (0: only at the end)", "500"});
   s.add({"grid.num", ConfigType::Int, "samples in a grid", "100"});
   s.add({"eval.every", ConfigType::Int, "steps between in-loop evaluations (0: none)", "0"});
   s.add({"eval.num", ConfigType::Int, "samples per evaluation (fixed seed, the same every time)", "1000"});
@@ -101,7 +101,7 @@ TrainerSettings settings_from(const Config& c) {
                                    {"log.every", s.log_every}, {"checkpoint.every", s.checkpoint_every}, {"checkpoint.keep", s.keep},
                                    {"grid.num", s.grid_num}, {"eval.num", s.eval_num}})
     DISTILLERY_CHECK(value > 0, Error(fmt::format("{} must be positive", key)).file(c.source()).field(key).got(std::to_string(value)));
-  DISTILLERY_CHECK(s.decay_steps >= 0 && s.decay_steps <= s.steps - s.warmup_steps,
+  DISTILLERY_CHECK(s.decay_steps == 0 || (s.decay_steps > 0 && s.decay_steps <= s.steps - s.warmup_steps),
                    Error(fmt::format("train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, {}]", s.steps - s.warmup_steps))
                        .file(c.source())
                        .field("train.decay_steps")
@@ -182,8 +182,8 @@ class InLoopEvaluation {
 
 // fd_vs_step.png from the evaluations logged in stats.jsonl so far (log scale: FD falls by
 // orders of magnitude).
-void plot_evaluations(const std::filesystem::path& out) {
-  PlotSeries series{"student", {}, {}};
+void plot_evaluations(const std::filesystem::path& out, const std::string& label) {
+  PlotSeries series{label, {}, {}};
   std::string metric;
   std::ifstream in(out / "stats.jsonl");
   for (std::string line; std::getline(in, line);) {
@@ -195,15 +195,16 @@ void plot_evaluations(const std::filesystem::path& out) {
         metric = key;
       }
   }
-  if (!series.x.empty()) write_line_plot(out / "fd_vs_step.png", {series}, fmt::format("{} of the student against training step", metric), true);
-}
-
-// Written into student files so `generate` walks the σ grid the student was trained on.
-std::map<std::string, std::string> student_metadata(const SampleRequest& sampling) {
-  return {{"student_sampler", sampling.sampler}, {"student_sigmas", nlohmann::json(sampling.sigmas).dump()}};
+  if (!series.x.empty()) write_line_plot(out / "fd_vs_step.png", {series}, fmt::format("{} against training step", metric), true);
 }
 
 }  // namespace
+
+// Written into student files so `generate` walks the σ grid the student was trained on.
+std::map<std::string, std::string> TrainingMethod::output_metadata() const {
+  const auto request = sampling();
+  return {{"student_sampler", request.sampler}, {"student_sigmas", nlohmann::json(request.sigmas).dump()}};
+}
 
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options) {
   const auto s = settings_from(config);
@@ -211,7 +212,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
   std::filesystem::create_directories(grids);
 
-  auto& student = method.student();
+  auto& student = method.network();
   std::unique_ptr<NetworkDenoiser> ema;
   std::vector<std::pair<at::Tensor, at::Tensor>> ema_pairs;  // (EMA tensor, student tensor)
   auto parts = method.checkpoint_parts();
@@ -221,10 +222,10 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     for (size_t i = 0; i < source.size(); ++i) ema_pairs.emplace_back(target[i].second, source[i].second);
     parts.modules.push_back({"ema", &ema->module(), ema->file_metadata()});
   }
-  // The student's checkpoint files (and the EMA's) are students `generate` can use as they are.
+  // The network's checkpoint files (and the EMA's) are usable as they are, like the output.
   for (auto& module : parts.modules)
     if (module.module == &student.module() || module.name == "ema")
-      for (auto& [key, value] : student_metadata(method.student_sampling())) module.metadata.insert_or_assign(key, value);
+      for (auto& [key, value] : method.output_metadata()) module.metadata.insert_or_assign(key, value);
   Denoiser& shown = ema ? static_cast<Denoiser&>(*ema) : student;
 
   StepContext context;
@@ -242,7 +243,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   std::optional<InLoopEvaluation> evaluation;
   if (s.eval_every > 0) evaluation.emplace(config, student.sample_shape());
   const auto sampling_for = [&](uint64_t seed, int64_t num) {
-    auto request = method.student_sampling();
+    auto request = method.sampling();
     request.seed = seed;
     request.num = num;
     request.labels = student.num_classes() > 0 ? "all" : "";
@@ -253,7 +254,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     const auto path = grids / fmt::format("grid-step-{:07d}.png", step);
     const auto shape = student.sample_shape();
     if (shape.size() == 3) write_image_grid(path, samples, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(s.grid_num)))));
-    else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("student samples at step {}", step));
+    else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("samples at step {}", step));
   };
 
   // The starting point of the FD-vs-step curve.
@@ -261,7 +262,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     auto line = nlohmann::json{{"step", 0}};
     line.update(evaluation->evaluate(shown, sampling_for(s.eval_seed, s.eval_num)));
     stats->write(line.dump());
-    plot_evaluations(out);
+    plot_evaluations(out, std::filesystem::path(method.output_file()).stem().string());
   }
 
   const double ema_beta = ema ? std::pow(0.5, static_cast<double>(s.batch * context.world_size) / s.ema_halflife_images) : 0.0;
@@ -315,7 +316,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       line.update(result);
     }
     if (!line.is_null()) stats->write(line.dump());
-    if (line.contains("eval_num")) plot_evaluations(out);
+    if (line.contains("eval_num")) plot_evaluations(out, std::filesystem::path(method.output_file()).stem().string());
     if (state.step % s.checkpoint_every == 0 || last)
       write_checkpoint(checkpoints, state.step, parts, state.to_json(), s.keep);
     if ((s.grid_every > 0 && state.step % s.grid_every == 0) || last) write_grid(state.step);
@@ -324,11 +325,10 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   }
   progress.finish();
   if (writes) {
-    const auto sampling = method.student_sampling();
-    auto metadata = student_metadata(sampling);
+    auto metadata = method.output_metadata();
     metadata["trained_steps"] = std::to_string(state.step);
-    (ema ? *ema : student).save(out / "student.safetensors", metadata);
-    spdlog::info("wrote {}", (out / "student.safetensors").string());
+    (ema ? *ema : student).save(out / method.output_file(), metadata);
+    spdlog::info("wrote {}", (out / method.output_file()).string());
   }
 }
 

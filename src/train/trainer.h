@@ -70,10 +70,11 @@ class StepContext {
 class TrainingMethod {
  public:
   virtual ~TrainingMethod() = default;
-  // The student: grids, evaluation and the EMA are of it; it is saved as student.safetensors.
-  virtual NetworkDenoiser& student() = 0;
-  // How the student generates (sampler, steps, σ range) for grids and evaluation.
-  virtual SampleRequest student_sampling() const = 0;
+  // The network this run trains (a distillation's student, or a teacher): grids, evaluation
+  // and the EMA are of it; its final weights (the EMA's when there is one) are the run's output.
+  virtual NetworkDenoiser& network() = 0;
+  // How that network generates (sampler, steps, σ range) for grids and evaluation.
+  virtual SampleRequest sampling() const = 0;
   // Every module and optimiser whose state a checkpoint must hold (the trainer adds the EMA).
   virtual CheckpointModules checkpoint_parts() = 0;
   virtual std::vector<OptimizerSlot> optimizers() = 0;
@@ -81,13 +82,18 @@ class TrainingMethod {
   virtual int64_t draws_per_step() const { return 1; }
   // One training step; returns named scalars that stats.jsonl averages over log intervals.
   virtual std::map<std::string, double> step(StepContext& context) = 0;
+  // The output file in the run directory, and the metadata it and the network's checkpoint
+  // files carry besides the architecture (by default: the σ grid `generate` must walk).
+  virtual std::string output_file() const { return "student.safetensors"; }
+  virtual std::map<std::string, std::string> output_metadata() const;
 };
 
-// train.*, log.*, checkpoint.*, grid.* and eval.* keys.
+// train.*, log.*, checkpoint.*, grid.* and eval.* keys (a method's schema may change their
+// defaults with ConfigSchema::set_default).
 void add_trainer_fields(ConfigSchema& schema);
 
-// Runs `method` to train.steps in options.out_dir (resuming when asked); writes
-// student.safetensors (the EMA when train.ema_halflife_images > 0) at the end.
+// Runs `method` to train.steps in options.out_dir (resuming when asked); writes its output file
+// (the EMA when train.ema_halflife_images > 0) at the end.
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options);
 
 }  // namespace distillery
