@@ -240,6 +240,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   std::optional<StatsLog> stats;
   if (writes) stats.emplace(out / "stats.jsonl", state.step);
 
+  const auto curve_label = std::filesystem::path(method.output_file()).stem().string();  // "student", "teacher"
   std::optional<InLoopEvaluation> evaluation;
   if (s.eval_every > 0) evaluation.emplace(config, student.sample_shape());
   const auto sampling_for = [&](uint64_t seed, int64_t num) {
@@ -262,7 +263,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     auto line = nlohmann::json{{"step", 0}};
     line.update(evaluation->evaluate(shown, sampling_for(s.eval_seed, s.eval_num)));
     stats->write(line.dump());
-    plot_evaluations(out, std::filesystem::path(method.output_file()).stem().string());
+    plot_evaluations(out, curve_label);
   }
 
   const double ema_beta = ema ? std::pow(0.5, static_cast<double>(s.batch * context.world_size) / s.ema_halflife_images) : 0.0;
@@ -316,7 +317,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       line.update(result);
     }
     if (!line.is_null()) stats->write(line.dump());
-    if (line.contains("eval_num")) plot_evaluations(out, std::filesystem::path(method.output_file()).stem().string());
+    if (line.contains("eval_num")) plot_evaluations(out, curve_label);
     if (state.step % s.checkpoint_every == 0 || last)
       write_checkpoint(checkpoints, state.step, parts, state.to_json(), s.keep);
     if ((s.grid_every > 0 && state.step % s.grid_every == 0) || last) write_grid(state.step);
