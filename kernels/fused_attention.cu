@@ -207,12 +207,15 @@ __global__ void __launch_bounds__(kThreads) grad_key_value_kernel(const T* q, co
 //
 // FlashAttention-2's forward on mma.sync.m16n8k16 with float32 accumulators. Each of the 4 warps
 // owns 16 query rows, held in registers as A fragments for the whole kernel; keys and values
-// stream through shared memory in tiles of kTensorKeys (values stored transposed, so that both
-// products read their B fragments as aligned 32-bit pairs). In the fragment layouts lane L
-// holds rows L/4 and L/4 + 8 and the column pair 2·(L%4) + {0, 1} of every 8-column block, so a
-// row's maximum and sum reduce over the 4 lanes of a quad, and the score tile's accumulators are
-// already the A fragments of P·V once converted to 16 bits. Scores are kept in log2 units
-// (scale·log2 e folded in) so the exponentials are exp2.
+// stream through shared memory in tiles of kTensorKeys, both row-major as in global memory,
+// copied by cp.async and read as B fragments by ldmatrix (transposing on the fly for V). In the
+// fragment layouts lane L holds rows L/4 and L/4 + 8 and the column pair 2·(L%4) + {0, 1} of
+// every 8-column block, so a row's maximum and sum reduce over the 4 lanes of a quad, and the
+// score tile's accumulators are already the A fragments of P·V once converted to 16 bits.
+// Scores are kept in log2 units (scale·log2 e folded in) so the exponentials are exp2.
+//
+// Keys and values have a buffer each, so each copy overlaps the other half of the work: the
+// next tile's keys arrive during the softmax and P·V, the next values during Q·Kᵀ.
 constexpr int kTensorRowsPerWarp = 16, kTensorRows = kWarps * kTensorRowsPerWarp, kTensorKeys = 64;
 
 template <typename T>
@@ -226,10 +229,16 @@ __device__ uint32_t pack_pair(float low, float high) {
   }
 }
 
+// The instructions below exist from sm_80 (cp.async, bf16 mma) on; the launcher never picks the
+// tensor-core kernel on older GPUs, whose builds get a trap in its place.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define DISTILLERY_TENSOR_CORES 1
+#endif
+
 // c += a · b for a 16×16 A fragment and a 16×8 B fragment (b0: k rows 0–7, b1: 8–15).
 template <typename T>
 __device__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#ifdef DISTILLERY_TENSOR_CORES
   if constexpr (std::is_same_v<T, c10::Half>)
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -239,8 +248,55 @@ __device__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, 
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #else
-  __trap();  // the launcher never picks this kernel below sm_80
+  __trap();
 #endif
+}
+
+// Four 8×8 matrices of 16-bit values from shared memory, lane L giving the address of row L%8
+// of matrix L/8; r[m] is matrix m's fragment (row L/4, columns 2·(L%4) + {0, 1}), or with
+// `transpose` its transpose's (rows 2·(L%4) + {0, 1}, column L/4).
+template <bool transpose>
+__device__ void load_matrices(uint32_t (&r)[4], const uint16_t* row_address) {
+#ifdef DISTILLERY_TENSOR_CORES
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
+  if constexpr (transpose)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+#else
+  __trap();
+#endif
+}
+
+// Starts copying rows [first, first + kTensorKeys) of a [n, D] matrix into shared memory (row
+// stride `stride`) as one cp.async group; rows past n are filled with zeros, not read. Past the
+// last tile the group is empty, which keeps every thread's count of groups the same.
+template <int D>
+__device__ void start_tile_copy(uint16_t* dst, int stride, const uint16_t* src, int first, int n) {
+#ifdef DISTILLERY_TENSOR_CORES
+  for (int index = threadIdx.x; first < n && index < kTensorKeys * D / 8; index += kThreads) {
+    const int r = index / (D / 8), c = 8 * (index % (D / 8)), row = first + r;
+    const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(dst + r * stride + c));
+    const uint16_t* from = src + static_cast<size_t>(row < n ? row : 0) * D + c;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(from), "r"(row < n ? 16 : 0));
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
+#else
+  __trap();
+#endif
+}
+
+// Waits until at most the newest cp.async group of this thread is still in flight, then makes
+// every thread's finished copies visible to the block.
+__device__ void wait_for_all_but_newest_copy() {
+#ifdef DISTILLERY_TENSOR_CORES
+  asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+  __syncthreads();
 }
 
 __device__ float quad_max(float x) {
@@ -264,16 +320,21 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* q_in, const T* k_in, const T* v_in, T* out, float* logsumexp, int n,
                                                                         float scale_log2) {
   constexpr int kChunks = D / 16, kKeyBlocks = kTensorKeys / 8, kDimBlocks = D / 8;
-  constexpr int kKeyStride = D + 8, kValueStride = kTensorKeys + 8;  // +8: 32 lanes' pairs land in 32 banks
-  __shared__ __align__(16) uint16_t keys[kTensorKeys * kKeyStride];
-  __shared__ __align__(16) uint16_t values_t[D * kValueStride];
+  // +8: the 8 rows one ldmatrix phase reads start in 8 different 16-byte bank groups.
+  constexpr int kStride = D + 8;
+  __shared__ __align__(16) uint16_t keys[kTensorKeys * kStride];
+  __shared__ __align__(16) uint16_t values[kTensorKeys * kStride];
   const size_t head = blockIdx.x * static_cast<size_t>(n) * D;
   const auto* q = reinterpret_cast<const uint16_t*>(q_in) + head;
   const auto* k = reinterpret_cast<const uint16_t*>(k_in) + head;
   const auto* v = reinterpret_cast<const uint16_t*>(v_in) + head;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_row = lane / 4, pair_col = 2 * (lane % 4);
   const int row0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + quad_row, row1 = row0 + 8;
+  // The row this lane addresses for ldmatrix: row L%8 of matrix L/8.
+  const int matrix = lane / 8, matrix_row = lane % 8;
 
+  start_tile_copy<D>(keys, kStride, k, 0, n);
+  start_tile_copy<D>(values, kStride, v, 0, n);
   uint32_t q_frag[kChunks][4];
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
@@ -286,28 +347,21 @@ __global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* 
   float max0 = -INFINITY, max1 = -INFINITY, sum0 = 0.f, sum1 = 0.f;  // sums: this lane's columns only
 
   for (int start = 0; start < n; start += kTensorKeys) {
-    __syncthreads();  // the previous tile is consumed
-    for (int index = threadIdx.x; index < kTensorKeys * D / 8; index += kThreads) {
-      const int r = index / (D / 8), c = 8 * (index % (D / 8)), row = start + r;
-      const uint4 eight = row < n ? *reinterpret_cast<const uint4*>(k + static_cast<size_t>(row) * D + c) : make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(keys + r * kKeyStride + c) = eight;
-    }
-    for (int index = threadIdx.x; index < kTensorKeys * D / 2; index += kThreads) {
-      const int r = index / (D / 2), c = 2 * (index % (D / 2));
-      const uint32_t two = pair_at<D>(v, start + r, c, n);
-      values_t[c * kValueStride + r] = static_cast<uint16_t>(two & 0xffffu);
-      values_t[(c + 1) * kValueStride + r] = static_cast<uint16_t>(two >> 16);
-    }
-    __syncthreads();
-
+    wait_for_all_but_newest_copy();  // this tile's keys (its values may still be on their way)
     float s[kKeyBlocks][4] = {};
 #pragma unroll
     for (int j = 0; j < kKeyBlocks; ++j)
 #pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        const uint16_t* key = keys + (8 * j + quad_row) * kKeyStride + 16 * c + pair_col;
-        mma_16x8x16<T>(s[j], q_frag[c], *reinterpret_cast<const uint32_t*>(key), *reinterpret_cast<const uint32_t*>(key + 8));
+      for (int c = 0; c < kChunks; c += 2) {
+        // Matrices: keys 8j..8j+7 × dims 16c + {0, 8, 16, 24} + 0..7, i.e. the B fragments of chunks c and c + 1.
+        uint32_t b[4];
+        load_matrices<false>(b, keys + (8 * j + matrix_row) * kStride + 16 * c + 8 * matrix);
+        mma_16x8x16<T>(s[j], q_frag[c], b[0], b[1]);
+        mma_16x8x16<T>(s[j], q_frag[c + 1], b[2], b[3]);
       }
+    __syncthreads();  // every warp is done with the keys
+    start_tile_copy<D>(keys, kStride, k, start + kTensorKeys, n);
+
     float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kKeyBlocks; ++j)
@@ -340,17 +394,25 @@ __global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* 
       sum0 += s[j][0] + s[j][1];
       sum1 += s[j][2] + s[j][3];
     }
+
+    wait_for_all_but_newest_copy();  // this tile's values (the next keys may still be on their way)
     // P·V over the tile's keys, 16 at a time: score blocks 2t and 2t + 1 form one A fragment.
 #pragma unroll
     for (int t = 0; t < kKeyBlocks / 2; ++t) {
       const uint32_t p[4] = {pack_pair<T>(s[2 * t][0], s[2 * t][1]), pack_pair<T>(s[2 * t][2], s[2 * t][3]),
                              pack_pair<T>(s[2 * t + 1][0], s[2 * t + 1][1]), pack_pair<T>(s[2 * t + 1][2], s[2 * t + 1][3])};
 #pragma unroll
-      for (int b = 0; b < kDimBlocks; ++b) {
-        const uint16_t* value = values_t + (8 * b + quad_row) * kValueStride + 16 * t + pair_col;
-        mma_16x8x16<T>(o[b], p, *reinterpret_cast<const uint32_t*>(value), *reinterpret_cast<const uint32_t*>(value + 8));
+      for (int b = 0; b < kDimBlocks; b += 2) {
+        // Matrices: keys 16t + {0, 8} + 0..7 × dims 8b..8b+7, then the same keys × dims 8(b + 1)..; transposed
+        // they are the B fragments (k = key, n = dim) of dim blocks b and b + 1.
+        uint32_t vb[4];
+        load_matrices<true>(vb, values + (16 * t + 8 * (matrix % 2) + matrix_row) * kStride + 8 * (b + matrix / 2));
+        mma_16x8x16<T>(o[b], p, vb[0], vb[1]);
+        mma_16x8x16<T>(o[b + 1], p, vb[2], vb[3]);
       }
     }
+    __syncthreads();  // every warp is done with the values
+    start_tile_copy<D>(values, kStride, v, start + kTensorKeys, n);
   }
   sum0 = quad_sum(sum0);
   sum1 = quad_sum(sum1);
