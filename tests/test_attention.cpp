@@ -48,6 +48,7 @@ TEST(Attention, BackendSwitchNamesItsChoicesAndRefusesTheFusedKernelOnCpuTensors
   } catch (const Error& e) {
     EXPECT_NE(e.describe(false).find("auto, fused, sdpa"), std::string::npos) << e.describe(false);
   }
+  EXPECT_FALSE(auto_attention_takes_fused_kernel(q, q, q)) << "CPU tensors never go to the fused kernel";
   const auto cli = testing::run_command(fmt::format("{} --attention flash sample --help", testing::kCli));
   EXPECT_NE(cli.exit_code, 0);
   EXPECT_NE(cli.output.find("auto"), std::string::npos) << cli.output;
@@ -78,6 +79,20 @@ TEST(FusedAttentionGpu, TokenCountsThatAreNotMultiplesOfTheTile) {
 TEST(FusedAttentionGpu, LargeLogitsDoNotOverflow) {
   if (!gpu_present()) GTEST_SKIP() << kNoGpu;
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) expect_within_twice_sdpa({2, 2, 256, 64, dtype, 60.0});
+}
+
+TEST(FusedAttentionGpu, AutoTakesTheKernelAfterItsSelfCheckWithoutDisturbingTheSeededStream) {
+  if (!gpu_present()) GTEST_SKIP() << kNoGpu;
+  const auto draw_after = [](bool self_check) {
+    torch::manual_seed(11);
+    const auto q = torch::randn({1, 2, 40, 64}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16));
+    if (self_check) {
+      const torch::NoGradGuard sampling;  // as in a sampler: the check differentiates anyway
+      EXPECT_TRUE(auto_attention_takes_fused_kernel(q, q, q)) << "the kernel failed its self-check (see the warning above)";
+    }
+    return torch::randn({8}, torch::TensorOptions().device(torch::kCUDA)).cpu();
+  };
+  EXPECT_TRUE(torch::equal(draw_after(true), draw_after(false)));
 }
 #else
 TEST(FusedAttentionGpu, NeedsACudaBuild) { GTEST_SKIP() << "built without CUDA (DISTILLERY_CUDA=OFF or no nvcc): no fused kernel to check"; }
