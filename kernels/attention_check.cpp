@@ -37,9 +37,9 @@ int main(int argc, char** argv) {
   }
   std::ostringstream json;
   const auto probe = at::zeros({1, 1, 16, 64}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
-  const char* bf16_forward = distillery::fused_attention_uses_tensor_cores(probe, probe, probe) ? "tensor cores (mma.sync m16n8k16)" : "CUDA cores";
-  std::printf("bf16 forward pass on %s\n", bf16_forward);
-  json << "{\"device\": \"" << at::cuda::getCurrentDeviceProperties()->name << "\", \"bf16_forward\": \"" << bf16_forward << "\", \"correctness\": [";
+  const char* bf16_kernels = distillery::fused_attention_uses_tensor_cores(probe, probe, probe) ? "tensor cores (mma.sync m16n8k16)" : "CUDA cores";
+  std::printf("bf16 forward and backward passes on %s\n", bf16_kernels);
+  json << "{\"device\": \"" << at::cuda::getCurrentDeviceProperties()->name << "\", \"bf16_kernels\": \"" << bf16_kernels << "\", \"correctness\": [";
   bool all_pass = true, first = true;
   std::vector<AttentionCase> cases;
   for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16})

@@ -1,8 +1,8 @@
 // Kernels → launchers → checked entry points of kernels/fused_attention.h.
 //
-// Two forward kernels: float16/bfloat16 inputs on sm_80 and later go through tensor cores
-// (tensor_core_forward_kernel, below); float32 inputs, older GPUs and the backward pass use the
-// CUDA-core kernels, which all have the same shape: a block of 4 warps owns a few rows (query rows in the
+// Two families of kernels: float16/bfloat16 inputs on sm_80 and later go through tensor cores
+// (the tensor_core_* kernels, below); float32 inputs and older GPUs use the CUDA-core kernels,
+// which all have the same shape: a block of 4 warps owns a few rows (query rows in the
 // forward and dQ kernels, key rows in the dK/dV kernel); it streams the other side through
 // shared memory in tiles of 32 rows, one per lane. A lane computes the full dot product of its
 // tile row with the warp's row; each lane accumulates the output dims d ≡ lane (mod 32) in
@@ -203,20 +203,26 @@ __global__ void __launch_bounds__(kThreads) grad_key_value_kernel(const T* q, co
   }
 }
 
-// ---- Tensor-core forward (float16 / bfloat16, sm_80+) ----
+// ---- Tensor-core kernels (float16 / bfloat16, sm_80+) ----
 //
-// FlashAttention-2's forward on mma.sync.m16n8k16 with float32 accumulators. Each of the 4 warps
-// owns 16 query rows, held in registers as A fragments for the whole kernel; keys and values
-// stream through shared memory in tiles of kTensorKeys, both row-major as in global memory,
-// copied by cp.async and read as B fragments by ldmatrix (transposing on the fly for V). In the
-// fragment layouts lane L holds rows L/4 and L/4 + 8 and the column pair 2·(L%4) + {0, 1} of
-// every 8-column block, so a row's maximum and sum reduce over the 4 lanes of a quad, and the
-// score tile's accumulators are already the A fragments of P·V once converted to 16 bits.
-// Scores are kept in log2 units (scale·log2 e folded in) so the exponentials are exp2.
-//
-// Keys and values have a buffer each, so each copy overlaps the other half of the work: the
-// next tile's keys arrive during the softmax and P·V, the next values during Q·Kᵀ.
-constexpr int kTensorRowsPerWarp = 16, kTensorRows = kWarps * kTensorRowsPerWarp, kTensorKeys = 64;
+// FlashAttention-2 on mma.sync.m16n8k16 with float32 accumulators. A block of 4 warps owns 64
+// rows (query rows in the forward and dQ kernels, key rows in the dK/dV kernel), 16 per warp,
+// held in registers as A fragments for the whole kernel; the other side streams through shared
+// memory in tiles, row-major as in global memory, copied by cp.async and read as B fragments
+// by ldmatrix (transposing on the fly where the product needs it). In the fragment layouts lane
+// L holds rows L/4 and L/4 + 8 and the column pair 2·(L%4) + {0, 1} of every 8-column block, so
+// a row's maximum and sum reduce over the 4 lanes of a quad, and a 16 × 64 block of
+// accumulators (scores, probabilities, their gradients) is already the A fragment of the next
+// product once converted to 16 bits. Scores are kept in log2 units (scale·log2 e folded in) so
+// the exponentials are exp2.
+constexpr int kTensorRowsPerWarp = 16, kTensorRows = kWarps * kTensorRowsPerWarp;
+// Streamed tile rows: 64 where the warp holds two operands' fragments (forward: Q; dQ: Q, dO);
+// fewer in the dK/dV kernel, whose warps hold K, V and two accumulators of head-dim width (at
+// head dim 128, 32 rows left ptxas 24 bytes short of registers).
+constexpr int kTensorKeys = 64;
+template <int D>
+constexpr int kTensorGradQueries = D == 128 ? 16 : 32;
+constexpr float kLog2e = 1.44269504088896340736f;
 
 template <typename T>
 __device__ uint32_t pack_pair(float low, float high) {
@@ -229,8 +235,8 @@ __device__ uint32_t pack_pair(float low, float high) {
   }
 }
 
-// The instructions below exist from sm_80 (cp.async, bf16 mma) on; the launcher never picks the
-// tensor-core kernel on older GPUs, whose builds get a trap in its place.
+// The instructions below exist from sm_80 (cp.async, bf16 mma) on; the launchers never pick the
+// tensor-core kernels on older GPUs, whose builds get a trap in their place.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define DISTILLERY_TENSOR_CORES 1
 #endif
@@ -272,15 +278,20 @@ __device__ void load_matrices(uint32_t (&r)[4], const uint16_t* row_address) {
 #endif
 }
 
-// Starts copying rows [first, first + kTensorKeys) of a [n, D] matrix into shared memory (row
-// stride `stride`) as one cp.async group; rows past n are filled with zeros, not read. Past the
-// last tile the group is empty, which keeps every thread's count of groups the same.
+// Shared-memory tiles are R rows of D values with rows padded by 8, so that the 8 rows of each
+// ldmatrix phase start in 8 different 16-byte bank groups.
 template <int D>
-__device__ void start_tile_copy(uint16_t* dst, int stride, const uint16_t* src, int first, int n) {
+constexpr int kTileStride = D + 8;
+
+// Starts copying rows [first, first + R) of a [n, D] matrix into a shared tile as one cp.async
+// group; rows past n are filled with zeros, not read. Past the last tile the group is empty,
+// which keeps every thread's count of groups the same.
+template <int D, int R>
+__device__ void start_tile_copy(uint16_t* tile, const uint16_t* src, int first, int n) {
 #ifdef DISTILLERY_TENSOR_CORES
-  for (int index = threadIdx.x; first < n && index < kTensorKeys * D / 8; index += kThreads) {
+  for (int index = threadIdx.x; first < n && index < R * D / 8; index += kThreads) {
     const int r = index / (D / 8), c = 8 * (index % (D / 8)), row = first + r;
-    const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(dst + r * stride + c));
+    const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(tile + r * kTileStride<D> + c));
     const uint16_t* from = src + static_cast<size_t>(row < n ? row : 0) * D + c;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(from), "r"(row < n ? 16 : 0));
   }
@@ -290,13 +301,82 @@ __device__ void start_tile_copy(uint16_t* dst, int stride, const uint16_t* src, 
 #endif
 }
 
-// Waits until at most the newest cp.async group of this thread is still in flight, then makes
-// every thread's finished copies visible to the block.
-__device__ void wait_for_all_but_newest_copy() {
+// Waits until at most the `pending` newest cp.async groups of this thread are in flight, then
+// makes every thread's finished copies visible to the block.
+template <int pending>
+__device__ void wait_for_copies() {
 #ifdef DISTILLERY_TENSOR_CORES
-  asm volatile("cp.async.wait_group 1;\n" ::);
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
 #endif
   __syncthreads();
+}
+
+// The A fragments of a warp's 16 rows of a [n, D] matrix in global memory (this lane's rows
+// row0 and row0 + 8), zeros past n.
+template <int D>
+__device__ void load_row_fragments(uint32_t (&a)[D / 16][4], const uint16_t* m, int row0, int pair_col, int n) {
+  const auto pair_at = [&](int row, int col) { return row < n ? *reinterpret_cast<const uint32_t*>(m + static_cast<size_t>(row) * D + col) : 0u; };
+#pragma unroll
+  for (int c = 0; c < D / 16; ++c) {
+    a[c][0] = pair_at(row0, 16 * c + pair_col);
+    a[c][1] = pair_at(row0 + 8, 16 * c + pair_col);
+    a[c][2] = pair_at(row0, 16 * c + 8 + pair_col);
+    a[c][3] = pair_at(row0 + 8, 16 * c + 8 + pair_col);
+  }
+}
+
+// acc = A · tileᵀ: the warp's 16 rows (A fragments) against the R rows of a shared tile — the
+// scores Q·Kᵀ and the probability gradients dO·Vᵀ (and both transposed in the dK/dV kernel).
+template <typename T, int D, int R>
+__device__ void multiply_by_tile_transposed(float (&acc)[R / 8][4], const uint32_t (&a)[D / 16][4], const uint16_t* tile, int lane) {
+  const int matrix = lane / 8, matrix_row = lane % 8;
+#pragma unroll
+  for (int j = 0; j < R / 8; ++j) {
+    acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+    for (int c = 0; c < D / 16; c += 2) {
+      // Tile rows 8j..8j+7 × columns 16c + {0, 8, 16, 24} + 0..7: the B fragments of chunks c and c + 1.
+      uint32_t b[4];
+      load_matrices<false>(b, tile + (8 * j + matrix_row) * kTileStride<D> + 16 * c + 8 * matrix);
+      mma_16x8x16<T>(acc[j], a[c], b[0], b[1]);
+      mma_16x8x16<T>(acc[j], a[c + 1], b[2], b[3]);
+    }
+  }
+}
+
+// acc += P · tile: a 16 × R block of accumulators, rounded to T, times the R × D shared tile —
+// P·V, dS·K, Pᵀ·dO and dSᵀ·Q.
+template <typename T, int D, int R>
+__device__ void accumulate_times_tile(float (&acc)[D / 8][4], const float (&p)[R / 8][4], const uint16_t* tile, int lane) {
+  const int matrix = lane / 8, matrix_row = lane % 8;
+#pragma unroll
+  for (int t = 0; t < R / 16; ++t) {  // 16 tile rows at a time: accumulator blocks 2t and 2t + 1 form one A fragment
+    const uint32_t a[4] = {pack_pair<T>(p[2 * t][0], p[2 * t][1]), pack_pair<T>(p[2 * t][2], p[2 * t][3]),
+                           pack_pair<T>(p[2 * t + 1][0], p[2 * t + 1][1]), pack_pair<T>(p[2 * t + 1][2], p[2 * t + 1][3])};
+#pragma unroll
+    for (int b = 0; b < D / 8; b += 2) {
+      // Tile rows 16t + {0, 8} + 0..7 × columns 8b..8b+7, then the same rows × columns 8(b + 1)..;
+      // transposed they are the B fragments (k = tile row, n = column) of column blocks b and b + 1.
+      uint32_t vb[4];
+      load_matrices<true>(vb, tile + (16 * t + 8 * (matrix % 2) + matrix_row) * kTileStride<D> + 8 * (b + matrix / 2));
+      mma_16x8x16<T>(acc[b], a, vb[0], vb[1]);
+      mma_16x8x16<T>(acc[b + 1], a, vb[2], vb[3]);
+    }
+  }
+}
+
+// Writes factor · acc as this lane's pairs of rows row0 and row0 + 8 (those below n) of a [n, D] matrix.
+template <typename T, int D>
+__device__ void store_row_fragments(uint16_t* m, const float (&acc)[D / 8][4], float factor, int row0, int pair_col, int n) {
+#pragma unroll
+  for (int second = 0; second < 2; ++second) {  // unrolled, so acc[b][2 * second] stays in registers
+    const int row = row0 + 8 * second;
+    if (row >= n) continue;
+#pragma unroll
+    for (int b = 0; b < D / 8; ++b)
+      *reinterpret_cast<uint32_t*>(m + static_cast<size_t>(row) * D + 8 * b + pair_col) =
+          pack_pair<T>(acc[b][2 * second] * factor, acc[b][2 * second + 1] * factor);
+  }
 }
 
 __device__ float quad_max(float x) {
@@ -309,58 +389,43 @@ __device__ float quad_sum(float x) {
   return x + __shfl_xor_sync(kAllLanes, x, 2);
 }
 
-// The 32-bit pair at (row, col) of a [n, D] matrix of 16-bit values, 0 past the last row.
-template <int D>
-__device__ uint32_t pair_at(const uint16_t* m, int row, int col, int n) {
-  return row < n ? *reinterpret_cast<const uint32_t*>(m + static_cast<size_t>(row) * D + col) : 0u;
+// The pointers of one head's [n, D] matrix as 16-bit words.
+template <typename T>
+__device__ const uint16_t* head_of(const T* m, int n, int D) {
+  return reinterpret_cast<const uint16_t*>(m) + blockIdx.x * static_cast<size_t>(n) * D;
+}
+template <typename T>
+__device__ uint16_t* head_of(T* m, int n, int D) {
+  return reinterpret_cast<uint16_t*>(m) + blockIdx.x * static_cast<size_t>(n) * D;
 }
 
 // out = softmax(q kᵀ · scale) v, logsumexp per query row. Grid: (batch·heads, tiles of 64 rows).
+// Keys and values have a buffer each, so each copy overlaps the other half of the work: the
+// next tile's keys arrive during the softmax and P·V, the next values during Q·Kᵀ.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* q_in, const T* k_in, const T* v_in, T* out, float* logsumexp, int n,
-                                                                        float scale_log2) {
-  constexpr int kChunks = D / 16, kKeyBlocks = kTensorKeys / 8, kDimBlocks = D / 8;
-  // +8: the 8 rows one ldmatrix phase reads start in 8 different 16-byte bank groups.
-  constexpr int kStride = D + 8;
-  __shared__ __align__(16) uint16_t keys[kTensorKeys * kStride];
-  __shared__ __align__(16) uint16_t values[kTensorKeys * kStride];
-  const size_t head = blockIdx.x * static_cast<size_t>(n) * D;
-  const auto* q = reinterpret_cast<const uint16_t*>(q_in) + head;
-  const auto* k = reinterpret_cast<const uint16_t*>(k_in) + head;
-  const auto* v = reinterpret_cast<const uint16_t*>(v_in) + head;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_row = lane / 4, pair_col = 2 * (lane % 4);
-  const int row0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + quad_row, row1 = row0 + 8;
-  // The row this lane addresses for ldmatrix: row L%8 of matrix L/8.
-  const int matrix = lane / 8, matrix_row = lane % 8;
+                                                                        float scale) {
+  constexpr int kKeyBlocks = kTensorKeys / 8;
+  __shared__ __align__(16) uint16_t keys[kTensorKeys * kTileStride<D>];
+  __shared__ __align__(16) uint16_t values[kTensorKeys * kTileStride<D>];
+  const uint16_t *q = head_of(q_in, n, D), *k = head_of(k_in, n, D), *v = head_of(v_in, n, D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pair_col = 2 * (lane % 4);
+  const int row0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + lane / 4, row1 = row0 + 8;
+  const float scale_log2 = scale * kLog2e;
 
-  start_tile_copy<D>(keys, kStride, k, 0, n);
-  start_tile_copy<D>(values, kStride, v, 0, n);
-  uint32_t q_frag[kChunks][4];
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    q_frag[c][0] = pair_at<D>(q, row0, 16 * c + pair_col, n);
-    q_frag[c][1] = pair_at<D>(q, row1, 16 * c + pair_col, n);
-    q_frag[c][2] = pair_at<D>(q, row0, 16 * c + 8 + pair_col, n);
-    q_frag[c][3] = pair_at<D>(q, row1, 16 * c + 8 + pair_col, n);
-  }
-  float o[kDimBlocks][4] = {};
+  start_tile_copy<D, kTensorKeys>(keys, k, 0, n);
+  start_tile_copy<D, kTensorKeys>(values, v, 0, n);
+  uint32_t q_frag[D / 16][4];
+  load_row_fragments<D>(q_frag, q, row0, pair_col, n);
+  float o[D / 8][4] = {};
   float max0 = -INFINITY, max1 = -INFINITY, sum0 = 0.f, sum1 = 0.f;  // sums: this lane's columns only
 
   for (int start = 0; start < n; start += kTensorKeys) {
-    wait_for_all_but_newest_copy();  // this tile's keys (its values may still be on their way)
-    float s[kKeyBlocks][4] = {};
-#pragma unroll
-    for (int j = 0; j < kKeyBlocks; ++j)
-#pragma unroll
-      for (int c = 0; c < kChunks; c += 2) {
-        // Matrices: keys 8j..8j+7 × dims 16c + {0, 8, 16, 24} + 0..7, i.e. the B fragments of chunks c and c + 1.
-        uint32_t b[4];
-        load_matrices<false>(b, keys + (8 * j + matrix_row) * kStride + 16 * c + 8 * matrix);
-        mma_16x8x16<T>(s[j], q_frag[c], b[0], b[1]);
-        mma_16x8x16<T>(s[j], q_frag[c + 1], b[2], b[3]);
-      }
+    wait_for_copies<1>();  // this tile's keys (its values may still be on their way)
+    float s[kKeyBlocks][4];
+    multiply_by_tile_transposed<T, D, kTensorKeys>(s, q_frag, keys, lane);
     __syncthreads();  // every warp is done with the keys
-    start_tile_copy<D>(keys, kStride, k, start + kTensorKeys, n);
+    start_tile_copy<D, kTensorKeys>(keys, k, start + kTensorKeys, n);
 
     float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
 #pragma unroll
@@ -379,7 +444,7 @@ __global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* 
     sum0 *= rescale0;
     sum1 *= rescale1;
 #pragma unroll
-    for (int b = 0; b < kDimBlocks; ++b) {
+    for (int b = 0; b < D / 8; ++b) {
       o[b][0] *= rescale0;
       o[b][1] *= rescale0;
       o[b][2] *= rescale1;
@@ -395,41 +460,120 @@ __global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* 
       sum1 += s[j][2] + s[j][3];
     }
 
-    wait_for_all_but_newest_copy();  // this tile's values (the next keys may still be on their way)
-    // P·V over the tile's keys, 16 at a time: score blocks 2t and 2t + 1 form one A fragment.
-#pragma unroll
-    for (int t = 0; t < kKeyBlocks / 2; ++t) {
-      const uint32_t p[4] = {pack_pair<T>(s[2 * t][0], s[2 * t][1]), pack_pair<T>(s[2 * t][2], s[2 * t][3]),
-                             pack_pair<T>(s[2 * t + 1][0], s[2 * t + 1][1]), pack_pair<T>(s[2 * t + 1][2], s[2 * t + 1][3])};
-#pragma unroll
-      for (int b = 0; b < kDimBlocks; b += 2) {
-        // Matrices: keys 16t + {0, 8} + 0..7 × dims 8b..8b+7, then the same keys × dims 8(b + 1)..; transposed
-        // they are the B fragments (k = key, n = dim) of dim blocks b and b + 1.
-        uint32_t vb[4];
-        load_matrices<true>(vb, values + (16 * t + 8 * (matrix % 2) + matrix_row) * kStride + 8 * (b + matrix / 2));
-        mma_16x8x16<T>(o[b], p, vb[0], vb[1]);
-        mma_16x8x16<T>(o[b + 1], p, vb[2], vb[3]);
-      }
-    }
+    wait_for_copies<1>();  // this tile's values (the next keys may still be on their way)
+    accumulate_times_tile<T, D, kTensorKeys>(o, s, values, lane);
     __syncthreads();  // every warp is done with the values
-    start_tile_copy<D>(values, kStride, v, start + kTensorKeys, n);
+    start_tile_copy<D, kTensorKeys>(values, v, start + kTensorKeys, n);
   }
   sum0 = quad_sum(sum0);
   sum1 = quad_sum(sum1);
-  auto* result = reinterpret_cast<uint16_t*>(out) + head;
-  const size_t lse_head = blockIdx.x * static_cast<size_t>(n);
-  constexpr float kLn2 = 0.69314718055994530942f;
+  // Rows own their sums, so the normalisation goes in before the shared store.
 #pragma unroll
-  for (int second = 0; second < 2; ++second) {  // unrolled, so o[b][2 * second] stays in registers
-    const int row = second ? row1 : row0;
-    const float sum = second ? sum1 : sum0, max = second ? max1 : max0;
-    if (row >= n) continue;
-#pragma unroll
-    for (int b = 0; b < kDimBlocks; ++b)
-      *reinterpret_cast<uint32_t*>(result + static_cast<size_t>(row) * D + 8 * b + pair_col) =
-          pack_pair<T>(o[b][2 * second] / sum, o[b][2 * second + 1] / sum);
-    if (lane % 4 == 0) logsumexp[lse_head + row] = (max + log2f(sum)) * kLn2;
+  for (int b = 0; b < D / 8; ++b) {
+    o[b][0] /= sum0;
+    o[b][1] /= sum0;
+    o[b][2] /= sum1;
+    o[b][3] /= sum1;
   }
+  store_row_fragments<T, D>(head_of(out, n, D), o, 1.f, row0, pair_col, n);
+  const size_t lse_head = blockIdx.x * static_cast<size_t>(n);
+  if (lane % 4 == 0) {
+    if (row0 < n) logsumexp[lse_head + row0] = (max0 + log2f(sum0)) / kLog2e;
+    if (row1 < n) logsumexp[lse_head + row1] = (max1 + log2f(sum1)) / kLog2e;
+  }
+}
+
+// dq = scale · Σ_keys dS k with dS = P ∘ (dO vᵀ − δ), P recomputed from the forward pass's
+// log-sum-exp. Grid: (batch·heads, tiles of 64 query rows).
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) tensor_core_grad_query_kernel(const T* q_in, const T* k_in, const T* v_in, const T* grad_out_in,
+                                                                           const float* logsumexp, const float* delta, T* grad_q, int n, float scale) {
+  constexpr int kKeyBlocks = kTensorKeys / 8;
+  __shared__ __align__(16) uint16_t keys[kTensorKeys * kTileStride<D>];
+  __shared__ __align__(16) uint16_t values[kTensorKeys * kTileStride<D>];
+  const uint16_t *q = head_of(q_in, n, D), *k = head_of(k_in, n, D), *v = head_of(v_in, n, D), *grad_out = head_of(grad_out_in, n, D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pair_col = 2 * (lane % 4);
+  const int row0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + lane / 4, row1 = row0 + 8;
+  const float scale_log2 = scale * kLog2e;
+  const size_t lse_head = blockIdx.x * static_cast<size_t>(n);
+  const float lse0 = row0 < n ? logsumexp[lse_head + row0] * kLog2e : 0.f, lse1 = row1 < n ? logsumexp[lse_head + row1] * kLog2e : 0.f;
+  const float delta0 = row0 < n ? delta[lse_head + row0] : 0.f, delta1 = row1 < n ? delta[lse_head + row1] : 0.f;
+
+  uint32_t q_frag[D / 16][4], grad_out_frag[D / 16][4];
+  load_row_fragments<D>(q_frag, q, row0, pair_col, n);
+  load_row_fragments<D>(grad_out_frag, grad_out, row0, pair_col, n);
+  float dq[D / 8][4] = {};
+  for (int start = 0; start < n; start += kTensorKeys) {
+    __syncthreads();  // every warp is done with the previous tile
+    start_tile_copy<D, kTensorKeys>(keys, k, start, n);
+    start_tile_copy<D, kTensorKeys>(values, v, start, n);
+    wait_for_copies<0>();
+    float p[kKeyBlocks][4], dp[kKeyBlocks][4];
+    multiply_by_tile_transposed<T, D, kTensorKeys>(p, q_frag, keys, lane);
+    multiply_by_tile_transposed<T, D, kTensorKeys>(dp, grad_out_frag, values, lane);
+#pragma unroll
+    for (int j = 0; j < kKeyBlocks; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool valid = start + 8 * j + pair_col + (e & 1) < n;
+        const float probability = valid ? exp2f(p[j][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
+        p[j][e] = probability * (dp[j][e] - (e < 2 ? delta0 : delta1));
+      }
+    accumulate_times_tile<T, D, kTensorKeys>(dq, p, keys, lane);
+  }
+  store_row_fragments<T, D>(head_of(grad_q, n, D), dq, scale, row0, pair_col, n);
+}
+
+// dv = Σ_queries Pᵀ dO and dk = scale · Σ_queries dSᵀ q for a tile of 64 key rows: the
+// transposed blocks come straight out of K·Qᵀ and V·dOᵀ, so no atomics are needed and the
+// gradients are deterministic. Grid: (batch·heads, tiles of 64 key rows).
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) tensor_core_grad_key_value_kernel(const T* q_in, const T* k_in, const T* v_in, const T* grad_out_in,
+                                                                               const float* logsumexp, const float* delta, T* grad_k, T* grad_v, int n,
+                                                                               float scale) {
+  constexpr int R = kTensorGradQueries<D>, kQueryBlocks = R / 8;
+  __shared__ __align__(16) uint16_t queries[R * kTileStride<D>];
+  __shared__ __align__(16) uint16_t grad_outs[R * kTileStride<D>];
+  __shared__ float lse_log2[R], deltas[R];
+  const uint16_t *q = head_of(q_in, n, D), *k = head_of(k_in, n, D), *v = head_of(v_in, n, D), *grad_out = head_of(grad_out_in, n, D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pair_col = 2 * (lane % 4);
+  const int key0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + lane / 4;
+  const float scale_log2 = scale * kLog2e;
+  const size_t lse_head = blockIdx.x * static_cast<size_t>(n);
+
+  uint32_t k_frag[D / 16][4], v_frag[D / 16][4];
+  load_row_fragments<D>(k_frag, k, key0, pair_col, n);
+  load_row_fragments<D>(v_frag, v, key0, pair_col, n);
+  float dk[D / 8][4] = {}, dv[D / 8][4] = {};
+  for (int start = 0; start < n; start += R) {
+    __syncthreads();  // every warp is done with the previous tile
+    start_tile_copy<D, R>(queries, q, start, n);
+    start_tile_copy<D, R>(grad_outs, grad_out, start, n);
+    for (int i = threadIdx.x; i < R; i += kThreads) {
+      const bool valid = start + i < n;
+      lse_log2[i] = valid ? logsumexp[lse_head + start + i] * kLog2e : 0.f;
+      deltas[i] = valid ? delta[lse_head + start + i] : 0.f;
+    }
+    wait_for_copies<0>();
+    float p[kQueryBlocks][4], dp[kQueryBlocks][4];  // transposed: rows are keys, columns queries
+    multiply_by_tile_transposed<T, D, R>(p, k_frag, queries, lane);
+#pragma unroll
+    for (int j = 0; j < kQueryBlocks; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int column = 8 * j + pair_col + (e & 1);
+        p[j][e] = start + column < n ? exp2f(p[j][e] * scale_log2 - lse_log2[column]) : 0.f;
+      }
+    accumulate_times_tile<T, D, R>(dv, p, grad_outs, lane);
+    multiply_by_tile_transposed<T, D, R>(dp, v_frag, grad_outs, lane);
+#pragma unroll
+    for (int j = 0; j < kQueryBlocks; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) p[j][e] *= dp[j][e] - deltas[8 * j + pair_col + (e & 1)];
+    accumulate_times_tile<T, D, R>(dk, p, queries, lane);
+  }
+  store_row_fragments<T, D>(head_of(grad_k, n, D), dk, scale, key0, pair_col, n);
+  store_row_fragments<T, D>(head_of(grad_v, n, D), dv, 1.f, key0, pair_col, n);
 }
 
 // Rows per warp keep each kernel's static shared memory under 48 KiB at head dim 128.
@@ -454,6 +598,9 @@ void dispatch(const at::Tensor& q, Body&& body) {
     default: by_dim(c10::BFloat16{}); break;
   }
 }
+
+// The tensor-core kernels copy 16 bytes at a time.
+bool aligned_for_tile_copies(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
 void check_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   const auto reason = fused_attention_unsupported(q, k, v);
@@ -487,8 +634,8 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
 
 bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   if (!fused_attention_unsupported(q, k, v).empty() || q.scalar_type() == at::kFloat) return false;
-  const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };  // 16-byte key loads
-  return at::cuda::getDeviceProperties(q.device().index())->major >= 8 && aligned(q) && aligned(k) && aligned(v);
+  return at::cuda::getDeviceProperties(q.device().index())->major >= 8 && aligned_for_tile_copies(q) && aligned_for_tile_copies(k) &&
+         aligned_for_tile_copies(v);
 }
 
 FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -506,7 +653,7 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Ten
     if constexpr (!std::is_same_v<T, float>) {
       if (tensor_cores) {
         tensor_core_forward_kernel<T, D><<<dim3(heads, tiles(n, kTensorRows)), kThreads, 0, stream>>>(
-            q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale * static_cast<float>(M_LOG2E));
+            q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
       }
@@ -533,9 +680,23 @@ FusedAttentionGradients fused_attention_backward(const at::Tensor& q, const at::
   const auto delta = (grad_out.to(at::kFloat) * out.to(at::kFloat)).sum(-1).contiguous();
   auto dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   const auto stream = at::cuda::getCurrentCUDAStream();
+  const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v) && aligned_for_tile_copies(grad_out);
   dispatch(q, [&](auto type_tag, auto dim_tag) {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim_tag)::value;
+    if constexpr (!std::is_same_v<T, float>) {
+      if (tensor_cores) {
+        const dim3 grid(heads, tiles(n, kTensorRows));
+        tensor_core_grad_query_kernel<T, D><<<grid, kThreads, 0, stream>>>(q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), grad_out.data_ptr<T>(),
+                                                                           logsumexp.data_ptr<float>(), delta.data_ptr<float>(), dq.data_ptr<T>(), n, scale);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        tensor_core_grad_key_value_kernel<T, D><<<grid, kThreads, 0, stream>>>(q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), grad_out.data_ptr<T>(),
+                                                                               logsumexp.data_ptr<float>(), delta.data_ptr<float>(), dk.data_ptr<T>(),
+                                                                               dv.data_ptr<T>(), n, scale);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     grad_query_kernel<T, D, kGradQueryRows><<<dim3(heads, tiles(n, kWarps * kGradQueryRows)), kThreads, 0, stream>>>(
         q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), grad_out.data_ptr<T>(), logsumexp.data_ptr<float>(), delta.data_ptr<float>(),
         dq.data_ptr<T>(), n, scale);

@@ -3,8 +3,8 @@
 // Fused multi-head attention on CUDA (the FlashAttention-2 scheme): softmax(q kᵀ/√d) v computed
 // tile by tile with an online softmax, so no tokens×tokens matrix ever reaches global memory;
 // the backward pass recomputes the probabilities from the saved row log-sum-exp. fp32
-// accumulation for float32, float16 and bfloat16 inputs; head dims 32, 64 and 128. The forward
-// pass of float16/bfloat16 inputs runs on tensor cores from sm_80 on.
+// accumulation for float32, float16 and bfloat16 inputs; head dims 32, 64 and 128. Both passes
+// of float16/bfloat16 inputs run on tensor cores from sm_80 on.
 // Needs LibTorch and CUDA only (it is built alone for GPU machines by DISTILLERY_KERNELS_ONLY).
 #pragma once
 
@@ -28,7 +28,8 @@ struct FusedAttentionGradients {
 std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 // Whether fused_attention_forward takes the tensor-core kernel for these inputs (float16 or
-// bfloat16, sm_80 or later, 16-byte-aligned data) rather than the CUDA-core one.
+// bfloat16, sm_80 or later, 16-byte-aligned data) rather than the CUDA-core one; the backward
+// pass does too when grad_out is also 16-byte aligned.
 bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 // The checked entry points: q, k, v are CUDA [batch, heads, tokens, head_dim], contiguous, of
