@@ -20,6 +20,7 @@
 namespace {
 
 using distillery::AttentionCase;
+using distillery::AttentionPasses;
 using distillery::SdpaBackend;
 
 std::string dtype_name(c10::ScalarType t) { return t == at::kFloat ? "float32" : t == at::kHalf ? "float16" : "bfloat16"; }
@@ -82,6 +83,16 @@ int main(int argc, char** argv) {
           const auto& name = names[static_cast<size_t>(backend)];
           if (ms > 0) std::printf("  %s %.2fx", name.c_str(), ms / ours);
           json << ", \"" << name << "_ms\": " << ms;
+        }
+        // Forward and backward together; the backward's five products make it 2.5× the forward's FLOPs.
+        const double both = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5, AttentionPasses::ForwardAndBackward);
+        std::printf("\n    forward+backward: fused %8.3f ms %7.1f TFLOP/s", both, 3.5 * flop / both / 1e9);
+        json << ", \"fused_fwd_bwd_ms\": " << both << ", \"fused_fwd_bwd_tflops\": " << 3.5 * flop / both / 1e9;
+        for (auto backend : {SdpaBackend::Default, SdpaBackend::Flash}) {
+          const double ms = distillery::time_attention_ms(c, false, backend, 5, AttentionPasses::ForwardAndBackward);
+          const auto& name = names[static_cast<size_t>(backend)];
+          if (ms > 0) std::printf("  %s %.2fx", name.c_str(), ms / both);
+          json << ", \"" << name << "_fwd_bwd_ms\": " << ms;
         }
         std::printf("\n");
         json << "}";

@@ -102,15 +102,24 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed) {
 
 std::vector<std::string> sdpa_backend_names() { return {"sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"}; }
 
-double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats) {
+double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats, AttentionPasses passes) {
   const auto x = inputs(c, 0);
-  at::NoGradGuard no_grad;
-  if (fused) return median_ms([&] { fused_attention_forward(x[0], x[1], x[2]); }, repeats);
-  const SdpaRestriction only(sdpa);
+  const AttentionFunction f = fused ? AttentionFunction(fused_attention)
+                                    : [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return at::scaled_dot_product_attention(q, k, v); };
+  const auto work = [&] {
+    if (passes == AttentionPasses::ForwardAndBackward) {
+      run(f, x[0], x[1], x[2], x[3]);
+    } else {
+      const at::NoGradGuard no_grad;
+      f(x[0], x[1], x[2]);
+    }
+  };
+  const SdpaRestriction only(fused ? SdpaBackend::Default : sdpa);
   try {
-    return median_ms([&] { at::scaled_dot_product_attention(x[0], x[1], x[2]); }, repeats);
+    return median_ms(work, repeats);
   } catch (const c10::Error&) {
-    return -1;  // that backend does not take these inputs
+    if (fused) throw;
+    return -1;  // that SDPA backend does not take these inputs
   }
 }
 

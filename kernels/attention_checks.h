@@ -31,9 +31,11 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed);
 enum class SdpaBackend { Default, Flash, MemoryEfficient, CuDnn, Math };
 std::vector<std::string> sdpa_backend_names();  // by SdpaBackend value
 
-// Median milliseconds of one forward pass (fused when `sdpa` is empty, else SDPA restricted to
-// that backend), or a negative value when that SDPA backend rejects the inputs.
-double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats);
+// Median milliseconds of one forward pass, or of a forward and a backward pass together (fused
+// when `fused`, else SDPA restricted to backend `sdpa`), or a negative value when that SDPA
+// backend rejects the inputs.
+enum class AttentionPasses { Forward, ForwardAndBackward };
+double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats, AttentionPasses passes = AttentionPasses::Forward);
 
 // bf16 GEMM throughput (8192³) as the machine's practical peak, TFLOP/s.
 double measured_bf16_peak_tflops();
