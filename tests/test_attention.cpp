@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "kernels/attention.h"
@@ -52,6 +53,20 @@ TEST(Attention, BackendSwitchNamesItsChoicesAndRefusesTheFusedKernelOnCpuTensors
   const auto cli = testing::run_command(fmt::format("{} --attention flash sample --help", testing::kCli));
   EXPECT_NE(cli.exit_code, 0);
   EXPECT_NE(cli.output.find("auto"), std::string::npos) << cli.output;
+}
+
+// The tensor-core kernels' fragment bookkeeping and algebra, run lane by lane through models
+// of mma.sync / ldmatrix built from the PTX ISA's fragment tables (no GPU needed; the GPU tests
+// below check the CUDA code itself). Tolerances (in the script): 16-bit rounding level.
+TEST(Attention, TensorCoreKernelsLaneModelMatchesFloat64) {
+  if (!testing::python_available()) GTEST_SKIP() << "no Python environment at " << testing::kPython;
+  const auto result = testing::run_command(testing::kPython + " " + testing::shell_quoted(testing::kSourceDir / "tests/python/tensor_core_attention_model.py"));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  const auto report = nlohmann::json::parse(testing::last_line(result.output));
+  ASSERT_GE(report["cases"].size(), 8u);
+  for (const auto& c : report["cases"])
+    EXPECT_TRUE(c["pass"].get<bool>()) << c.dump();
+  EXPECT_TRUE(report["all_pass"].get<bool>());
 }
 
 #if DISTILLERY_WITH_CUDA

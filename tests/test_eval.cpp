@@ -31,11 +31,7 @@ using testing::shell_quoted;
 std::string reference(const std::string& args) {
   const auto result = testing::run_command(testing::kPython + " " + shell_quoted(testing::kSourceDir / "tests/python/fid_reference.py") + " " + args);
   EXPECT_EQ(result.exit_code, 0) << result.output;
-  // The JSON is the last line (libraries may print before it).
-  auto output = result.output;
-  while (!output.empty() && output.back() == '\n') output.pop_back();
-  const auto line_start = output.rfind('\n');
-  return line_start == std::string::npos ? output : output.substr(line_start + 1);
+  return testing::last_line(result.output);
 }
 
 FeatureStatistics statistics_of(const at::Tensor& features) {

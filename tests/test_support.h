@@ -1,4 +1,4 @@
-// defines: CommandResult, run_command, scratch_dir, python_available, shell_quoted, kPython, kSourceDir, kCli, kThreeModes2d
+// defines: CommandResult, run_command, scratch_dir, python_available, shell_quoted, last_line, kPython, kSourceDir, kCli, kThreeModes2d
 // Helpers shared by the test files: running the CLI and the Python reference scripts, and a
 // fresh scratch directory per test.
 #pragma once
@@ -41,6 +41,14 @@ inline CommandResult run_command(const std::string& command) {
 }
 
 inline std::string shell_quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+// The last non-empty line of a command's output: where the Python references print their JSON
+// (libraries may print before it).
+inline std::string last_line(std::string output) {
+  while (!output.empty() && output.back() == '\n') output.pop_back();
+  const auto line_start = output.rfind('\n');
+  return line_start == std::string::npos ? output : output.substr(line_start + 1);
+}
 
 // <tmp>/distillery-tests/<suite>.<test>, emptied at the start of each test.
 inline std::filesystem::path scratch_dir() {
