@@ -42,7 +42,7 @@ bool auto_attention_takes_fused_kernel(const at::Tensor& q, const at::Tensor& k,
 #if DISTILLERY_WITH_CUDA
   if (!fused_attention_unsupported(q, k, v).empty()) return false;
   // Inputs freshly allocated for the check are 16-byte aligned, so for float16/bfloat16 it
-  // vouches for the tensor-core forward, the one aligned inputs (nearly all) take.
+  // vouches for the tensor-core kernels, the ones aligned inputs (nearly all) take.
   using Key = std::tuple<c10::DeviceIndex, c10::ScalarType, int64_t>;
   static std::mutex mutex;
   static std::map<Key, bool> verdicts;
