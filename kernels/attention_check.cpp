@@ -70,6 +70,15 @@ int main(int argc, char** argv) {
     for (int64_t tokens : {64, 256, 1024, 4096})
       for (int64_t d : {32, 64, 128}) {
         const AttentionCase c{batch_heads / 8, 8, tokens, d, at::kBFloat16, 1.0};
+        // Each SDPA backend's time as a multiple of ours (printed) and in milliseconds (JSON).
+        const auto against_sdpa = [&](const std::vector<SdpaBackend>& backends, AttentionPasses passes, double ours_ms, const char* suffix) {
+          for (auto backend : backends) {
+            const double ms = distillery::time_attention_ms(c, false, backend, 5, passes);
+            const auto& name = names[static_cast<size_t>(backend)];
+            if (ms > 0) std::printf("  %s %.2fx", name.c_str(), ms / ours_ms);
+            json << ", \"" << name << suffix << "\": " << ms;
+          }
+        };
         const double flop = 4.0 * static_cast<double>(batch_heads * tokens * tokens * d);
         const double ours = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5);
         std::printf("BH=%-4lld tokens=%-5lld d=%-3lld fused %8.3f ms %7.1f TFLOP/s (%4.1f%% of peak)", static_cast<long long>(batch_heads),
@@ -77,23 +86,15 @@ int main(int argc, char** argv) {
         json << (first ? "" : ",") << "\n  {\"batch_heads\": " << batch_heads << ", \"tokens\": " << tokens << ", \"head_dim\": " << d
              << ", \"fused_ms\": " << ours << ", \"fused_tflops\": " << flop / ours / 1e9;
         first = false;
-        for (auto backend : {SdpaBackend::Default, SdpaBackend::Flash, SdpaBackend::MemoryEfficient, SdpaBackend::CuDnn, SdpaBackend::Math}) {
-          if (backend == SdpaBackend::Math && tokens > 1024) continue;  // materialises tokens² per head: minutes, not a contender
-          const double ms = distillery::time_attention_ms(c, false, backend, 5);
-          const auto& name = names[static_cast<size_t>(backend)];
-          if (ms > 0) std::printf("  %s %.2fx", name.c_str(), ms / ours);
-          json << ", \"" << name << "_ms\": " << ms;
-        }
+        std::vector<SdpaBackend> forward_backends = {SdpaBackend::Default, SdpaBackend::Flash, SdpaBackend::MemoryEfficient, SdpaBackend::CuDnn,
+                                                     SdpaBackend::Math};
+        if (tokens > 1024) forward_backends.pop_back();  // math materialises tokens² per head: minutes, not a contender
+        against_sdpa(forward_backends, AttentionPasses::Forward, ours, "_ms");
         // Forward and backward together; the backward's five products make it 2.5× the forward's FLOPs.
         const double both = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5, AttentionPasses::ForwardAndBackward);
         std::printf("\n    forward+backward: fused %8.3f ms %7.1f TFLOP/s", both, 3.5 * flop / both / 1e9);
         json << ", \"fused_fwd_bwd_ms\": " << both << ", \"fused_fwd_bwd_tflops\": " << 3.5 * flop / both / 1e9;
-        for (auto backend : {SdpaBackend::Default, SdpaBackend::Flash}) {
-          const double ms = distillery::time_attention_ms(c, false, backend, 5, AttentionPasses::ForwardAndBackward);
-          const auto& name = names[static_cast<size_t>(backend)];
-          if (ms > 0) std::printf("  %s %.2fx", name.c_str(), ms / both);
-          json << ", \"" << name << "_fwd_bwd_ms\": " << ms;
-        }
+        against_sdpa({SdpaBackend::Default, SdpaBackend::Flash}, AttentionPasses::ForwardAndBackward, both, "_fwd_bwd_ms");
         std::printf("\n");
         json << "}";
       }
