@@ -1,4 +1,4 @@
-// defines: CommandResult, run_command, scratch_dir, python_available, shell_quoted, last_line, kPython, kSourceDir, kCli, kThreeModes2d
+// defines: CommandResult, run_command, scratch_dir, python_available, shell_quoted, last_line, kPython, kSourceDir, kCli, kBuild*, kThreeModes2d
 // Helpers shared by the test files: running the CLI and the Python reference scripts, and a
 // fresh scratch directory per test.
 #pragma once
@@ -12,9 +12,16 @@
 
 namespace distillery::testing {
 
-inline const std::string kPython = DISTILLERY_TEST_PYTHON;
-inline const std::filesystem::path kSourceDir = DISTILLERY_TEST_SOURCE_DIR;
-inline const std::string kCli = DISTILLERY_TEST_CLI;
+// The build's absolute paths, defined in test_paths.cpp alone: the other test files then compile
+// alike in every checkout and a fresh clone finds them in the compiler cache. Constant-initialised
+// pointers, so the constants below (and file-scope constants built from them) see them set.
+extern const char* const kBuildPython;
+extern const char* const kBuildSourceDir;
+extern const char* const kBuildCli;
+
+inline const std::string kPython = kBuildPython;
+inline const std::filesystem::path kSourceDir = kBuildSourceDir;
+inline const std::string kCli = kBuildCli;
 
 // The tests' standard 2-D mixture: three unequal, well-separated modes.
 inline const char* const kThreeModes2d = R"(
