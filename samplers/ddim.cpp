@@ -9,22 +9,14 @@
 namespace distillery {
 
 namespace {
-class DdimSampler final : public Sampler {
+class DdimSampler final : public OneEvaluationPerStepSampler {
  public:
   std::string_view name() const override { return "ddim"; }
-  int64_t nfe(int64_t steps) const override { return steps; }
 
-  at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
-                 SamplerObserver* observer) const override {
-    const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
-    for (int64_t i = 0; i < steps; ++i) {
-      const auto x0 = denoise_at(denoiser, x, sigmas[i], context.labels);
-      if (observer) observer->on_state(i, sigmas[i], x, x0);
-      const auto eps = (x - x0) / sigmas[i];
-      x = x0 + sigmas[i + 1] * eps;
-    }
-    if (observer) observer->on_state(steps, sigmas.back(), x, at::Tensor());
-    return x;
+ protected:
+  at::Tensor advance(const at::Tensor& x, const Step& step) const override {
+    const auto eps = (x - step.denoised) / step.sigma;
+    return step.denoised + step.next_sigma * eps;
   }
 };
 }  // namespace

@@ -11,33 +11,20 @@
 namespace distillery {
 
 namespace {
-class DpmPp2mSampler final : public Sampler {
+class DpmPp2mSampler final : public OneEvaluationPerStepSampler {
  public:
   std::string_view name() const override { return "dpmpp-2m"; }
-  int64_t nfe(int64_t steps) const override { return steps; }
 
-  at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
-                 SamplerObserver* observer) const override {
-    const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
-    at::Tensor previous_denoised;
-    for (int64_t i = 0; i < steps; ++i) {
-      const auto denoised = denoise_at(denoiser, x, sigmas[i], context.labels);
-      if (observer) observer->on_state(i, sigmas[i], x, denoised);
-      if (sigmas[i + 1] == 0) {
-        x = denoised;
-      } else {
-        const double h = std::log(sigmas[i] / sigmas[i + 1]);  // λ_{i+1} − λ_i
-        auto D = denoised;
-        if (previous_denoised.defined()) {
-          const double r = std::log(sigmas[i - 1] / sigmas[i]) / h;  // h_{i−1} / h_i
-          D = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous_denoised;
-        }
-        x = (sigmas[i + 1] / sigmas[i]) * x - std::expm1(-h) * D;
-      }
-      previous_denoised = denoised;
+ protected:
+  at::Tensor advance(const at::Tensor& x, const Step& step) const override {
+    if (step.next_sigma == 0) return step.denoised;
+    const double h = std::log(step.sigma / step.next_sigma);  // λ_{i+1} − λ_i
+    auto D = step.denoised;
+    if (step.previous_denoised.defined()) {
+      const double r = std::log(step.previous_sigma / step.sigma) / h;  // h_{i−1} / h_i
+      D = (1 + 1 / (2 * r)) * step.denoised - (1 / (2 * r)) * step.previous_denoised;
     }
-    if (observer) observer->on_state(steps, sigmas.back(), x, at::Tensor());
-    return x;
+    return (step.next_sigma / step.sigma) * x - std::expm1(-h) * D;
   }
 };
 }  // namespace

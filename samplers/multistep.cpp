@@ -9,21 +9,13 @@
 namespace distillery {
 
 namespace {
-class MultistepSampler final : public Sampler {
+class MultistepSampler final : public OneEvaluationPerStepSampler {
  public:
   std::string_view name() const override { return "multistep"; }
-  int64_t nfe(int64_t steps) const override { return steps; }
 
-  at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
-                 SamplerObserver* observer) const override {
-    const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
-    for (int64_t i = 0; i < steps; ++i) {
-      const auto x0 = denoise_at(denoiser, x, sigmas[i], context.labels);
-      if (observer) observer->on_state(i, sigmas[i], x, x0);
-      x = sigmas[i + 1] > 0 ? x0 + sigmas[i + 1] * context.fresh_noise(i, x0) : x0;
-    }
-    if (observer) observer->on_state(steps, sigmas.back(), x, at::Tensor());
-    return x;
+ protected:
+  at::Tensor advance(const at::Tensor& x, const Step& step) const override {
+    return step.next_sigma > 0 ? step.denoised + step.next_sigma * step.context.fresh_noise(step.i, step.denoised) : step.denoised;
   }
 };
 }  // namespace

@@ -45,6 +45,20 @@ at::Tensor SampleContext::fresh_noise(int64_t step, const at::Tensor& like) cons
   return per_sample_normal(seed, noise_stream::sampler_step + static_cast<uint64_t>(step), indices, shape, like.scalar_type()).to(like.device());
 }
 
+at::Tensor OneEvaluationPerStepSampler::run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
+                                            SamplerObserver* observer) const {
+  const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
+  at::Tensor previous_denoised;
+  for (int64_t i = 0; i < steps; ++i) {
+    auto denoised = denoise_at(denoiser, x, sigmas[i], context.labels);
+    if (observer) observer->on_state(i, sigmas[i], x, denoised);
+    x = advance(x, Step{i, sigmas[i], sigmas[i + 1], i > 0 ? sigmas[i - 1] : 0.0, denoised, previous_denoised, context});
+    previous_denoised = std::move(denoised);
+  }
+  if (observer) observer->on_state(steps, sigmas.back(), x, at::Tensor());
+  return x;
+}
+
 at::Tensor denoise_at(Denoiser& denoiser, const at::Tensor& x, double sigma, const at::Tensor& labels) {
   return denoiser.denoise(x, torch::full({x.size(0)}, sigma, x.options()), labels);
 }

@@ -1,6 +1,6 @@
 // defines: SamplerObserver, SampleContext, SamplerOptions, Sampler, make_sampler, sampler_names,
 //          make_euler_sampler, make_heun_sampler, make_dpmpp_2m_sampler, make_ddim_sampler,
-//          make_edm_stochastic_sampler, make_multistep_sampler, denoise_at
+//          make_edm_stochastic_sampler, make_multistep_sampler, denoise_at, OneEvaluationPerStepSampler
 // Every solver has one signature: a denoiser, the state at sigmas[0], the σ grid and the
 // context (labels, per-sample noise) in; the state at sigmas.back() out. An observer sees
 // every state on the way, which is how trajectories are recorded.
@@ -53,6 +53,25 @@ class Sampler {
   virtual int64_t nfe(int64_t steps) const = 0;
   virtual at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
                          SamplerObserver* observer = nullptr) const = 0;
+};
+
+// Solvers that evaluate the denoiser once per step, at the current state: they differ only in
+// how they move x from σ_i to σ_{i+1}, which `advance` says.
+class OneEvaluationPerStepSampler : public Sampler {
+ public:
+  int64_t nfe(int64_t steps) const final { return steps; }
+  at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
+                 SamplerObserver* observer = nullptr) const final;
+
+ protected:
+  struct Step {
+    int64_t i;
+    double sigma, next_sigma, previous_sigma;  // previous_sigma: σ_{i−1}, 0 at the first step
+    at::Tensor denoised;                       // D(x; σ_i)
+    at::Tensor previous_denoised;              // D at the previous step, undefined at the first
+    const SampleContext& context;
+  };
+  virtual at::Tensor advance(const at::Tensor& x, const Step& step) const = 0;
 };
 
 std::unique_ptr<Sampler> make_euler_sampler(const SamplerOptions& options);
