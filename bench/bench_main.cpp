@@ -16,6 +16,9 @@
 #include "samplers/sampling.h"
 #include "teachers/gaussian_mixture.h"
 
+// In bench_paths.cpp alone, so this file compiles alike in every checkout (compiler cache).
+extern const char* const kBenchSourceDir;
+
 namespace distillery {
 namespace {
 
@@ -61,7 +64,7 @@ BENCHMARK(BM_SafetensorsParse)->Unit(benchmark::kMillisecond);
 // One EDM training step (forward, backward, Adam) of the shipped teacher's UNet at batch 64;
 // tools/bench_unet_vs_python.sh runs the Python twin on the same recipe beside it.
 void BM_UNetTrainStep(benchmark::State& state) {
-  const auto recipe = Config::load(teacher_training_schema(), DISTILLERY_BENCH_SOURCE_DIR "/configs/teacher/fmnist.yaml");
+  const auto recipe = Config::load(teacher_training_schema(), std::string(kBenchSourceDir) + "/configs/teacher/fmnist.yaml");
   const auto model_ptr = NetworkDenoiser::from_config(recipe);
   auto& model = *model_ptr;
   model.module().train();
@@ -82,7 +85,7 @@ BENCHMARK(BM_UNetTrainStep)->Arg(64)->Unit(benchmark::kMillisecond);
 // Teacher sampling speed: images/s for the shipped teacher's architecture at batch 64 with
 // Heun, 18 steps = 35 NFE (speed does not depend on the weights' values).
 void BM_TeacherSampleHeun35Nfe(benchmark::State& state) {
-  const auto recipe = Config::load(teacher_training_schema(), DISTILLERY_BENCH_SOURCE_DIR "/configs/teacher/fmnist.yaml");
+  const auto recipe = Config::load(teacher_training_schema(), std::string(kBenchSourceDir) + "/configs/teacher/fmnist.yaml");
   const auto teacher_ptr = NetworkDenoiser::from_config(recipe);
   auto& teacher = *teacher_ptr;
   teacher.module().eval();
