@@ -14,7 +14,8 @@ class MultistepSampler final : public OneEvaluationPerStepSampler {
   std::string_view name() const override { return "multistep"; }
 
  protected:
-  at::Tensor advance(const at::Tensor& x, const Step& step) const override {
+  // The jump starts afresh from D, whatever the state was.
+  at::Tensor advance(const at::Tensor& /*x*/, const Step& step) const override {
     return step.next_sigma > 0 ? step.denoised + step.next_sigma * step.context.fresh_noise(step.i, step.denoised) : step.denoised;
   }
 };
