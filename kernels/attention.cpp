@@ -41,14 +41,16 @@ void set_attention_backend(AttentionBackend backend) { current_backend = backend
 bool auto_attention_takes_fused_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 #if DISTILLERY_WITH_CUDA
   if (!fused_attention_unsupported(q, k, v).empty()) return false;
-  // Inputs freshly allocated for the check are 16-byte aligned, so for float16/bfloat16 it
-  // vouches for the tensor-core kernels, the ones aligned inputs (nearly all) take.
+  // Device, dtype and head dim decide which kernels run (the launchers align misaligned data
+  // rather than switch kernel family), so they are what a verdict covers.
   using Key = std::tuple<c10::DeviceIndex, c10::ScalarType, int64_t>;
   static std::mutex mutex;
   static std::map<Key, bool> verdicts;
   const Key key{q.device().index(), q.scalar_type(), q.size(3)};
   const std::lock_guard lock(mutex);
   if (const auto known = verdicts.find(key); known != verdicts.end()) return known->second;
+  // The check synchronises, which a CUDA graph capture forbids: SDPA until a call outside one.
+  if (fused_attention_stream_is_capturing(q.device())) return false;
   const c10::DeviceGuard on_device(q.device());
   const c10::InferenceMode gradients_allowed(false);  // the check differentiates, also inside sampling
   const at::AutoGradMode grad_mode(true);

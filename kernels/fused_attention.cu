@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cuda_bf16.h>
@@ -301,6 +302,22 @@ __device__ void start_tile_copy(uint16_t* tile, const uint16_t* src, int first, 
 #endif
 }
 
+// Starts copying values [first, first + R) of a per-row float32 vector (zeros past n) into
+// shared memory, 4 bytes per copy, without committing them: they join the group that the next
+// start_tile_copy commits, and land with that tile.
+template <int R>
+__device__ void start_row_value_copies(float* dst, const float* src, int first, int n) {
+#ifdef DISTILLERY_TENSOR_CORES
+  for (int i = threadIdx.x; first < n && i < R; i += kThreads) {
+    const int row = first + i;
+    const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(dst + i));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(address), "l"(src + (row < n ? row : 0)), "r"(row < n ? 4 : 0));
+  }
+#else
+  __trap();
+#endif
+}
+
 // Waits until at most the `pending` newest cp.async groups of this thread are in flight, then
 // makes every thread's finished copies visible to the block.
 template <int pending>
@@ -484,7 +501,10 @@ __global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* 
 }
 
 // dq = scale · Σ_keys dS k with dS = P ∘ (dO vᵀ − δ), P recomputed from the forward pass's
-// log-sum-exp. Grid: (batch·heads, tiles of 64 query rows).
+// log-sum-exp. Grid: (batch·heads, tiles of 64 query rows). As in the forward pass, keys and
+// values have a buffer each and each copy overlaps other work: the values are needed first
+// (dO·Vᵀ) and last, so the next ones load during Q·Kᵀ, the softmax and dS·K; the next keys load
+// during dO·Vᵀ.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) tensor_core_grad_query_kernel(const T* q_in, const T* k_in, const T* v_in, const T* grad_out_in,
                                                                            const float* logsumexp, const float* delta, T* grad_q, int n, float scale) {
@@ -499,18 +519,19 @@ __global__ void __launch_bounds__(kThreads) tensor_core_grad_query_kernel(const 
   const float lse0 = row0 < n ? logsumexp[lse_head + row0] * kLog2e : 0.f, lse1 = row1 < n ? logsumexp[lse_head + row1] * kLog2e : 0.f;
   const float delta0 = row0 < n ? delta[lse_head + row0] : 0.f, delta1 = row1 < n ? delta[lse_head + row1] : 0.f;
 
+  start_tile_copy<D, kTensorKeys>(values, v, 0, n);
+  start_tile_copy<D, kTensorKeys>(keys, k, 0, n);
   uint32_t q_frag[D / 16][4], grad_out_frag[D / 16][4];
   load_row_fragments<D>(q_frag, q, row0, pair_col, n);
   load_row_fragments<D>(grad_out_frag, grad_out, row0, pair_col, n);
   float dq[D / 8][4] = {};
   for (int start = 0; start < n; start += kTensorKeys) {
-    __syncthreads();  // every warp is done with the previous tile
-    start_tile_copy<D, kTensorKeys>(keys, k, start, n);
-    start_tile_copy<D, kTensorKeys>(values, v, start, n);
-    wait_for_copies<0>();
+    wait_for_copies<1>();  // this tile's values (its keys may still be on their way)
     float p[kKeyBlocks][4], dp[kKeyBlocks][4];
-    multiply_by_tile_transposed<T, D, kTensorKeys>(p, q_frag, keys, lane);
     multiply_by_tile_transposed<T, D, kTensorKeys>(dp, grad_out_frag, values, lane);
+    wait_for_copies<0>();  // this tile's keys; and every warp is done with the values
+    start_tile_copy<D, kTensorKeys>(values, v, start + kTensorKeys, n);
+    multiply_by_tile_transposed<T, D, kTensorKeys>(p, q_frag, keys, lane);
 #pragma unroll
     for (int j = 0; j < kKeyBlocks; ++j)
 #pragma unroll
@@ -520,13 +541,17 @@ __global__ void __launch_bounds__(kThreads) tensor_core_grad_query_kernel(const 
         p[j][e] = probability * (dp[j][e] - (e < 2 ? delta0 : delta1));
       }
     accumulate_times_tile<T, D, kTensorKeys>(dq, p, keys, lane);
+    __syncthreads();  // every warp is done with the keys
+    start_tile_copy<D, kTensorKeys>(keys, k, start + kTensorKeys, n);
   }
   store_row_fragments<T, D>(head_of(grad_q, n, D), dq, scale, row0, pair_col, n);
 }
 
 // dv = Σ_queries Pᵀ dO and dk = scale · Σ_queries dSᵀ q for a tile of 64 key rows: the
 // transposed blocks come straight out of K·Qᵀ and V·dOᵀ, so no atomics are needed and the
-// gradients are deterministic. Grid: (batch·heads, tiles of 64 key rows).
+// gradients are deterministic. Grid: (batch·heads, tiles of 64 key rows). Queries and output
+// gradients have a buffer each: the output gradients (with the rows' log-sum-exp and δ) are
+// done with after Pᵀ·dO, so the next ones load during dSᵀ·Q; the next queries load during V·dOᵀ.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) tensor_core_grad_key_value_kernel(const T* q_in, const T* k_in, const T* v_in, const T* grad_out_in,
                                                                                const float* logsumexp, const float* delta, T* grad_k, T* grad_v, int n,
@@ -534,43 +559,51 @@ __global__ void __launch_bounds__(kThreads) tensor_core_grad_key_value_kernel(co
   constexpr int R = kTensorGradQueries<D>, kQueryBlocks = R / 8;
   __shared__ __align__(16) uint16_t queries[R * kTileStride<D>];
   __shared__ __align__(16) uint16_t grad_outs[R * kTileStride<D>];
-  __shared__ float lse_log2[R], deltas[R];
+  __shared__ float lse[R], deltas[R];
   const uint16_t *q = head_of(q_in, n, D), *k = head_of(k_in, n, D), *v = head_of(v_in, n, D), *grad_out = head_of(grad_out_in, n, D);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pair_col = 2 * (lane % 4);
   const int key0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + lane / 4;
   const float scale_log2 = scale * kLog2e;
   const size_t lse_head = blockIdx.x * static_cast<size_t>(n);
 
+  const auto start_grad_out_copies = [&](int first) {
+    start_row_value_copies<R>(lse, logsumexp + lse_head, first, n);
+    start_row_value_copies<R>(deltas, delta + lse_head, first, n);
+    start_tile_copy<D, R>(grad_outs, grad_out, first, n);
+  };
+  start_grad_out_copies(0);
+  start_tile_copy<D, R>(queries, q, 0, n);
   uint32_t k_frag[D / 16][4], v_frag[D / 16][4];
   load_row_fragments<D>(k_frag, k, key0, pair_col, n);
   load_row_fragments<D>(v_frag, v, key0, pair_col, n);
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
   for (int start = 0; start < n; start += R) {
-    __syncthreads();  // every warp is done with the previous tile
-    start_tile_copy<D, R>(queries, q, start, n);
-    start_tile_copy<D, R>(grad_outs, grad_out, start, n);
-    for (int i = threadIdx.x; i < R; i += kThreads) {
-      const bool valid = start + i < n;
-      lse_log2[i] = valid ? logsumexp[lse_head + start + i] * kLog2e : 0.f;
-      deltas[i] = valid ? delta[lse_head + start + i] : 0.f;
-    }
-    wait_for_copies<0>();
+    wait_for_copies<1>();  // this tile's output gradients, lse and δ (its queries may still be on their way)
     float p[kQueryBlocks][4], dp[kQueryBlocks][4];  // transposed: rows are keys, columns queries
+    multiply_by_tile_transposed<T, D, R>(dp, v_frag, grad_outs, lane);
+#pragma unroll
+    for (int j = 0; j < kQueryBlocks; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dp[j][e] -= deltas[8 * j + pair_col + (e & 1)];
+    wait_for_copies<0>();  // this tile's queries
     multiply_by_tile_transposed<T, D, R>(p, k_frag, queries, lane);
 #pragma unroll
     for (int j = 0; j < kQueryBlocks; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int column = 8 * j + pair_col + (e & 1);
-        p[j][e] = start + column < n ? exp2f(p[j][e] * scale_log2 - lse_log2[column]) : 0.f;
+        p[j][e] = start + column < n ? exp2f(p[j][e] * scale_log2 - lse[column] * kLog2e) : 0.f;
       }
     accumulate_times_tile<T, D, R>(dv, p, grad_outs, lane);
-    multiply_by_tile_transposed<T, D, R>(dp, v_frag, grad_outs, lane);
+    __syncthreads();  // every warp is done with the output gradients, lse and δ
+    start_grad_out_copies(start + R);
 #pragma unroll
     for (int j = 0; j < kQueryBlocks; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) p[j][e] *= dp[j][e] - deltas[8 * j + pair_col + (e & 1)];
+      for (int e = 0; e < 4; ++e) p[j][e] *= dp[j][e];
     accumulate_times_tile<T, D, R>(dk, p, queries, lane);
+    __syncthreads();  // every warp is done with the queries
+    start_tile_copy<D, R>(queries, q, start + R, n);
   }
   store_row_fragments<T, D>(head_of(grad_k, n, D), dk, scale, key0, pair_col, n);
   store_row_fragments<T, D>(head_of(grad_v, n, D), dv, 1.f, key0, pair_col, n);
@@ -599,8 +632,11 @@ void dispatch(const at::Tensor& q, Body&& body) {
   }
 }
 
-// The tensor-core kernels copy 16 bytes at a time.
-bool aligned_for_tile_copies(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+// The tensor-core kernels copy 16 bytes at a time. A view that starts off that boundary (rare:
+// the caching allocator aligns every allocation) is copied to fresh memory rather than sent to
+// the CUDA-core kernels, so that each dtype has one kernel family per GPU — the family that
+// --attention auto's self-check has run.
+at::Tensor with_aligned_data(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 ? t : t.clone(); }
 
 void check_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   const auto reason = fused_attention_unsupported(q, k, v);
@@ -634,12 +670,17 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
 
 bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   if (!fused_attention_unsupported(q, k, v).empty() || q.scalar_type() == at::kFloat) return false;
-  return at::cuda::getDeviceProperties(q.device().index())->major >= 8 && aligned_for_tile_copies(q) && aligned_for_tile_copies(k) &&
-         aligned_for_tile_copies(v);
+  return at::cuda::getDeviceProperties(q.device().index())->major >= 8;
 }
 
-FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  check_supported(q, k, v);
+bool fused_attention_stream_is_capturing(const at::Device& device) {
+  const c10::cuda::CUDAGuard guard(device);
+  return c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+}
+
+FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const at::Tensor& k_given, const at::Tensor& v_given) {
+  check_supported(q_given, k_given, v_given);
+  const auto q = with_aligned_data(q_given), k = with_aligned_data(k_given), v = with_aligned_data(v_given);
   const c10::cuda::CUDAGuard guard(q.device());
   const int heads = static_cast<int>(q.size(0) * q.size(1)), n = static_cast<int>(q.size(2));
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.size(3)));
@@ -665,14 +706,16 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Ten
   return {out, logsumexp};
 }
 
-FusedAttentionGradients fused_attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                                                 const at::Tensor& logsumexp, const at::Tensor& grad_out) {
-  check_supported(q, k, v);
-  const auto reason = fused_attention_unsupported(out, grad_out, q);
+FusedAttentionGradients fused_attention_backward(const at::Tensor& q_given, const at::Tensor& k_given, const at::Tensor& v_given, const at::Tensor& out,
+                                                 const at::Tensor& logsumexp, const at::Tensor& grad_out_given) {
+  check_supported(q_given, k_given, v_given);
+  const auto reason = fused_attention_unsupported(out, grad_out_given, q_given);
   TORCH_CHECK(reason.empty(), "fused attention backward (out, grad_out): ", reason);
-  TORCH_CHECK(logsumexp.scalar_type() == at::kFloat && logsumexp.is_contiguous() && logsumexp.device() == q.device() &&
-                  logsumexp.sizes().equals(q.sizes().slice(0, 3)),
+  TORCH_CHECK(logsumexp.scalar_type() == at::kFloat && logsumexp.is_contiguous() && logsumexp.device() == q_given.device() &&
+                  logsumexp.sizes().equals(q_given.sizes().slice(0, 3)),
               "fused attention backward: logsumexp must be the forward pass's float32 [batch, heads, tokens] on q's device");
+  const auto q = with_aligned_data(q_given), k = with_aligned_data(k_given), v = with_aligned_data(v_given);
+  const auto grad_out = with_aligned_data(grad_out_given);
   const c10::cuda::CUDAGuard guard(q.device());
   const int heads = static_cast<int>(q.size(0) * q.size(1)), n = static_cast<int>(q.size(2));
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.size(3)));
@@ -680,7 +723,7 @@ FusedAttentionGradients fused_attention_backward(const at::Tensor& q, const at::
   const auto delta = (grad_out.to(at::kFloat) * out.to(at::kFloat)).sum(-1).contiguous();
   auto dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v) && aligned_for_tile_copies(grad_out);
+  const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v);
   dispatch(q, [&](auto type_tag, auto dim_tag) {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim_tag)::value;

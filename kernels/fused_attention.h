@@ -1,5 +1,5 @@
 // defines: FusedAttentionForward, FusedAttentionGradients, fused_attention_forward, fused_attention_backward, fused_attention,
-//          fused_attention_unsupported, fused_attention_uses_tensor_cores
+//          fused_attention_unsupported, fused_attention_uses_tensor_cores, fused_attention_stream_is_capturing
 // Fused multi-head attention on CUDA (the FlashAttention-2 scheme): softmax(q kᵀ/√d) v computed
 // tile by tile with an online softmax, so no tokens×tokens matrix ever reaches global memory;
 // the backward pass recomputes the probabilities from the saved row log-sum-exp. fp32
@@ -27,10 +27,13 @@ struct FusedAttentionGradients {
 // contiguity, with what to do about it), or "" when they can.
 std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-// Whether fused_attention_forward takes the tensor-core kernel for these inputs (float16 or
-// bfloat16, sm_80 or later, 16-byte-aligned data) rather than the CUDA-core one; the backward
-// pass does too when grad_out is also 16-byte aligned.
+// Whether both passes take the tensor-core kernels for these inputs (float16 or bfloat16 on
+// sm_80 or later) rather than the CUDA-core ones. Data that is not 16-byte aligned is copied
+// for them first.
 bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// Whether the device's current stream is capturing a CUDA graph, where nothing may synchronise.
+bool fused_attention_stream_is_capturing(const at::Device& device);
 
 // The checked entry points: q, k, v are CUDA [batch, heads, tokens, head_dim], contiguous, of
 // one dtype; anything else raises c10::Error with the reason above.

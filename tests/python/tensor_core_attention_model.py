@@ -11,8 +11,14 @@ code itself (the GPU tests do that where a GPU is lent).
 
     python tests/python/tensor_core_attention_model.py   # one JSON line; exit status 1 on a failure
 
+The shared tiles go through a model of the block's copy schedule (SharedTiles): cp.async
+groups, cp.async.wait_group and __syncthreads in the order the .cu file issues them. A tile read
+before its copy has landed and a barrier has made it visible, or a copy started into a tile that
+another warp may still be reading, raises; with the kernels' pipelined copies (a tile refilled
+while the block works on another) this is the part of a race a CPU can see.
+
 Run by the test Attention.TensorCoreKernelsLaneModelMatchesFloat64; worth running by hand
-before a change to the kernels' fragment arithmetic goes to a GPU.
+before a change to the kernels' fragment arithmetic or copy schedule goes to a GPU.
 """
 import json
 import math
@@ -80,14 +86,74 @@ def stride(D):
     return D + 8
 
 
-def tile_copy(matrix, first, rows, D):
-    """start_tile_copy: rows [first, first + rows) into a padded flat tile, zeros past n."""
+class ScheduleError(AssertionError):
+    pass
+
+
+class SharedTiles:
+    """One block's shared tiles under cp.async and barriers, for a schedule every thread runs alike.
+
+    A copy lands when a cp.async.wait_group of this thread has retired its group; every thread's
+    landed copies are visible after the next __syncthreads. A read needs its tile visible; a copy
+    into a tile needs a barrier since the tile's last read (other warps may still be reading it)
+    and no copy into it still in flight."""
+
+    def __init__(self):
+        self.contents, self.groups, self.uncommitted = {}, [], []
+        self.landed, self.visible, self.read_since_barrier = set(), set(), set()
+
+    def copy(self, name, value):
+        if name in self.read_since_barrier:
+            raise ScheduleError(f"copy into '{name}' while other warps may still read it (no barrier since its last read)")
+        if name in self.uncommitted or any(name in group for group in self.groups):
+            raise ScheduleError(f"copy into '{name}' while an earlier copy into it is in flight")
+        self.contents[name] = value
+        self.landed.discard(name)
+        self.visible.discard(name)
+        self.uncommitted.append(name)
+
+    def commit(self):
+        self.groups.append(self.uncommitted)
+        self.uncommitted = []
+
+    def sync(self):
+        self.visible |= self.landed
+        self.read_since_barrier.clear()
+
+    def wait(self, pending):
+        """wait_for_copies<pending>: cp.async.wait_group, then __syncthreads."""
+        retired = len(self.groups) - pending
+        for group in self.groups[:max(retired, 0)]:
+            self.landed.update(group)
+        self.groups = self.groups[max(retired, 0):]
+        self.sync()
+
+    def read(self, name):
+        if name not in self.visible:
+            raise ScheduleError(f"read of '{name}' before its copy landed and a barrier made it visible")
+        self.read_since_barrier.add(name)
+        return self.contents[name]
+
+
+def start_tile_copy(tiles, name, matrix, first, rows, D):
+    """start_tile_copy: rows [first, first + rows) into a padded flat tile, zeros past n, as one
+    committed group (empty past the last tile, where nothing is copied)."""
     n = matrix.shape[0]
-    tile = torch.full((rows * stride(D),), float("nan"))  # padding is never read: NaN would show it
-    for r in range(rows):
-        row = first + r
-        tile[r * stride(D): r * stride(D) + D] = matrix[row] if row < n else 0.0
-    return tile
+    if first < n:
+        tile = torch.full((rows * stride(D),), float("nan"))  # padding is never read: NaN would show it
+        for r in range(rows):
+            row = first + r
+            tile[r * stride(D): r * stride(D) + D] = matrix[row] if row < n else 0.0
+        tiles.copy(name, tile)
+    tiles.commit()
+
+
+def start_row_value_copies(tiles, name, values, first, rows):
+    """start_row_value_copies: values [first, first + rows), zeros past n, left for the next commit."""
+    n = values.shape[0]
+    if first < n:
+        indices = torch.arange(first, first + rows)
+        tiles.copy(name, torch.where(indices < n, values[torch.clamp(indices, max=n - 1)], torch.zeros(rows)))
 
 
 def load_row_fragments(matrix, row0, D):
@@ -151,12 +217,18 @@ def forward(q, k, v, dtype, KEYS=64):
     for block in range((n + 63) // 64):
         for warp in range(WARPS):
             row0 = block * 64 + warp * ROWS_PER_WARP + GROUP
+            tiles = SharedTiles()
+            start_tile_copy(tiles, "keys", k, 0, KEYS, D)
+            start_tile_copy(tiles, "values", v, 0, KEYS, D)
             q_frag = load_row_fragments(q, row0, D)
             o = [torch.zeros(32, 4) for _ in range(D // 8)]
             max0, max1 = torch.full((32,), -math.inf), torch.full((32,), -math.inf)
             sum0, sum1 = torch.zeros(32), torch.zeros(32)
             for start in range(0, n, KEYS):
-                s = multiply_by_tile_transposed(q_frag, tile_copy(k, start, KEYS, D), KEYS, D)
+                tiles.wait(1)
+                s = multiply_by_tile_transposed(q_frag, tiles.read("keys"), KEYS, D)
+                tiles.sync()
+                start_tile_copy(tiles, "keys", k, start + KEYS, KEYS, D)
                 tile_max0, tile_max1 = torch.full((32,), -math.inf), torch.full((32,), -math.inf)
                 for j in range(KEYS // 8):
                     for e in range(4):
@@ -178,7 +250,10 @@ def forward(q, k, v, dtype, KEYS=64):
                     s[j][:, 2:] = torch.exp2(s[j][:, 2:] - max1[:, None])
                     sum0 = sum0 + s[j][:, 0] + s[j][:, 1]
                     sum1 = sum1 + s[j][:, 2] + s[j][:, 3]
-                accumulate_times_tile(o, s, tile_copy(v, start, KEYS, D), KEYS, D, dtype)
+                tiles.wait(1)
+                accumulate_times_tile(o, s, tiles.read("values"), KEYS, D, dtype)
+                tiles.sync()
+                start_tile_copy(tiles, "values", v, start + KEYS, KEYS, D)
             sum0, sum1 = quad_reduce(sum0, torch.sum), quad_reduce(sum1, torch.sum)
             for b in range(D // 8):
                 o[b][:, :2] /= sum0[:, None]
@@ -202,18 +277,25 @@ def grad_query(q, k, v, grad_out, lse, delta, dtype, KEYS=64):
             at = lambda x, row: torch.where(row < n, x[torch.clamp(row, max=n - 1)], torch.zeros(32))
             lse0, lse1 = at(lse, row0) * LOG2E, at(lse, row1) * LOG2E
             delta0, delta1 = at(delta, row0), at(delta, row1)
+            tiles = SharedTiles()
+            start_tile_copy(tiles, "values", v, 0, KEYS, D)
+            start_tile_copy(tiles, "keys", k, 0, KEYS, D)
             q_frag, do_frag = load_row_fragments(q, row0, D), load_row_fragments(grad_out, row0, D)
             dq = [torch.zeros(32, 4) for _ in range(D // 8)]
             for start in range(0, n, KEYS):
-                keys, values = tile_copy(k, start, KEYS, D), tile_copy(v, start, KEYS, D)
-                p = multiply_by_tile_transposed(q_frag, keys, KEYS, D)
-                dp = multiply_by_tile_transposed(do_frag, values, KEYS, D)
+                tiles.wait(1)
+                dp = multiply_by_tile_transposed(do_frag, tiles.read("values"), KEYS, D)
+                tiles.wait(0)
+                start_tile_copy(tiles, "values", v, start + KEYS, KEYS, D)
+                p = multiply_by_tile_transposed(q_frag, tiles.read("keys"), KEYS, D)
                 for j in range(KEYS // 8):
                     for e in range(4):
                         valid = start + columns(j, e) < n
                         probability = torch.where(valid, torch.exp2(p[j][:, e] * scale * LOG2E - (lse0 if e < 2 else lse1)), torch.zeros(32))
                         p[j][:, e] = probability * (dp[j][:, e] - (delta0 if e < 2 else delta1))
-                accumulate_times_tile(dq, p, keys, KEYS, D, dtype)
+                accumulate_times_tile(dq, p, tiles.read("keys"), KEYS, D, dtype)
+                tiles.sync()
+                start_tile_copy(tiles, "keys", k, start + KEYS, KEYS, D)
             store_row_fragments(dq_out, dq, scale, row0, D, dtype)
     return dq_out
 
@@ -226,24 +308,38 @@ def grad_key_value(q, k, v, grad_out, lse, delta, dtype):
     for block in range((n + 63) // 64):
         for warp in range(WARPS):
             key0 = block * 64 + warp * ROWS_PER_WARP + GROUP
+            tiles = SharedTiles()
+            start_row_value_copies(tiles, "lse", lse, 0, R)
+            start_row_value_copies(tiles, "deltas", delta, 0, R)
+            start_tile_copy(tiles, "grad_outs", grad_out, 0, R, D)
+            start_tile_copy(tiles, "queries", q, 0, R, D)
             k_frag, v_frag = load_row_fragments(k, key0, D), load_row_fragments(v, key0, D)
             dk, dv = [torch.zeros(32, 4) for _ in range(D // 8)], [torch.zeros(32, 4) for _ in range(D // 8)]
             for start in range(0, n, R):
-                queries, grad_outs = tile_copy(q, start, R, D), tile_copy(grad_out, start, R, D)
-                rows = torch.arange(start, start + R)
-                lse_log2 = torch.where(rows < n, lse[torch.clamp(rows, max=n - 1)] * LOG2E, torch.zeros(R))
-                deltas = torch.where(rows < n, delta[torch.clamp(rows, max=n - 1)], torch.zeros(R))
-                p = multiply_by_tile_transposed(k_frag, queries, R, D)
+                tiles.wait(1)
+                dp = multiply_by_tile_transposed(v_frag, tiles.read("grad_outs"), R, D)
+                deltas = tiles.read("deltas")
+                for j in range(R // 8):
+                    for e in range(4):
+                        dp[j][:, e] -= deltas[columns(j, e)]
+                tiles.wait(0)
+                p = multiply_by_tile_transposed(k_frag, tiles.read("queries"), R, D)
+                lse_tile = tiles.read("lse")
                 for j in range(R // 8):
                     for e in range(4):
                         column = columns(j, e)
-                        p[j][:, e] = torch.where(start + column < n, torch.exp2(p[j][:, e] * scale * LOG2E - lse_log2[column]), torch.zeros(32))
-                accumulate_times_tile(dv, p, grad_outs, R, D, dtype)
-                dp = multiply_by_tile_transposed(v_frag, grad_outs, R, D)
+                        p[j][:, e] = torch.where(start + column < n, torch.exp2(p[j][:, e] * scale * LOG2E - lse_tile[column] * LOG2E), torch.zeros(32))
+                accumulate_times_tile(dv, p, tiles.read("grad_outs"), R, D, dtype)
+                tiles.sync()
+                start_row_value_copies(tiles, "lse", lse, start + R, R)
+                start_row_value_copies(tiles, "deltas", delta, start + R, R)
+                start_tile_copy(tiles, "grad_outs", grad_out, start + R, R, D)
                 for j in range(R // 8):
                     for e in range(4):
-                        p[j][:, e] *= dp[j][:, e] - deltas[columns(j, e)]
-                accumulate_times_tile(dk, p, queries, R, D, dtype)
+                        p[j][:, e] *= dp[j][:, e]
+                accumulate_times_tile(dk, p, tiles.read("queries"), R, D, dtype)
+                tiles.sync()
+                start_tile_copy(tiles, "queries", q, start + R, R, D)
             store_row_fragments(dk_out, dk, scale, key0, D, dtype)
             store_row_fragments(dv_out, dv, 1.0, key0, D, dtype)
     return dk_out, dv_out
@@ -282,13 +378,42 @@ def check(tokens, D, dtype, query_scale, seed):
     return {"tokens": tokens, "head_dim": D, "dtype": str(dtype).replace("torch.", ""), "query_scale": query_scale, **errors}
 
 
+def schedule_checker_catches():
+    """The hazards SharedTiles must refuse, each as the shortest schedule that has it."""
+    def raises(schedule):
+        tiles = SharedTiles()
+        try:
+            schedule(tiles)
+        except ScheduleError:
+            return True
+        return False
+
+    def copied(tiles, *names):
+        for name in names:
+            tiles.copy(name, torch.zeros(1))
+            tiles.commit()
+        return tiles
+
+    return {
+        "read_before_wait": raises(lambda t: copied(t, "a").read("a")),
+        "read_of_the_group_still_pending": raises(lambda t: (copied(t, "a", "b").wait(1), t.read("b"))),
+        "read_of_an_uncommitted_copy": raises(lambda t: (t.copy("a", torch.zeros(1)), t.wait(0), t.read("a"))),
+        "refill_without_barrier": raises(lambda t: (copied(t, "a").wait(0), t.read("a"), t.copy("a", torch.zeros(1)))),
+        "refill_while_in_flight": raises(lambda t: (copied(t, "a"), t.copy("a", torch.zeros(1)))),
+        "pipelined_refill_is_allowed": not raises(lambda t: (copied(t, "a", "b").wait(1), t.read("a"), t.sync(), copied(t, "a"),
+                                                             t.wait(1), t.read("b"))),
+    }
+
+
 def main():
     torch.set_num_threads(1)
     cases = [(tokens, D, torch.bfloat16, 1.0) for D in (32, 64, 128) for tokens in (17, 100)]
     cases += [(70, 64, torch.float16, 1.0), (70, 64, torch.bfloat16, 30.0)]
     results = [check(*c, seed=i) for i, c in enumerate(cases)]
-    print(json.dumps({"cases": results, "all_pass": all(r["pass"] for r in results)}))
-    return 0 if all(r["pass"] for r in results) else 1
+    catches = schedule_checker_catches()
+    all_pass = all(r["pass"] for r in results) and all(catches.values())
+    print(json.dumps({"cases": results, "schedule_checker_catches": catches, "all_pass": all_pass}))
+    return 0 if all_pass else 1
 
 
 if __name__ == "__main__":
