@@ -1,14 +1,18 @@
 // The fused attention kernel's GPU checks and benchmark as one LibTorch-only program, for GPU
 // machines that have CUDA and PyTorch but none of the project's other dependencies
 // (tools/gpu_attention.sh builds and runs it).
-//   attention_check OUT.json
-// Writes the device, every correctness case (errors against float64, beside SDPA's) and every
-// timing; exits 1 when a correctness case fails.
+//   attention_check OUT.json     correctness cases, then (when they pass) the benchmark
+//   attention_check --sanitize   the fused passes alone on small inputs, for compute-sanitizer
+// OUT.json is rewritten after every case, with "stage" saying how far the run got, so a run cut
+// short by a time limit or a GPU fault still leaves what it measured. Exits 1 when a
+// correctness case fails or a case raises.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/cuda.h>
 
 #include <cstdio>
+#include <cstring>
+#include <exception>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -25,23 +29,85 @@ using distillery::SdpaBackend;
 
 std::string dtype_name(c10::ScalarType t) { return t == at::kFloat ? "float32" : t == at::kHalf ? "float16" : "bfloat16"; }
 
+std::string json_string(const std::string& text) {
+  std::string quoted = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') quoted += std::string("\\") + c;
+    else if (c == '\n') quoted += "\\n";
+    else if (static_cast<unsigned char>(c) >= 0x20) quoted += c;
+  }
+  return quoted + "\"";
+}
+
+// The first line of an exception's message: c10 errors append a C++ backtrace.
+std::string first_line(const std::exception& e) {
+  const std::string message = e.what();
+  return message.substr(0, message.find('\n'));
+}
+
+// A CUDA fault leaves the context unusable, so nothing after it can be measured.
+bool is_cuda_fault(const std::string& message) { return message.find("CUDA error") != std::string::npos; }
+
+class Report {
+ public:
+  Report(std::string path, std::string header) : path_(std::move(path)), header_(std::move(header)) {}
+  std::vector<std::string> correctness, benchmark;
+  std::string peak = "null";
+  bool all_pass = true;
+
+  // stage: how far the run has got ("correctness", "benchmark", "complete", or why it stopped).
+  void write(const std::string& stage) const {
+    std::ostringstream json;
+    json << "{" << header_ << ", \"stage\": " << json_string(stage) << ", \"all_correctness_pass\": " << (all_pass ? "true" : "false")
+         << ",\n\"correctness\": [" << joined(correctness) << "],\n\"bf16_gemm_peak_tflops\": " << peak << ",\n\"benchmark\": [" << joined(benchmark)
+         << "]}\n";
+    std::ofstream(path_) << json.str();
+  }
+
+ private:
+  static std::string joined(const std::vector<std::string>& entries) {
+    std::string text;
+    for (const auto& entry : entries) text += (text.empty() ? "\n  " : ",\n  ") + entry;
+    return text;
+  }
+  std::string path_, header_;
+};
+
+// Forward and backward of the fused kernels on every dtype and head dim, 100 tokens (partial
+// tiles on both sides), nothing else on the GPU but the inputs' copies and δ: what
+// compute-sanitizer's memcheck, racecheck, synccheck and initcheck should look at.
+int sanitize() {
+  for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16})
+    for (int64_t d : {32, 64, 128}) {
+      const auto draw = [&] { return at::randn({1, 2, 100, d}).to(at::TensorOptions().device(at::kCUDA).dtype(dtype)); };
+      const auto q = draw(), k = draw(), v = draw(), grad_out = draw();
+      const auto forward = distillery::fused_attention_forward(q, k, v);
+      const auto gradients = distillery::fused_attention_backward(q, k, v, forward.out, forward.logsumexp, grad_out);
+      torch::cuda::synchronize();
+      std::printf("sanitize: %s d=%lld forward and backward ran (|dq| sum %.3g)\n", dtype_name(dtype).c_str(), static_cast<long long>(d),
+                  gradients.dq.to(at::kFloat).abs().sum().item<double>());
+    }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: attention_check OUT.json\n");
+    std::fprintf(stderr, "usage: attention_check OUT.json | attention_check --sanitize\n");
     return 2;
   }
   if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "attention_check: no CUDA device visible; run it on a GPU machine\n");
     return 2;
   }
-  std::ostringstream json;
+  if (std::strcmp(argv[1], "--sanitize") == 0) return sanitize();
+
   const auto probe = at::zeros({1, 1, 16, 64}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
   const char* bf16_kernels = distillery::fused_attention_uses_tensor_cores(probe, probe, probe) ? "tensor cores (mma.sync m16n8k16)" : "CUDA cores";
   std::printf("bf16 forward and backward passes on %s\n", bf16_kernels);
-  json << "{\"device\": \"" << at::cuda::getCurrentDeviceProperties()->name << "\", \"bf16_kernels\": \"" << bf16_kernels << "\", \"correctness\": [";
-  bool all_pass = true, first = true;
+  Report report(argv[1], "\"device\": " + json_string(at::cuda::getCurrentDeviceProperties()->name) + ", \"bf16_kernels\": " + json_string(bf16_kernels));
+
   std::vector<AttentionCase> cases;
   for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16})
     for (int64_t d : {32, 64, 128})
@@ -49,57 +115,85 @@ int main(int argc, char** argv) {
   // Large logits (|q·k|/√d in the hundreds): the online softmax must not overflow.
   for (auto dtype : {at::kFloat, at::kBFloat16}) cases.push_back({2, 4, 256, 64, dtype, 60.0});
   for (const auto& c : cases) {
-    const auto e = distillery::attention_errors(c, 1);
-    const bool pass = e.fused_within_twice_sdpa();
-    all_pass = all_pass && pass;
-    std::printf("%-8s d=%-3lld tokens=%-5lld q×%-4g forward %.2e (sdpa %.2e)  backward %.2e (sdpa %.2e)  %s\n", dtype_name(c.dtype).c_str(),
-                static_cast<long long>(c.head_dim), static_cast<long long>(c.tokens), c.query_scale, e.fused_forward, e.sdpa_forward, e.fused_backward,
-                e.sdpa_backward, pass ? "ok" : "FAIL");
-    json << (first ? "" : ",") << "\n  {\"dtype\": \"" << dtype_name(c.dtype) << "\", \"head_dim\": " << c.head_dim << ", \"tokens\": " << c.tokens
-         << ", \"query_scale\": " << c.query_scale << ", \"fused_forward\": " << e.fused_forward << ", \"sdpa_forward\": " << e.sdpa_forward
-         << ", \"fused_backward\": " << e.fused_backward << ", \"sdpa_backward\": " << e.sdpa_backward << ", \"pass\": " << (pass ? "true" : "false")
-         << "}";
-    first = false;
+    std::ostringstream entry;
+    entry << "{\"dtype\": \"" << dtype_name(c.dtype) << "\", \"head_dim\": " << c.head_dim << ", \"tokens\": " << c.tokens
+          << ", \"query_scale\": " << c.query_scale;
+    std::printf("%-8s d=%-3lld tokens=%-5lld q×%-4g ", dtype_name(c.dtype).c_str(), static_cast<long long>(c.head_dim),
+                static_cast<long long>(c.tokens), c.query_scale);
+    try {
+      const auto e = distillery::attention_errors(c, 1);
+      const bool pass = e.fused_within_twice_sdpa();
+      report.all_pass = report.all_pass && pass;
+      std::printf("forward %.2e (sdpa %.2e)  backward %.2e (sdpa %.2e)  %s\n", e.fused_forward, e.sdpa_forward, e.fused_backward, e.sdpa_backward,
+                  pass ? "ok" : "FAIL");
+      entry << ", \"fused_forward\": " << e.fused_forward << ", \"sdpa_forward\": " << e.sdpa_forward << ", \"fused_backward\": " << e.fused_backward
+            << ", \"sdpa_backward\": " << e.sdpa_backward << ", \"pass\": " << (pass ? "true" : "false") << "}";
+      report.correctness.push_back(entry.str());
+      report.write("correctness");
+    } catch (const std::exception& error) {
+      const auto message = first_line(error);
+      std::printf("raised: %s\n", message.c_str());
+      report.all_pass = false;
+      report.correctness.push_back(entry.str() + ", \"pass\": false, \"error\": " + json_string(message) + "}");
+      if (is_cuda_fault(message)) {
+        report.write("stopped: a CUDA fault in the correctness cases");
+        return 1;
+      }
+      report.write("correctness");
+    }
   }
+  if (!report.all_pass) {
+    report.write("stopped: correctness failed, benchmark skipped");
+    std::printf("correctness FAILED: benchmark skipped; results in %s\n", argv[1]);
+    return 1;
+  }
+
   const double peak = distillery::measured_bf16_peak_tflops();
+  report.peak = std::to_string(peak);
   std::printf("bf16 GEMM peak (8192^3): %.1f TFLOP/s\n", peak);
-  json << "\n], \"bf16_gemm_peak_tflops\": " << peak << ", \"benchmark\": [";
-  first = true;
   const auto names = distillery::sdpa_backend_names();
   for (int64_t batch_heads : {64, 512})
     for (int64_t tokens : {64, 256, 1024, 4096})
       for (int64_t d : {32, 64, 128}) {
         const AttentionCase c{batch_heads / 8, 8, tokens, d, at::kBFloat16, 1.0};
+        std::ostringstream entry;
+        entry << "{\"batch_heads\": " << batch_heads << ", \"tokens\": " << tokens << ", \"head_dim\": " << d;
         // Each SDPA backend's time as a multiple of ours (printed) and in milliseconds (JSON).
         const auto against_sdpa = [&](const std::vector<SdpaBackend>& backends, AttentionPasses passes, double ours_ms, const char* suffix) {
           for (auto backend : backends) {
             const double ms = distillery::time_attention_ms(c, false, backend, 5, passes);
             const auto& name = names[static_cast<size_t>(backend)];
             if (ms > 0) std::printf("  %s %.2fx", name.c_str(), ms / ours_ms);
-            json << ", \"" << name << suffix << "\": " << ms;
+            entry << ", \"" << name << suffix << "\": " << ms;
           }
         };
-        const double flop = 4.0 * static_cast<double>(batch_heads * tokens * tokens * d);
-        const double ours = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5);
-        std::printf("BH=%-4lld tokens=%-5lld d=%-3lld fused %8.3f ms %7.1f TFLOP/s (%4.1f%% of peak)", static_cast<long long>(batch_heads),
-                    static_cast<long long>(tokens), static_cast<long long>(d), ours, flop / ours / 1e9, 100 * flop / ours / 1e9 / peak);
-        json << (first ? "" : ",") << "\n  {\"batch_heads\": " << batch_heads << ", \"tokens\": " << tokens << ", \"head_dim\": " << d
-             << ", \"fused_ms\": " << ours << ", \"fused_tflops\": " << flop / ours / 1e9;
-        first = false;
-        std::vector<SdpaBackend> forward_backends = {SdpaBackend::Default, SdpaBackend::Flash, SdpaBackend::MemoryEfficient, SdpaBackend::CuDnn,
-                                                     SdpaBackend::Math};
-        if (tokens > 1024) forward_backends.pop_back();  // math materialises tokens² per head: minutes, not a contender
-        against_sdpa(forward_backends, AttentionPasses::Forward, ours, "_ms");
-        // Forward and backward together; the backward's five products make it 2.5× the forward's FLOPs.
-        const double both = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5, AttentionPasses::ForwardAndBackward);
-        std::printf("\n    forward+backward: fused %8.3f ms %7.1f TFLOP/s", both, 3.5 * flop / both / 1e9);
-        json << ", \"fused_fwd_bwd_ms\": " << both << ", \"fused_fwd_bwd_tflops\": " << 3.5 * flop / both / 1e9;
-        against_sdpa({SdpaBackend::Default, SdpaBackend::Flash}, AttentionPasses::ForwardAndBackward, both, "_fwd_bwd_ms");
-        std::printf("\n");
-        json << "}";
+        try {
+          const double flop = 4.0 * static_cast<double>(batch_heads * tokens * tokens * d);
+          const double ours = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5);
+          std::printf("BH=%-4lld tokens=%-5lld d=%-3lld fused %8.3f ms %7.1f TFLOP/s (%4.1f%% of peak)", static_cast<long long>(batch_heads),
+                      static_cast<long long>(tokens), static_cast<long long>(d), ours, flop / ours / 1e9, 100 * flop / ours / 1e9 / peak);
+          entry << ", \"fused_ms\": " << ours << ", \"fused_tflops\": " << flop / ours / 1e9;
+          std::vector<SdpaBackend> forward_backends = {SdpaBackend::Default, SdpaBackend::Flash, SdpaBackend::MemoryEfficient, SdpaBackend::CuDnn,
+                                                       SdpaBackend::Math};
+          if (tokens > 1024) forward_backends.pop_back();  // math materialises tokens² per head: minutes, not a contender
+          against_sdpa(forward_backends, AttentionPasses::Forward, ours, "_ms");
+          // Forward and backward together; the backward's five products make it 2.5× the forward's FLOPs.
+          const double both = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5, AttentionPasses::ForwardAndBackward);
+          std::printf("\n    forward+backward: fused %8.3f ms %7.1f TFLOP/s", both, 3.5 * flop / both / 1e9);
+          entry << ", \"fused_fwd_bwd_ms\": " << both << ", \"fused_fwd_bwd_tflops\": " << 3.5 * flop / both / 1e9;
+          against_sdpa({SdpaBackend::Default, SdpaBackend::Flash}, AttentionPasses::ForwardAndBackward, both, "_fwd_bwd_ms");
+          std::printf("\n");
+          report.benchmark.push_back(entry.str() + "}");
+          report.write("benchmark");
+        } catch (const std::exception& error) {
+          const auto message = first_line(error);
+          std::printf("\nraised: %s\n", message.c_str());
+          report.benchmark.push_back(entry.str() + ", \"error\": " + json_string(message) + "}");
+          report.write("stopped: an error in the benchmark");
+          return 1;
+        }
       }
-  json << "\n], \"all_correctness_pass\": " << (all_pass ? "true" : "false") << "}\n";
-  std::ofstream(argv[1]) << json.str();
-  std::printf("wrote %s; correctness %s\n", argv[1], all_pass ? "passed" : "FAILED");
-  return all_pass ? 0 : 1;
+  report.write("complete");
+  std::printf("wrote %s; correctness passed\n", argv[1]);
+  return 0;
 }
