@@ -10,6 +10,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/cuda.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -37,6 +38,14 @@ std::string json_string(const std::string& text) {
     else if (static_cast<unsigned char>(c) >= 0x20) quoted += c;
   }
   return quoted + "\"";
+}
+
+// A faulty kernel's errors can be NaN, which JSON cannot spell.
+std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";
+  std::ostringstream text;
+  text << x;
+  return text.str();
 }
 
 // The first line of an exception's message: c10 errors append a C++ backtrace.
@@ -126,8 +135,8 @@ int main(int argc, char** argv) {
       report.all_pass = report.all_pass && pass;
       std::printf("forward %.2e (sdpa %.2e)  backward %.2e (sdpa %.2e)  %s\n", e.fused_forward, e.sdpa_forward, e.fused_backward, e.sdpa_backward,
                   pass ? "ok" : "FAIL");
-      entry << ", \"fused_forward\": " << e.fused_forward << ", \"sdpa_forward\": " << e.sdpa_forward << ", \"fused_backward\": " << e.fused_backward
-            << ", \"sdpa_backward\": " << e.sdpa_backward << ", \"pass\": " << (pass ? "true" : "false") << "}";
+      entry << ", \"fused_forward\": " << json_number(e.fused_forward) << ", \"sdpa_forward\": " << json_number(e.sdpa_forward)
+            << ", \"fused_backward\": " << json_number(e.fused_backward) << ", \"sdpa_backward\": " << json_number(e.sdpa_backward) << ", \"pass\": " << (pass ? "true" : "false") << "}";
       report.correctness.push_back(entry.str());
       report.write("correctness");
     } catch (const std::exception& error) {
@@ -149,7 +158,7 @@ int main(int argc, char** argv) {
   }
 
   const double peak = distillery::measured_bf16_peak_tflops();
-  report.peak = std::to_string(peak);
+  report.peak = json_number(peak);
   std::printf("bf16 GEMM peak (8192^3): %.1f TFLOP/s\n", peak);
   const auto names = distillery::sdpa_backend_names();
   for (int64_t batch_heads : {64, 512})
@@ -164,7 +173,7 @@ int main(int argc, char** argv) {
             const double ms = distillery::time_attention_ms(c, false, backend, 5, passes);
             const auto& name = names[static_cast<size_t>(backend)];
             if (ms > 0) std::printf("  %s %.2fx", name.c_str(), ms / ours_ms);
-            entry << ", \"" << name << suffix << "\": " << ms;
+            entry << ", \"" << name << suffix << "\": " << json_number(ms);
           }
         };
         try {
@@ -172,7 +181,7 @@ int main(int argc, char** argv) {
           const double ours = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5);
           std::printf("BH=%-4lld tokens=%-5lld d=%-3lld fused %8.3f ms %7.1f TFLOP/s (%4.1f%% of peak)", static_cast<long long>(batch_heads),
                       static_cast<long long>(tokens), static_cast<long long>(d), ours, flop / ours / 1e9, 100 * flop / ours / 1e9 / peak);
-          entry << ", \"fused_ms\": " << ours << ", \"fused_tflops\": " << flop / ours / 1e9;
+          entry << ", \"fused_ms\": " << json_number(ours) << ", \"fused_tflops\": " << json_number(flop / ours / 1e9);
           std::vector<SdpaBackend> forward_backends = {SdpaBackend::Default, SdpaBackend::Flash, SdpaBackend::MemoryEfficient, SdpaBackend::CuDnn,
                                                        SdpaBackend::Math};
           if (tokens > 1024) forward_backends.pop_back();  // math materialises tokens² per head: minutes, not a contender
@@ -180,7 +189,7 @@ int main(int argc, char** argv) {
           // Forward and backward together; the backward's five products make it 2.5× the forward's FLOPs.
           const double both = distillery::time_attention_ms(c, true, SdpaBackend::Default, 5, AttentionPasses::ForwardAndBackward);
           std::printf("\n    forward+backward: fused %8.3f ms %7.1f TFLOP/s", both, 3.5 * flop / both / 1e9);
-          entry << ", \"fused_fwd_bwd_ms\": " << both << ", \"fused_fwd_bwd_tflops\": " << 3.5 * flop / both / 1e9;
+          entry << ", \"fused_fwd_bwd_ms\": " << json_number(both) << ", \"fused_fwd_bwd_tflops\": " << json_number(3.5 * flop / both / 1e9);
           against_sdpa({SdpaBackend::Default, SdpaBackend::Flash}, AttentionPasses::ForwardAndBackward, both, "_fwd_bwd_ms");
           std::printf("\n");
           report.benchmark.push_back(entry.str() + "}");
