@@ -123,12 +123,16 @@ int main(int argc, char** argv) {
       for (int64_t tokens : {64, 100, 1000}) cases.push_back({2, 4, tokens, d, dtype, 1.0});
   // Large logits (|q·k|/√d in the hundreds): the online softmax must not overflow.
   for (auto dtype : {at::kFloat, at::kBFloat16}) cases.push_back({2, 4, 256, 64, dtype, 60.0});
+  // The tensor-core forward pass with 32 rows per warp (FusedAttentionTuning), which the benchmark also times.
+  for (auto dtype : {at::kHalf, at::kBFloat16})
+    for (int64_t d : {32, 64, 128})
+      for (int64_t tokens : {100, 1000}) cases.push_back({2, 4, tokens, d, dtype, 1.0, 32});
   for (const auto& c : cases) {
     std::ostringstream entry;
     entry << "{\"dtype\": \"" << dtype_name(c.dtype) << "\", \"head_dim\": " << c.head_dim << ", \"tokens\": " << c.tokens
-          << ", \"query_scale\": " << c.query_scale;
-    std::printf("%-8s d=%-3lld tokens=%-5lld q×%-4g ", dtype_name(c.dtype).c_str(), static_cast<long long>(c.head_dim),
-                static_cast<long long>(c.tokens), c.query_scale);
+          << ", \"query_scale\": " << c.query_scale << ", \"forward_rows_per_warp\": " << c.forward_rows_per_warp;
+    std::printf("%-8s d=%-3lld tokens=%-5lld q×%-4g rows/warp %-2d ", dtype_name(c.dtype).c_str(), static_cast<long long>(c.head_dim),
+                static_cast<long long>(c.tokens), c.query_scale, c.forward_rows_per_warp);
     try {
       const auto e = distillery::attention_errors(c, 1);
       const bool pass = e.fused_within_twice_sdpa();
@@ -182,6 +186,12 @@ int main(int argc, char** argv) {
           std::printf("BH=%-4lld tokens=%-5lld d=%-3lld fused %8.3f ms %7.1f TFLOP/s (%4.1f%% of peak)", static_cast<long long>(batch_heads),
                       static_cast<long long>(tokens), static_cast<long long>(d), ours, flop / ours / 1e9, 100 * flop / ours / 1e9 / peak);
           entry << ", \"fused_ms\": " << json_number(ours) << ", \"fused_tflops\": " << json_number(flop / ours / 1e9);
+          // 32 rows per warp: its time, and (printed) how it compares with the default's.
+          AttentionCase wide = c;
+          wide.forward_rows_per_warp = 32;
+          const double ours_wide = distillery::time_attention_ms(wide, true, SdpaBackend::Default, 5);
+          std::printf("  rows/warp 32: %.2fx", ours / ours_wide);
+          entry << ", \"fused_rows32_ms\": " << json_number(ours_wide) << ", \"fused_rows32_tflops\": " << json_number(flop / ours_wide / 1e9);
           std::vector<SdpaBackend> forward_backends = {SdpaBackend::Default, SdpaBackend::Flash, SdpaBackend::MemoryEfficient, SdpaBackend::CuDnn,
                                                        SdpaBackend::Math};
           if (tokens > 1024) forward_backends.pop_back();  // math materialises tokens² per head: minutes, not a contender

@@ -72,6 +72,11 @@ double median_ms(const std::function<void()>& f, int repeats) {
   return times[times.size() / 2];
 }
 
+AttentionFunction fused_kernel(const AttentionCase& c) {
+  const FusedAttentionTuning tuning{c.forward_rows_per_warp};
+  return [tuning](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return fused_attention(q, k, v, tuning); };
+}
+
 // Drawn from a generator of their own, so that a check inside a seeded run leaves the run's
 // random stream as it was.
 std::vector<at::Tensor> inputs(const AttentionCase& c, uint64_t seed) {
@@ -91,7 +96,7 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed) {
   const auto x = inputs(c, seed);
   const auto& [q, k, v, grad_out] = std::tie(x[0], x[1], x[2], x[3]);
   const auto reference = run(naive, q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), grad_out.to(at::kDouble));
-  const auto fused = run(fused_attention, q, k, v, grad_out);
+  const auto fused = run(fused_kernel(c), q, k, v, grad_out);
   const auto sdpa = run([](const at::Tensor& a, const at::Tensor& b, const at::Tensor& d) { return at::scaled_dot_product_attention(a, b, d); }, q, k,
                         v, grad_out);
   const auto backward = [&](const std::vector<at::Tensor>& r) {
@@ -104,7 +109,7 @@ std::vector<std::string> sdpa_backend_names() { return {"sdpa", "sdpa-flash", "s
 
 double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats, AttentionPasses passes) {
   const auto x = inputs(c, 0);
-  const AttentionFunction f = fused ? AttentionFunction(fused_attention)
+  const AttentionFunction f = fused ? fused_kernel(c)
                                     : [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return at::scaled_dot_product_attention(q, k, v); };
   const auto work = [&] {
     if (passes == AttentionPasses::ForwardAndBackward) {

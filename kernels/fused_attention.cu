@@ -342,44 +342,68 @@ __device__ void load_row_fragments(uint32_t (&a)[D / 16][4], const uint16_t* m, 
   }
 }
 
-// acc = A · tileᵀ: the warp's 16 rows (A fragments) against the R rows of a shared tile — the
-// scores Q·Kᵀ and the probability gradients dO·Vᵀ (and both transposed in the dK/dV kernel).
-template <typename T, int D, int R>
-__device__ void multiply_by_tile_transposed(float (&acc)[R / 8][4], const uint32_t (&a)[D / 16][4], const uint16_t* tile, int lane) {
+// acc[m] = A[m] · tileᵀ: the warp's M blocks of 16 rows (A fragments) against the R rows of a
+// shared tile — the scores Q·Kᵀ and the probability gradients dO·Vᵀ (and both transposed in the
+// dK/dV kernel). Each B fragment read from shared memory feeds all M blocks.
+template <typename T, int D, int R, int M>
+__device__ void multiply_by_tile_transposed(float (&acc)[M][R / 8][4], const uint32_t (&a)[M][D / 16][4], const uint16_t* tile, int lane) {
   const int matrix = lane / 8, matrix_row = lane % 8;
 #pragma unroll
   for (int j = 0; j < R / 8; ++j) {
-    acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.f;
 #pragma unroll
     for (int c = 0; c < D / 16; c += 2) {
       // Tile rows 8j..8j+7 × columns 16c + {0, 8, 16, 24} + 0..7: the B fragments of chunks c and c + 1.
       uint32_t b[4];
       load_matrices<false>(b, tile + (8 * j + matrix_row) * kTileStride<D> + 16 * c + 8 * matrix);
-      mma_16x8x16<T>(acc[j], a[c], b[0], b[1]);
-      mma_16x8x16<T>(acc[j], a[c + 1], b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        mma_16x8x16<T>(acc[m][j], a[m][c], b[0], b[1]);
+        mma_16x8x16<T>(acc[m][j], a[m][c + 1], b[2], b[3]);
+      }
     }
   }
 }
 
-// acc += P · tile: a 16 × R block of accumulators, rounded to T, times the R × D shared tile —
-// P·V, dS·K, Pᵀ·dO and dSᵀ·Q.
-template <typename T, int D, int R>
-__device__ void accumulate_times_tile(float (&acc)[D / 8][4], const float (&p)[R / 8][4], const uint16_t* tile, int lane) {
+// acc[m] += P[m] · tile: M blocks of 16 × R accumulators, rounded to T, times the R × D shared
+// tile — P·V, dS·K, Pᵀ·dO and dSᵀ·Q. Each B fragment read from shared memory feeds all M blocks.
+template <typename T, int D, int R, int M>
+__device__ void accumulate_times_tile(float (&acc)[M][D / 8][4], const float (&p)[M][R / 8][4], const uint16_t* tile, int lane) {
   const int matrix = lane / 8, matrix_row = lane % 8;
 #pragma unroll
   for (int t = 0; t < R / 16; ++t) {  // 16 tile rows at a time: accumulator blocks 2t and 2t + 1 form one A fragment
-    const uint32_t a[4] = {pack_pair<T>(p[2 * t][0], p[2 * t][1]), pack_pair<T>(p[2 * t][2], p[2 * t][3]),
-                           pack_pair<T>(p[2 * t + 1][0], p[2 * t + 1][1]), pack_pair<T>(p[2 * t + 1][2], p[2 * t + 1][3])};
+    uint32_t a[M][4];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      a[m][0] = pack_pair<T>(p[m][2 * t][0], p[m][2 * t][1]);
+      a[m][1] = pack_pair<T>(p[m][2 * t][2], p[m][2 * t][3]);
+      a[m][2] = pack_pair<T>(p[m][2 * t + 1][0], p[m][2 * t + 1][1]);
+      a[m][3] = pack_pair<T>(p[m][2 * t + 1][2], p[m][2 * t + 1][3]);
+    }
 #pragma unroll
     for (int b = 0; b < D / 8; b += 2) {
       // Tile rows 16t + {0, 8} + 0..7 × columns 8b..8b+7, then the same rows × columns 8(b + 1)..;
       // transposed they are the B fragments (k = tile row, n = column) of column blocks b and b + 1.
       uint32_t vb[4];
       load_matrices<true>(vb, tile + (16 * t + 8 * (matrix % 2) + matrix_row) * kTileStride<D> + 8 * (b + matrix / 2));
-      mma_16x8x16<T>(acc[b], a, vb[0], vb[1]);
-      mma_16x8x16<T>(acc[b + 1], a, vb[2], vb[3]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        mma_16x8x16<T>(acc[m][b], a[m], vb[0], vb[1]);
+        mma_16x8x16<T>(acc[m][b + 1], a[m], vb[2], vb[3]);
+      }
     }
   }
+}
+
+// The same for one block of 16 rows (the gradient kernels, whose warps hold more operands).
+template <typename T, int D, int R>
+__device__ void multiply_by_tile_transposed(float (&acc)[R / 8][4], const uint32_t (&a)[D / 16][4], const uint16_t* tile, int lane) {
+  multiply_by_tile_transposed<T, D, R, 1>(reinterpret_cast<float(&)[1][R / 8][4]>(acc), reinterpret_cast<const uint32_t(&)[1][D / 16][4]>(a), tile, lane);
+}
+template <typename T, int D, int R>
+__device__ void accumulate_times_tile(float (&acc)[D / 8][4], const float (&p)[R / 8][4], const uint16_t* tile, int lane) {
+  accumulate_times_tile<T, D, R, 1>(reinterpret_cast<float(&)[1][D / 8][4]>(acc), reinterpret_cast<const float(&)[1][R / 8][4]>(p), tile, lane);
 }
 
 // Writes factor · acc as this lane's pairs of rows row0 and row0 + 8 (those below n) of a [n, D] matrix.
@@ -416,88 +440,103 @@ __device__ uint16_t* head_of(T* m, int n, int D) {
   return reinterpret_cast<uint16_t*>(m) + blockIdx.x * static_cast<size_t>(n) * D;
 }
 
-// out = softmax(q kᵀ · scale) v, logsumexp per query row. Grid: (batch·heads, tiles of 64 rows).
-// Keys and values have a buffer each, so each copy overlaps the other half of the work: the
-// next tile's keys arrive during the softmax and P·V, the next values during Q·Kᵀ.
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* q_in, const T* k_in, const T* v_in, T* out, float* logsumexp, int n,
-                                                                        float scale) {
-  constexpr int kKeyBlocks = kTensorKeys / 8;
-  __shared__ __align__(16) uint16_t keys[kTensorKeys * kTileStride<D>];
-  __shared__ __align__(16) uint16_t values[kTensorKeys * kTileStride<D>];
-  const uint16_t *q = head_of(q_in, n, D), *k = head_of(k_in, n, D), *v = head_of(v_in, n, D);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pair_col = 2 * (lane % 4);
-  const int row0 = blockIdx.y * kTensorRows + warp * kTensorRowsPerWarp + lane / 4, row1 = row0 + 8;
-  const float scale_log2 = scale * kLog2e;
+// The online softmax of one block of 16 rows in this lane's two rows (L/4 and L/4 + 8, index
+// h): running maxima in log2 units, and sums over this lane's columns only until `finish`.
+struct OnlineSoftmaxRows {
+  float max[2] = {-INFINITY, -INFINITY}, sum[2] = {0.f, 0.f};
 
-  start_tile_copy<D, kTensorKeys>(keys, k, 0, n);
-  start_tile_copy<D, kTensorKeys>(values, v, 0, n);
-  uint32_t q_frag[D / 16][4];
-  load_row_fragments<D>(q_frag, q, row0, pair_col, n);
-  float o[D / 8][4] = {};
-  float max0 = -INFINITY, max1 = -INFINITY, sum0 = 0.f, sum1 = 0.f;  // sums: this lane's columns only
-
-  for (int start = 0; start < n; start += kTensorKeys) {
-    wait_for_copies<1>();  // this tile's keys (its values may still be on their way)
-    float s[kKeyBlocks][4];
-    multiply_by_tile_transposed<T, D, kTensorKeys>(s, q_frag, keys, lane);
-    __syncthreads();  // every warp is done with the keys
-    start_tile_copy<D, kTensorKeys>(keys, k, start + kTensorKeys, n);
-
-    float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
+  // Turns raw scores s of keys [start, start + R) into probabilities against the updated
+  // maxima (keys past n get 0), rescaling the output accumulators o and the sums to match.
+  template <int R, int D>
+  __device__ void absorb(float (&s)[R / 8][4], float (&o)[D / 8][4], int start, int n, int pair_col, float scale_log2) {
+    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int j = 0; j < kKeyBlocks; ++j)
+    for (int j = 0; j < R / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const bool valid = start + 8 * j + pair_col + (e & 1) < n;  // key `start` always is: every row max is finite
         s[j][e] = valid ? s[j][e] * scale_log2 : -INFINITY;
-        if (e < 2) tile_max0 = fmaxf(tile_max0, s[j][e]);
-        else tile_max1 = fmaxf(tile_max1, s[j][e]);
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
       }
-    const float new_max0 = fmaxf(max0, quad_max(tile_max0)), new_max1 = fmaxf(max1, quad_max(tile_max1));
-    const float rescale0 = exp2f(max0 - new_max0), rescale1 = exp2f(max1 - new_max1);  // 0 on the first tile
-    max0 = new_max0;
-    max1 = new_max1;
-    sum0 *= rescale0;
-    sum1 *= rescale1;
+    float rescale[2];
 #pragma unroll
-    for (int b = 0; b < D / 8; ++b) {
-      o[b][0] *= rescale0;
-      o[b][1] *= rescale0;
-      o[b][2] *= rescale1;
-      o[b][3] *= rescale1;
+    for (int h = 0; h < 2; ++h) {
+      const float new_max = fmaxf(max[h], quad_max(tile_max[h]));
+      rescale[h] = exp2f(max[h] - new_max);  // 0 on the first tile
+      max[h] = new_max;
+      sum[h] *= rescale[h];
     }
 #pragma unroll
-    for (int j = 0; j < kKeyBlocks; ++j) {
-      s[j][0] = exp2f(s[j][0] - max0);
-      s[j][1] = exp2f(s[j][1] - max0);
-      s[j][2] = exp2f(s[j][2] - max1);
-      s[j][3] = exp2f(s[j][3] - max1);
-      sum0 += s[j][0] + s[j][1];
-      sum1 += s[j][2] + s[j][3];
-    }
+    for (int b = 0; b < D / 8; ++b)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[b][e] *= rescale[e / 2];
+#pragma unroll
+    for (int j = 0; j < R / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = exp2f(s[j][e] - max[e / 2]);
+        sum[e / 2] += s[j][e];
+      }
+  }
 
-    wait_for_copies<1>();  // this tile's values (the next keys may still be on their way)
-    accumulate_times_tile<T, D, kTensorKeys>(o, s, values, lane);
-    __syncthreads();  // every warp is done with the values
-    start_tile_copy<D, kTensorKeys>(values, v, start + kTensorKeys, n);
-  }
-  sum0 = quad_sum(sum0);
-  sum1 = quad_sum(sum1);
-  // Rows own their sums, so the normalisation goes in before the shared store.
+  // Divides o by the rows' sums and writes o and the rows' log-sum-exp (natural log).
+  template <typename T, int D>
+  __device__ void finish(float (&o)[D / 8][4], uint16_t* out, float* logsumexp, int row0, int pair_col, int n, int lane) {
 #pragma unroll
-  for (int b = 0; b < D / 8; ++b) {
-    o[b][0] /= sum0;
-    o[b][1] /= sum0;
-    o[b][2] /= sum1;
-    o[b][3] /= sum1;
+    for (int h = 0; h < 2; ++h) sum[h] = quad_sum(sum[h]);
+#pragma unroll
+    for (int b = 0; b < D / 8; ++b)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[b][e] /= sum[e / 2];
+    store_row_fragments<T, D>(out, o, 1.f, row0, pair_col, n);
+    if (lane % 4 == 0)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        if (row0 + 8 * h < n) logsumexp[row0 + 8 * h] = (max[h] + log2f(sum[h])) / kLog2e;
   }
-  store_row_fragments<T, D>(head_of(out, n, D), o, 1.f, row0, pair_col, n);
-  const size_t lse_head = blockIdx.x * static_cast<size_t>(n);
-  if (lane % 4 == 0) {
-    if (row0 < n) logsumexp[lse_head + row0] = (max0 + log2f(sum0)) / kLog2e;
-    if (row1 < n) logsumexp[lse_head + row1] = (max1 + log2f(sum1)) / kLog2e;
+};
+
+// out = softmax(q kᵀ · scale) v, logsumexp per query row. Grid: (batch·heads, tiles of 64·M
+// rows). Each warp owns M blocks of 16 query rows: with M = 2 every K and V fragment read from
+// shared memory feeds two blocks, half the shared-memory traffic per FLOP, for twice the
+// registers (so fewer keys per tile at head dim 128). Keys and values have a buffer each, so
+// each copy overlaps the other half of the work: the next tile's keys arrive during the
+// softmax and P·V, the next values during Q·Kᵀ.
+template <typename T, int D, int M, int kKeys>
+__global__ void __launch_bounds__(kThreads) tensor_core_forward_kernel(const T* q_in, const T* k_in, const T* v_in, T* out, float* logsumexp, int n,
+                                                                        float scale) {
+  __shared__ __align__(16) uint16_t keys[kKeys * kTileStride<D>];
+  __shared__ __align__(16) uint16_t values[kKeys * kTileStride<D>];
+  const uint16_t *q = head_of(q_in, n, D), *k = head_of(k_in, n, D), *v = head_of(v_in, n, D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pair_col = 2 * (lane % 4);
+  // This lane's first row in the warp's block m is first_row + 16·m.
+  const int first_row = (blockIdx.y * kWarps + warp) * kTensorRowsPerWarp * M + lane / 4;
+  const float scale_log2 = scale * kLog2e;
+
+  start_tile_copy<D, kKeys>(keys, k, 0, n);
+  start_tile_copy<D, kKeys>(values, v, 0, n);
+  uint32_t q_frag[M][D / 16][4];
+#pragma unroll
+  for (int m = 0; m < M; ++m) load_row_fragments<D>(q_frag[m], q, first_row + 16 * m, pair_col, n);
+  float o[M][D / 8][4] = {};
+  OnlineSoftmaxRows softmax[M];
+
+  for (int start = 0; start < n; start += kKeys) {
+    wait_for_copies<1>();  // this tile's keys (its values may still be on their way)
+    float s[M][kKeys / 8][4];
+    multiply_by_tile_transposed<T, D, kKeys, M>(s, q_frag, keys, lane);
+    __syncthreads();  // every warp is done with the keys
+    start_tile_copy<D, kKeys>(keys, k, start + kKeys, n);
+#pragma unroll
+    for (int m = 0; m < M; ++m) softmax[m].template absorb<kKeys, D>(s[m], o[m], start, n, pair_col, scale_log2);
+    wait_for_copies<1>();  // this tile's values (the next keys may still be on their way)
+    accumulate_times_tile<T, D, kKeys, M>(o, s, values, lane);
+    __syncthreads();  // every warp is done with the values
+    start_tile_copy<D, kKeys>(values, v, start + kKeys, n);
   }
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+    softmax[m].template finish<T, D>(o[m], head_of(out, n, D), logsumexp + blockIdx.x * static_cast<size_t>(n), first_row + 16 * m, pair_col, n, lane);
 }
 
 // dq = scale · Σ_keys dS k with dS = P ∘ (dO vᵀ − δ), P recomputed from the forward pass's
@@ -678,8 +717,11 @@ bool fused_attention_stream_is_capturing(const at::Device& device) {
   return c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
 }
 
-FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const at::Tensor& k_given, const at::Tensor& v_given) {
+FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const at::Tensor& k_given, const at::Tensor& v_given,
+                                              const FusedAttentionTuning& tuning) {
   check_supported(q_given, k_given, v_given);
+  TORCH_CHECK(tuning.forward_rows_per_warp == 16 || tuning.forward_rows_per_warp == 32,
+              "fused attention: forward_rows_per_warp must be 16 or 32 (got ", tuning.forward_rows_per_warp, ")");
   const auto q = with_aligned_data(q_given), k = with_aligned_data(k_given), v = with_aligned_data(v_given);
   const c10::cuda::CUDAGuard guard(q.device());
   const int heads = static_cast<int>(q.size(0) * q.size(1)), n = static_cast<int>(q.size(2));
@@ -693,8 +735,15 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const a
     constexpr int D = decltype(dim_tag)::value;
     if constexpr (!std::is_same_v<T, float>) {
       if (tensor_cores) {
-        tensor_core_forward_kernel<T, D><<<dim3(heads, tiles(n, kTensorRows)), kThreads, 0, stream>>>(
-            q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale);
+        const auto launch = [&](auto blocks_per_warp) {
+          constexpr int M = decltype(blocks_per_warp)::value;
+          // Two blocks of rows per warp at head dim 128 fit the registers only with 32-key tiles.
+          constexpr int kKeys = M == 2 && D == 128 ? 16 : 64;
+          tensor_core_forward_kernel<T, D, M, kKeys><<<dim3(heads, tiles(n, kTensorRows * M)), kThreads, 0, stream>>>(
+              q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale);
+        };
+        if (tuning.forward_rows_per_warp == 32) launch(std::integral_constant<int, 2>{});
+        else launch(std::integral_constant<int, 1>{});
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
       }

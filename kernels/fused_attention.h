@@ -1,4 +1,4 @@
-// defines: FusedAttentionForward, FusedAttentionGradients, fused_attention_forward, fused_attention_backward, fused_attention,
+// defines: FusedAttentionForward, FusedAttentionGradients, FusedAttentionTuning, fused_attention_forward, fused_attention_backward, fused_attention,
 //          fused_attention_unsupported, fused_attention_uses_tensor_cores, fused_attention_stream_is_capturing
 // Fused multi-head attention on CUDA (the FlashAttention-2 scheme): softmax(q kᵀ/√d) v computed
 // tile by tile with an online softmax, so no tokens×tokens matrix ever reaches global memory;
@@ -35,13 +35,22 @@ bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k,
 // Whether the device's current stream is capturing a CUDA graph, where nothing may synchronise.
 bool fused_attention_stream_is_capturing(const at::Device& device);
 
+// Rows of queries each warp of the tensor-core forward pass owns: 16, or 32, where every K and
+// V fragment read from shared memory feeds two blocks of rows — half that traffic per FLOP, for
+// twice the registers and 128-row blocks (so more idle rows at short token counts). Which is
+// faster where is for the GPU benchmark to say (tools/gpu_attention.sh times both); the other
+// kernels, and float32 inputs, do not use it.
+struct FusedAttentionTuning {
+  int forward_rows_per_warp = 16;
+};
+
 // The checked entry points: q, k, v are CUDA [batch, heads, tokens, head_dim], contiguous, of
 // one dtype; anything else raises c10::Error with the reason above.
-FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionTuning& tuning = {});
 FusedAttentionGradients fused_attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                                                  const at::Tensor& logsumexp, const at::Tensor& grad_out);
 
 // The forward pass as an autograd function whose backward is fused_attention_backward.
-at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionTuning& tuning = {});
 
 }  // namespace distillery

@@ -7,8 +7,8 @@ namespace distillery {
 namespace {
 
 struct FusedAttentionFunction : torch::autograd::Function<FusedAttentionFunction> {
-  static at::Tensor forward(torch::autograd::AutogradContext* context, at::Tensor q, at::Tensor k, at::Tensor v) {
-    auto result = fused_attention_forward(q, k, v);
+  static at::Tensor forward(torch::autograd::AutogradContext* context, at::Tensor q, at::Tensor k, at::Tensor v, int64_t forward_rows_per_warp) {
+    auto result = fused_attention_forward(q, k, v, {static_cast<int>(forward_rows_per_warp)});
     context->save_for_backward({q, k, v, result.out, result.logsumexp});
     return result.out;
   }
@@ -16,12 +16,14 @@ struct FusedAttentionFunction : torch::autograd::Function<FusedAttentionFunction
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* context, torch::autograd::tensor_list grads) {
     const auto saved = context->get_saved_variables();
     auto gradients = fused_attention_backward(saved[0], saved[1], saved[2], saved[3], saved[4], grads[0].contiguous());
-    return {gradients.dq, gradients.dk, gradients.dv};
+    return {gradients.dq, gradients.dk, gradients.dv, at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return FusedAttentionFunction::apply(q, k, v); }
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionTuning& tuning) {
+  return FusedAttentionFunction::apply(q, k, v, static_cast<int64_t>(tuning.forward_rows_per_warp));
+}
 
 }  // namespace distillery

@@ -82,6 +82,7 @@ constexpr const char* kNoGpu = "no CUDA device here: the fused kernel's GPU chec
 void expect_within_twice_sdpa(const AttentionCase& c) {
   const auto e = attention_errors(c, 7);
   EXPECT_TRUE(e.fused_within_twice_sdpa()) << "dtype " << c.dtype << " d " << c.head_dim << " tokens " << c.tokens << " q×" << c.query_scale
+                                           << " rows/warp " << c.forward_rows_per_warp
                                            << ": forward " << e.fused_forward << " (sdpa " << e.sdpa_forward << "), backward " << e.fused_backward
                                            << " (sdpa " << e.sdpa_backward << ")";
 }
@@ -90,6 +91,13 @@ TEST(FusedAttentionGpu, ForwardAndBackwardWithinTwiceSdpasErrorForEveryDtypeAndH
   if (!gpu_present()) GTEST_SKIP() << kNoGpu;
   for (auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16})
     for (int64_t d : {32, 64, 128}) expect_within_twice_sdpa({2, 4, 128, d, dtype, 1.0});
+}
+
+TEST(FusedAttentionGpu, ThirtyTwoRowsPerWarpInTheForwardPass) {
+  if (!gpu_present()) GTEST_SKIP() << kNoGpu;
+  for (auto dtype : {torch::kFloat16, torch::kBFloat16})
+    for (int64_t d : {32, 64, 128})
+      for (int64_t tokens : {17, 200}) expect_within_twice_sdpa({1, 3, tokens, d, dtype, 1.0, 32});
 }
 
 TEST(FusedAttentionGpu, TokenCountsThatAreNotMultiplesOfTheTile) {

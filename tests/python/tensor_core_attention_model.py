@@ -210,59 +210,85 @@ def columns(j, e):
 
 # ---- The three kernels, one head, block by block and warp by warp ----
 
-def forward(q, k, v, dtype, KEYS=64):
+class OnlineSoftmaxRows:
+    """OnlineSoftmaxRows of the .cu file: one block of 16 rows, this lane's rows h = 0, 1."""
+
+    def __init__(self):
+        self.max = [torch.full((32,), -math.inf), torch.full((32,), -math.inf)]
+        self.sum = [torch.zeros(32), torch.zeros(32)]
+
+    def absorb(self, s, o, start, n, R, D, scale_log2):
+        tile_max = [torch.full((32,), -math.inf), torch.full((32,), -math.inf)]
+        for j in range(R // 8):
+            for e in range(4):
+                valid = start + columns(j, e) < n
+                s[j][:, e] = torch.where(valid, s[j][:, e] * scale_log2, torch.tensor(-math.inf))
+                tile_max[e // 2] = torch.maximum(tile_max[e // 2], s[j][:, e])
+        rescale = []
+        for h in range(2):
+            new_max = torch.maximum(self.max[h], quad_reduce(tile_max[h], torch.amax))
+            rescale.append(torch.exp2(self.max[h] - new_max))
+            self.max[h] = new_max
+            self.sum[h] = self.sum[h] * rescale[h]
+        for b in range(D // 8):
+            for e in range(4):
+                o[b][:, e] *= rescale[e // 2]
+        for j in range(R // 8):
+            for e in range(4):
+                s[j][:, e] = torch.exp2(s[j][:, e] - self.max[e // 2])
+                self.sum[e // 2] = self.sum[e // 2] + s[j][:, e]
+
+    def finish(self, o, out, lse, row0, D, dtype):
+        self.sum = [quad_reduce(x, torch.sum) for x in self.sum]
+        for b in range(D // 8):
+            for e in range(4):
+                o[b][:, e] /= self.sum[e // 2]
+        store_row_fragments(out, o, 1.0, row0, D, dtype)
+        lead = LANES % 4 == 0
+        n = out.shape[0]
+        for h in range(2):
+            row = row0 + 8 * h
+            keep = lead & (row < n)
+            lse[row[keep]] = ((self.max[h] + torch.log2(self.sum[h])) / LOG2E)[keep]
+
+
+def forward_key_tile(D, M):
+    """The launcher's key tile: two blocks of rows per warp at head dim 128 fit the registers with 16 keys."""
+    return 16 if M == 2 and D == 128 else 64
+
+
+def forward(q, k, v, dtype, M=1):
+    """The forward kernel with M blocks of 16 rows per warp (FusedAttentionTuning: 16·M rows per warp)."""
     n, D = q.shape
+    KEYS = forward_key_tile(D, M)
     scale_log2 = LOG2E / math.sqrt(D)
     out, lse = torch.zeros(n, D), torch.zeros(n)
-    for block in range((n + 63) // 64):
+    block_rows = WARPS * ROWS_PER_WARP * M
+    for block in range((n + block_rows - 1) // block_rows):
         for warp in range(WARPS):
-            row0 = block * 64 + warp * ROWS_PER_WARP + GROUP
+            first_row = (block * WARPS + warp) * ROWS_PER_WARP * M + GROUP
             tiles = SharedTiles()
             start_tile_copy(tiles, "keys", k, 0, KEYS, D)
             start_tile_copy(tiles, "values", v, 0, KEYS, D)
-            q_frag = load_row_fragments(q, row0, D)
-            o = [torch.zeros(32, 4) for _ in range(D // 8)]
-            max0, max1 = torch.full((32,), -math.inf), torch.full((32,), -math.inf)
-            sum0, sum1 = torch.zeros(32), torch.zeros(32)
+            q_frag = [load_row_fragments(q, first_row + 16 * m, D) for m in range(M)]
+            o = [[torch.zeros(32, 4) for _ in range(D // 8)] for _ in range(M)]
+            softmax = [OnlineSoftmaxRows() for _ in range(M)]
             for start in range(0, n, KEYS):
                 tiles.wait(1)
-                s = multiply_by_tile_transposed(q_frag, tiles.read("keys"), KEYS, D)
+                keys = tiles.read("keys")
+                s = [multiply_by_tile_transposed(q_frag[m], keys, KEYS, D) for m in range(M)]
                 tiles.sync()
                 start_tile_copy(tiles, "keys", k, start + KEYS, KEYS, D)
-                tile_max0, tile_max1 = torch.full((32,), -math.inf), torch.full((32,), -math.inf)
-                for j in range(KEYS // 8):
-                    for e in range(4):
-                        valid = start + columns(j, e) < n
-                        s[j][:, e] = torch.where(valid, s[j][:, e] * scale_log2, torch.tensor(-math.inf))
-                        if e < 2:
-                            tile_max0 = torch.maximum(tile_max0, s[j][:, e])
-                        else:
-                            tile_max1 = torch.maximum(tile_max1, s[j][:, e])
-                new0, new1 = torch.maximum(max0, quad_reduce(tile_max0, torch.amax)), torch.maximum(max1, quad_reduce(tile_max1, torch.amax))
-                rescale0, rescale1 = torch.exp2(max0 - new0), torch.exp2(max1 - new1)
-                max0, max1 = new0, new1
-                sum0, sum1 = sum0 * rescale0, sum1 * rescale1
-                for b in range(D // 8):
-                    o[b][:, :2] *= rescale0[:, None]
-                    o[b][:, 2:] *= rescale1[:, None]
-                for j in range(KEYS // 8):
-                    s[j][:, :2] = torch.exp2(s[j][:, :2] - max0[:, None])
-                    s[j][:, 2:] = torch.exp2(s[j][:, 2:] - max1[:, None])
-                    sum0 = sum0 + s[j][:, 0] + s[j][:, 1]
-                    sum1 = sum1 + s[j][:, 2] + s[j][:, 3]
+                for m in range(M):
+                    softmax[m].absorb(s[m], o[m], start, n, KEYS, D, scale_log2)
                 tiles.wait(1)
-                accumulate_times_tile(o, s, tiles.read("values"), KEYS, D, dtype)
+                values = tiles.read("values")
+                for m in range(M):
+                    accumulate_times_tile(o[m], s[m], values, KEYS, D, dtype)
                 tiles.sync()
                 start_tile_copy(tiles, "values", v, start + KEYS, KEYS, D)
-            sum0, sum1 = quad_reduce(sum0, torch.sum), quad_reduce(sum1, torch.sum)
-            for b in range(D // 8):
-                o[b][:, :2] /= sum0[:, None]
-                o[b][:, 2:] /= sum1[:, None]
-            store_row_fragments(out, o, 1.0, row0, D, dtype)
-            lead = LANES % 4 == 0
-            for row, mx, sm in ((row0, max0, sum0), (row0 + 8, max1, sum1)):
-                keep = lead & (row < n)
-                lse[row[keep]] = ((mx + torch.log2(sm)) / LOG2E)[keep]
+            for m in range(M):
+                softmax[m].finish(o[m], out, lse, first_row + 16 * m, D, dtype)
     return out, lse
 
 
@@ -349,11 +375,11 @@ def relative_error(x, reference):
     return ((x.double() - reference).abs().max() / reference.abs().max()).item()
 
 
-def check(tokens, D, dtype, query_scale, seed):
+def check(tokens, D, dtype, query_scale, seed, M=1):
     generator = torch.Generator().manual_seed(seed)
     draw = lambda: round16(torch.randn(tokens, D, generator=generator), dtype)
     q, k, v, grad_out = round16(draw() * query_scale, dtype), draw(), draw(), draw()
-    out, lse = forward(q, k, v, dtype)
+    out, lse = forward(q, k, v, dtype, M)
     delta = (round16(grad_out, dtype) * out).sum(-1)
     dq = grad_query(q, k, v, grad_out, lse, delta, dtype)
     dk, dv = grad_key_value(q, k, v, grad_out, lse, delta, dtype)
@@ -375,7 +401,8 @@ def check(tokens, D, dtype, query_scale, seed):
     }
     # A fragment or index slip gives errors of order one; 16-bit rounding gives ~1e-2 at most.
     errors["pass"] = errors["forward"] < 2e-2 and errors["logsumexp"] < 1e-4 and errors["backward"] < 3e-2
-    return {"tokens": tokens, "head_dim": D, "dtype": str(dtype).replace("torch.", ""), "query_scale": query_scale, **errors}
+    return {"tokens": tokens, "head_dim": D, "dtype": str(dtype).replace("torch.", ""), "query_scale": query_scale,
+            "forward_rows_per_warp": 16 * M, **errors}
 
 
 def schedule_checker_catches():
@@ -410,6 +437,9 @@ def main():
     cases = [(tokens, D, torch.bfloat16, 1.0) for D in (32, 64, 128) for tokens in (17, 100)]
     cases += [(70, 64, torch.float16, 1.0), (70, 64, torch.bfloat16, 30.0)]
     results = [check(*c, seed=i) for i, c in enumerate(cases)]
+    # 32 rows per warp: 128-row blocks, two online softmaxes per warp, 16-key tiles at head dim 128.
+    wide = [(tokens, D, torch.bfloat16, 1.0) for D in (32, 64, 128) for tokens in (17, 130)]
+    results += [check(*c, seed=100 + i, M=2) for i, c in enumerate(wide)]
     catches = schedule_checker_catches()
     all_pass = all(r["pass"] for r in results) and all(catches.values())
     print(json.dumps({"cases": results, "schedule_checker_catches": catches, "all_pass": all_pass}))
