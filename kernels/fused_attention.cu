@@ -217,9 +217,10 @@ __global__ void __launch_bounds__(kThreads) grad_key_value_kernel(const T* q, co
 // product once converted to 16 bits. Scores are kept in log2 units (scale·log2 e folded in) so
 // the exponentials are exp2.
 constexpr int kTensorRowsPerWarp = 16, kTensorRows = kWarps * kTensorRowsPerWarp;
-// Streamed tile rows: 64 where the warp holds two operands' fragments (forward: Q; dQ: Q, dO);
-// fewer in the dK/dV kernel, whose warps hold K, V and two accumulators of head-dim width (at
-// head dim 128, 32 rows left ptxas 24 bytes short of registers).
+// Streamed tile rows: 64 where a warp holds one block of rows' fragments of one or two operands
+// (forward: Q; dQ: Q, dO); fewer in the forward pass with two blocks per warp at head dim 128
+// (its launcher says) and in the dK/dV kernel, whose warps hold K, V and two accumulators of
+// head-dim width (at head dim 128, 32 rows left ptxas 24 bytes short of registers).
 constexpr int kTensorKeys = 64;
 template <int D>
 constexpr int kTensorGradQueries = D == 128 ? 16 : 32;
@@ -738,7 +739,7 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const a
         const auto launch = [&](auto blocks_per_warp) {
           constexpr int M = decltype(blocks_per_warp)::value;
           // Two blocks of rows per warp at head dim 128 fit the registers only with 32-key tiles.
-          constexpr int kKeys = M == 2 && D == 128 ? 16 : 64;
+          constexpr int kKeys = M == 2 && D == 128 ? 16 : kTensorKeys;
           tensor_core_forward_kernel<T, D, M, kKeys><<<dim3(heads, tiles(n, kTensorRows * M)), kThreads, 0, stream>>>(
               q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale);
         };
