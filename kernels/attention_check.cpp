@@ -137,10 +137,14 @@ int main(int argc, char** argv) {
       const auto e = distillery::attention_errors(c, 1);
       const bool pass = e.fused_within_twice_sdpa();
       report.all_pass = report.all_pass && pass;
-      std::printf("forward %.2e (sdpa %.2e)  backward %.2e (sdpa %.2e)  %s\n", e.fused_forward, e.sdpa_forward, e.fused_backward, e.sdpa_backward,
+      std::printf("forward %.2e (sdpa %.2e)  backward %.2e (sdpa %.2e)  %s", e.fused_forward, e.sdpa_forward, e.fused_backward, e.sdpa_backward,
                   pass ? "ok" : "FAIL");
+      if (!pass) std::printf(" (lse %.2e, dq %.2e, dk %.2e, dv %.2e)", e.fused_logsumexp, e.fused_dq, e.fused_dk, e.fused_dv);
+      std::printf("\n");
       entry << ", \"fused_forward\": " << json_number(e.fused_forward) << ", \"sdpa_forward\": " << json_number(e.sdpa_forward)
-            << ", \"fused_backward\": " << json_number(e.fused_backward) << ", \"sdpa_backward\": " << json_number(e.sdpa_backward) << ", \"pass\": " << (pass ? "true" : "false") << "}";
+            << ", \"fused_backward\": " << json_number(e.fused_backward) << ", \"sdpa_backward\": " << json_number(e.sdpa_backward)
+            << ", \"fused_logsumexp\": " << json_number(e.fused_logsumexp) << ", \"fused_dq\": " << json_number(e.fused_dq)
+            << ", \"fused_dk\": " << json_number(e.fused_dk) << ", \"fused_dv\": " << json_number(e.fused_dv) << ", \"pass\": " << (pass ? "true" : "false") << "}";
       report.correctness.push_back(entry.str());
       report.write("correctness");
     } catch (const std::exception& error) {

@@ -99,10 +99,12 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed) {
   const auto fused = run(fused_kernel(c), q, k, v, grad_out);
   const auto sdpa = run([](const at::Tensor& a, const at::Tensor& b, const at::Tensor& d) { return at::scaled_dot_product_attention(a, b, d); }, q, k,
                         v, grad_out);
-  const auto backward = [&](const std::vector<at::Tensor>& r) {
-    return std::max({relative_error(r[1], reference[1]), relative_error(r[2], reference[2]), relative_error(r[3], reference[3])});
-  };
-  return {relative_error(fused[0], reference[0]), relative_error(sdpa[0], reference[0]), backward(fused), backward(sdpa)};
+  const auto gradient_error = [&](const std::vector<at::Tensor>& r, size_t i) { return relative_error(r[i], reference[i]); };
+  const auto backward = [&](const std::vector<at::Tensor>& r) { return std::max({gradient_error(r, 1), gradient_error(r, 2), gradient_error(r, 3)}); };
+  const auto logits = at::matmul(q.to(at::kDouble), k.to(at::kDouble).transpose(-2, -1)) / std::sqrt(static_cast<double>(c.head_dim));
+  const auto logsumexp = fused_attention_forward(q, k, v, {c.forward_rows_per_warp}).logsumexp;
+  return {relative_error(fused[0], reference[0]),     relative_error(sdpa[0], reference[0]), backward(fused),       backward(sdpa),
+          relative_error(logsumexp, logits.logsumexp(-1)), gradient_error(fused, 1),          gradient_error(fused, 2), gradient_error(fused, 3)};
 }
 
 std::vector<std::string> sdpa_backend_names() { return {"sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"}; }

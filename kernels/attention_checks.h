@@ -20,9 +20,11 @@ struct AttentionCase {
 
 // Errors of the forward output and of the gradients (worst of dq, dk, dv) against a float64
 // reference of the same inputs, as max |x − ref| / max |ref|, for the fused kernel and for
-// at::scaled_dot_product_attention with its default backend choice.
+// at::scaled_dot_product_attention with its default backend choice; and, to tell which fused
+// kernel is at fault when one is, the fused pass's log-sum-exp and each of its gradients.
 struct AttentionErrors {
   double fused_forward, sdpa_forward, fused_backward, sdpa_backward;
+  double fused_logsumexp, fused_dq, fused_dk, fused_dv;
   // The criterion: at most twice SDPA's error, plus 1e-6 for float32 inputs where
   // both sit at rounding level.
   bool fused_within_twice_sdpa() const;

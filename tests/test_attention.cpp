@@ -82,7 +82,8 @@ constexpr const char* kNoGpu = "no CUDA device here: the fused kernel's GPU chec
 void expect_within_twice_sdpa(const AttentionCase& c) {
   const auto e = attention_errors(c, 7);
   EXPECT_TRUE(e.fused_within_twice_sdpa()) << "dtype " << c.dtype << " d " << c.head_dim << " tokens " << c.tokens << " q×" << c.query_scale
-                                           << " rows/warp " << c.forward_rows_per_warp
+                                           << " rows/warp " << c.forward_rows_per_warp << " (lse " << e.fused_logsumexp << ", dq " << e.fused_dq
+                                           << ", dk " << e.fused_dk << ", dv " << e.fused_dv << ")"
                                            << ": forward " << e.fused_forward << " (sdpa " << e.sdpa_forward << "), backward " << e.fused_backward
                                            << " (sdpa " << e.sdpa_backward << ")";
 }
