@@ -8,14 +8,11 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/idx.h"
 
 namespace distillery {
 
 namespace {
-constexpr uint32_t kImagesMagic = 0x00000803, kLabelsMagic = 0x00000801;
-// Larger than any real IDX file; bounds what a corrupt size field can make us allocate.
-constexpr uint64_t kMaxIdxBytes = uint64_t{1} << 32;
-
 // Reads the whole file through zlib, which passes plain (uncompressed) files through unchanged.
 std::vector<uint8_t> read_maybe_gzip(const std::filesystem::path& path) {
   if (!std::filesystem::exists(path))
@@ -36,45 +33,23 @@ std::vector<uint8_t> read_maybe_gzip(const std::filesystem::path& path) {
   return bytes;
 }
 
-uint32_t be32(const std::vector<uint8_t>& b, size_t at) {
-  return uint32_t{b[at]} << 24 | uint32_t{b[at + 1]} << 16 | uint32_t{b[at + 2]} << 8 | b[at + 3];
-}
-
-// Validates magic and sizes; returns the dimensions.
-std::vector<int64_t> idx_dims(const std::vector<uint8_t>& bytes, uint32_t magic, const std::filesystem::path& path) {
-  const size_t rank = magic & 0xff;
-  DISTILLERY_CHECK(bytes.size() >= 4 + 4 * rank, Error("IDX file is truncated inside its header").file(path.string()).got(fmt::format("{} bytes", bytes.size())));
-  DISTILLERY_CHECK(be32(bytes, 0) == magic, Error("wrong IDX magic number").file(path.string())
-                                                .expected(fmt::format("0x{:08x} ({})", magic, rank == 3 ? "uint8 images" : "uint8 labels"))
-                                                .got(fmt::format("0x{:08x}", be32(bytes, 0))));
-  std::vector<int64_t> dims;
-  uint64_t total = 1;
-  for (size_t i = 0; i < rank; ++i) {
-    dims.push_back(be32(bytes, 4 + 4 * i));
-    total *= static_cast<uint64_t>(dims.back());
-    DISTILLERY_CHECK(total <= kMaxIdxBytes, Error("IDX sizes are implausibly large").file(path.string()));
-  }
-  const uint64_t expected = 4 + 4 * rank + total;
-  DISTILLERY_CHECK(bytes.size() == expected, Error(bytes.size() < expected ? "IDX file is truncated" : "IDX file has trailing bytes")
-                                                 .file(path.string())
-                                                 .expected(fmt::format("{} bytes", expected))
-                                                 .got(fmt::format("{} bytes", bytes.size())));
-  return dims;
-}
 }  // namespace
 
 LabeledImages read_idx_dataset(const std::filesystem::path& images_path, const std::filesystem::path& labels_path) {
   const auto image_bytes = read_maybe_gzip(images_path);
   const auto label_bytes = read_maybe_gzip(labels_path);
-  const auto image_dims = idx_dims(image_bytes, kImagesMagic, images_path);
-  const auto label_dims = idx_dims(label_bytes, kLabelsMagic, labels_path);
-  DISTILLERY_CHECK(image_dims[0] == label_dims[0], Error("image and label counts differ")
-                                                       .file(labels_path.string())
-                                                       .expected(fmt::format("{} labels (as in {})", image_dims[0], images_path.string()))
-                                                       .got(std::to_string(label_dims[0])));
+  const auto as_view = [](const std::vector<uint8_t>& bytes) { return std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()); };
+  const auto images = parse_idx(as_view(image_bytes), kIdxUint8Images, images_path.string());
+  const auto labels = parse_idx(as_view(label_bytes), kIdxUint8Labels, labels_path.string());
+  DISTILLERY_CHECK(images.dims[0] == labels.dims[0], Error("image and label counts differ")
+                                                         .file(labels_path.string())
+                                                         .expected(fmt::format("{} labels (as in {})", images.dims[0], images_path.string()))
+                                                         .got(std::to_string(labels.dims[0])));
   LabeledImages out;
-  out.images = torch::from_blob(const_cast<uint8_t*>(image_bytes.data()) + 16, {image_dims[0], 1, image_dims[1], image_dims[2]}, torch::kUInt8).clone();
-  out.labels = torch::from_blob(const_cast<uint8_t*>(label_bytes.data()) + 8, {label_dims[0]}, torch::kUInt8).to(torch::kInt64);
+  const auto image_data = const_cast<uint8_t*>(image_bytes.data()) + images.data_offset;
+  out.images = torch::from_blob(image_data, {images.dims[0], 1, images.dims[1], images.dims[2]}, torch::kUInt8).clone();
+  const auto label_data = const_cast<uint8_t*>(label_bytes.data()) + labels.data_offset;
+  out.labels = torch::from_blob(label_data, {labels.dims[0]}, torch::kUInt8).to(torch::kInt64);
   return out;
 }
 
