@@ -73,6 +73,15 @@ class Report {
     std::ofstream(path_) << json.str();
   }
 
+  // Records a case of `section` that raised, with its message's first line, and writes the
+  // report at `stage`.
+  void record_error(std::vector<std::string>& section, const std::string& entry, const std::exception& error, const std::string& stage) {
+    const auto message = first_line(error);
+    std::printf("\nraised: %s\n", message.c_str());
+    section.push_back(entry + ", \"error\": " + json_string(message) + "}");
+    write(stage);
+  }
+
  private:
   static std::string joined(const std::vector<std::string>& entries) {
     std::string text;
@@ -148,15 +157,10 @@ int main(int argc, char** argv) {
       report.correctness.push_back(entry.str());
       report.write("correctness");
     } catch (const std::exception& error) {
-      const auto message = first_line(error);
-      std::printf("raised: %s\n", message.c_str());
       report.all_pass = false;
-      report.correctness.push_back(entry.str() + ", \"pass\": false, \"error\": " + json_string(message) + "}");
-      if (is_cuda_fault(message)) {
-        report.write("stopped: a CUDA fault in the correctness cases");
-        return 1;
-      }
-      report.write("correctness");
+      const bool fault = is_cuda_fault(first_line(error));
+      report.record_error(report.correctness, entry.str() + ", \"pass\": false", error, fault ? "stopped: a CUDA fault in the correctness cases" : "correctness");
+      if (fault) return 1;
     }
   }
   if (!report.all_pass) {
@@ -209,10 +213,7 @@ int main(int argc, char** argv) {
           report.benchmark.push_back(entry.str() + "}");
           report.write("benchmark");
         } catch (const std::exception& error) {
-          const auto message = first_line(error);
-          std::printf("\nraised: %s\n", message.c_str());
-          report.benchmark.push_back(entry.str() + ", \"error\": " + json_string(message) + "}");
-          report.write("stopped: an error in the benchmark");
+          report.record_error(report.benchmark, entry.str(), error, "stopped: an error in the benchmark");
           return 1;
         }
       }
@@ -238,10 +239,7 @@ int main(int argc, char** argv) {
       report.other_shapes.push_back(entry.str());
       report.write("other shapes");
     } catch (const std::exception& error) {
-      const auto message = first_line(error);
-      std::printf("raised: %s\n", message.c_str());
-      report.other_shapes.push_back(entry.str() + ", \"error\": " + json_string(message) + "}");
-      report.write("stopped: an error in the other shapes");
+      report.record_error(report.other_shapes, entry.str(), error, "stopped: an error in the other shapes");
       return 1;
     }
   }
