@@ -163,6 +163,22 @@ int main(int argc, char** argv) {
       if (fault) return 1;
     }
   }
+  // Alignment must not change the kernel family (the launchers copy misaligned 16-bit views).
+  for (auto dtype : {at::kHalf, at::kBFloat16}) {
+    const std::string entry = "{\"check\": \"misaligned views give the aligned results bit for bit\", \"dtype\": \"" + dtype_name(dtype) + "\"";
+    std::printf("%-8s misaligned views give the aligned results bit for bit: ", dtype_name(dtype).c_str());
+    try {
+      const bool pass = distillery::misaligned_results_equal_aligned(dtype);
+      report.all_pass = report.all_pass && pass;
+      std::printf("%s\n", pass ? "ok" : "FAIL");
+      report.correctness.push_back(entry + ", \"pass\": " + (pass ? "true" : "false") + "}");
+      report.write("correctness");
+    } catch (const std::exception& error) {
+      report.all_pass = false;
+      report.record_error(report.correctness, entry + ", \"pass\": false", error, "stopped: an error in the misaligned-view check");
+      return 1;
+    }
+  }
   if (!report.all_pass) {
     report.write("stopped: correctness failed, benchmark skipped");
     std::printf("correctness FAILED: benchmark skipped; results in %s\n", argv[1]);

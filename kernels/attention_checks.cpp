@@ -107,6 +107,24 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed) {
           relative_error(logsumexp, logits.logsumexp(-1)), gradient_error(fused, 1),          gradient_error(fused, 2), gradient_error(fused, 3)};
 }
 
+bool misaligned_results_equal_aligned(c10::ScalarType dtype) {
+  const AttentionCase c{1, 2, 70, 64, dtype};
+  const auto x = inputs(c, 3);
+  const auto misaligned = [](const at::Tensor& t) {
+    auto view = at::empty({t.numel() + 1}, t.options()).narrow(0, 1, t.numel()).view(t.sizes());
+    return view.copy_(t);
+  };
+  const auto passes = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& grad_out) {
+    const auto forward = fused_attention_forward(q, k, v);
+    const auto gradients = fused_attention_backward(q, k, v, forward.out, forward.logsumexp, grad_out);
+    return std::vector<at::Tensor>{forward.out, gradients.dq, gradients.dk, gradients.dv};
+  };
+  const auto grad_out = x[3].to(dtype);
+  const auto aligned = passes(x[0], x[1], x[2], grad_out);
+  const auto shifted = passes(misaligned(x[0]), misaligned(x[1]), misaligned(x[2]), misaligned(grad_out));
+  return std::equal(aligned.begin(), aligned.end(), shifted.begin(), [](const at::Tensor& a, const at::Tensor& b) { return at::equal(a, b); });
+}
+
 std::vector<std::string> sdpa_backend_names() { return {"sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"}; }
 
 double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats, AttentionPasses passes) {

@@ -1,4 +1,5 @@
-// defines: AttentionCase, AttentionErrors, attention_errors, SdpaBackend, sdpa_backend_names, time_attention_ms, measured_bf16_peak_tflops
+// defines: AttentionCase, AttentionErrors, attention_errors, misaligned_results_equal_aligned, SdpaBackend, sdpa_backend_names,
+//          time_attention_ms, measured_bf16_peak_tflops
 // The fused kernel's GPU checks and benchmark pieces, shared by the GoogleTest suite and by
 // kernels/attention_check.cpp (the LibTorch-only program tools/gpu_attention.sh runs).
 #pragma once
@@ -30,6 +31,11 @@ struct AttentionErrors {
   bool fused_within_twice_sdpa() const;
 };
 AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed);
+
+// Whether the fused passes give bit for bit the same output and gradients for contiguous views
+// 2 bytes off their allocation (which the launchers copy for the tensor-core kernels) as for
+// the same data aligned: that the kernel family does not change with alignment.
+bool misaligned_results_equal_aligned(c10::ScalarType dtype);
 
 enum class SdpaBackend { Default, Flash, MemoryEfficient, CuDnn, Math };
 std::vector<std::string> sdpa_backend_names();  // by SdpaBackend value
