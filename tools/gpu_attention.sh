@@ -9,7 +9,8 @@
 # Environment: PYTHON (default python3), JOBS (default: all cores), BUDGET_S (default 480: the
 # sanitizer tools that would start past it are skipped, and each is cut off at it).
 # The sanitizer's reports go to OUT.json's name with -sanitizer.log; the exit status is
-# attention_check's, or 3 when it passed and a sanitizer tool reported errors.
+# attention_check's, or 3 when it passed and a sanitizer tool reported errors (a tool that cannot
+# run on the machine, as on gVisor ones, changes nothing).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-$root/gpu-attention.json}
@@ -48,10 +49,20 @@ for tool in memcheck racecheck synccheck initcheck; do
   timeout "$left" "$sanitizer" --tool "$tool" --error-exitcode 3 "$build/kernels/attention_check" --sanitize > "$tool_log" 2>&1 || tool_status=$?
   { echo "=== $tool (exit status $tool_status)"; cat "$tool_log"; } >> "$log"
   summary=$(grep -E "SUMMARY" "$tool_log" | tail -1 || true)
-  if [ "$tool_status" -eq 124 ]; then summary="cut off at the time budget"; fi
+  case $tool_status in
+    0) verdict="found nothing" ;;
+    3) verdict="REPORTED ERRORS"; if [ "$status" -eq 0 ]; then status=3; fi ;;
+    124) verdict="was cut off at the time budget" ;;
+    *) verdict="could not run the program (exit status $tool_status)" ;;
+  esac
+  echo "gpu_attention: $tool $verdict at $(elapsed) s: ${summary:-no summary (see $log)}"
+  # Seen on gVisor machines: the tool refuses the device, so the others would too.
+  if grep -q "Device not supported" "$tool_log"; then
+    echo "gpu_attention: compute-sanitizer does not support this machine's GPU; the other tools are skipped"
+    rm -f "$tool_log"
+    break
+  fi
   rm -f "$tool_log"
-  echo "gpu_attention: $tool exit status $tool_status at $(elapsed) s: ${summary:-no summary (see $log)}"
-  if [ "$tool_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=3; fi
 done
 echo "gpu_attention: $(elapsed) s in all; sanitizer reports in $log"
 exit "$status"
