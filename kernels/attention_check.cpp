@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
       for (int64_t tokens : {64, 100, 1000}) cases.push_back({2, 4, tokens, d, dtype, 1.0});
   // Large logits (|q·k|/√d in the hundreds): the online softmax must not overflow.
   for (auto dtype : {at::kFloat, at::kBFloat16}) cases.push_back({2, 4, 256, 64, dtype, 60.0});
-  // The tensor-core forward pass with 32 rows per warp (FusedAttentionTuning), which the benchmark also times.
+  // The tensor-core forward pass with 32 rows per warp (FusedAttentionOptions), which the benchmark also times.
   for (auto dtype : {at::kHalf, at::kBFloat16})
     for (int64_t d : {32, 64, 128})
       for (int64_t tokens : {100, 1000}) cases.push_back({2, 4, tokens, d, dtype, 1.0, 32});

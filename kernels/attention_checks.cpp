@@ -73,8 +73,8 @@ double median_ms(const std::function<void()>& f, int repeats) {
 }
 
 AttentionFunction fused_kernel(const AttentionCase& c) {
-  const FusedAttentionTuning tuning{c.forward_rows_per_warp};
-  return [tuning](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return fused_attention(q, k, v, tuning); };
+  const FusedAttentionOptions options{c.forward_rows_per_warp};
+  return [options](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return fused_attention(q, k, v, options); };
 }
 
 // Drawn from a generator of their own, so that a check inside a seeded run leaves the run's

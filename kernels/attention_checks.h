@@ -16,7 +16,7 @@ struct AttentionCase {
   int64_t batch = 2, heads = 4, tokens = 64, head_dim = 64;
   c10::ScalarType dtype = c10::ScalarType::Float;
   double query_scale = 1.0;  // multiplies q: large values give large logits
-  int forward_rows_per_warp = 16;  // the fused kernel's FusedAttentionTuning
+  int forward_rows_per_warp = 16;  // the fused kernel's FusedAttentionOptions
 };
 
 // Errors of the forward output and of the gradients (worst of dq, dk, dv) against a float64

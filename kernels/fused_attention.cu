@@ -719,10 +719,10 @@ bool fused_attention_stream_is_capturing(const at::Device& device) {
 }
 
 FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const at::Tensor& k_given, const at::Tensor& v_given,
-                                              const FusedAttentionTuning& tuning) {
+                                              const FusedAttentionOptions& options) {
   check_supported(q_given, k_given, v_given);
-  TORCH_CHECK(tuning.forward_rows_per_warp == 16 || tuning.forward_rows_per_warp == 32,
-              "fused attention: forward_rows_per_warp must be 16 or 32 (got ", tuning.forward_rows_per_warp, ")");
+  TORCH_CHECK(options.forward_rows_per_warp == 16 || options.forward_rows_per_warp == 32,
+              "fused attention: forward_rows_per_warp must be 16 or 32 (got ", options.forward_rows_per_warp, ")");
   const auto q = with_aligned_data(q_given), k = with_aligned_data(k_given), v = with_aligned_data(v_given);
   const c10::cuda::CUDAGuard guard(q.device());
   const int heads = static_cast<int>(q.size(0) * q.size(1)), n = static_cast<int>(q.size(2));
@@ -743,7 +743,7 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const a
           tensor_core_forward_kernel<T, D, M, kKeys><<<dim3(heads, tiles(n, kTensorRows * M)), kThreads, 0, stream>>>(
               q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), logsumexp.data_ptr<float>(), n, scale);
         };
-        if (tuning.forward_rows_per_warp == 32) launch(std::integral_constant<int, 2>{});
+        if (options.forward_rows_per_warp == 32) launch(std::integral_constant<int, 2>{});
         else launch(std::integral_constant<int, 1>{});
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;

@@ -1,4 +1,4 @@
-// defines: FusedAttentionForward, FusedAttentionGradients, FusedAttentionTuning, fused_attention_forward, fused_attention_backward, fused_attention,
+// defines: FusedAttentionForward, FusedAttentionGradients, FusedAttentionOptions, fused_attention_forward, fused_attention_backward, fused_attention,
 //          fused_attention_unsupported, fused_attention_uses_tensor_cores, fused_attention_stream_is_capturing
 // Fused multi-head attention on CUDA (the FlashAttention-2 scheme): softmax(q kᵀ/√d) v computed
 // tile by tile with an online softmax, so no tokens×tokens matrix ever reaches global memory;
@@ -40,17 +40,17 @@ bool fused_attention_stream_is_capturing(const at::Device& device);
 // twice the registers and 128-row blocks (so more idle rows at short token counts). Which is
 // faster where is for the GPU benchmark to say (tools/gpu_attention.sh times both); the other
 // kernels, and float32 inputs, do not use it.
-struct FusedAttentionTuning {
+struct FusedAttentionOptions {
   int forward_rows_per_warp = 16;
 };
 
 // The checked entry points: q, k, v are CUDA [batch, heads, tokens, head_dim], contiguous, of
 // one dtype; anything else raises c10::Error with the reason above.
-FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionTuning& tuning = {});
+FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionOptions& options = {});
 FusedAttentionGradients fused_attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                                                  const at::Tensor& logsumexp, const at::Tensor& grad_out);
 
 // The forward pass as an autograd function whose backward is fused_attention_backward.
-at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionTuning& tuning = {});
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionOptions& options = {});
 
 }  // namespace distillery

@@ -22,8 +22,8 @@ struct FusedAttentionFunction : torch::autograd::Function<FusedAttentionFunction
 
 }  // namespace
 
-at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionTuning& tuning) {
-  return FusedAttentionFunction::apply(q, k, v, static_cast<int64_t>(tuning.forward_rows_per_warp));
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionOptions& options) {
+  return FusedAttentionFunction::apply(q, k, v, static_cast<int64_t>(options.forward_rows_per_warp));
 }
 
 }  // namespace distillery

@@ -258,7 +258,7 @@ def forward_key_tile(D, M):
 
 
 def forward(q, k, v, dtype, M=1):
-    """The forward kernel with M blocks of 16 rows per warp (FusedAttentionTuning: 16·M rows per warp)."""
+    """The forward kernel with M blocks of 16 rows per warp (FusedAttentionOptions: 16·M rows per warp)."""
     n, D = q.shape
     KEYS = forward_key_tile(D, M)
     scale_log2 = LOG2E / math.sqrt(D)
