@@ -72,8 +72,9 @@ double median_ms(const std::function<void()>& f, int repeats) {
   return times[times.size() / 2];
 }
 
-AttentionFunction fused_kernel(const AttentionCase& c) {
-  const FusedAttentionOptions options{c.forward_rows_per_warp};
+// Checks poison the outputs (a kernel that skips an element then shows NaN); timings do not.
+AttentionFunction fused_kernel(const AttentionCase& c, bool poison_outputs) {
+  const FusedAttentionOptions options{c.forward_rows_per_warp, poison_outputs};
   return [options](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return fused_attention(q, k, v, options); };
 }
 
@@ -96,13 +97,13 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed) {
   const auto x = inputs(c, seed);
   const auto& [q, k, v, grad_out] = std::tie(x[0], x[1], x[2], x[3]);
   const auto reference = run(naive, q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), grad_out.to(at::kDouble));
-  const auto fused = run(fused_kernel(c), q, k, v, grad_out);
+  const auto fused = run(fused_kernel(c, true), q, k, v, grad_out);
   const auto sdpa = run([](const at::Tensor& a, const at::Tensor& b, const at::Tensor& d) { return at::scaled_dot_product_attention(a, b, d); }, q, k,
                         v, grad_out);
   const auto gradient_error = [&](const std::vector<at::Tensor>& r, size_t i) { return relative_error(r[i], reference[i]); };
   const auto backward = [&](const std::vector<at::Tensor>& r) { return std::max({gradient_error(r, 1), gradient_error(r, 2), gradient_error(r, 3)}); };
   const auto logits = at::matmul(q.to(at::kDouble), k.to(at::kDouble).transpose(-2, -1)) / std::sqrt(static_cast<double>(c.head_dim));
-  const auto logsumexp = fused_attention_forward(q, k, v, {c.forward_rows_per_warp}).logsumexp;
+  const auto logsumexp = fused_attention_forward(q, k, v, {c.forward_rows_per_warp, true}).logsumexp;
   return {relative_error(fused[0], reference[0]),     relative_error(sdpa[0], reference[0]), backward(fused),       backward(sdpa),
           relative_error(logsumexp, logits.logsumexp(-1)), gradient_error(fused, 1),          gradient_error(fused, 2), gradient_error(fused, 3)};
 }
@@ -115,8 +116,9 @@ bool misaligned_results_equal_aligned(c10::ScalarType dtype) {
     return view.copy_(t);
   };
   const auto passes = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& grad_out) {
-    const auto forward = fused_attention_forward(q, k, v);
-    const auto gradients = fused_attention_backward(q, k, v, forward.out, forward.logsumexp, grad_out);
+    const FusedAttentionOptions poisoned{.poison_outputs = true};
+    const auto forward = fused_attention_forward(q, k, v, poisoned);
+    const auto gradients = fused_attention_backward(q, k, v, forward.out, forward.logsumexp, grad_out, poisoned);
     return std::vector<at::Tensor>{forward.out, gradients.dq, gradients.dk, gradients.dv};
   };
   const auto grad_out = x[3].to(dtype);
@@ -129,7 +131,7 @@ std::vector<std::string> sdpa_backend_names() { return {"sdpa", "sdpa-flash", "s
 
 double time_attention_ms(const AttentionCase& c, bool fused, SdpaBackend sdpa, int repeats, AttentionPasses passes) {
   const auto x = inputs(c, 0);
-  const AttentionFunction f = fused ? fused_kernel(c)
+  const AttentionFunction f = fused ? fused_kernel(c, false)
                                     : [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return at::scaled_dot_product_attention(q, k, v); };
   const auto work = [&] {
     if (passes == AttentionPasses::ForwardAndBackward) {

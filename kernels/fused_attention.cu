@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <sstream>
 #include <type_traits>
 
@@ -678,6 +679,12 @@ void dispatch(const at::Tensor& q, Body&& body) {
 // --attention auto's self-check has run.
 at::Tensor with_aligned_data(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 ? t : t.clone(); }
 
+// An output tensor shaped like `like`: uninitialised, or NaN throughout when checking.
+at::Tensor output_like(const at::Tensor& like, const FusedAttentionOptions& options) {
+  auto out = at::empty_like(like);
+  return options.poison_outputs ? out.fill_(std::numeric_limits<float>::quiet_NaN()) : out;
+}
+
 void check_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   const auto reason = fused_attention_unsupported(q, k, v);
   TORCH_CHECK(reason.empty(), "fused attention: ", reason);
@@ -727,8 +734,8 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const a
   const c10::cuda::CUDAGuard guard(q.device());
   const int heads = static_cast<int>(q.size(0) * q.size(1)), n = static_cast<int>(q.size(2));
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.size(3)));
-  auto out = at::empty_like(q);
-  auto logsumexp = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  auto out = output_like(q, options);
+  auto logsumexp = output_like(at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat)), options);
   const auto stream = at::cuda::getCurrentCUDAStream();
   const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v);
   dispatch(q, [&](auto type_tag, auto dim_tag) {
@@ -757,7 +764,7 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const a
 }
 
 FusedAttentionGradients fused_attention_backward(const at::Tensor& q_given, const at::Tensor& k_given, const at::Tensor& v_given, const at::Tensor& out,
-                                                 const at::Tensor& logsumexp, const at::Tensor& grad_out_given) {
+                                                 const at::Tensor& logsumexp, const at::Tensor& grad_out_given, const FusedAttentionOptions& options) {
   check_supported(q_given, k_given, v_given);
   const auto reason = fused_attention_unsupported(out, grad_out_given, q_given);
   TORCH_CHECK(reason.empty(), "fused attention backward (out, grad_out): ", reason);
@@ -771,7 +778,7 @@ FusedAttentionGradients fused_attention_backward(const at::Tensor& q_given, cons
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.size(3)));
   // δ_i = do_i·o_i, the softmax's correction term, once per row.
   const auto delta = (grad_out.to(at::kFloat) * out.to(at::kFloat)).sum(-1).contiguous();
-  auto dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+  auto dq = output_like(q, options), dk = output_like(k, options), dv = output_like(v, options);
   const auto stream = at::cuda::getCurrentCUDAStream();
   const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v);
   dispatch(q, [&](auto type_tag, auto dim_tag) {

@@ -35,20 +35,23 @@ bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k,
 // Whether the device's current stream is capturing a CUDA graph, where nothing may synchronise.
 bool fused_attention_stream_is_capturing(const at::Device& device);
 
-// Rows of queries each warp of the tensor-core forward pass owns: 16, or 32, where every K and
-// V fragment read from shared memory feeds two blocks of rows — half that traffic per FLOP, for
-// twice the registers and 128-row blocks (so more idle rows at short token counts). Which is
-// faster where is for the GPU benchmark to say (tools/gpu_attention.sh times both); the other
-// kernels, and float32 inputs, do not use it.
 struct FusedAttentionOptions {
+  // Rows of queries each warp of the tensor-core forward pass owns: 16, or 32, where every K and
+  // V fragment read from shared memory feeds two blocks of rows — half that traffic per FLOP, for
+  // twice the registers and 128-row blocks (so more idle rows at short token counts). Which is
+  // faster where is for the GPU benchmark to say (tools/gpu_attention.sh times both); the other
+  // kernels, and float32 inputs, do not use it.
   int forward_rows_per_warp = 16;
+  // Fill every output with NaN before the kernels write it, so that a check sees an element they
+  // leave unwritten (fresh memory can hold a previous, identical result); for checks only.
+  bool poison_outputs = false;
 };
 
 // The checked entry points: q, k, v are CUDA [batch, heads, tokens, head_dim], contiguous, of
 // one dtype; anything else raises c10::Error with the reason above.
 FusedAttentionForward fused_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionOptions& options = {});
 FusedAttentionGradients fused_attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                                                 const at::Tensor& logsumexp, const at::Tensor& grad_out);
+                                                 const at::Tensor& logsumexp, const at::Tensor& grad_out, const FusedAttentionOptions& options = {});
 
 // The forward pass as an autograd function whose backward is fused_attention_backward.
 at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const FusedAttentionOptions& options = {});
