@@ -58,16 +58,20 @@ class SdpaRestriction {
   std::vector<bool> saved_;
 };
 
+// Median milliseconds per call of f over `repeats` samples. Each sample times enough calls back
+// to back (about 2 ms of work, judged from one call after the warm-up) that the synchronisation
+// closing it costs little: small shapes run in microseconds, a host wake-up takes tens of them.
 double median_ms(const std::function<void()>& f, int repeats) {
-  f();  // warm-up (and kernel selection)
-  torch::cuda::synchronize();
-  std::vector<double> times;
-  for (int i = 0; i < repeats; ++i) {
+  const auto milliseconds_for = [&](int calls) {
     const auto start = std::chrono::steady_clock::now();
-    f();
+    for (int i = 0; i < calls; ++i) f();
     torch::cuda::synchronize();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  milliseconds_for(1);  // warm-up (and kernel selection)
+  const int calls = std::clamp(static_cast<int>(std::ceil(2.0 / std::max(milliseconds_for(1), 1e-3))), 1, 1000);
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) times.push_back(milliseconds_for(calls) / calls);
   std::nth_element(times.begin(), times.begin() + static_cast<long>(times.size() / 2), times.end());
   return times[times.size() / 2];
 }
