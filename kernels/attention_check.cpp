@@ -15,6 +15,8 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <functional>
+#include <utility>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -163,19 +165,31 @@ int main(int argc, char** argv) {
       if (fault) return 1;
     }
   }
-  // Alignment must not change the kernel family (the launchers copy misaligned 16-bit views).
-  for (auto dtype : {at::kHalf, at::kBFloat16}) {
-    const std::string entry = "{\"check\": \"misaligned views give the aligned results bit for bit\", \"dtype\": \"" + dtype_name(dtype) + "\"";
-    std::printf("%-8s misaligned views give the aligned results bit for bit: ", dtype_name(dtype).c_str());
+  // Bitwise checks: alignment must not change the kernel family (the launchers copy misaligned
+  // 16-bit views), and a second run must repeat the first (no atomics: a moving result is a race).
+  std::vector<std::pair<std::string, std::function<bool()>>> bitwise_checks;
+  for (auto dtype : {at::kHalf, at::kBFloat16})
+    bitwise_checks.emplace_back(dtype_name(dtype) + ": misaligned views give the aligned results", [dtype] { return distillery::misaligned_results_equal_aligned(dtype); });
+  for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16})
+    for (int64_t d : {32, 64, 128})
+      for (int rows : {16, 32}) {
+        if (rows == 32 && dtype == at::kFloat) continue;  // float32 has one forward kernel
+        const AttentionCase c{4, 8, 1000, d, dtype, 1.0, rows};
+        bitwise_checks.emplace_back(dtype_name(dtype) + " d=" + std::to_string(d) + " rows/warp " + std::to_string(rows) + ": a second run repeats the first",
+                                    [c] { return distillery::fused_passes_repeat_bitwise(c); });
+      }
+  for (const auto& [name, check] : bitwise_checks) {
+    const std::string entry = "{\"check\": " + json_string(name);
+    std::printf("%s (bit for bit): ", name.c_str());
     try {
-      const bool pass = distillery::misaligned_results_equal_aligned(dtype);
+      const bool pass = check();
       report.all_pass = report.all_pass && pass;
       std::printf("%s\n", pass ? "ok" : "FAIL");
       report.correctness.push_back(entry + ", \"pass\": " + (pass ? "true" : "false") + "}");
       report.write("correctness");
     } catch (const std::exception& error) {
       report.all_pass = false;
-      report.record_error(report.correctness, entry + ", \"pass\": false", error, "stopped: an error in the misaligned-view check");
+      report.record_error(report.correctness, entry + ", \"pass\": false", error, "stopped: an error in the bitwise checks");
       return 1;
     }
   }

@@ -112,6 +112,22 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed) {
           relative_error(logsumexp, logits.logsumexp(-1)), gradient_error(fused, 1),          gradient_error(fused, 2), gradient_error(fused, 3)};
 }
 
+namespace {
+
+// Output, log-sum-exp and gradients of the fused passes (outputs poisoned first).
+std::vector<at::Tensor> fused_passes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& grad_out, int rows_per_warp) {
+  const FusedAttentionOptions options{rows_per_warp, /*poison_outputs=*/true};
+  const auto forward = fused_attention_forward(q, k, v, options);
+  const auto gradients = fused_attention_backward(q, k, v, forward.out, forward.logsumexp, grad_out, options);
+  return {forward.out, forward.logsumexp, gradients.dq, gradients.dk, gradients.dv};
+}
+
+bool bitwise_equal(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const at::Tensor& x, const at::Tensor& y) { return at::equal(x, y); });
+}
+
+}  // namespace
+
 bool misaligned_results_equal_aligned(c10::ScalarType dtype) {
   const AttentionCase c{1, 2, 70, 64, dtype};
   const auto x = inputs(c, 3);
@@ -119,16 +135,16 @@ bool misaligned_results_equal_aligned(c10::ScalarType dtype) {
     auto view = at::empty({t.numel() + 1}, t.options()).narrow(0, 1, t.numel()).view(t.sizes());
     return view.copy_(t);
   };
-  const auto passes = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& grad_out) {
-    const FusedAttentionOptions poisoned{.poison_outputs = true};
-    const auto forward = fused_attention_forward(q, k, v, poisoned);
-    const auto gradients = fused_attention_backward(q, k, v, forward.out, forward.logsumexp, grad_out, poisoned);
-    return std::vector<at::Tensor>{forward.out, gradients.dq, gradients.dk, gradients.dv};
-  };
   const auto grad_out = x[3].to(dtype);
-  const auto aligned = passes(x[0], x[1], x[2], grad_out);
-  const auto shifted = passes(misaligned(x[0]), misaligned(x[1]), misaligned(x[2]), misaligned(grad_out));
-  return std::equal(aligned.begin(), aligned.end(), shifted.begin(), [](const at::Tensor& a, const at::Tensor& b) { return at::equal(a, b); });
+  return bitwise_equal(fused_passes(x[0], x[1], x[2], grad_out, c.forward_rows_per_warp),
+                       fused_passes(misaligned(x[0]), misaligned(x[1]), misaligned(x[2]), misaligned(grad_out), c.forward_rows_per_warp));
+}
+
+bool fused_passes_repeat_bitwise(const AttentionCase& c) {
+  const auto x = inputs(c, 5);
+  const auto grad_out = x[3].to(c.dtype);
+  return bitwise_equal(fused_passes(x[0], x[1], x[2], grad_out, c.forward_rows_per_warp),
+                       fused_passes(x[0], x[1], x[2], grad_out, c.forward_rows_per_warp));
 }
 
 std::vector<std::string> sdpa_backend_names() { return {"sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math"}; }

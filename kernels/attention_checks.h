@@ -1,5 +1,5 @@
-// defines: AttentionCase, AttentionErrors, attention_errors, misaligned_results_equal_aligned, SdpaBackend, sdpa_backend_names,
-//          time_attention_ms, measured_bf16_peak_tflops
+// defines: AttentionCase, AttentionErrors, attention_errors, misaligned_results_equal_aligned, fused_passes_repeat_bitwise, SdpaBackend,
+//          sdpa_backend_names, time_attention_ms, measured_bf16_peak_tflops
 // The fused kernel's GPU checks and benchmark pieces, shared by the GoogleTest suite and by
 // kernels/attention_check.cpp (the LibTorch-only program tools/gpu_attention.sh runs).
 #pragma once
@@ -36,6 +36,11 @@ AttentionErrors attention_errors(const AttentionCase& c, uint64_t seed);
 // 2 bytes off their allocation (which the launchers copy for the tensor-core kernels) as for
 // the same data aligned: that the kernel family does not change with alignment.
 bool misaligned_results_equal_aligned(c10::ScalarType dtype);
+
+// Whether running the fused passes twice on the same inputs gives bit-identical output,
+// log-sum-exp and gradients, as kernels without atomics must: a result that moves between runs
+// is the mark of a race.
+bool fused_passes_repeat_bitwise(const AttentionCase& c);
 
 enum class SdpaBackend { Default, Flash, MemoryEfficient, CuDnn, Math };
 std::vector<std::string> sdpa_backend_names();  // by SdpaBackend value

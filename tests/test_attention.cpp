@@ -118,6 +118,15 @@ TEST(FusedAttentionGpu, MisalignedInputsGiveExactlyTheAlignedResults) {
   for (auto dtype : {torch::kFloat16, torch::kBFloat16}) EXPECT_TRUE(misaligned_results_equal_aligned(dtype)) << dtype;
 }
 
+// The kernels use no atomics, so a second run must repeat the first bit for bit; a result that
+// moves between runs is the mark of a race.
+TEST(FusedAttentionGpu, SecondRunRepeatsTheFirstBitForBit) {
+  if (!gpu_present()) GTEST_SKIP() << kNoGpu;
+  for (auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16})
+    for (int64_t d : {32, 64, 128}) EXPECT_TRUE(fused_passes_repeat_bitwise({4, 8, 1000, d, dtype})) << dtype << " d " << d;
+  EXPECT_TRUE(fused_passes_repeat_bitwise({4, 8, 1000, 64, torch::kBFloat16, 1.0, 32})) << "32 rows per warp";
+}
+
 TEST(FusedAttentionGpu, AutoTakesTheKernelAfterItsSelfCheckWithoutDisturbingTheSeededStream) {
   if (!gpu_present()) GTEST_SKIP() << kNoGpu;
   const auto draw_after = [](bool self_check) {
