@@ -685,6 +685,11 @@ at::Tensor output_like(const at::Tensor& like, const FusedAttentionOptions& opti
   return options.poison_outputs ? out.fill_(std::numeric_limits<float>::quiet_NaN()) : out;
 }
 
+// For inputs already checked: 16-bit data on sm_80 or later takes the tensor-core kernels.
+bool takes_tensor_cores(const at::Tensor& q) {
+  return q.scalar_type() != at::kFloat && at::cuda::getDeviceProperties(q.device().index())->major >= 8;
+}
+
 void check_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   const auto reason = fused_attention_unsupported(q, k, v);
   TORCH_CHECK(reason.empty(), "fused attention: ", reason);
@@ -716,8 +721,7 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
 }
 
 bool fused_attention_uses_tensor_cores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  if (!fused_attention_unsupported(q, k, v).empty() || q.scalar_type() == at::kFloat) return false;
-  return at::cuda::getDeviceProperties(q.device().index())->major >= 8;
+  return fused_attention_unsupported(q, k, v).empty() && takes_tensor_cores(q);
 }
 
 bool fused_attention_stream_is_capturing(const at::Device& device) {
@@ -737,7 +741,7 @@ FusedAttentionForward fused_attention_forward(const at::Tensor& q_given, const a
   auto out = output_like(q, options);
   auto logsumexp = output_like(at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat)), options);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v);
+  const bool tensor_cores = takes_tensor_cores(q);
   dispatch(q, [&](auto type_tag, auto dim_tag) {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim_tag)::value;
@@ -780,7 +784,7 @@ FusedAttentionGradients fused_attention_backward(const at::Tensor& q_given, cons
   const auto delta = (grad_out.to(at::kFloat) * out.to(at::kFloat)).sum(-1).contiguous();
   auto dq = output_like(q, options), dk = output_like(k, options), dv = output_like(v, options);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const bool tensor_cores = fused_attention_uses_tensor_cores(q, k, v);
+  const bool tensor_cores = takes_tensor_cores(q);
   dispatch(q, [&](auto type_tag, auto dim_tag) {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim_tag)::value;
