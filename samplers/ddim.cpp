@@ -15,8 +15,8 @@ class DdimSampler final : public OneEvaluationPerStepSampler {
 
  protected:
   at::Tensor advance(const at::Tensor& x, const Step& step) const override {
-    const auto eps = (x - step.denoised) / step.sigma;
-    return step.denoised + step.next_sigma * eps;
+    const auto eps = (x - step.denoised) / per_row(step.rows.sigma_from, x);
+    return step.denoised + per_row(step.rows.sigma_to, x) * eps;
   }
 };
 }  // namespace

@@ -12,8 +12,11 @@ class EulerSampler final : public OneEvaluationPerStepSampler {
 
  protected:
   at::Tensor advance(const at::Tensor& x, const Step& step) const override {
-    const auto d = (x - step.denoised) / step.sigma;
-    return x + (step.next_sigma - step.sigma) * d;
+    const auto& [from, to, previous, previous_denoised] = step.rows;
+    std::vector<double> h(from.size());
+    for (size_t r = 0; r < from.size(); ++r) h[r] = to[r] - from[r];
+    const auto d = (x - step.denoised) / per_row(from, x);
+    return x + per_row(h, x) * d;
   }
 };
 }  // namespace

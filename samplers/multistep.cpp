@@ -4,6 +4,7 @@
 // worse than with an ODE solver: the sampler is for networks trained to jump.
 #include <torch/types.h>
 
+#include "core/error.h"
 #include "samplers/sampler.h"
 
 namespace distillery {
@@ -12,11 +13,16 @@ namespace {
 class MultistepSampler final : public OneEvaluationPerStepSampler {
  public:
   std::string_view name() const override { return "multistep"; }
+  // Its fresh noise is keyed by the solver step, which a lone per-row step does not have.
+  StepResult step(Denoiser&, const at::Tensor&, const RowStep&, const SampleContext&) const override {
+    throw Error("the multistep sampler has no per-row step").expected("euler, heun, ddim or dpmpp-2m");
+  }
 
  protected:
   // The jump starts afresh from D, whatever the state was.
   at::Tensor advance(const at::Tensor& /*x*/, const Step& step) const override {
-    return step.next_sigma > 0 ? step.denoised + step.next_sigma * step.context.fresh_noise(step.i, step.denoised) : step.denoised;
+    const double next = step.rows.sigma_to.front();  // a whole run: every row alike
+    return next > 0 ? step.denoised + next * step.context.fresh_noise(step.i, step.denoised) : step.denoised;
   }
 };
 }  // namespace

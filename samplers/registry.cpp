@@ -45,15 +45,36 @@ at::Tensor SampleContext::fresh_noise(int64_t step, const at::Tensor& like) cons
   return per_sample_normal(seed, noise_stream::sampler_step + static_cast<uint64_t>(step), indices, shape, like.scalar_type()).to(like.device());
 }
 
+StepResult Sampler::step(Denoiser&, const at::Tensor&, const RowStep&, const SampleContext&) const {
+  throw Error(fmt::format("the {} solver has no per-row step", name())).expected("euler, heun, ddim or dpmpp-2m");
+}
+
+StepResult OneEvaluationPerStepSampler::step(Denoiser& denoiser, const at::Tensor& x, const RowStep& rows, const SampleContext& context) const {
+  return step_at(-1, denoiser, x, rows, context);
+}
+
+StepResult OneEvaluationPerStepSampler::step_at(int64_t i, Denoiser& denoiser, const at::Tensor& x, const RowStep& rows, const SampleContext& context) const {
+  const auto n = static_cast<size_t>(x.size(0));
+  DISTILLERY_CHECK(rows.sigma_from.size() == n && rows.sigma_to.size() == n && (rows.sigma_previous.empty() || rows.sigma_previous.size() == n),
+                   Error("a per-row step needs one σ pair per row").expected(std::to_string(n))
+                       .got(fmt::format("{} σ_from, {} σ_to, {} previous σ", rows.sigma_from.size(), rows.sigma_to.size(), rows.sigma_previous.size())));
+  auto denoised = denoise_rows(denoiser, x, rows.sigma_from, context.labels);
+  auto next = advance(x, Step{i, rows, denoised, context});
+  return {std::move(next), std::move(denoised)};
+}
+
 at::Tensor OneEvaluationPerStepSampler::run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
                                             SamplerObserver* observer) const {
   const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
+  const auto n = static_cast<size_t>(x.size(0));
   at::Tensor previous_denoised;
   for (int64_t i = 0; i < steps; ++i) {
-    auto denoised = denoise_at(denoiser, x, sigmas[i], context.labels);
-    if (observer) observer->on_state(i, sigmas[i], x, denoised);
-    x = advance(x, Step{i, sigmas[i], sigmas[i + 1], i > 0 ? sigmas[i - 1] : 0.0, denoised, previous_denoised, context});
-    previous_denoised = std::move(denoised);
+    const RowStep rows{std::vector<double>(n, sigmas[i]), std::vector<double>(n, sigmas[i + 1]), std::vector<double>(n, i > 0 ? sigmas[i - 1] : 0.0),
+                       previous_denoised};
+    auto result = step_at(i, denoiser, x, rows, context);
+    if (observer) observer->on_state(i, sigmas[i], x, result.denoised);
+    x = std::move(result.x);
+    previous_denoised = std::move(result.denoised);
   }
   if (observer) observer->on_state(steps, sigmas.back(), x, at::Tensor());
   return x;
@@ -61,6 +82,17 @@ at::Tensor OneEvaluationPerStepSampler::run(Denoiser& denoiser, at::Tensor x, co
 
 at::Tensor denoise_at(Denoiser& denoiser, const at::Tensor& x, double sigma, const at::Tensor& labels) {
   return denoiser.denoise(x, torch::full({x.size(0)}, sigma, x.options()), labels);
+}
+
+at::Tensor per_row(const std::vector<double>& values, const at::Tensor& like) {
+  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
+  shape[0] = static_cast<int64_t>(values.size());
+  auto host = torch::from_blob(const_cast<double*>(values.data()), {shape[0]}, torch::kFloat64);
+  return host.to(like.options(), /*non_blocking=*/false, /*copy=*/true).view(shape);
+}
+
+at::Tensor denoise_rows(Denoiser& denoiser, const at::Tensor& x, const std::vector<double>& sigma, const at::Tensor& labels) {
+  return denoiser.denoise(x, per_row(sigma, x).flatten(), labels);
 }
 
 }  // namespace distillery

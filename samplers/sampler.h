@@ -1,9 +1,12 @@
 // defines: SamplerObserver, SampleContext, SamplerOptions, Sampler, make_sampler, sampler_names,
 //          make_euler_sampler, make_heun_sampler, make_dpmpp_2m_sampler, make_ddim_sampler,
-//          make_edm_stochastic_sampler, make_multistep_sampler, denoise_at, OneEvaluationPerStepSampler
+//          make_edm_stochastic_sampler, make_multistep_sampler, denoise_at, OneEvaluationPerStepSampler,
+//          RowStep, StepResult, per_row, denoise_rows
 // Every solver has one signature: a denoiser, the state at sigmas[0], the σ grid and the
 // context (labels, per-sample noise) in; the state at sigmas.back() out. An observer sees
-// every state on the way, which is how trajectories are recorded.
+// every state on the way, which is how trajectories are recorded. The ODE solvers also take
+// one step per row, each row between its own two σ (consistency distillation, CTM and
+// progressive distillation targets); a whole run is that step with every row alike.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -37,6 +40,20 @@ struct SampleContext {
   at::Tensor fresh_noise(int64_t step, const at::Tensor& like) const;
 };
 
+// One solver step per row: row r goes from sigma_from[r] to sigma_to[r] (which may be 0).
+// Multistep solvers (DPM-Solver++(2M)) also take each row's previous step: sigma_previous[r]
+// and its D in denoised_previous (sigma_previous empty or 0 for a row: a first step).
+struct RowStep {
+  std::vector<double> sigma_from, sigma_to;
+  std::vector<double> sigma_previous = {};
+  at::Tensor denoised_previous = {};
+};
+
+struct StepResult {
+  at::Tensor x;         // the state at sigma_to
+  at::Tensor denoised;  // D(x; sigma_from), the step's first evaluation
+};
+
 // The EDM stochastic sampler's churn (Karras et al. 2022, Algorithm 2); other solvers ignore it.
 struct SamplerOptions {
   double s_churn = 0.0;       // total noise added, spread over the steps
@@ -53,6 +70,9 @@ class Sampler {
   virtual int64_t nfe(int64_t steps) const = 0;
   virtual at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
                          SamplerObserver* observer = nullptr) const = 0;
+  // One step per row. Solvers without a per-row rule (the stochastic and multistep samplers,
+  // which draw fresh noise per solver step) raise Error.
+  virtual StepResult step(Denoiser& denoiser, const at::Tensor& x, const RowStep& rows, const SampleContext& context) const;
 };
 
 // Solvers that evaluate the denoiser once per step, at the current state: they differ only in
@@ -62,16 +82,17 @@ class OneEvaluationPerStepSampler : public Sampler {
   int64_t nfe(int64_t steps) const final { return steps; }
   at::Tensor run(Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas, const SampleContext& context,
                  SamplerObserver* observer = nullptr) const final;
+  StepResult step(Denoiser& denoiser, const at::Tensor& x, const RowStep& rows, const SampleContext& context) const override;
 
  protected:
   struct Step {
-    int64_t i;
-    double sigma, next_sigma, previous_sigma;  // previous_sigma: σ_{i−1}, 0 at the first step
-    at::Tensor denoised;                       // D(x; σ_i)
-    at::Tensor previous_denoised;              // D at the previous step, undefined at the first
+    int64_t i;             // the solver step (fresh noise is keyed by it); −1 for a lone per-row step
+    const RowStep& rows;
+    at::Tensor denoised;   // D(x; σ_from) per row
     const SampleContext& context;
   };
   virtual at::Tensor advance(const at::Tensor& x, const Step& step) const = 0;
+  StepResult step_at(int64_t i, Denoiser& denoiser, const at::Tensor& x, const RowStep& rows, const SampleContext& context) const;
 };
 
 std::unique_ptr<Sampler> make_euler_sampler(const SamplerOptions& options);
@@ -87,5 +108,10 @@ std::vector<std::string> sampler_names();
 
 // Shared by the solvers: D(x; σ) with σ broadcast to [N] in x's dtype.
 at::Tensor denoise_at(Denoiser& denoiser, const at::Tensor& x, double sigma, const at::Tensor& labels);
+// D(x; σ_r) for row r.
+at::Tensor denoise_rows(Denoiser& denoiser, const at::Tensor& x, const std::vector<double>& sigma, const at::Tensor& labels);
+// Per-row coefficients computed on the host in float64, as [N, 1, ...] in like's dtype and
+// device: a step with every row alike then rounds exactly as one with scalar coefficients.
+at::Tensor per_row(const std::vector<double>& values, const at::Tensor& like);
 
 }  // namespace distillery

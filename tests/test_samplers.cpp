@@ -224,5 +224,60 @@ TEST(Samplers, SampleMomentsMatchTheMixture) {
   expect_moments_match(two_d, 4000, "edm-stochastic", {.s_churn = 20, .s_tmin = 0.01, .s_tmax = 50, .s_noise = 1.0});
 }
 
+// Records every state and D of a run.
+struct AllStates final : SamplerObserver {
+  std::vector<at::Tensor> states, denoised;
+  void on_state(int64_t, double, const at::Tensor& x, const at::Tensor& d) override {
+    states.push_back(x.clone());
+    denoised.push_back(d.defined() ? d.clone() : at::Tensor());
+  }
+};
+
+// A whole run is the per-row step with every row alike: walking the grid with step() gives the
+// batched solver's states bit for bit (float32, as students are sampled).
+TEST(Samplers, PerRowStepWithSharedSigmasEqualsTheBatchedSolverBitForBit) {
+  auto gmm = three_modes();
+  std::vector<int64_t> indices(16);
+  std::iota(indices.begin(), indices.end(), 0);
+  const auto sigmas = make_sigmas({ScheduleKind::Karras, 0.002, 80.0, 7.0}, 6);
+  const auto x_init = 80.0 * per_sample_normal(3, noise_stream::initial, indices, {2}, torch::kFloat32);
+  const auto n = indices.size();
+  for (const char* solver : {"euler", "heun", "ddim", "dpmpp-2m"}) {
+    const auto sampler = make_sampler(solver);
+    AllStates batched;
+    sampler->run(gmm, x_init, sigmas, {}, &batched);
+    auto x = x_init;
+    at::Tensor previous;
+    for (size_t i = 0; i + 1 < sigmas.size(); ++i) {
+      const RowStep rows{std::vector<double>(n, sigmas[i]), std::vector<double>(n, sigmas[i + 1]), std::vector<double>(n, i > 0 ? sigmas[i - 1] : 0.0),
+                         previous};
+      const auto result = sampler->step(gmm, x, rows, {});
+      x = result.x;
+      previous = result.denoised;
+      ASSERT_TRUE(torch::equal(x, batched.states[i + 1])) << solver << " step " << i << ": max difference "
+                                                          << (x - batched.states[i + 1]).abs().max().item<double>();
+    }
+  }
+}
+
+// Rows with their own (σ_from, σ_to), some into σ = 0, equal each row stepped alone.
+TEST(Samplers, PerRowStepTakesEachRowBetweenItsOwnSigmas) {
+  auto gmm = three_modes();
+  const std::vector<int64_t> indices = {0, 1, 2, 3, 4};
+  const std::vector<double> from = {80.0, 5.0, 1.0, 0.3, 2.0}, to = {40.0, 0.0, 0.5, 0.0, 1.5};
+  const auto x = per_sample_normal(5, noise_stream::initial, indices, {2}, torch::kFloat64) * per_row(from, torch::empty({5, 2}, torch::kFloat64));
+  for (const char* solver : {"euler", "heun", "ddim", "dpmpp-2m"}) {
+    const auto sampler = make_sampler(solver);
+    const auto together = sampler->step(gmm, x, {from, to}, {}).x;
+    for (size_t r = 0; r < from.size(); ++r) {
+      const auto row = x.narrow(0, static_cast<int64_t>(r), 1);
+      const auto alone = make_sampler(solver)->run(gmm, row, {from[r], to[r]}, {});
+      EXPECT_LT((together.narrow(0, static_cast<int64_t>(r), 1) - alone).abs().max().item<double>(), 1e-12) << solver << " row " << r;
+    }
+  }
+  EXPECT_THROW(make_sampler("multistep")->step(gmm, x, {from, to}, {}), Error);
+  EXPECT_THROW(make_sampler("euler")->step(gmm, x, {from, {1.0}}, {}), Error);
+}
+
 }  // namespace
 }  // namespace distillery
