@@ -11,7 +11,7 @@
 #include "core/rng.h"
 #include "models/network_denoiser.h"
 #include "teachers/edm_loss.h"
-#include "teachers/teacher_training.h"
+#include "teacher_training/teacher_training.h"
 #include "io/safetensors.h"
 #include "samplers/sampling.h"
 #include "teachers/gaussian_mixture.h"

@@ -28,9 +28,6 @@
 namespace distillery {
 
 void add_dmd2_fields(ConfigSchema& s) {
-  s.add({"student.sigmas", ConfigType::FloatList, "the student's σ grid, first value where the noise enters (default: [the teacher's σ_max], one step)", "[]"});
-  s.add({"student.init", ConfigType::String, "initial weights of generator and critic: the teacher's, or the model.* network from scratch",
-         "teacher", false, {"teacher", "scratch"}});
   s.add({"dmd2.generator_lr", ConfigType::Float, "generator Adam learning rate", "1e-5"});
   s.add({"dmd2.critic_lr", ConfigType::Float, "critic (fake score) Adam learning rate", "1e-5"});
   s.add({"dmd2.beta1", ConfigType::Float, "Adam β1 of both optimisers", "0.9"});
@@ -140,7 +137,8 @@ struct CriticWithHead : torch::nn::Module {
 
 class Dmd2 final : public TrainingMethod {
  public:
-  Dmd2(const Config& config, const std::string& teacher_spec) : settings_(dmd2_settings_from(config)), teacher_(load_teacher(teacher_spec)) {
+  Dmd2(const Config& config, const std::string& teacher_spec, const c10::Device& device)
+      : settings_(dmd2_settings_from(config)), device_(device), teacher_(load_teacher(teacher_spec, device)) {
     auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
     if (settings_.init_from_teacher) {
       DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
@@ -149,6 +147,7 @@ class Dmd2 final : public TrainingMethod {
     } else {
       torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
       generator_ = NetworkDenoiser::from_config(config);
+      generator_->to(device);
     }
     // The critic starts as the generator's initial network: at step 0 it is exactly the
     // teacher's score when initialised from the teacher, as in DMD2.
@@ -193,6 +192,7 @@ class Dmd2 final : public TrainingMethod {
                            .got(critic_->describe()).hint("use a UNet (model.kind: unet), or set the GAN weights to 0"));
       torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
       critic_with_head_ = std::make_shared<CriticWithHead>(critic_->shared_module(), make_gan_head(critic_->bottleneck_shape()));
+      critic_with_head_->head->to(device);
       critic_with_head_->head->eval();
       critic_optimized_ = critic_with_head_.get();
       load_real_data(config);
@@ -231,7 +231,7 @@ class Dmd2 final : public TrainingMethod {
         std::tie(x, labels) = generate(context.seed, positions);
       }
       const auto sigma = grid_sigmas(context.seed, kCriticSigma, positions, settings_.critic_low, settings_.critic_high);
-      const auto noise = per_sample_normal(context.seed, kCriticNoise, positions, generator_->sample_shape(), torch::kFloat32);
+      const auto noise = per_sample_normal(context.seed, kCriticNoise, positions, generator_->sample_shape(), x.options());
       auto loss = edm_loss(*critic_, x, sigma, noise, labels, generator_->sigma_data());
       average("critic_loss", loss.item<double>());
       if (settings_.gan()) {
@@ -254,7 +254,7 @@ class Dmd2 final : public TrainingMethod {
     {
       torch::NoGradGuard no_grad;
       const auto sigma = grid_sigmas(context.seed, kDmSigma, positions, settings_.dm_low, settings_.dm_high);
-      const auto noise = per_sample_normal(context.seed, kDmNoise, positions, generator_->sample_shape(), torch::kFloat32);
+      const auto noise = per_sample_normal(context.seed, kDmNoise, positions, generator_->sample_shape(), x.options());
       const auto noisy = x + sigma.view(per_sample_view(x)) * noise;
       real_denoised = real_->denoise(noisy, sigma, labels);
       fake_denoised = critic_->denoise(noisy, sigma, labels);
@@ -265,10 +265,11 @@ class Dmd2 final : public TrainingMethod {
     if (pairs_) {
       const auto indices = pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed);
       const auto pair = pairs_->pairs(indices);
-      const auto first = torch::full({pair.noise.size(0)}, settings_.student_sigmas.front(), torch::kFloat32);
-      const auto predicted = generator_->denoise(pair.noise * settings_.student_sigmas.front(), first,
-                                                 generator_->num_classes() > 0 ? pair.labels : at::Tensor());
-      const auto regression = torch::mse_loss(predicted, pair.sample);
+      const auto noise = pair.noise.to(device_);
+      const auto first = torch::full({noise.size(0)}, settings_.student_sigmas.front(), noise.options());
+      const auto predicted = generator_->denoise(noise * settings_.student_sigmas.front(), first,
+                                                 generator_->num_classes() > 0 ? pair.labels.to(device_) : at::Tensor());
+      const auto regression = torch::mse_loss(predicted, pair.sample.to(device_));
       stats["regression_loss"] = regression.item<double>();
       loss = loss + settings_.regression_weight * regression;
     }
@@ -303,10 +304,11 @@ class Dmd2 final : public TrainingMethod {
   std::pair<at::Tensor, at::Tensor> real_batch(uint64_t seed, const std::vector<int64_t>& positions) {
     std::vector<int64_t> indices;
     for (const auto p : positions) indices.push_back(real_order_->at(p));
+    // The data stay on the host; each batch moves to the device.
     const auto index = torch::tensor(indices, torch::kInt64);
-    auto x = real_data_.x0.index_select(0, index);
-    if (hflip_) x = torch::where(uniform_per_sample(seed, kRealFlip, positions).lt(0.5).view(per_sample_view(x)), x.flip(-1), x);
-    return {x, generator_->num_classes() > 0 ? real_data_.labels.index_select(0, index) : at::Tensor()};
+    auto x = real_data_.x0.index_select(0, index).to(device_);
+    if (hflip_) x = torch::where(uniform_per_sample(seed, kRealFlip, positions).lt(0.5).to(device_).view(per_sample_view(x)), x.flip(-1), x);
+    return {x, generator_->num_classes() > 0 ? real_data_.labels.index_select(0, index).to(device_) : at::Tensor()};
   }
 
   // The GAN head's logits [N] for images noised at σ from dmd2.gan_range, read from the
@@ -314,7 +316,7 @@ class Dmd2 final : public TrainingMethod {
   at::Tensor realism_logits(const at::Tensor& x, const at::Tensor& labels, uint64_t seed, uint64_t sigma_stream, uint64_t noise_stream,
                             const std::vector<int64_t>& positions) {
     const auto sigma = grid_sigmas(seed, sigma_stream, positions, settings_.gan_low, settings_.gan_high);
-    const auto noise = per_sample_normal(seed, noise_stream, positions, generator_->sample_shape(), torch::kFloat32);
+    const auto noise = per_sample_normal(seed, noise_stream, positions, generator_->sample_shape(), x.options());
     const auto noisy = x + sigma.view(per_sample_view(x)) * noise;
     return critic_with_head_->head->forward(critic_->bottleneck_features(noisy, sigma, labels)).flatten();
   }
@@ -331,8 +333,9 @@ class Dmd2 final : public TrainingMethod {
     const double first = std::floor(low * (kSigmaGridPoints - 1)), last = std::floor(high * (kSigmaGridPoints - 1));
     const auto index = (first + u * (last - first + 1)).floor().clamp(first, last).to(torch::kInt64);
     // grid_ runs from σ_max (index 0) down; fractions count from σ_min, as DMD2's timesteps do.
+    // Drawn and looked up on the host, then copied, like all the method's randomness.
     const auto sigmas = torch::tensor(grid_, torch::kFloat64).flip(0);
-    return sigmas.index_select(0, index).to(torch::kFloat32);
+    return sigmas.index_select(0, index).to(device_, torch::kFloat32);
   }
 
   // The student's output for the given positions, with gradient unless disabled by the caller.
@@ -341,30 +344,33 @@ class Dmd2 final : public TrainingMethod {
   std::pair<at::Tensor, at::Tensor> generate(uint64_t seed, const std::vector<int64_t>& positions) {
     const auto& sigmas = settings_.student_sigmas;
     const int64_t n = static_cast<int64_t>(positions.size()), steps = static_cast<int64_t>(sigmas.size());
+    const auto options = torch::TensorOptions(torch::kFloat32).device(device_);
     at::Tensor labels;
     if (generator_->num_classes() > 0) {
-      labels = torch::empty({n}, torch::kInt64);
-      for (int64_t r = 0; r < n; ++r) labels[r] = positions[static_cast<size_t>(r)] % generator_->num_classes();
+      std::vector<int64_t> classes;
+      for (const auto p : positions) classes.push_back(p % generator_->num_classes());
+      labels = torch::tensor(classes, torch::kInt64).to(device_);
     }
-    auto x = per_sample_normal(seed, kGeneratorNoise, positions, generator_->sample_shape(), torch::kFloat32) * sigmas.front();
-    auto sigma = torch::full({n}, sigmas.front(), torch::kFloat32);
+    auto x = per_sample_normal(seed, kGeneratorNoise, positions, generator_->sample_shape(), options) * sigmas.front();
+    auto sigma = torch::full({n}, sigmas.front(), options);
     if (steps > 1) {
-      const auto start = (uniform_per_sample(seed, kStudentStep, positions) * static_cast<double>(steps)).floor().to(torch::kInt64);
+      const auto start = (uniform_per_sample(seed, kStudentStep, positions) * static_cast<double>(steps)).floor().to(device_, torch::kInt64);
       torch::NoGradGuard no_grad;
       auto state = x;
       for (int64_t i = 1; i < steps; ++i) {
-        const auto denoised = generator_->denoise(state, torch::full({n}, sigmas[static_cast<size_t>(i - 1)], torch::kFloat32), labels);
+        const auto denoised = generator_->denoise(state, torch::full({n}, sigmas[static_cast<size_t>(i - 1)], options), labels);
         state = denoised + sigmas[static_cast<size_t>(i)] *
-                               per_sample_normal(seed, kSimulationNoise + static_cast<uint64_t>(i), positions, generator_->sample_shape(), torch::kFloat32);
+                               per_sample_normal(seed, kSimulationNoise + static_cast<uint64_t>(i), positions, generator_->sample_shape(), options);
         const auto here = start.eq(i);
         x = torch::where(here.view(per_sample_view(x)), state, x);
-        sigma = torch::where(here, torch::full({n}, sigmas[static_cast<size_t>(i)], torch::kFloat32), sigma);
+        sigma = torch::where(here, torch::full({n}, sigmas[static_cast<size_t>(i)], options), sigma);
       }
     }
     return {generator_->denoise(x, sigma, labels), labels};
   }
 
   Dmd2Settings settings_;
+  c10::Device device_;
   std::unique_ptr<Denoiser> teacher_;
   std::unique_ptr<GuidedDenoiser> guided_;
   Denoiser* real_ = nullptr;
@@ -382,6 +388,8 @@ class Dmd2 final : public TrainingMethod {
 
 }  // namespace
 
-std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher) { return std::make_unique<Dmd2>(config, teacher); }
+std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher, const c10::Device& device) {
+  return std::make_unique<Dmd2>(config, teacher, device);
+}
 
 }  // namespace distillery

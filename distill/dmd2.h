@@ -11,6 +11,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <memory>
 #include <string>
@@ -50,6 +51,7 @@ Dmd2Settings dmd2_settings_from(const Config& config);
 at::Tensor distribution_matching_loss(const at::Tensor& x, const at::Tensor& real_denoised, const at::Tensor& fake_denoised);
 
 // `teacher`: a teacher spec (teacher.h); the config holds student.*, dmd2.*, model.* (scratch).
-std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher);
+// Every network and tensor of the method lives on `device`.
+std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher, const c10::Device& device);
 
 }  // namespace distillery

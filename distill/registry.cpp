@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "data/training_data.h"
 #include "distill/dmd2.h"
+#include "eval/in_loop_evaluation.h"
 #include "models/network_denoiser.h"
 #include "train/trainer.h"
 
@@ -17,11 +18,17 @@ namespace distillery {
 namespace {
 struct MethodEntry {
   std::string_view name;
-  std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&);
+  std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
 constexpr std::array<MethodEntry, 1> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields}}};
 }  // namespace
+
+void add_student_fields(ConfigSchema& s) {
+  s.add({"student.sigmas", ConfigType::FloatList, "the student's σ grid, first value where the noise enters (default: [the teacher's σ_max], one step)", "[]"});
+  s.add({"student.init", ConfigType::String, "initial weights of the student (and of any network the method builds from it): the teacher's, or the model.* network from scratch",
+         "teacher", false, {"teacher", "scratch"}});
+}
 
 std::vector<std::string> distillation_method_names() {
   std::vector<std::string> names;
@@ -29,30 +36,54 @@ std::vector<std::string> distillation_method_names() {
   return names;
 }
 
-const ConfigSchema& distillation_schema() {
-  static const ConfigSchema schema = [] {
-    ConfigSchema s;
-    s.add({"method", ConfigType::String, "distillation method", "dmd2", false, distillation_method_names()});
-    add_trainer_fields(s);
-    add_network_fields(s);
-    add_training_data_fields(s);
-    for (const auto& entry : kMethods) entry.add_fields(s);
-    return s;
+namespace {
+const MethodEntry& method_entry(std::string_view name) {
+  for (const auto& entry : kMethods)
+    if (entry.name == name) return entry;
+  throw Error(fmt::format("unknown distillation method '{}'", name)).field("method").expected(fmt::format("one of: {}", fmt::join(distillation_method_names(), ", ")));
+}
+}  // namespace
+
+const ConfigSchema& distillation_schema(std::string_view method) {
+  static const auto schemas = [] {
+    std::vector<ConfigSchema> all;
+    for (const auto& entry : kMethods) {
+      ConfigSchema s;
+      s.add({"method", ConfigType::String, "distillation method", "dmd2", false, distillation_method_names()});
+      add_trainer_fields(s);
+      add_in_loop_evaluation_fields(s);
+      add_network_fields(s);
+      add_training_data_fields(s);
+      add_student_fields(s);
+      entry.add_fields(s);
+      all.push_back(std::move(s));
+    }
+    return all;
   }();
-  return schema;
+  return schemas[static_cast<size_t>(&method_entry(method) - kMethods.data())];
 }
 
-std::unique_ptr<TrainingMethod> make_distillation_method(const Config& config, const std::string& teacher) {
-  const auto name = config.get_string("method");
-  for (const auto& entry : kMethods)
-    if (entry.name == name) return entry.make(config, teacher);
-  throw Error(fmt::format("unknown distillation method '{}'", name)).field("method").expected(fmt::format("one of: {}", fmt::join(distillation_method_names(), ", ")));
+Config load_distillation_config(const std::filesystem::path& recipe, const std::vector<std::string>& overrides) {
+  const auto method = Config::peek_string(recipe, overrides, "method").value_or("dmd2");
+  try {
+    return Config::load(distillation_schema(method), recipe, overrides);
+  } catch (Error& e) {
+    // An unknown key may belong to another method: say whose schema was used.
+    if (e.message().starts_with("unknown config key")) e.hint(fmt::format("{} (this recipe's method is {})", e.hint().empty() ? "check the key" : e.hint(), method));
+    throw;
+  }
+}
+
+std::unique_ptr<TrainingMethod> make_distillation_method(const Config& config, const std::string& teacher, const c10::Device& device) {
+  return method_entry(config.get_string("method")).make(config, teacher, device);
 }
 
 void run_distillation(const TrainingRunOptions& options, const std::string& teacher) {
-  const auto config = Config::load(distillation_schema(), options.config_file, options.overrides);
-  const auto method = make_distillation_method(config, teacher);
-  run_trainer(*method, config, options);
+  const auto config = load_distillation_config(options.config_file, options.overrides);
+  const auto method = make_distillation_method(config, teacher, options.runtime.device);
+  TrainerCallbacks callbacks;
+  if (config.get_int("eval.every") > 0) callbacks.evaluate = make_in_loop_evaluation(config, method->network().sample_shape(), options.runtime.device);
+  run_trainer(*method, config, options, callbacks);
 }
 
 }  // namespace distillery

@@ -42,7 +42,7 @@ at::Tensor SampleContext::fresh_noise(int64_t step, const at::Tensor& like) cons
                    Error("a stochastic solver needs the sample index of every batch row").expected(std::to_string(like.size(0)))
                        .got(std::to_string(indices.size())));
   const auto shape = like.sizes().slice(1).vec();
-  return per_sample_normal(seed, noise_stream::sampler_step + static_cast<uint64_t>(step), indices, shape, like.scalar_type()).to(like.device());
+  return per_sample_normal(seed, noise_stream::sampler_step + static_cast<uint64_t>(step), indices, shape, like.options());
 }
 
 StepResult Sampler::step(Denoiser&, const at::Tensor&, const RowStep&, const SampleContext&) const {

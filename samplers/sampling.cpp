@@ -39,11 +39,11 @@ BatchSampler::BatchSampler(Denoiser& denoiser, const SampleRequest& request)
 BatchSampler::~BatchSampler() = default;
 
 BatchSampler::Batch BatchSampler::run(const std::vector<int64_t>& indices, SamplerObserver* observer) {
-  const auto dtype = request_.float64 ? torch::kFloat64 : torch::kFloat32;
+  const auto options = torch::TensorOptions(request_.float64 ? torch::kFloat64 : torch::kFloat32).device(denoiser_.device());
   Batch batch;
-  batch.noise = per_sample_normal(request_.seed, noise_stream::initial, indices, denoiser_.sample_shape(), dtype);
+  batch.noise = per_sample_normal(request_.seed, noise_stream::initial, indices, denoiser_.sample_shape(), options);
   const auto label_values = labels_for(request_.labels, denoiser_.num_classes(), indices);
-  if (!label_values.empty()) batch.labels = torch::tensor(label_values, torch::kInt64);
+  if (!label_values.empty()) batch.labels = torch::tensor(label_values, torch::kInt64).to(options.device());
   torch::NoGradGuard no_grad;
   const SampleContext context{batch.labels, request_.seed, indices};
   batch.samples = sampler_->run(*model_, batch.noise * sigmas_.front(), sigmas_, context, observer);

@@ -36,6 +36,7 @@ struct SampleRequest {
   bool float64 = false;        // integrate in float64 (tests, references)
 };
 
+// On the denoiser's device.
 struct SampleResult {
   at::Tensor samples;          // [num, *shape]
   at::Tensor noise;            // [num, *shape], unit variance; the initial state is sigmas[0]·noise

@@ -43,6 +43,26 @@ TEST(Cli, HelpListsCommands) {
   EXPECT_NE(sample_help.output.find("{karras,uniform-t,loglinear}=karras"), std::string::npos);
 }
 
+// --device on every command that runs a network; an absent or unknown device is a clear error.
+TEST(Cli, EveryNetworkCommandTakesADeviceAndNamesAnAbsentOne) {
+  for (const char* command : {"sample", "record", "teacher train", "distill", "generate", "eval fd", "eval stats", "report", "classifier train"}) {
+    const auto help = run_command(kCli + " " + command + " --help");
+    EXPECT_NE(help.output.find("--device"), std::string::npos) << command << ":\n" << help.output;
+  }
+  const auto dir = testing::scratch_dir();
+  const auto sample = kCli + " sample --teacher " + shell_quoted(kGmm2d) + " --num 4 --steps 2 --out " + shell_quoted(dir / "s.safetensors");
+  const auto absent = run_command(sample + " --device cuda:7");
+  EXPECT_EQ(absent.exit_code, 1) << absent.output;
+  EXPECT_NE(absent.output.find(torch::cuda::device_count() > 7 ? "" : "device cuda:7 is not present"), std::string::npos) << absent.output;
+  const auto unknown = run_command(sample + " --device tpu");
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.output;
+  EXPECT_NE(unknown.output.find("unknown device 'tpu'"), std::string::npos) << unknown.output;
+  EXPECT_NE(unknown.output.find("auto (CUDA when present, else the CPU), cpu, cuda, cuda:N"), std::string::npos) << unknown.output;
+  const auto on_cpu = run_command(sample + " --device cpu");
+  EXPECT_EQ(on_cpu.exit_code, 0) << on_cpu.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "s.safetensors"));
+}
+
 TEST(Cli, SampleWritesSamplesAndNoiseThatReproduce) {
   const auto dir = testing::scratch_dir();
   const auto out = dir / "s.safetensors";

@@ -18,7 +18,9 @@
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
 #include "teachers/gaussian_mixture.h"
+#include "foreign_device.h"
 #include "train/trainer.h"
+#include "trajectories/recorder.h"
 #include "test_support.h"
 
 namespace distillery {
@@ -157,6 +159,38 @@ TEST(Dmd2, GanHeadLearnsToTellRealImagesFromGeneratedOnes) {
   EXPECT_GT(late, 0.35);
   EXPECT_TRUE(lines.back().contains("gan_generator_loss"));
   EXPECT_TRUE(std::filesystem::exists(run.options.out_dir / "checkpoints/step-0000040/gan_head.safetensors"));
+}
+
+// Device-follow (foreign_device.h) for a distillation: DMD2 with the GAN head, its real data
+// and the regression loss on a store recorded on the device, stopped and resumed there, ends
+// with the CPU run's student to rounding (foreign_device.h says why not bit for bit).
+TEST(Distill, Dmd2OnAnotherDeviceMatchesTheCpuRunAndResumesThere) {
+  const auto dir = testing::scratch_dir();
+  const auto foreign = testing::foreign_device();
+  const auto mixes_before = testing::foreign_device_mixes().count;
+  auto cpu = image_mixture_run(dir, "cpu", 4);
+  RecordOptions store;
+  store.teacher = cpu.teacher;
+  store.out = dir / "store";
+  store.request.num = 32;
+  store.request.steps = 3;
+  store.request.labels = "all";
+  store.show_progress = false;
+  store.device = foreign;
+  record_trajectories(store);
+  const std::vector<std::string> regression = {"dmd2.regression_weight=0.25", "dmd2.regression_store=" + store.out.string()};
+  cpu.options.overrides = regression;
+  run_distillation(cpu.options, cpu.teacher);
+  for (const auto& [steps, resume] : {std::pair{2, false}, std::pair{4, true}}) {
+    auto there = image_mixture_run(dir, "foreign", steps, regression);
+    there.options.runtime.device = foreign;
+    there.options.resume = resume;
+    run_distillation(there.options, there.teacher);
+  }
+  for (const char* file : {"student.safetensors", "checkpoints/step-0000004/gan_head.safetensors"})
+    EXPECT_LT(testing::max_tensor_file_difference(dir / "cpu" / file, dir / "foreign" / file), 1e-4) << file;
+  const auto mixes = testing::foreign_device_mixes();
+  EXPECT_EQ(mixes.count, mixes_before) << "an operation mixed the devices (the first in this process: " << mixes.first << ")";
 }
 
 TEST(Distill, RealImagesFromDataMustFitAndBeLabelledForAConditionalCritic) {
@@ -381,6 +415,35 @@ TEST(Generate, SameSeedAndIndexGiveTheSameImageWhateverTheBatch) {
   const auto wrong = testing::run_command(fmt::format("{} generate --model {} --steps 1 --out {}", testing::kCli, student, (dir / "d.png").string()));
   EXPECT_NE(wrong.exit_code, 0);
   EXPECT_NE(wrong.output.find("trained for another number of steps"), std::string::npos) << wrong.output;
+}
+
+// `method` is read first and chooses the schema: the shared keys plus the method's own, so
+// config.json lists only keys that apply and the student.* keys are declared once for all.
+TEST(Distill, ARecipesSchemaIsTheSharedKeysPlusItsMethods) {
+  const auto dir = testing::scratch_dir();
+  const auto& schema = distillation_schema("dmd2");
+  for (const char* key : {"method", "student.init", "student.sigmas", "train.steps", "eval.reference", "model.kind", "data.dataset", "dmd2.guidance"})
+    EXPECT_NE(schema.find(key), nullptr) << key;
+  try {
+    distillation_schema("consistency");
+    ADD_FAILURE() << "an unknown method must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("one of: dmd2"), std::string::npos) << e.what();
+  }
+  auto run = mixture_run(dir, "run", 1);
+  // --set method=... is what counts, like any override.
+  try {
+    load_distillation_config(run.options.config_file, {"method=progressive"});
+    ADD_FAILURE() << "--set method must be read before the schema";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown distillation method 'progressive'"), std::string::npos) << e.what();
+  }
+  run_distillation(run.options, run.teacher);
+  std::ifstream in(run.options.out_dir / "config.json");
+  const auto written = nlohmann::json::parse(in);
+  std::set<std::string> sections;
+  for (const auto& item : written.items()) sections.insert(item.key());
+  EXPECT_EQ(sections, (std::set<std::string>{"checkpoint", "data", "dmd2", "eval", "grid", "log", "method", "model", "precond", "student", "train"}));
 }
 
 TEST(Distill, RecipeAndTeacherProblemsAreNamed) {

@@ -195,9 +195,9 @@ TEST(Npy, PreamblesRoundTripAndMalformedOnesAreNamed) {
 TEST(ImageSources, EmptyOrUnknownSourcesAreNamed) {
   const auto dir = testing::scratch_dir();
   std::filesystem::create_directories(dir / "empty");
-  EXPECT_NE(error_of([&] { open_image_source((dir / "empty").string(), {}); }).find("holds no PNG or JPEG"), std::string::npos);
-  EXPECT_NE(error_of([&] { open_image_source("dataset:mnist", {}); }).find("unknown dataset"), std::string::npos);
-  EXPECT_NE(error_of([&] { open_image_source((dir / "nothing").string(), {}); }).find("image source not found"), std::string::npos);
+  EXPECT_NE(error_of([&] { open_image_source((dir / "empty").string(), {}, torch::kCPU); }).find("holds no PNG or JPEG"), std::string::npos);
+  EXPECT_NE(error_of([&] { open_image_source("dataset:mnist", {}, torch::kCPU); }).find("unknown dataset"), std::string::npos);
+  EXPECT_NE(error_of([&] { open_image_source((dir / "nothing").string(), {}, torch::kCPU); }).find("image source not found"), std::string::npos);
 }
 
 const auto kClassifier = testing::kSourceDir / "assets/eval/fmnist-classifier.safetensors";
@@ -205,8 +205,8 @@ const auto kClassifier = testing::kSourceDir / "assets/eval/fmnist-classifier.sa
 TEST(DomainClassifierTest, TheShippedClassifierIsAbove90PercentOnTheTestSet) {
   ASSERT_TRUE(std::filesystem::exists(kClassifier)) << kClassifier;
   auto classifier = load_domain_classifier(kClassifier);
-  auto source = open_image_source("dataset:fmnist-test", {});
-  const auto evaluation = evaluate_source(*source, domain_feature_network(kClassifier), true, 500, false);
+  auto source = open_image_source("dataset:fmnist-test", {}, torch::kCPU);
+  const auto evaluation = evaluate_source(*source, domain_feature_network(kClassifier, torch::kCPU), true, 500, false);
   const double accuracy = classification_accuracy(evaluation.logits, evaluation.labels);
   std::printf("test accuracy %.4f\n", accuracy);
   EXPECT_GE(accuracy, 0.90);

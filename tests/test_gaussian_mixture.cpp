@@ -49,7 +49,7 @@ TEST(GaussianMixture, LimitsOfTheDenoiser) {
   GaussianMixtureDenoiser gmm(GaussianMixtureSpec::parse(kThreeModes2d, "spec.yaml"));
   // Huge σ: the data are invisible, D(x) → the mixture mean. Tiny σ: D(x) → x.
   const auto x = torch::tensor({{3.0, -1.0}}, torch::kFloat64);
-  EXPECT_TRUE(torch::allclose(gmm.denoise(x, torch::tensor({1e6}, torch::kFloat64), {})[0], gmm.mean(), 0, 1e-6));
+  EXPECT_TRUE(torch::allclose(gmm.denoise(x, torch::tensor({1e6}, torch::kFloat64), {})[0], gmm.spec().mean(), 0, 1e-6));
   EXPECT_TRUE(torch::allclose(gmm.denoise(x, torch::tensor({1e-6}, torch::kFloat64), {}), x, 0, 1e-6));
   // float32 in, float32 out, same values to float32 precision.
   const auto f32 = gmm.denoise(x.to(torch::kFloat32), torch::tensor({0.7f}), {});
@@ -60,8 +60,8 @@ TEST(GaussianMixture, LimitsOfTheDenoiser) {
 TEST(GaussianMixture, ExactMoments) {
   GaussianMixtureDenoiser gmm(GaussianMixtureSpec::parse("dim: 1\nweights: [1, 3]\nmeans: [[-1], [1]]\nstds: [0.5, 0.5]\n", "m.yaml"));
   // mean = ¼·(−1) + ¾·1 = 0.5; variance = 0.25 + E[μ²] − 0.25 = 0.25 + 1 − 0.25.
-  EXPECT_NEAR(gmm.mean().item<double>(), 0.5, 1e-15);
-  EXPECT_NEAR(gmm.covariance().item<double>(), 1.0, 1e-15);
+  EXPECT_NEAR(gmm.spec().mean().item<double>(), 0.5, 1e-15);
+  EXPECT_NEAR(gmm.spec().covariance().item<double>(), 1.0, 1e-15);
 }
 
 std::string spec_error(const std::string& yaml) {

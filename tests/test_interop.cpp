@@ -96,7 +96,7 @@ TEST(TorchScriptTeacher, ExportedTwinMatchesTheSafetensorsTeacher) {
   const auto result = testing::run_command(testing::kPython + " " + shell_quoted(testing::kSourceDir / "tools/export_teacher.py") + " " +
                                            shell_quoted(dir / "weights.safetensors") + " " + shell_quoted(dir / "teacher.pt"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto scripted = load_teacher("torchscript:" + (dir / "teacher.pt").string());
+  const auto scripted = load_teacher("torchscript:" + (dir / "teacher.pt").string(), torch::kCPU);
   EXPECT_EQ(scripted->sample_shape(), D.sample_shape());
   EXPECT_EQ(scripted->num_classes(), 10);
   EXPECT_DOUBLE_EQ(scripted->sigma_max(), 80.0);
@@ -109,10 +109,10 @@ TEST(TorchScriptTeacher, ExportedTwinMatchesTheSafetensorsTeacher) {
 
 TEST(TorchScriptTeacher, MissingOrForeignFilesAreClearErrors) {
   const auto dir = testing::scratch_dir();
-  EXPECT_THROW(load_teacher("torchscript:" + (dir / "absent.pt").string()), Error);
+  EXPECT_THROW(load_teacher("torchscript:" + (dir / "absent.pt").string(), torch::kCPU), Error);
   std::ofstream(dir / "garbage.pt") << "not a zip archive";
   try {
-    load_teacher("torchscript:" + (dir / "garbage.pt").string());
+    load_teacher("torchscript:" + (dir / "garbage.pt").string(), torch::kCPU);
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot load TorchScript file"), std::string::npos) << e.what();

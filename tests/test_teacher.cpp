@@ -25,7 +25,7 @@
 #include "teachers/gaussian_mixture.h"
 #include "models/weights.h"
 #include "teachers/teacher.h"
-#include "teachers/teacher_training.h"
+#include "teacher_training/teacher_training.h"
 #include "test_support.h"
 
 namespace distillery {
@@ -128,7 +128,7 @@ TEST(UNet, WeightsFileRoundTripAndMismatches) {
   EXPECT_EQ(loaded->num_classes(), 10);
 
   // The sample command accepts the file as a teacher.
-  EXPECT_EQ(load_teacher((dir / "d.safetensors").string())->sample_shape(), (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(load_teacher((dir / "d.safetensors").string(), torch::kCPU)->sample_shape(), (std::vector<int64_t>{1, 28, 28}));
 
   auto tensors = module_tensors(D.module());
   std::map<std::string, at::Tensor> by_name(tensors.begin(), tensors.end());
@@ -243,7 +243,7 @@ double moment_error(GaussianMixtureDenoiser& target, Denoiser& model) {
   const auto x = draw_samples(model, request).samples.to(torch::kFloat64);
   const auto centred = x - x.mean(0);
   const auto cov = centred.t().matmul(centred) / (x.size(0) - 1);
-  return (x.mean(0) - target.mean()).norm().item<double>() + (cov - target.covariance()).norm().item<double>();
+  return (x.mean(0) - target.spec().mean()).norm().item<double>() + (cov - target.spec().covariance()).norm().item<double>();
 }
 
 // The recipe a user would write for a 2-D toy teacher, trained through `teacher train`.
@@ -273,7 +273,7 @@ TEST(MlpTeacher, TrainedFromAConfigItLearnsTheMixturesMoments) {
   NetworkDenoiser untrained(MLPConfig{.shape = {2}, .hidden = 64, .layers = 2, .num_classes = 3}, {.sigma_data = 1.5});
   untrained.module().eval();
   train_teacher(mlp_run(dir, 1500));
-  const auto teacher = load_teacher((dir / "run").string());
+  const auto teacher = load_teacher((dir / "run").string(), torch::kCPU);
   EXPECT_EQ(teacher->sample_shape(), (std::vector<int64_t>{2}));
   EXPECT_EQ(teacher->num_classes(), 3);
   torch::NoGradGuard no_grad;

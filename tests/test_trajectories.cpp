@@ -82,7 +82,7 @@ TEST(Record, StoredStatesAreTheSamplersAndTheLastIsWhatSampleDraws) {
   EXPECT_EQ(stored.sizes(), (std::vector<int64_t>{50, 13, 2}));
   EXPECT_EQ(stored_denoised.sizes(), (std::vector<int64_t>{50, 12, 2}));
 
-  auto mixture = load_teacher(teacher);
+  auto mixture = load_teacher(teacher, torch::kCPU);
   BatchSampler sampler(*mixture, o.request);
   InMemory observed;
   const auto batch = sampler.run(all, &observed);
@@ -99,6 +99,37 @@ TEST(Record, StoredStatesAreTheSamplersAndTheLastIsWhatSampleDraws) {
   EXPECT_TRUE(torch::equal(pairs.sample, load_tensor_file(sample_file).get("samples")));
   EXPECT_TRUE(torch::allclose(pairs.noise, load_tensor_file(sample_file).get("noise"), 1e-6, 1e-6));
   EXPECT_TRUE(torch::equal(pairs.labels, torch::full({50}, -1, torch::kInt64)));
+}
+
+// A store's settings and the sampling request that recorded it are one mapping, both ways.
+TEST(Record, StoreSettingsGiveBackTheRequestThatRecordedThem) {
+  SampleRequest r;
+  r.sampler = "edm-stochastic";
+  r.steps = 7;
+  r.schedule = ScheduleKind::LogLinear;
+  r.rho = 5;
+  r.options = {.s_churn = 3, .s_tmin = 0.1, .s_tmax = 20, .s_noise = 1.01};
+  r.labels = "2";
+  r.guidance = 1.5;
+  r.seed = 11;
+  r.num = 33;
+  StoreSettings settings;
+  settings.set_request(r, {ScheduleKind::LogLinear, 0.01, 50, 5});
+  const auto back = settings.request();
+  EXPECT_EQ(back.sampler, r.sampler);
+  EXPECT_EQ(back.steps, r.steps);
+  EXPECT_EQ(back.schedule, r.schedule);
+  EXPECT_EQ(back.rho, r.rho);
+  EXPECT_EQ(back.sigma_min, 0.01);
+  EXPECT_EQ(back.sigma_max, 50);
+  EXPECT_EQ(back.options.s_churn, 3);
+  EXPECT_EQ(back.options.s_tmin, 0.1);
+  EXPECT_EQ(back.options.s_tmax, 20);
+  EXPECT_EQ(back.options.s_noise, 1.01);
+  EXPECT_EQ(back.labels, r.labels);
+  EXPECT_EQ(back.guidance, r.guidance);
+  EXPECT_EQ(back.seed, r.seed);
+  EXPECT_EQ(back.num, r.num);
 }
 
 TEST(Record, StoreModesKeepTheirStatesAndHalfPrecisionIsCloseToFull) {

@@ -6,26 +6,22 @@
 #include <torch/types.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <chrono>
 #include <filesystem>
-#include <numeric>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "eval/evaluate.h"
-#include "eval/feature_statistics.h"
-#include "eval/image_source.h"
-#include "eval/metrics.h"
-#include "trajectories/trajectory_reader.h"
+#include "cli/device_option.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/runtime.h"
 #include "distill/registry.h"
+#include "eval/report.h"
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampling.h"
+#include "teachers/student.h"
 #include "teachers/teacher.h"
 
 namespace distillery {
@@ -33,34 +29,11 @@ namespace distillery {
 namespace {
 
 struct GenerateOptions {
-  std::string model, out, labels = "all";
+  std::string model, out, labels = "all", device;
   std::optional<int64_t> steps;
   int64_t num = 64, batch = 256;
   uint64_t seed = 0;
 };
-
-std::filesystem::path student_file(const std::string& model) {
-  const std::filesystem::path path = std::filesystem::is_directory(model) ? std::filesystem::path(model) / "student.safetensors" : std::filesystem::path(model);
-  DISTILLERY_CHECK(std::filesystem::is_regular_file(path), Error("no student file").file(path.string())
-                                                               .expected("a student .safetensors or a distillation run directory holding student.safetensors"));
-  return path;
-}
-
-// The request a student was trained for, from its file's metadata.
-SampleRequest student_request(const std::filesystem::path& path) {
-  const auto metadata = load_tensor_file(path).metadata;
-  const auto sampler = metadata.find("student_sampler"), sigmas = metadata.find("student_sigmas");
-  DISTILLERY_CHECK(sampler != metadata.end() && sigmas != metadata.end(),
-                   Error("not a student: the file has no student_sampler / student_sigmas metadata").file(path.string())
-                       .hint("draw from teachers with `distillery sample`"));
-  SampleRequest request;
-  request.sampler = sampler->second;
-  const auto parsed = nlohmann::json::parse(sigmas->second, nullptr, false);
-  DISTILLERY_CHECK(parsed.is_array() && !parsed.empty(), Error("student_sigmas metadata is not a list of σ").file(path.string()).got(sigmas->second));
-  request.sigmas = parsed.get<std::vector<double>>();
-  request.steps = static_cast<int>(request.sigmas.size());
-  return request;
-}
 
 void write_png_folder(const std::filesystem::path& dir, const SampleResult& result, int64_t first_index) {
   std::filesystem::create_directories(dir);
@@ -81,6 +54,7 @@ void run_generate(const GenerateOptions& options) {
                    Error("the student was trained for another number of steps").field("--steps").expected(std::to_string(request.steps))
                        .got(std::to_string(*options.steps)));
   const auto student = NetworkDenoiser::load(path);
+  student->to(make_runtime(options.device).device);
   request.num = options.num;
   request.batch = options.batch;
   request.seed = options.seed;
@@ -111,137 +85,6 @@ void run_generate(const GenerateOptions& options) {
   spdlog::info("wrote {} ({} samples, {} NFE each)", out.string(), request.num, result.nfe);
 }
 
-struct ReportOptions {
-  std::string teacher, student, store, out, classifier = "assets/eval/fmnist-classifier.safetensors", reference = "assets/eval/fmnist-test.npz";
-  int64_t num = 500, speed_batch = 64, speed_rounds = 3;
-};
-
-// Median seconds of `rounds` timed batches after one untimed warm-up batch.
-double median_batch_seconds(Denoiser& model, SampleRequest request, int64_t batch, int64_t rounds) {
-  request.num = batch;
-  request.batch = batch;
-  std::vector<double> seconds;
-  for (int64_t r = 0; r <= rounds; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    draw_samples(model, request);
-    if (r > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(seconds.begin(), seconds.end());
-  return seconds[seconds.size() / 2];
-}
-
-struct ReportSide {
-  std::string name;
-  int64_t nfe = 0;
-  SourceEvaluation evaluation;
-  double images_per_second = 0;
-};
-
-void run_report(const ReportOptions& o) {
-  const std::filesystem::path out = o.out;
-  std::filesystem::create_directories(out);
-  const auto network = domain_feature_network(o.classifier);
-  const auto reference = FeatureStatistics::load(o.reference, network.dims);
-  const auto real = [&] {
-    auto source = open_image_source("dataset:fmnist-test", {});
-    return evaluate_source(*source, network, true, 500, false);
-  }();
-  const auto real_features = real.features.narrow(0, 0, std::min(o.num, real.features.size(0)));
-
-  // The teacher's samples are the store's (its solver and NFE); the student draws the same
-  // sample indices from the same seed and labels, so grids compare like with like.
-  TrajectoryReader store(o.store, {teacher_fingerprint(o.teacher)});
-  const auto& recorded = store.settings();
-  DISTILLERY_CHECK(store.size() >= o.num, Error("the trajectory store holds fewer samples than the report needs").file(o.store)
-                                              .expected(fmt::format("at least {}", o.num)).got(std::to_string(store.size())).hint("lower --num"));
-  const auto student_path = student_file(o.student);
-  auto student_sampling = student_request(student_path);
-  student_sampling.seed = recorded.seed;
-  student_sampling.labels = recorded.labels;
-  student_sampling.num = o.num;
-  student_sampling.batch = 250;
-  SampleRequest teacher_sampling;
-  teacher_sampling.sampler = recorded.sampler;
-  teacher_sampling.steps = static_cast<int>(recorded.steps);
-  teacher_sampling.schedule = schedule_from_name(recorded.schedule);
-  teacher_sampling.rho = recorded.rho;
-  teacher_sampling.sigma_min = recorded.sigma_min;
-  teacher_sampling.sigma_max = recorded.sigma_max;
-  teacher_sampling.guidance = recorded.guidance;
-  teacher_sampling.labels = recorded.labels;
-  teacher_sampling.seed = recorded.seed;
-
-  std::vector<ReportSide> sides(2);
-  {
-    auto teacher_model = load_teacher(o.teacher);
-    sides[0] = {"teacher", BatchSampler(*teacher_model, teacher_sampling).nfe(), {}, 0};
-    auto source = open_image_source(o.store, {});
-    sides[0].evaluation = evaluate_source(*source, network, true, 250, false);
-    spdlog::info("timing the teacher: {} rounds of {} images at {} NFE", o.speed_rounds, o.speed_batch, sides[0].nfe);
-    sides[0].images_per_second = static_cast<double>(o.speed_batch) / median_batch_seconds(*teacher_model, teacher_sampling, o.speed_batch, o.speed_rounds);
-  }
-  const auto student_model = NetworkDenoiser::load(student_path);
-  {
-    sides[1] = {"student", BatchSampler(*student_model, student_sampling).nfe(), {}, 0};
-    auto source = open_image_source("model:" + student_path.string(), student_sampling);
-    sides[1].evaluation = evaluate_source(*source, network, true, 250, false);
-    sides[1].images_per_second =
-        static_cast<double>(o.speed_batch) / median_batch_seconds(*student_model, student_sampling, o.speed_batch, std::max<int64_t>(o.speed_rounds, 10));
-  }
-
-  nlohmann::json report = {{"num", o.num}, {"features", network.name}, {"reference", o.reference}, {"teacher", o.teacher}, {"student", student_path.string()},
-                           {"speed_batch", o.speed_batch}};
-  std::string table = "| model | NFE | FD_fmnist | class accuracy | precision | recall | images/s |\n|---|---|---|---|---|---|---|\n";
-  for (auto& side : sides) {
-    auto& e = side.evaluation;
-    // Only the first `num` store samples count, so both sides are the same size.
-    const auto features = e.features.narrow(0, 0, o.num);
-    FeatureStatistics statistics;
-    statistics.add(features);
-    const double fd = frechet_distance(statistics, reference);
-    const double accuracy = classification_accuracy(e.logits.narrow(0, 0, o.num), e.labels.narrow(0, 0, o.num));
-    const auto pr = precision_recall(real_features, features);
-    report[side.name] = {{"nfe", side.nfe}, {"fd_fmnist", fd}, {"class_accuracy", accuracy}, {"precision", pr.precision}, {"recall", pr.recall},
-                         {"images_per_second", side.images_per_second}};
-    table += fmt::format("| {} | {} | {:.2f} | {:.1f}% | {:.3f} | {:.3f} | {:.1f} |\n", side.name, side.nfe, fd, 100 * accuracy, pr.precision, pr.recall,
-                         side.images_per_second);
-  }
-  report["speedup"] = sides[1].images_per_second / sides[0].images_per_second;
-
-  // Side by side: ten teacher images, a black gap, the student's ten of the same noise, per row.
-  constexpr int64_t kRows = 10, kColumns = 10;
-  const int64_t shown = std::min<int64_t>(kRows * kColumns, o.num);
-  std::vector<int64_t> indices(static_cast<size_t>(shown));
-  std::iota(indices.begin(), indices.end(), 0);
-  const auto teacher_images = store.pairs(indices).sample;
-  const auto student_images = BatchSampler(*student_model, student_sampling).run(indices).samples;
-  write_image_grid(out / "teacher.png", teacher_images, kColumns);
-  write_image_grid(out / "student.png", student_images, kColumns);
-  std::vector<at::Tensor> cells;
-  const auto gap = -torch::ones_like(teacher_images.narrow(0, 0, 1));
-  for (int64_t r = 0; r * kColumns < shown; ++r) {
-    const int64_t n = std::min(kColumns, shown - r * kColumns);
-    cells.push_back(teacher_images.narrow(0, r * kColumns, n));
-    cells.push_back(gap);
-    cells.push_back(student_images.narrow(0, r * kColumns, n));
-  }
-  write_image_grid(out / "comparison.png", torch::cat(cells), 2 * kColumns + 1);
-  const auto run_dir = std::filesystem::is_directory(o.student) ? std::filesystem::path(o.student) : student_path.parent_path();
-  if (std::filesystem::exists(run_dir / "fd_vs_step.png"))
-    std::filesystem::copy_file(run_dir / "fd_vs_step.png", out / "fd_vs_step.png", std::filesystem::copy_options::overwrite_existing);
-
-  write_file_atomic(out / "report.json", report.dump(2) + "\n");
-  const auto markdown = fmt::format(
-      "# Student against teacher\n\n{}\nFD_fmnist: Fréchet distance of the domain classifier's features of {} samples against the Fashion-MNIST "
-      "test statistics ({}); class accuracy: share of samples the classifier assigns to their requested class; precision/recall: k = 3 "
-      "manifolds against {} test images; images/s: median of timed batches of {} on this machine. Speed-up: {:.1f}×.\n\n"
-      "![teacher | student, same noise and class per row](comparison.png)\n\n![FD against training step](fd_vs_step.png)\n",
-      table, o.num, o.reference, real_features.size(0), o.speed_batch, report["speedup"].get<double>());
-  write_file_atomic(out / "report.md", markdown);
-  std::printf("%s", table.c_str());
-  spdlog::info("wrote {}", (out / "report.md").string());
-}
-
 }  // namespace
 
 void add_distill_command(CLI::App& app) {
@@ -265,11 +108,13 @@ void add_distill_command(CLI::App& app) {
   generate->add_option("--seed", options->seed, "image i depends only on (seed, i)");
   generate->add_option("--labels", options->labels, "classes: all (sample i gets class i mod classes), one class (3) or a list (0,2,5)");
   generate->add_option("--batch", options->batch, "images per network call (does not change the images)")->check(CLI::PositiveNumber);
+  add_device_option(*generate, options->device);
   generate->add_option("--out", options->out, "FILE.png (grid), FILE.safetensors (samples, noise, labels) or DIR (one PNG per image + dataset.json)")
       ->required();
   generate->callback([options] { run_generate(*options); });
 
   auto report = std::make_shared<ReportOptions>();
+  auto report_device = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("report", "compare a student with its teacher (Fashion-MNIST): FD_fmnist, accuracy, precision/recall, images/s, grids");
   cmd->add_option("--teacher", report->teacher, "the teacher: " + teacher_forms())->required();
   cmd->add_option("--student", report->student, "a student .safetensors, or a distillation run directory")->required();
@@ -279,8 +124,12 @@ void add_distill_command(CLI::App& app) {
   cmd->add_option("--classifier", report->classifier, "domain classifier weights");
   cmd->add_option("--reference", report->reference, "reference statistics (.npz)");
   cmd->add_option("--speed-batch", report->speed_batch, "batch for images/s")->check(CLI::PositiveNumber);
+  add_device_option(*cmd, *report_device);
   cmd->add_option("--speed-rounds", report->speed_rounds, "timed teacher batches (the student gets at least 10)")->check(CLI::PositiveNumber);
-  cmd->callback([report] { run_report(*report); });
+  cmd->callback([report, report_device] {
+    report->device = make_runtime(*report_device).device;
+    run_report(*report);
+  });
 }
 
 }  // namespace distillery

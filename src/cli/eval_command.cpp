@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
+#include "core/runtime.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
 #include "eval/domain_classifier.h"
@@ -29,7 +31,7 @@ struct EvalOptions {
   std::string features = "fmnist";
   std::string classifier = "assets/eval/fmnist-classifier.safetensors";
   std::string inception = "inception-fid.safetensors";
-  std::string out;
+  std::string out, device;
   SamplingCliOptions sampling;
   int64_t kid_subsets = 100, kid_subset_size = 1000, k = 3;
   bool quiet = false;
@@ -42,27 +44,28 @@ struct Side {
   double seconds = 0;  // reading, generating and feature extraction
 };
 
-Side evaluate(const std::string& spec, const FeatureNetwork& network, const EvalOptions& o, bool keep_features) {
+Side evaluate(const std::string& spec, const FeatureNetwork& network, const EvalOptions& o, bool keep_features, const c10::Device& device) {
   if (spec.ends_with(".npz")) {
     DISTILLERY_CHECK(!keep_features, Error("this metric needs features, not only their statistics").file(spec).hint("give images or a sample source"));
     return {"statistics " + spec, {FeatureStatistics::load(spec, network.dims), {}, {}, {}}};
   }
   const auto start = std::chrono::steady_clock::now();
-  auto source = open_image_source(spec, o.sampling.resolved());
+  auto source = open_image_source(spec, o.sampling.resolved(), device);
   auto description = source->describe();
   auto evaluation = evaluate_source(*source, network, keep_features, o.sampling.request.batch, !o.quiet);
   return {description, std::move(evaluation), std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
 }
 
 void run_eval(const std::string& metric, const EvalOptions& o) {
-  const auto network = o.features == "inception" ? inception_feature_network(o.inception) : domain_feature_network(o.classifier);
+  const auto device = make_runtime(o.device).device;
+  const auto network = o.features == "inception" ? inception_feature_network(o.inception, device) : domain_feature_network(o.classifier, device);
   DISTILLERY_CHECK(metric != "accuracy" || network.logits, Error("accuracy needs a classifier").field("--features").expected("fmnist"));
   nlohmann::json report = {{"metric", metric == "fd" && o.features == "inception" ? "fid" : metric},
                            {"features", {{"network", network.name}, {"file", network.file}, {"hash", network.hash}, {"dims", network.dims}}},
                            {"images", "uint8 as a saved PNG holds them (generated samples quantised as EDM saves images)"}};
   const bool needs_features = metric == "kid" || metric == "pr" || metric == "accuracy";
   std::vector<Side> sides;
-  for (const auto& spec : o.sources) sides.push_back(evaluate(spec, network, o, needs_features));
+  for (const auto& spec : o.sources) sides.push_back(evaluate(spec, network, o, needs_features, device));
   for (size_t i = 0; i < sides.size(); ++i)
     report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count()},
                                  {"seconds", sides[i].seconds}});
@@ -125,6 +128,7 @@ void add_eval_command(CLI::App& app) {
     cmd->add_option("--inception", options->inception, "FID Inception weights in safetensors (tools/convert_inception.py)")->capture_default_str();
     cmd->add_flag("--quiet", options->quiet, "no progress bars");
     add_sampling_options(*cmd, options->sampling);
+    add_device_option(*cmd, options->device);
     if (std::string(m.name) == "stats") cmd->add_option("--out", options->out, "statistics file (.npz, pytorch-fid/EDM layout)")->required();
     if (std::string(m.name) == "kid") {
       cmd->add_option("--subsets", options->kid_subsets, "random subsets")->check(CLI::PositiveNumber)->capture_default_str();

@@ -8,6 +8,8 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
+#include "core/runtime.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
 #include "teachers/teacher.h"
@@ -21,7 +23,7 @@ namespace {
 struct RecordCliOptions {
   RecordOptions record;
   SamplingCliOptions sampling;
-  std::string part = "0/1";
+  std::string part = "0/1", device;
 };
 
 void run_record(RecordCliOptions& cli) {
@@ -33,6 +35,7 @@ void run_record(RecordCliOptions& cli) {
                    Error("bad part").field("--part").expected("i/n, e.g. 0/4").got(cli.part));
   o.part = part;
   o.parts = parts;
+  o.device = make_runtime(cli.device).device;
   spdlog::info("recording {} trajectories from {} with {} ({} steps, seed {}, store {}) into {}{}", o.request.num, o.teacher, o.request.sampler,
                o.request.steps, o.request.seed, o.store, o.out.string(), o.parts > 1 ? fmt::format(", part {}", cli.part) : "");
   const auto summary = record_trajectories(o);
@@ -62,6 +65,7 @@ void add_record_command(CLI::App& app) {
   cmd->add_option("--shard-size", o.shard_size, "trajectories per shard (a kill loses at most one shard's work)")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--part", cli->part, "record only shards k with k mod n = i; parts may run at once on machines sharing --out")->capture_default_str();
   cmd->add_flag("--resume", o.resume, "complete the store already in --out (only missing shards are recorded)");
+  add_device_option(*cmd, cli->device);
   cmd->callback([cli] { run_record(*cli); });
 }
 

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
+#include "core/runtime.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -25,7 +27,7 @@ namespace distillery {
 namespace {
 
 struct SampleOptions {
-  std::string teacher, out;
+  std::string teacher, out, device;
   SamplingCliOptions sampling;
   SampleRequest request;  // sampling.resolved(), once parsed
 };
@@ -45,6 +47,7 @@ void write_png(const std::filesystem::path& out, Denoiser& teacher, const Sample
     const auto* gmm = dynamic_cast<const GaussianMixtureDenoiser*>(&teacher);
     at::Tensor means;
     if (gmm) {
+      // Host values for the plot.
       means = torch::empty({gmm->spec().components(), 2}, torch::kFloat64);
       for (int64_t k = 0; k < means.size(0); ++k) means[k] = torch::tensor(gmm->spec().means[static_cast<size_t>(k)], torch::kFloat64);
     }
@@ -67,7 +70,7 @@ void run_sample(SampleOptions& options) {
   if (!out.parent_path().empty()) std::filesystem::create_directories(out.parent_path());
   options.request = options.sampling.resolved();
 
-  auto teacher = load_teacher(options.teacher);
+  auto teacher = load_teacher(options.teacher, make_runtime(options.device).device);
   const auto& request = options.request;
   spdlog::info("sampling {} from {} with {} ({} steps, seed {})", request.num, options.teacher, request.sampler, request.steps, request.seed);
   SampleResult result;
@@ -108,6 +111,7 @@ void add_sample_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("sample", "draw samples from a teacher with an ODE solver; write .safetensors or a .png plot/grid");
   cmd->add_option("--teacher", options->teacher, "the teacher: " + teacher_forms())->required();
   add_sampling_options(*cmd, options->sampling);
+  add_device_option(*cmd, options->device);
   cmd->add_option("--out", options->out, "output: FILE.safetensors (samples, noise[, labels]) or FILE.png")->required();
   cmd->callback([options] { run_sample(*options); });
 }

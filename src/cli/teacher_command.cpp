@@ -4,7 +4,9 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "teachers/teacher_training.h"
+#include "cli/device_option.h"
+#include "core/runtime.h"
+#include "teacher_training/teacher_training.h"
 
 namespace distillery {
 
@@ -15,11 +17,16 @@ void add_training_subcommand(CLI::App& parent, const std::string& description, c
 
 void add_training_options(CLI::App& train, const std::string& example_config, std::function<void(const TrainingRunOptions&)> run) {
   auto options = std::make_shared<TrainingRunOptions>();
+  auto device = std::make_shared<std::string>();
   train.add_option("--config", options->config_file, "YAML recipe, e.g. " + example_config)->required()->check(CLI::ExistingFile);
   train.add_option("--out", options->out_dir, "run directory")->required();
   train.add_option("--set", options->overrides, "override a recipe key: --set train.steps=100 (repeatable)");
   train.add_flag("--resume", options->resume, "continue from the newest valid checkpoint in --out");
-  train.callback([options, run = std::move(run)] { run(*options); });
+  add_device_option(train, *device);
+  train.callback([options, device, run = std::move(run)] {
+    options->runtime = make_runtime(*device);
+    run(*options);
+  });
 }
 
 void add_teacher_command(CLI::App& app) {

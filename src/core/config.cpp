@@ -11,7 +11,6 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "io/atomic_file.h"
 
 namespace distillery {
 
@@ -206,12 +205,34 @@ Config Config::parse(const ConfigSchema& schema, std::string_view yaml_text, con
   return config;
 }
 
-Config Config::load(const ConfigSchema& schema, const std::filesystem::path& yaml_file, const std::vector<std::string>& overrides) {
+namespace {
+std::string read_config_file(const std::filesystem::path& yaml_file) {
   std::ifstream in(yaml_file);
   if (!in) throw Error("cannot open config file").file(yaml_file.string()).hint("check the path");
   std::stringstream text;
   text << in.rdbuf();
-  return parse(schema, text.str(), yaml_file.string(), overrides);
+  return text.str();
+}
+}  // namespace
+
+Config Config::load(const ConfigSchema& schema, const std::filesystem::path& yaml_file, const std::vector<std::string>& overrides) {
+  return parse(schema, read_config_file(yaml_file), yaml_file.string(), overrides);
+}
+
+std::optional<std::string> Config::peek_string(const std::filesystem::path& yaml_file, const std::vector<std::string>& overrides, std::string_view key) {
+  const auto source = yaml_file.string();
+  const YAML::Node root = parse_yaml(read_config_file(yaml_file), source);
+  std::optional<std::string> value;
+  const auto scalar = [&](const YAML::Node& node, const std::string& where) {
+    DISTILLERY_CHECK(node.IsScalar(), Error(fmt::format("config key '{}' has the wrong type", key)).file(where).field(std::string(key))
+                                          .expected("string").got(yaml_text(node)));
+    return node.as<std::string>();
+  };
+  if (root.IsMap() && root[std::string(key)]) value = scalar(root[std::string(key)], source);
+  const auto prefix = std::string(key) + "=";
+  for (const auto& assignment : overrides)
+    if (assignment.starts_with(prefix)) value = scalar(parse_yaml(assignment.substr(prefix.size()), "--set " + assignment), "--set " + assignment);
+  return value;
 }
 
 namespace {
@@ -256,10 +277,6 @@ std::string Config::to_json(int indent) const {
     root[json::json_pointer(pointer)] = value;
   }
   return root.dump(indent);
-}
-
-void Config::write_resolved(const std::filesystem::path& dir, const std::string& name) const {
-  write_file_atomic(dir / name, to_json() + "\n");
 }
 
 std::optional<std::string> closest_match(std::string_view word, const std::vector<std::string>& candidates) {

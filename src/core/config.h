@@ -2,8 +2,8 @@
 // YAML configuration checked against a schema: every key a program accepts is declared once,
 // with its type, default and help. Unknown keys are errors suggesting the closest valid key,
 // wrong types name the key, the value and the expected type, and `--set a.b=c` overrides go
-// through the same checks. The resolved config (defaults filled in) is written as JSON into
-// every output directory.
+// through the same checks. The resolved config (defaults filled in) is what every output
+// directory's config.json holds (to_json).
 #pragma once
 
 #include <cstdint>
@@ -48,6 +48,10 @@ class Config {
                       const std::vector<std::string>& overrides = {});
   static Config load(const ConfigSchema& schema, const std::filesystem::path& yaml_file,
                      const std::vector<std::string>& overrides = {});
+  // A top-level string key read before the schema is known, with the overrides applied: the
+  // key that chooses the schema (a distillation recipe's `method`). nullopt when not given.
+  static std::optional<std::string> peek_string(const std::filesystem::path& yaml_file, const std::vector<std::string>& overrides,
+                                                std::string_view key);
 
   bool has(std::string_view key) const;
   bool is_set(std::string_view key) const;  // given explicitly rather than defaulted
@@ -61,10 +65,8 @@ class Config {
   std::vector<std::vector<double>> get_float_matrix(std::string_view key) const;
 
   std::string source() const;
-  // Nested JSON of every set or defaulted key.
+  // Nested JSON of every set or defaulted key (what a run directory's config.json holds).
   std::string to_json(int indent = 2) const;
-  // <dir>/<name>, written atomically.
-  void write_resolved(const std::filesystem::path& dir, const std::string& name = "config.json") const;
 
   struct Values;
 

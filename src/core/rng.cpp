@@ -42,7 +42,7 @@ void fill_normal(uint64_t seed, uint64_t stream, uint64_t sample_index, double* 
 }
 
 at::Tensor per_sample_normal(uint64_t seed, uint64_t stream, const std::vector<int64_t>& indices,
-                             const std::vector<int64_t>& sample_shape, c10::ScalarType dtype) {
+                             const std::vector<int64_t>& sample_shape, const c10::TensorOptions& options) {
   std::vector<int64_t> shape = {static_cast<int64_t>(indices.size())};
   shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
   auto values = torch::empty(shape, torch::kFloat64);
@@ -55,7 +55,8 @@ at::Tensor per_sample_normal(uint64_t seed, uint64_t stream, const std::vector<i
                   static_cast<size_t>(per_sample));
     }
   });
-  return values.to(dtype);
+  // Rounded on the host, so only the final dtype crosses to the device.
+  return values.to(options.dtype().toScalarType()).to(options.device());
 }
 
 }  // namespace distillery

@@ -2,7 +2,11 @@
 // Counter-based random numbers: the noise of sample `i` is a pure function of
 // (seed, stream, i), so it never depends on batch size, thread count, process count or
 // device. `stream` separates independent uses (initial noise, per-step sampler noise).
+// Values are drawn on the host and copied to the device: the same bits on every device by
+// construction (a device-side Philox would have to reproduce the host's log and cos exactly).
 #pragma once
+
+#include <c10/core/TensorOptions.h>
 
 #include <array>
 #include <cstddef>
@@ -10,7 +14,6 @@
 #include <vector>
 
 namespace at { class Tensor; }
-namespace c10 { enum class ScalarType : int8_t; }
 
 namespace distillery {
 
@@ -20,9 +23,10 @@ std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::arra
 // Standard normals for one sample (Box-Muller over Philox blocks), n values into out.
 void fill_normal(uint64_t seed, uint64_t stream, uint64_t sample_index, double* out, size_t n);
 
-// [indices.size(), *sample_shape] standard normal tensor on the CPU; row r is sample indices[r].
+// [indices.size(), *sample_shape] standard normal tensor with `options` (dtype and device);
+// row r is sample indices[r].
 at::Tensor per_sample_normal(uint64_t seed, uint64_t stream, const std::vector<int64_t>& indices,
-                             const std::vector<int64_t>& sample_shape, c10::ScalarType dtype);
+                             const std::vector<int64_t>& sample_shape, const c10::TensorOptions& options);
 
 // The streams the project uses, named so two uses never collide.
 namespace noise_stream {

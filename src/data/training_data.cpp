@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "data/fashion_mnist.h"
 #include "data/image_folder.h"
-#include "teachers/gaussian_mixture.h"
+#include "data/gaussian_mixture_spec.h"
 
 namespace distillery {
 
@@ -27,8 +27,7 @@ TrainingData load_training_data(const Config& config, const std::vector<int64_t>
   if (dataset == "gmm") {
     const int64_t size = config.get_int("data.size");
     DISTILLERY_CHECK(size > 0, Error("data.size must be positive").file(config.source()).field("data.size").got(std::to_string(size)));
-    const GaussianMixtureDenoiser mixture(GaussianMixtureSpec::load(path));
-    auto [x0, components] = mixture.draw_clean(size, static_cast<uint64_t>(config.get_int("train.seed")));
+    auto [x0, components] = GaussianMixtureSpec::load(path).draw(size, static_cast<uint64_t>(config.get_int("train.seed")));
     return {x0, components};
   }
   const int64_t channels = model_shape.size() == 3 ? model_shape[0] : 1;

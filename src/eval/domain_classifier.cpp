@@ -93,13 +93,13 @@ const ConfigSchema& classifier_training_schema() {
 }
 
 namespace {
-double test_accuracy(DomainClassifier& net) {
+double test_accuracy(DomainClassifier& net, const c10::Device& device) {
   const auto test = load_fashion_mnist("test");
   const auto images = to_model_range(test.images);
   torch::NoGradGuard no_grad;
   net->eval();
   std::vector<at::Tensor> logits;
-  for (int64_t start = 0; start < images.size(0); start += 1000) logits.push_back(net->logits(images.slice(0, start, start + 1000)));
+  for (int64_t start = 0; start < images.size(0); start += 1000) logits.push_back(net->logits(images.slice(0, start, start + 1000).to(device)).cpu());
   return torch::cat(logits).argmax(1).eq(test.labels).to(torch::kFloat64).mean().item<double>();
 }
 }  // namespace
@@ -120,6 +120,8 @@ double train_domain_classifier(const TrainingRunOptions& options) {
   const int64_t steps_per_epoch = images.size(0) / batch, total = steps_per_epoch * epochs;
   torch::manual_seed(seed);
   DomainClassifier net(config.get_int("model.channels"), config.get_int("model.features"), 10, config.get_float("model.dropout"));
+  const auto device = options.runtime.device;
+  net->to(device);
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(lr));
   const CheckpointModules parts{{{"model", net.ptr().get()}}, {{"optimizer", net.ptr().get(), &optimizer}}};
   int64_t step = 0;
@@ -136,9 +138,9 @@ double train_domain_classifier(const TrainingRunOptions& options) {
     std::vector<int64_t> indices;
     for (int64_t p = step * batch; p < (step + 1) * batch; ++p) indices.push_back(order.at(p));
     const auto index = torch::tensor(indices, torch::kInt64);
-    auto x = images.index_select(0, index);
+    auto x = images.index_select(0, index).to(device);
     if (config.get_bool("data.hflip")) x = random_hflip(x);
-    const auto labels = train.labels.index_select(0, index);
+    const auto labels = train.labels.index_select(0, index).to(device);
     // Cosine decay over the whole run.
     const double rate = 0.5 * lr * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(total)));
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(rate);
@@ -162,7 +164,7 @@ double train_domain_classifier(const TrainingRunOptions& options) {
     if (done % checkpoint_every == 0 || done == total) write_checkpoint(checkpoints, done, parts, nlohmann::json{{"step", done}}.dump(), keep);
   }
   progress.finish();
-  const double accuracy = test_accuracy(net);
+  const double accuracy = test_accuracy(net, device);
   save_tensor_file(out / "classifier.safetensors", module_tensors(*net),
                    {{"format", kFormat}, {"format_version", "1"}, {"config", net->config_json()}, {"test_accuracy", fmt::format("{:.4f}", accuracy)},
                     {"trained_steps", std::to_string(total)}});

@@ -14,25 +14,27 @@
 
 namespace distillery {
 
-FeatureNetwork domain_feature_network(const std::filesystem::path& classifier_file) {
+FeatureNetwork domain_feature_network(const std::filesystem::path& classifier_file, const c10::Device& device) {
   DISTILLERY_CHECK(std::filesystem::exists(classifier_file), Error("the domain classifier is missing").file(classifier_file.string())
                                                                  .hint("train it: distillery classifier train --config configs/eval/fmnist_classifier.yaml"));
   auto net = load_domain_classifier(classifier_file);
-  const auto check = [](const at::Tensor& images) {
+  net->to(device);
+  const auto check = [device](const at::Tensor& images) {
     DISTILLERY_CHECK(images.dim() == 4 && images.size(1) == 1 && images.size(2) == 28 && images.size(3) == 28,
                      Error("the Fashion-MNIST feature network needs 28×28 grey images").expected("[N, 1, 28, 28]")
                          .got(fmt::format("[{}]", fmt::join(images.sizes(), ", "))).hint("use --features inception for other images"));
-    return to_model_range(images);
+    return to_model_range(images.to(device));
   };
   return {"fmnist-classifier", classifier_file.string(), file_fingerprint(classifier_file), net->feature_dims(),
-          [net, check](const at::Tensor& images) mutable { return net->features(check(images)); },
-          [net, check](const at::Tensor& images) mutable { return net->logits(check(images)); }};
+          [net, check](const at::Tensor& images) mutable { return net->features(check(images)).cpu(); },
+          [net, check](const at::Tensor& images) mutable { return net->logits(check(images)).cpu(); }};
 }
 
-FeatureNetwork inception_feature_network(const std::filesystem::path& weights_file) {
+FeatureNetwork inception_feature_network(const std::filesystem::path& weights_file, const c10::Device& device) {
   auto net = load_inception(weights_file);
+  net->to(device);
   return {"inception-v3-fid", weights_file.string(), file_fingerprint(weights_file), 2048,
-          [net](const at::Tensor& images) mutable { return inception_features(net, images); }, {}};
+          [net, device](const at::Tensor& images) mutable { return inception_features(net, images.to(device)).cpu(); }, {}};
 }
 
 SourceEvaluation evaluate_source(ImageSource& source, const FeatureNetwork& network, bool keep_features, int64_t batch_size, bool show_progress) {

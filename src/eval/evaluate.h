@@ -15,6 +15,7 @@ namespace distillery {
 
 class ImageSource;
 
+// Images on any device in, features and logits on the CPU out (statistics are kept on the host).
 struct FeatureNetwork {
   std::string name;          // "fmnist-classifier" | "inception-v3-fid"
   std::string file, hash;    // weights file and its FNV-1a
@@ -23,8 +24,9 @@ struct FeatureNetwork {
   std::function<at::Tensor(const at::Tensor& images_uint8)> logits;    // empty when the network has no classes
 };
 
-FeatureNetwork domain_feature_network(const std::filesystem::path& classifier_file);
-FeatureNetwork inception_feature_network(const std::filesystem::path& weights_file);
+// Each runs on `device`.
+FeatureNetwork domain_feature_network(const std::filesystem::path& classifier_file, const c10::Device& device);
+FeatureNetwork inception_feature_network(const std::filesystem::path& weights_file, const c10::Device& device);
 
 struct SourceEvaluation {
   FeatureStatistics statistics;

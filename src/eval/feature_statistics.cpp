@@ -13,7 +13,7 @@ void FeatureStatistics::add(const at::Tensor& features) {
   DISTILLERY_CHECK(features.dim() == 2 && features.size(0) > 0, Error("features must be a non-empty [n, d] matrix"));
   DISTILLERY_CHECK(!mean_.defined() || features.size(1) == mean_.size(0),
                    Error("feature dimension changed between batches").expected(std::to_string(dims())).got(std::to_string(features.size(1))));
-  const auto x = features.to(torch::kFloat64);
+  const auto x = features.to(torch::kCPU, torch::kFloat64);
   const int64_t n = x.size(0);
   const auto batch_mean = x.mean(0);
   const auto centred = x - batch_mean;

@@ -63,8 +63,8 @@ class StoreSource final : public ImageSource {
 
 class ModelSource final : public ImageSource {
  public:
-  ModelSource(const std::string& teacher, const SampleRequest& request)
-      : teacher_spec_(teacher), model_(load_teacher(teacher)), request_(request), sampler_(*model_, request) {}
+  ModelSource(const std::string& teacher, const SampleRequest& request, const c10::Device& device)
+      : teacher_spec_(teacher), model_(load_teacher(teacher, device)), request_(request), sampler_(*model_, request) {}
   int64_t size() const override { return request_.num; }
   bool next(int64_t max, ImageBatch& batch) override {
     if (position_ >= size()) return false;
@@ -72,7 +72,7 @@ class ModelSource final : public ImageSource {
     std::iota(indices.begin(), indices.end(), request_.first_index + position_);
     position_ += static_cast<int64_t>(indices.size());
     const auto drawn = sampler_.run(indices);
-    batch = {quantize_to_uint8(drawn.samples), drawn.labels.defined() ? drawn.labels : unknown_labels(static_cast<int64_t>(indices.size()))};
+    batch = {quantize_to_uint8(drawn.samples).cpu(), drawn.labels.defined() ? drawn.labels.cpu() : unknown_labels(static_cast<int64_t>(indices.size()))};
     return true;
   }
   std::string describe() const override {
@@ -95,13 +95,13 @@ std::string image_source_forms() {
          "or model:TEACHER (sampled with --sampler/--steps/--num/--seed)";
 }
 
-std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const SampleRequest& request) {
+std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const SampleRequest& request, const c10::Device& device) {
   if (spec == "dataset:fmnist-test" || spec == "dataset:fmnist-train") {
     const auto split = spec.substr(spec.find('-') + 1);
     auto data = load_fashion_mnist(split);
     return std::make_unique<TensorSource>(data.images, data.labels, "Fashion-MNIST " + split + " set");
   }
-  if (spec.starts_with("model:")) return std::make_unique<ModelSource>(spec.substr(6), request);
+  if (spec.starts_with("model:")) return std::make_unique<ModelSource>(spec.substr(6), request, device);
   DISTILLERY_CHECK(!spec.starts_with("dataset:"), Error(fmt::format("unknown dataset '{}'", spec)).expected("dataset:fmnist-test or dataset:fmnist-train"));
   DISTILLERY_CHECK(std::filesystem::exists(spec), Error("image source not found").file(spec).expected(image_source_forms()));
   if (std::filesystem::is_directory(spec)) {

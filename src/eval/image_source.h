@@ -29,8 +29,9 @@ class ImageSource {
   virtual std::string describe() const = 0;
 };
 
-// `request` is used by `model:` sources (num, seed, sampler, steps, labels, guidance).
-std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const SampleRequest& request);
+// `request` is used by `model:` sources (num, seed, sampler, steps, labels, guidance), which
+// sample on `device`; every source's batches are on the CPU.
+std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const SampleRequest& request, const c10::Device& device);
 std::string image_source_forms();
 
 }  // namespace distillery

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <string>
@@ -16,9 +17,14 @@ class Denoiser {
  public:
   virtual ~Denoiser() = default;
 
-  // x: [N, *sample_shape()]; sigma: [N] in x's dtype; labels: [N] int64 class indices, or an
-  // undefined tensor for unconditional use. Returns D(x; σ, labels) shaped like x.
+  // x: [N, *sample_shape()] on device(); sigma: [N] in x's dtype; labels: [N] int64 class
+  // indices, or an undefined tensor for unconditional use. Returns D(x; σ, labels) shaped like x.
   virtual at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) = 0;
+
+  // Where it computes: its inputs must be there, and its outputs are.
+  virtual c10::Device device() const = 0;
+  // Moves its weights and constants there.
+  virtual void to(const c10::Device& device) = 0;
 
   virtual std::vector<int64_t> sample_shape() const = 0;
   virtual int64_t num_classes() const { return 0; }  // 0: unconditional

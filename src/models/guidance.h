@@ -13,6 +13,8 @@ class GuidedDenoiser final : public Denoiser {
   GuidedDenoiser(Denoiser& conditional, double scale);
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  c10::Device device() const override { return base_.device(); }
+  void to(const c10::Device& device) override { base_.to(device); }
   std::vector<int64_t> sample_shape() const override { return base_.sample_shape(); }
   int64_t num_classes() const override { return base_.num_classes(); }
   double sigma_min() const override { return base_.sigma_min(); }

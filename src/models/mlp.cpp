@@ -42,13 +42,13 @@ MLPImpl::MLPImpl(MLPConfig config) : config_(std::move(config)) {
 
 at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
   const int64_t half = config_.embedding / 2;
-  const auto frequencies = torch::pow(1e-4f, torch::arange(half, torch::kFloat32) / static_cast<float>(std::max<int64_t>(half - 1, 1)));
+  const auto frequencies = torch::pow(1e-4f, torch::arange(half, x_in.options().dtype(torch::kFloat32)) / static_cast<float>(std::max<int64_t>(half - 1, 1)));
   const auto angles = torch::outer(c_noise.to(x_in.scalar_type()), frequencies.to(x_in.scalar_type()));
   auto h = input_->forward(x_in.reshape({x_in.size(0), -1})) + noise_->forward(torch::cat({angles.cos(), angles.sin()}, 1));
   if (label_) {
     DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
     auto one_hot = torch::nn::functional::one_hot(labels.clamp_min(0), config_.num_classes).to(x_in.scalar_type()) * labels.ge(0).unsqueeze(1);
-    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout);
+    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout).to(one_hot.device());
     h = h + label_->forward(one_hot);
   }
   for (const auto& layer : *hidden_) h = h + layer->as<torch::nn::LinearImpl>()->forward(torch::silu(h));

@@ -118,6 +118,11 @@ at::Tensor NetworkDenoiser::bottleneck_features(const at::Tensor& x, const at::T
   return bottleneck_(x_in, c_noise, labels);
 }
 
+void NetworkDenoiser::to(const c10::Device& device) {
+  module_->to(device);
+  preconditioned_.to(device);
+}
+
 std::string NetworkDenoiser::config_json() const {
   return fmt::format(R"({{"model":{},"precond":{}}})", model_json_,
                      nlohmann::json{{"sigma_data", precond_.sigma_data}, {"sigma_min", precond_.sigma_min}, {"sigma_max", precond_.sigma_max}}.dump());
@@ -139,6 +144,7 @@ void NetworkDenoiser::save(const std::filesystem::path& path, const std::map<std
 
 std::unique_ptr<NetworkDenoiser> NetworkDenoiser::clone() const {
   auto copy = from_config(Config::parse(denoiser_schema(), config_json(), "a denoiser's config"));
+  copy->to(device());
   std::map<std::string, at::Tensor> tensors;
   for (auto& [name, tensor] : module_tensors(*module_)) tensors.emplace(name, tensor);
   load_module_tensors(*copy->module_, tensors, "the copied denoiser");

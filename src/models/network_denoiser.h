@@ -38,12 +38,14 @@ class NetworkDenoiser final : public Denoiser {
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
   static std::unique_ptr<NetworkDenoiser> load(const std::filesystem::path& path);
   void save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
-  // A copy with the same architecture and weights (independent parameters, eval mode).
+  // A copy with the same architecture, weights and device (independent parameters, eval mode).
   std::unique_ptr<NetworkDenoiser> clone() const;
   // The metadata save() writes (format, version, config), for files written elsewhere (checkpoints).
   std::map<std::string, std::string> file_metadata(const std::map<std::string, std::string>& extra = {}) const;
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  c10::Device device() const override { return preconditioned_.device(); }
+  void to(const c10::Device& device) override;
   std::vector<int64_t> sample_shape() const override { return sample_shape_; }
   int64_t num_classes() const override { return num_classes_; }
   double sigma_min() const override { return precond_.sigma_min; }

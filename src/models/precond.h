@@ -49,12 +49,16 @@ class PreconditionedDenoiser : public Denoiser {
     int64_t num_classes = 0;
     double sigma_min = 0.002, sigma_max = 80.0, sigma_data = 0.5;
     std::string description = {};
+    c10::Device device = c10::Device(c10::DeviceType::CPU);  // where the network computes
   };
   PreconditionedDenoiser(Parameterization p, RawNetwork network, Info info);
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
   // What the network is fed for (x, σ): c_in·x and c_noise (for readers of its inner features).
   std::pair<at::Tensor, at::Tensor> network_inputs(const at::Tensor& x, const at::Tensor& sigma) const;
+  c10::Device device() const override { return info_.device; }
+  // The network closure moves with whoever owns it; this records where it now is.
+  void to(const c10::Device& device) override { info_.device = device; }
   std::vector<int64_t> sample_shape() const override { return info_.sample_shape; }
   int64_t num_classes() const override { return info_.num_classes; }
   double sigma_min() const override { return info_.sigma_min; }

@@ -51,8 +51,13 @@ TorchScriptDenoiser::TorchScriptDenoiser(const std::filesystem::path& path) : mo
 
 TorchScriptDenoiser::~TorchScriptDenoiser() = default;
 
+void TorchScriptDenoiser::to(const c10::Device& device) {
+  module_->module.to(device);
+  device_ = device;
+}
+
 at::Tensor TorchScriptDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
-  const auto label_tensor = labels.defined() ? labels : torch::full({x.size(0)}, -1, torch::kInt64);
+  const auto label_tensor = labels.defined() ? labels : torch::full({x.size(0)}, -1, x.options().dtype(torch::kInt64));
   at::Tensor out;
   try {
     out = module_->module.forward({x, sigma, label_tensor}).toTensor();

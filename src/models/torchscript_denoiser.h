@@ -19,6 +19,8 @@ class TorchScriptDenoiser final : public Denoiser {
   ~TorchScriptDenoiser() override;
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  c10::Device device() const override { return device_; }
+  void to(const c10::Device& device) override;
   std::vector<int64_t> sample_shape() const override { return sample_shape_; }
   int64_t num_classes() const override { return num_classes_; }
   double sigma_min() const override { return sigma_min_; }
@@ -32,6 +34,7 @@ class TorchScriptDenoiser final : public Denoiser {
   int64_t num_classes_ = 0;
   double sigma_min_ = 0.002, sigma_max_ = 80.0;
   std::string description_;
+  c10::Device device_ = c10::Device(c10::DeviceType::CPU);
 };
 
 }  // namespace distillery

@@ -184,7 +184,7 @@ at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) 
     angles = torch::outer(c_noise.to(torch::kFloat32), fourier_frequencies_ * (2 * M_PI));
   } else {
     // DDPM++ positional embedding, endpoint=True: frequencies (1/10000)^(j/(half−1)).
-    const auto j = torch::arange(half, torch::kFloat32) / static_cast<float>(std::max<int64_t>(half - 1, 1));
+    const auto j = torch::arange(half, c_noise.options().dtype(torch::kFloat32)) / static_cast<float>(std::max<int64_t>(half - 1, 1));
     angles = torch::outer(c_noise.to(torch::kFloat32), torch::pow(1e-4f, j));
   }
   auto emb = torch::cat({angles.cos(), angles.sin()}, 1);
@@ -192,7 +192,7 @@ at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) 
     DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
     // One-hot with −1 mapped to the zero vector: "no label", the unconditional branch of CFG.
     auto one_hot = F::one_hot(labels.clamp_min(0), config_.num_classes).to(torch::kFloat32) * labels.ge(0).unsqueeze(1);
-    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout);
+    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout).to(one_hot.device());
     emb = emb + map_label_->forward(one_hot * std::sqrt(static_cast<double>(config_.num_classes)));
   }
   return torch::silu(map_layer1_->forward(torch::silu(map_layer0_->forward(emb))));

@@ -1,4 +1,4 @@
-// defines: GaussianMixtureSpec, GaussianMixtureDenoiser
+// defines: GaussianMixtureDenoiser
 // The analytic teacher: the exact denoiser of a mixture of isotropic Gaussians. Under noise σ
 // component k becomes N(μ_k, (s_k² + σ²)·I), so E[x0 | x] has a closed form: the
 // responsibility-weighted posterior means. It makes sampler orders, trajectories and
@@ -11,31 +11,18 @@
 #include <string>
 #include <vector>
 
+#include "data/gaussian_mixture_spec.h"
 #include "models/denoiser.h"
 
 namespace distillery {
-
-struct GaussianMixtureSpec {
-  std::vector<int64_t> shape;             // sample shape; its product is the dimension D
-  std::vector<double> weights;            // [K], normalised to sum to 1 on load
-  std::vector<std::vector<double>> means; // [K][D]
-  std::vector<double> stds;               // [K], isotropic per component
-  double sigma_min = 0.002, sigma_max = 80.0;
-  bool conditional = false;               // class k = component k; label −1 = the whole mixture
-
-  // YAML: `dim` (or `shape`), `weights`, `means`, `stds`, optional `sigma_min`/`sigma_max`,
-  // `conditional`.
-  static GaussianMixtureSpec load(const std::filesystem::path& yaml_file);
-  static GaussianMixtureSpec parse(const std::string& yaml_text, const std::string& source);
-  int64_t dim() const;
-  int64_t components() const { return static_cast<int64_t>(weights.size()); }
-};
 
 class GaussianMixtureDenoiser final : public Denoiser {
  public:
   explicit GaussianMixtureDenoiser(GaussianMixtureSpec spec);
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  c10::Device device() const override { return weights_.device(); }
+  void to(const c10::Device& device) override;
   std::vector<int64_t> sample_shape() const override { return spec_.shape; }
   int64_t num_classes() const override { return spec_.conditional ? spec_.components() : 0; }
   double sigma_min() const override { return spec_.sigma_min; }
@@ -46,11 +33,6 @@ class GaussianMixtureDenoiser final : public Denoiser {
   // labels undefined or −1: the whole mixture.
   at::Tensor log_density(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels = {}) const;
   // Exact moments of the clean data (σ = 0), float64: mean [D] and covariance [D, D].
-  at::Tensor mean() const;
-  at::Tensor covariance() const;
-  // `num` exact draws of clean data, float32 [num, *shape], and their components int64 [num];
-  // a function of (num, seed) alone.
-  std::pair<at::Tensor, at::Tensor> draw_clean(int64_t num, uint64_t seed) const;
   const GaussianMixtureSpec& spec() const { return spec_; }
 
  private:

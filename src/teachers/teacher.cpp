@@ -33,7 +33,8 @@ std::string teacher_fingerprint(const std::string& spec) {
   return file_fingerprint(path);
 }
 
-std::unique_ptr<Denoiser> load_teacher(const std::string& spec) {
+namespace {
+std::unique_ptr<Denoiser> load_teacher_on_cpu(const std::string& spec) {
   constexpr std::string_view kGmm = "gmm:";
   if (spec.starts_with(kGmm)) return std::make_unique<GaussianMixtureDenoiser>(GaussianMixtureSpec::load(spec.substr(kGmm.size())));
   constexpr std::string_view kTorchScript = "torchscript:";
@@ -45,6 +46,13 @@ std::unique_ptr<Denoiser> load_teacher(const std::string& spec) {
     return NetworkDenoiser::load(weights);
   }
   throw Error(fmt::format("unrecognised teacher '{}'", spec)).field("--teacher").expected(teacher_forms());
+}
+}  // namespace
+
+std::unique_ptr<Denoiser> load_teacher(const std::string& spec, const c10::Device& device) {
+  auto teacher = load_teacher_on_cpu(spec);
+  teacher->to(device);
+  return teacher;
 }
 
 }  // namespace distillery

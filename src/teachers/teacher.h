@@ -10,8 +10,8 @@
 namespace distillery {
 
 // "gmm:FILE.yaml": the analytic Gaussian-mixture teacher; "FILE.safetensors": a trained
-// denoiser; a directory: its teacher.safetensors.
-std::unique_ptr<Denoiser> load_teacher(const std::string& spec);
+// denoiser; a directory: its teacher.safetensors. Placed on `device`.
+std::unique_ptr<Denoiser> load_teacher(const std::string& spec, const c10::Device& device);
 std::string teacher_forms();  // the accepted forms, for help text and errors
 
 // Hex FNV-1a of the bytes that define the teacher (the mixture spec, the weights file), so

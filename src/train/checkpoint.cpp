@@ -45,8 +45,10 @@ void load_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net,
     if (!file.tensors.count(item.key() + ".step")) continue;
     auto s = std::make_unique<torch::optim::AdamParamState>();
     s->step(file.get(item.key() + ".step").item<int64_t>());
-    s->exp_avg(file.get(item.key() + ".exp_avg").clone());
-    s->exp_avg_sq(file.get(item.key() + ".exp_avg_sq").clone());
+    // The moments live where the parameter does.
+    const auto device = item.value().device();
+    s->exp_avg(file.get(item.key() + ".exp_avg").to(device, /*non_blocking=*/false, /*copy=*/true));
+    s->exp_avg_sq(file.get(item.key() + ".exp_avg_sq").to(device, /*non_blocking=*/false, /*copy=*/true));
     optimizer.state()[item.value().unsafeGetTensorImpl()] = std::move(s);
   }
 }
@@ -92,7 +94,7 @@ std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, c
                                                                                .hint("pass --resume to continue it, or choose another --out"));
   std::filesystem::create_directories(checkpoints);
   if (options.resume) keep_previous_recipe(options.out_dir, config);
-  config.write_resolved(options.out_dir);
+  write_file_atomic(options.out_dir / "config.json", config.to_json() + "\n");
   return checkpoints;
 }
 

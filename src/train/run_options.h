@@ -1,10 +1,13 @@
 // defines: TrainingRunOptions
-// What every training command takes: a YAML recipe, overrides, the run directory, resume.
+// What every training command takes: a YAML recipe, overrides, the run directory, resume, and
+// the runtime (device, ranks) it runs in.
 #pragma once
 
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "core/runtime.h"
 
 namespace distillery {
 
@@ -14,6 +17,7 @@ struct TrainingRunOptions {
   std::filesystem::path out_dir;
   bool resume = false;                 // continue from the newest valid checkpoint in out_dir
   bool show_progress = true;
+  Runtime runtime;
 };
 
 }  // namespace distillery

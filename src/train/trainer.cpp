@@ -16,13 +16,9 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/progress.h"
-#include "eval/evaluate.h"
-#include "eval/image_source.h"
-#include "eval/metrics.h"
 #include "io/image.h"
 #include "models/network_denoiser.h"
 #include "models/weights.h"
-#include "teachers/gaussian_mixture.h"
 
 namespace distillery {
 
@@ -71,12 +67,6 @@ void add_trainer_fields(ConfigSchema& s) {
   s.add({"eval.every", ConfigType::Int, "steps between in-loop evaluations (0: none)", "0"});
   s.add({"eval.num", ConfigType::Int, "samples per evaluation (fixed seed, the same every time)", "1000"});
   s.add({"eval.seed", ConfigType::Int, "seed of the evaluation samples", "1000000"});
-  s.add({"eval.reference", ConfigType::String,
-         "reference statistics: a .npz (mu, sigma), an image source (dataset:fmnist-test), or gmm:FILE.yaml (the mixture's exact moments, raw features)",
-         "\"\""});
-  s.add({"eval.features", ConfigType::String, "features for the Fréchet distance: the domain classifier's, or the raw sample values", "fmnist", false,
-         {"fmnist", "raw"}});
-  s.add({"eval.classifier", ConfigType::String, "domain classifier weights (eval.features: fmnist)", "assets/eval/fmnist-classifier.safetensors"});
 }
 
 namespace {
@@ -118,68 +108,6 @@ double lr_factor(const TrainerSettings& s, int64_t step) {
   return 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-// Features of generated samples for the in-loop Fréchet distance, and the reference's statistics.
-class InLoopEvaluation {
- public:
-  InLoopEvaluation(const Config& config, const std::vector<int64_t>& sample_shape) : raw_(config.get_string("eval.features") == "raw") {
-    const auto reference = config.get_string("eval.reference");
-    DISTILLERY_CHECK(!reference.empty(), Error("in-loop evaluation needs reference statistics").file(config.source()).field("eval.reference")
-                                             .expected("a .npz, dataset:fmnist-test or gmm:FILE.yaml").hint("or set eval.every=0"));
-    if (raw_) {
-      constexpr std::string_view kGmm = "gmm:";
-      DISTILLERY_CHECK(reference.starts_with(kGmm) || reference.ends_with(".npz"),
-                       Error("raw features need a mixture or a .npz as reference").field("eval.reference").got(reference));
-      if (reference.starts_with(kGmm)) {
-        const GaussianMixtureDenoiser mixture(GaussianMixtureSpec::load(reference.substr(kGmm.size())));
-        reference_ = FeatureStatistics::from_moments(mixture.mean(), mixture.covariance(), std::numeric_limits<int32_t>::max());
-      } else {
-        reference_ = FeatureStatistics::load(reference);
-      }
-      return;
-    }
-    DISTILLERY_CHECK(sample_shape.size() == 3, Error("domain features need image samples").field("eval.features").hint("use eval.features: raw"));
-    network_ = domain_feature_network(config.get_string("eval.classifier"));
-    if (reference.ends_with(".npz")) {
-      reference_ = FeatureStatistics::load(reference, network_.dims);
-    } else {
-      const auto source = open_image_source(reference, {});
-      reference_ = evaluate_source(*source, network_, false, 250, false).statistics;
-    }
-  }
-
-  // FD of `num` samples (indices 0..num−1 of `request` with its seed), and their class
-  // accuracy when the samples are labelled images.
-  nlohmann::json evaluate(Denoiser& student, SampleRequest request) {
-    BatchSampler sampler(student, request);
-    FeatureStatistics statistics;
-    double correct = 0, labelled = 0;
-    for (int64_t first = 0; first < request.num; first += request.batch) {
-      std::vector<int64_t> indices;
-      for (int64_t i = first; i < std::min(request.num, first + request.batch); ++i) indices.push_back(i);
-      const auto drawn = sampler.run(indices);
-      if (raw_) {
-        statistics.add(drawn.samples.reshape({drawn.samples.size(0), -1}).to(torch::kFloat64));
-        continue;
-      }
-      const auto images = quantize_to_uint8(drawn.samples);
-      statistics.add(network_.features(images));
-      if (drawn.labels.defined() && network_.logits) {
-        correct += classification_accuracy(network_.logits(images), drawn.labels) * static_cast<double>(indices.size());
-        labelled += static_cast<double>(indices.size());
-      }
-    }
-    nlohmann::json result = {{raw_ ? "fd_raw" : "fd_fmnist", frechet_distance(statistics, reference_)}, {"eval_num", request.num},
-                             {"eval_nfe", sampler.nfe()}};
-    if (labelled > 0) result["class_accuracy"] = correct / labelled;
-    return result;
-  }
-
- private:
-  bool raw_;
-  FeatureNetwork network_;
-  FeatureStatistics reference_;
-};
-
 // fd_vs_step.png from the evaluations logged in stats.jsonl so far (log scale: FD falls by
 // orders of magnitude).
 void plot_evaluations(const std::filesystem::path& out, const std::string& label) {
@@ -206,7 +134,7 @@ std::map<std::string, std::string> TrainingMethod::output_metadata() const {
   return {{"student_sampler", request.sampler}, {"student_sigmas", nlohmann::json(request.sigmas).dump()}};
 }
 
-void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options) {
+void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks) {
   const auto s = settings_from(config);
   const auto& out = options.out_dir;
   const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
@@ -231,6 +159,9 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   StepContext context;
   context.seed = s.seed;
   context.batch = s.batch;
+  context.rank = options.runtime.rank;
+  context.world_size = options.runtime.world_size;
+  context.device = options.runtime.device;
   context.draws_per_step = method.draws_per_step();
   context.grad_clip_ = s.grad_clip;
   for (auto& slot : method.optimizers()) context.slots_.emplace(slot.name, slot);
@@ -241,14 +172,21 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   if (writes) stats.emplace(out / "stats.jsonl", state.step);
 
   const auto curve_label = std::filesystem::path(method.output_file()).stem().string();  // "student", "teacher"
-  std::optional<InLoopEvaluation> evaluation;
-  if (s.eval_every > 0) evaluation.emplace(config, student.sample_shape());
   const auto sampling_for = [&](uint64_t seed, int64_t num) {
     auto request = method.sampling();
     request.seed = seed;
     request.num = num;
     request.labels = student.num_classes() > 0 ? "all" : "";
     return request;
+  };
+  const auto& evaluate = callbacks.evaluate;
+  DISTILLERY_CHECK(s.eval_every == 0 || evaluate, Error("this run has no in-loop evaluation to run every eval.every steps").file(config.source())
+                                                       .field("eval.every").hint("set eval.every=0"));
+  const auto evaluation = [&](uint64_t seed, int64_t num) {
+    const auto request = sampling_for(seed, num);
+    nlohmann::json result = {{"eval_num", num}, {"eval_nfe", BatchSampler(shown, request).nfe()}};
+    for (const auto& [name, value] : evaluate(shown, request)) result[name] = value;
+    return result;
   };
   const auto write_grid = [&](int64_t step) {
     const auto samples = draw_samples(shown, sampling_for(s.seed, s.grid_num)).samples;
@@ -259,9 +197,9 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   };
 
   // The starting point of the FD-vs-step curve.
-  if (evaluation && writes && state.step == 0) {
+  if (s.eval_every > 0 && writes && state.step == 0) {
     auto line = nlohmann::json{{"step", 0}};
-    line.update(evaluation->evaluate(shown, sampling_for(s.eval_seed, s.eval_num)));
+    line.update(evaluation(s.eval_seed, s.eval_num));
     stats->write(line.dump());
     plot_evaluations(out, curve_label);
   }
@@ -311,8 +249,8 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       sums.clear();
       counted = interval_steps = 0;
     }
-    if (evaluation && (state.step % s.eval_every == 0 || last)) {
-      const auto result = evaluation->evaluate(shown, sampling_for(s.eval_seed, s.eval_num));
+    if (s.eval_every > 0 && (state.step % s.eval_every == 0 || last)) {
+      const auto result = evaluation(s.eval_seed, s.eval_num);
       if (line.is_null()) line = {{"step", state.step}};
       line.update(result);
     }

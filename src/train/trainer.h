@@ -1,15 +1,17 @@
-// defines: TrainingMethod, StepContext, OptimizerSlot, NonFiniteUpdate, add_trainer_fields, run_trainer
+// defines: TrainingMethod, StepContext, OptimizerSlot, NonFiniteUpdate, TrainerCallbacks, add_trainer_fields, run_trainer
 // The loop every distillation method plugs into. A method owns its networks and optimisers
 // and performs one training step; the trainer owns everything around it: the step counter,
 // learning-rate schedule, gradient clipping, the non-finite guard, the student's EMA,
-// checkpoints with exact resume, stats.jsonl, sample grids, in-loop evaluation and the
-// progress bar. It is rank-aware: every random draw is a function of (seed, global sample
-// position), positions are split by rank, and only rank 0 writes.
+// checkpoints with exact resume, stats.jsonl, sample grids, the schedule of in-loop
+// evaluations (whose measurement is a callback) and the progress bar. Every random draw is a function of (seed, global sample position), positions
+// are split by rank and only rank 0 writes, so results will not depend on the number of
+// processes once multi-process training exists.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -42,7 +44,8 @@ struct NonFiniteUpdate : std::runtime_error {
 
 class TrainingMethod;
 class StepContext;
-void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options);
+struct TrainerCallbacks;
+void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks);
 
 class StepContext {
  public:
@@ -50,6 +53,7 @@ class StepContext {
   uint64_t seed = 0;
   int64_t batch = 0;       // rows per rank
   int64_t rank = 0, world_size = 1;
+  c10::Device device = c10::Device(c10::DeviceType::CPU);  // where the method's tensors live
 
   // The global sample positions of this rank's rows for the `draw`-th independent batch of
   // the step (a method drawing several batches per step numbers them 0..draws_per_step−1).
@@ -62,7 +66,7 @@ class StepContext {
   void update(const std::string& optimizer, const at::Tensor& loss);
 
  private:
-  friend void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options);
+  friend void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks);
   std::map<std::string, OptimizerSlot> slots_;
   double lr_factor_ = 1.0, grad_clip_ = 0.0;
 };
@@ -88,12 +92,21 @@ class TrainingMethod {
   virtual std::map<std::string, std::string> output_metadata() const;
 };
 
-// train.*, log.*, checkpoint.*, grid.* and eval.* keys (a method's schema may change their
-// defaults with ConfigSchema::set_default).
+// What the trainer measures without knowing how: handed to it by the command that builds the
+// run (eval/in_loop_evaluation.h), so the trainer depends on no evaluation code.
+// Measures the trained network (its EMA when there is one) as sampled by `request`: named
+// values for stats.jsonl (fd_fmnist or fd_raw, class_accuracy).
+using EvaluationCallback = std::function<std::map<std::string, double>(Denoiser& network, const SampleRequest& request)>;
+struct TrainerCallbacks {
+  EvaluationCallback evaluate = {};  // needed when eval.every > 0
+};
+
+// train.*, log.*, checkpoint.*, grid.* keys and eval.every/num/seed, when and how much to
+// evaluate (a method's schema may change their defaults with ConfigSchema::set_default).
 void add_trainer_fields(ConfigSchema& schema);
 
 // Runs `method` to train.steps in options.out_dir (resuming when asked); writes its output file
 // (the EMA when train.ema_halflife_images > 0) at the end.
-void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options);
+void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks = {});
 
 }  // namespace distillery

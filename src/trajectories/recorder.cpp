@@ -38,10 +38,10 @@ class StateCollector final : public SamplerObserver {
     const auto it = std::find(settings_.stored_steps.begin(), settings_.stored_steps.end(), i);
     if (it == settings_.stored_steps.end()) return;
     const auto position = static_cast<size_t>(it - settings_.stored_steps.begin());
-    states_[position] = x.to(torch::kFloat32).clone();
+    states_[position] = x.to(torch::kCPU, torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
     if (settings_.denoised && sigma > 0) {
       // Solvers that did not evaluate D at exactly this state (stochastic churn) cost one extra evaluation here.
-      denoised_[position] = (denoised.defined() ? denoised : denoise_at(model_, x, sigma, labels_)).to(torch::kFloat32).clone();
+      denoised_[position] = (denoised.defined() ? denoised : denoise_at(model_, x, sigma, labels_)).to(torch::kCPU, torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
     }
   }
 
@@ -61,21 +61,9 @@ StoreSettings settings_for(const RecordOptions& o, const Denoiser& teacher, cons
   s.teacher_hash = teacher_fingerprint(o.teacher);
   s.sample_shape = teacher.sample_shape();
   s.num_classes = teacher.num_classes();
-  s.sampler = o.request.sampler;
-  s.steps = o.request.steps;
-  const auto schedule = resolve_schedule(o.request, teacher);
-  s.schedule = std::string(schedule_name(schedule.kind));
-  s.sigma_min = schedule.sigma_min;
-  s.sigma_max = schedule.sigma_max;
-  s.rho = schedule.rho;
-  s.s_churn = o.request.options.s_churn;
-  s.s_tmin = o.request.options.s_tmin;
-  s.s_tmax = o.request.options.s_tmax;
-  s.s_noise = o.request.options.s_noise;
-  s.labels = teacher.num_classes() > 0 && o.request.labels.empty() ? "all" : o.request.labels;
-  s.guidance = o.request.guidance;
-  s.seed = o.request.seed;
-  s.num = o.request.num;
+  s.set_request(o.request, resolve_schedule(o.request, teacher));
+  // A conditional teacher recorded without a label policy cycles through its classes.
+  if (teacher.num_classes() > 0 && o.request.labels.empty()) s.labels = "all";
   s.shard_size = o.shard_size;
   s.store = o.store;
   s.denoised = o.denoised;
@@ -131,7 +119,7 @@ bool owned(const RecordOptions& o, int64_t shard) { return shard % o.parts == o.
 RecordSummary record_trajectories(const RecordOptions& o) {
   check_options(o);
   const auto start = Clock::now();
-  auto teacher = load_teacher(o.teacher);
+  auto teacher = load_teacher(o.teacher, o.device);
   labels_for(o.request.labels, teacher->num_classes(), {0});  // a bad policy fails before anything is written
   BatchSampler sampler(*teacher, o.request);
   const auto settings = settings_for(o, *teacher, sampler);
@@ -185,12 +173,12 @@ RecordSummary record_trajectories(const RecordOptions& o) {
       std::vector<int64_t> indices(static_cast<size_t>(std::min(o.request.batch, count - b)));
       std::iota(indices.begin(), indices.end(), first + b);
       const auto label_values = labels_for(o.request.labels, teacher->num_classes(), indices);
-      const auto batch_labels = label_values.empty() ? at::Tensor() : torch::tensor(label_values, torch::kInt64);
+      const auto batch_labels = label_values.empty() ? at::Tensor() : torch::tensor(label_values, torch::kInt64).to(o.device);
       StateCollector collector(settings, sampler.model(), batch_labels);
       const auto batch = sampler.run(indices, &collector);
       states.push_back(collector.states());
       if (o.denoised) denoised.push_back(collector.denoised());
-      labels.push_back(batch.labels.defined() ? batch.labels : torch::full({static_cast<int64_t>(indices.size())}, -1, torch::kInt64));
+      labels.push_back(batch.labels.defined() ? batch.labels.cpu() : torch::full({static_cast<int64_t>(indices.size())}, -1, torch::kInt64));
       progress.advance(static_cast<int64_t>(indices.size()));
     }
     ShardContents contents{torch::cat(states), o.denoised ? torch::cat(denoised) : at::Tensor(),

@@ -26,6 +26,7 @@ struct RecordOptions {
   bool resume = false;            // continue the store already in `out`
   std::filesystem::path out;
   bool show_progress = true;
+  c10::Device device = c10::Device(c10::DeviceType::CPU);  // where the teacher runs; states are stored from the host
 };
 
 struct RecordSummary {

@@ -83,6 +83,39 @@ std::string human_bytes(uint64_t bytes) {
 
 }  // namespace
 
+void StoreSettings::set_request(const SampleRequest& r, const ScheduleSpec& schedule_spec) {
+  sampler = r.sampler;
+  steps = r.steps;
+  schedule = std::string(schedule_name(schedule_spec.kind));
+  sigma_min = schedule_spec.sigma_min;
+  sigma_max = schedule_spec.sigma_max;
+  rho = schedule_spec.rho;
+  s_churn = r.options.s_churn;
+  s_tmin = r.options.s_tmin;
+  s_tmax = r.options.s_tmax;
+  s_noise = r.options.s_noise;
+  labels = r.labels;
+  guidance = r.guidance;
+  seed = r.seed;
+  num = r.num;
+}
+
+SampleRequest StoreSettings::request() const {
+  SampleRequest r;
+  r.sampler = sampler;
+  r.steps = static_cast<int>(steps);
+  r.schedule = schedule_from_name(schedule);
+  r.sigma_min = sigma_min;
+  r.sigma_max = sigma_max;
+  r.rho = rho;
+  r.options = {s_churn, s_tmin, s_tmax, s_noise};
+  r.labels = labels;
+  r.guidance = guidance;
+  r.seed = seed;
+  r.num = num;
+  return r;
+}
+
 std::string StoreSettings::to_json() const { return settings_json(*this).dump(2) + "\n"; }
 
 StoreSettings StoreSettings::from_json(const std::string& text, const std::string& source) {

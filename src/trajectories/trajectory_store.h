@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "samplers/sampling.h"
+
 namespace distillery {
 
 inline constexpr int kStoreFormatVersion = 1;
@@ -43,6 +45,12 @@ struct StoreSettings {
   int64_t compression = 0;          // deflate level, 0 = none
   std::vector<double> sigmas;       // the solver's full grid, steps + 1 values ending at 0
   std::vector<int64_t> stored_steps;  // grid indices of the stored states (first 0, last steps)
+
+  // The one mapping between a store's settings and the sampling request that recorded it:
+  // set_request takes the request (with its schedule resolved for the teacher), request()
+  // gives it back, so a reader can draw more of the same.
+  void set_request(const SampleRequest& request, const ScheduleSpec& schedule);
+  SampleRequest request() const;
 
   std::string to_json() const;
   static StoreSettings from_json(const std::string& text, const std::string& source);

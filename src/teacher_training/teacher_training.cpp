@@ -1,4 +1,4 @@
-#include "teachers/teacher_training.h"
+#include "teacher_training/teacher_training.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -14,6 +14,7 @@
 #include "data/augment.h"
 #include "data/shuffled_order.h"
 #include "data/training_data.h"
+#include "eval/in_loop_evaluation.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampling.h"
 #include "teachers/edm_loss.h"
@@ -30,12 +31,13 @@ constexpr uint64_t kSigmaStream = 1000, kNoiseStream = 1001;
 // the EMA, checkpoints, grids and evaluation.
 class TeacherTraining final : public TrainingMethod {
  public:
-  explicit TeacherTraining(const Config& config)
+  TeacherTraining(const Config& config, const c10::Device& device)
       : seed_(static_cast<uint64_t>(config.get_int("train.seed"))), lr_(config.get_float("train.lr")), p_mean_(config.get_float("loss.p_mean")),
         p_std_(config.get_float("loss.p_std")), grid_steps_(config.get_int("grid.steps")), hflip_(config.get_bool("data.hflip")),
-        dataset_(config.get_string("data.dataset")) {
-    torch::manual_seed(seed_);  // initial weights
+        dataset_(config.get_string("data.dataset")), device_(device) {
+    torch::manual_seed(seed_);  // initial weights, drawn on the CPU whatever the device
     model_ = NetworkDenoiser::from_config(config);
+    model_->to(device);
     data_ = load_training_data(config, model_->sample_shape());
     const int64_t num_classes = model_->num_classes();
     DISTILLERY_CHECK(num_classes == 0 || data_.labels.min().item<int64_t>() >= 0,
@@ -74,12 +76,14 @@ class TeacherTraining final : public TrainingMethod {
     const auto positions = context.positions();
     std::vector<int64_t> indices;
     for (auto p : positions) indices.push_back(order_->at(p));
+    // The data stay on the host; each batch moves to the device.
     const auto index_tensor = torch::tensor(indices, torch::kInt64);
-    auto x0 = data_.x0.index_select(0, index_tensor);
+    auto x0 = data_.x0.index_select(0, index_tensor).to(device_);
     if (hflip_) x0 = random_hflip(x0);
-    const auto labels = model_->num_classes() > 0 ? data_.labels.index_select(0, index_tensor) : at::Tensor();
-    const auto sigma = (p_mean_ + p_std_ * per_sample_normal(seed_, kSigmaStream, positions, {}, torch::kFloat32)).exp();
-    const auto noise = per_sample_normal(seed_, kNoiseStream, positions, shape_, torch::kFloat32);
+    const auto labels = model_->num_classes() > 0 ? data_.labels.index_select(0, index_tensor).to(device_) : at::Tensor();
+    const auto options = x0.options();
+    const auto sigma = (p_mean_ + p_std_ * per_sample_normal(seed_, kSigmaStream, positions, {}, options)).exp();
+    const auto noise = per_sample_normal(seed_, kNoiseStream, positions, shape_, options);
     const auto loss = edm_loss(*model_, x0, sigma, noise, labels, model_->sigma_data());
     context.update("model", loss);
     return {{"loss", loss.item<double>()}};
@@ -91,6 +95,7 @@ class TeacherTraining final : public TrainingMethod {
   int64_t grid_steps_;
   bool hflip_;
   std::string dataset_;
+  c10::Device device_;
   std::unique_ptr<NetworkDenoiser> model_;
   TrainingData data_;
   std::vector<int64_t> shape_;
@@ -106,6 +111,7 @@ const ConfigSchema& teacher_training_schema() {
     add_training_data_fields(s);
     add_network_fields(s);
     add_trainer_fields(s);
+    add_in_loop_evaluation_fields(s);
     s.add({"loss.p_mean", ConfigType::Float, "mean of ln σ during training", "-1.2"});
     s.add({"loss.p_std", ConfigType::Float, "standard deviation of ln σ during training", "1.2"});
     s.add({"train.lr", ConfigType::Float, "Adam learning rate after warm-up", "5e-4"});
@@ -123,8 +129,10 @@ const ConfigSchema& teacher_training_schema() {
 
 void train_teacher(const TrainingRunOptions& options) {
   const auto config = Config::load(teacher_training_schema(), options.config_file, options.overrides);
-  TeacherTraining method(config);
-  run_trainer(method, config, options);
+  TeacherTraining method(config, options.runtime.device);
+  TrainerCallbacks callbacks;
+  if (config.get_int("eval.every") > 0) callbacks.evaluate = make_in_loop_evaluation(config, method.network().sample_shape(), options.runtime.device);
+  run_trainer(method, config, options, callbacks);
 }
 
 }  // namespace distillery

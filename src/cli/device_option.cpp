@@ -1,0 +1,14 @@
+#include "cli/device_option.h"
+
+#include <CLI/CLI.hpp>
+
+#include "core/runtime.h"
+
+namespace distillery {
+
+void add_device_option(CLI::App& command, std::string& device) {
+  device = "auto";
+  command.add_option("--device", device, "where networks run: " + device_names_help())->capture_default_str();
+}
+
+}  // namespace distillery

@@ -1,0 +1,35 @@
+// defines: Runtime, device_names_help, resolve_device, make_runtime
+// The one runtime context, built once by the CLI and passed down: the device every network,
+// teacher, data batch and method tensor lives on, and the process's place in a torchrun
+// launch (RANK, WORLD_SIZE, LOCAL_RANK). Noise never depends on it: it is drawn on the host
+// by the counter-based RNG and copied to the device (core/rng.h).
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace distillery {
+
+struct Runtime {
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+  int64_t rank = 0, world_size = 1, local_rank = 0;
+
+  bool writes() const { return rank == 0; }  // rank 0 logs and saves
+  std::string describe() const;
+};
+
+std::string device_names_help();  // "auto, cpu, cuda, cuda:N", for help text
+
+// auto (CUDA when one is present, else the CPU), cpu, cuda, cuda:N. A CUDA device that is
+// absent is an error naming it and what this machine has.
+c10::Device resolve_device(std::string_view name, int64_t local_rank = 0);
+
+// The device from `device_name`, the ranks from torchrun's environment. `auto` on a machine
+// with GPUs takes cuda:LOCAL_RANK. A launch of several processes is refused until
+// multi-process training exists, rather than training the same model in each.
+Runtime make_runtime(std::string_view device_name);
+
+}  // namespace distillery

@@ -1,0 +1,98 @@
+#include "eval/in_loop_evaluation.h"
+
+#include <torch/types.h>
+
+#include <limits>
+#include <memory>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "data/gaussian_mixture_spec.h"
+#include "eval/evaluate.h"
+#include "eval/image_source.h"
+#include "eval/metrics.h"
+#include "io/image.h"
+
+namespace distillery {
+
+void add_in_loop_evaluation_fields(ConfigSchema& s) {
+  s.add({"eval.reference", ConfigType::String,
+         "reference statistics: a .npz (mu, sigma), an image source (dataset:fmnist-test), or gmm:FILE.yaml (the mixture's exact moments, raw features)",
+         "\"\""});
+  s.add({"eval.features", ConfigType::String, "features for the Fréchet distance: the domain classifier's, or the raw sample values", "fmnist", false,
+         {"fmnist", "raw"}});
+  s.add({"eval.classifier", ConfigType::String, "domain classifier weights (eval.features: fmnist)", "assets/eval/fmnist-classifier.safetensors"});
+}
+
+namespace {
+
+// Features of generated samples for the in-loop Fréchet distance, and the reference's statistics.
+class InLoopEvaluation {
+ public:
+  InLoopEvaluation(const Config& config, const std::vector<int64_t>& sample_shape, const c10::Device& device)
+      : raw_(config.get_string("eval.features") == "raw") {
+    const auto reference = config.get_string("eval.reference");
+    DISTILLERY_CHECK(!reference.empty(), Error("in-loop evaluation needs reference statistics").file(config.source()).field("eval.reference")
+                                             .expected("a .npz, dataset:fmnist-test or gmm:FILE.yaml").hint("or set eval.every=0"));
+    if (raw_) {
+      constexpr std::string_view kGmm = "gmm:";
+      DISTILLERY_CHECK(reference.starts_with(kGmm) || reference.ends_with(".npz"),
+                       Error("raw features need a mixture or a .npz as reference").field("eval.reference").got(reference));
+      if (reference.starts_with(kGmm)) {
+        const auto mixture = GaussianMixtureSpec::load(reference.substr(kGmm.size()));
+        reference_ = FeatureStatistics::from_moments(mixture.mean(), mixture.covariance(), std::numeric_limits<int32_t>::max());
+      } else {
+        reference_ = FeatureStatistics::load(reference);
+      }
+      return;
+    }
+    DISTILLERY_CHECK(sample_shape.size() == 3, Error("domain features need image samples").field("eval.features").hint("use eval.features: raw"));
+    network_ = domain_feature_network(config.get_string("eval.classifier"), device);
+    if (reference.ends_with(".npz")) {
+      reference_ = FeatureStatistics::load(reference, network_.dims);
+    } else {
+      const auto source = open_image_source(reference, {}, device);
+      reference_ = evaluate_source(*source, network_, false, 250, false).statistics;
+    }
+  }
+
+  // FD of `num` samples (indices 0..num−1 of `request` with its seed), and their class
+  // accuracy when the samples are labelled images.
+  std::map<std::string, double> operator()(Denoiser& student, const SampleRequest& request) {
+    BatchSampler sampler(student, request);
+    FeatureStatistics statistics;
+    double correct = 0, labelled = 0;
+    for (int64_t first = 0; first < request.num; first += request.batch) {
+      std::vector<int64_t> indices;
+      for (int64_t i = first; i < std::min(request.num, first + request.batch); ++i) indices.push_back(i);
+      const auto drawn = sampler.run(indices);
+      if (raw_) {
+        statistics.add(drawn.samples.reshape({drawn.samples.size(0), -1}).to(torch::kCPU, torch::kFloat64));
+        continue;
+      }
+      const auto images = quantize_to_uint8(drawn.samples);
+      statistics.add(network_.features(images));
+      if (drawn.labels.defined() && network_.logits) {
+        correct += classification_accuracy(network_.logits(images), drawn.labels.cpu()) * static_cast<double>(indices.size());
+        labelled += static_cast<double>(indices.size());
+      }
+    }
+    std::map<std::string, double> result = {{raw_ ? "fd_raw" : "fd_fmnist", frechet_distance(statistics, reference_)}};
+    if (labelled > 0) result["class_accuracy"] = correct / labelled;
+    return result;
+  }
+
+ private:
+  bool raw_;
+  FeatureNetwork network_;
+  FeatureStatistics reference_;
+};
+
+}  // namespace
+
+EvaluationCallback make_in_loop_evaluation(const Config& config, const std::vector<int64_t>& sample_shape, const c10::Device& device) {
+  auto evaluation = std::make_shared<InLoopEvaluation>(config, sample_shape, device);
+  return [evaluation](Denoiser& network, const SampleRequest& request) { return (*evaluation)(network, request); };
+}
+
+}  // namespace distillery

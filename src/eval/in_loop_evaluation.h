@@ -1,0 +1,29 @@
+// defines: add_in_loop_evaluation_fields, make_in_loop_evaluation
+// The trainer's in-loop evaluation (TrainerCallbacks::evaluate) from the eval.* keys: the
+// Fréchet distance of generated samples in the domain classifier's features (fd_fmnist) or in
+// their raw values (fd_raw, against a mixture's exact moments or a .npz), and the class
+// accuracy of labelled images.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "train/trainer.h"
+
+namespace distillery {
+
+class Config;
+class ConfigSchema;
+
+// eval.reference, eval.features, eval.classifier.
+void add_in_loop_evaluation_fields(ConfigSchema& schema);
+
+// The callback for a network of `sample_shape` on `device`; loads the reference statistics
+// and the feature network once. Errors name the key.
+EvaluationCallback make_in_loop_evaluation(const Config& config, const std::vector<int64_t>& sample_shape, const c10::Device& device);
+
+}  // namespace distillery
