@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
-#include <torch/optim/adam.h>
 #include <torch/types.h>
 
 #include <cmath>
@@ -28,10 +27,8 @@
 namespace distillery {
 
 void add_dmd2_fields(ConfigSchema& s) {
-  s.add({"dmd2.generator_lr", ConfigType::Float, "generator Adam learning rate", "1e-5"});
-  s.add({"dmd2.critic_lr", ConfigType::Float, "critic (fake score) Adam learning rate", "1e-5"});
-  s.add({"dmd2.beta1", ConfigType::Float, "Adam β1 of both optimisers", "0.9"});
-  s.add({"dmd2.beta2", ConfigType::Float, "Adam β2 of both optimisers", "0.999"});
+  s.add({"dmd2.generator_lr", ConfigType::Float, "generator learning rate (its optimiser: optimizer.*)", "1e-5"});
+  s.add({"dmd2.critic_lr", ConfigType::Float, "critic (fake score) learning rate", "1e-5"});
   s.add({"dmd2.critic_steps", ConfigType::Int, "critic updates per generator update (two time scales)", "5"});
   s.add({"dmd2.guidance", ConfigType::Float, "classifier-free guidance scale of the real score (1: plain conditional)", "1"});
   s.add({"dmd2.dm_range", ConfigType::FloatList, "σ range of the distribution-matching loss, as fractions of a 1000-point Karras grid", "[0.02, 0.98]"});
@@ -50,8 +47,6 @@ Dmd2Settings dmd2_settings_from(const Config& c) {
   s.init_from_teacher = c.get_string("student.init") == "teacher";
   s.generator_lr = c.get_float("dmd2.generator_lr");
   s.critic_lr = c.get_float("dmd2.critic_lr");
-  s.beta1 = c.get_float("dmd2.beta1");
-  s.beta2 = c.get_float("dmd2.beta2");
   s.critic_steps = c.get_int("dmd2.critic_steps");
   s.guidance = c.get_float("dmd2.guidance");
   const auto range = [&](const char* key) {
@@ -91,10 +86,6 @@ at::Tensor distribution_matching_loss(const at::Tensor& x, const at::Tensor& rea
 
 namespace {
 
-// Streams of the counter-based RNG (distinct from sampling's and the teacher trainer's).
-constexpr uint64_t kGeneratorNoise = 3000, kStudentStep = 3001, kDmSigma = 3002, kDmNoise = 3003, kCriticSigma = 3004, kCriticNoise = 3005,
-                   kGanFakeSigma = 3006, kGanFakeNoise = 3007, kGanRealSigma = 3008, kGanRealNoise = 3009, kRealFlip = 3010,
-                   kSimulationNoise = 3100;  // + the student step
 constexpr int kSigmaGridPoints = 1000;
 
 // Uniform draws in [0, 1) per position, through the normal CDF of counter-based normals.
@@ -164,6 +155,8 @@ class Dmd2 final : public TrainingMethod {
     generator_->module().eval();
     critic_->module().eval();
     if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
+    DISTILLERY_CHECK(settings_.student_sigmas.size() <= 100, Error("a DMD2 student takes at most 100 steps (its backward simulation's noise streams)")
+                                                               .field("student.sigmas").got(std::to_string(settings_.student_sigmas.size())));
     request_.sampler = "multistep";
     request_.sigmas = settings_.student_sigmas;
     request_.steps = static_cast<int>(settings_.student_sigmas.size());
@@ -197,25 +190,17 @@ class Dmd2 final : public TrainingMethod {
       critic_optimized_ = critic_with_head_.get();
       load_real_data(config);
     }
-    const auto adam = [&](torch::nn::Module& module, double lr) {
-      return std::make_unique<torch::optim::Adam>(module.parameters(), torch::optim::AdamOptions(lr).betas({settings_.beta1, settings_.beta2}));
-    };
-    generator_optimizer_ = adam(generator_->module(), settings_.generator_lr);
-    critic_optimizer_ = adam(*critic_optimized_, settings_.critic_lr);
   }
 
   NetworkDenoiser& network() override { return *generator_; }
   SampleRequest sampling() const override { return request_; }
-  CheckpointModules checkpoint_parts() override {
-    CheckpointModules parts{{{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}},
-                            {{"generator_optimizer", &generator_->module(), generator_optimizer_.get()},
-                             {"critic_optimizer", critic_optimized_, critic_optimizer_.get()}}};
-    if (critic_with_head_) parts.modules.push_back({"gan_head", critic_with_head_->head.get()});
-    return parts;
+  std::vector<CheckpointModule> checkpoint_modules() override {
+    std::vector<CheckpointModule> modules = {{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}};
+    if (critic_with_head_) modules.push_back({"gan_head", critic_with_head_->head.get()});
+    return modules;
   }
   std::vector<OptimizerSlot> optimizers() override {
-    return {{"generator", &generator_->module(), generator_optimizer_.get(), settings_.generator_lr},
-            {"critic", critic_optimized_, critic_optimizer_.get(), settings_.critic_lr}};
+    return {{"generator", &generator_->module(), settings_.generator_lr}, {"critic", critic_optimized_, settings_.critic_lr}};
   }
   // Draw 0: the generator's batch; draws 1..critic_steps: the critic's.
   int64_t draws_per_step() const override { return 1 + settings_.critic_steps; }
@@ -230,14 +215,14 @@ class Dmd2 final : public TrainingMethod {
         torch::NoGradGuard no_grad;
         std::tie(x, labels) = generate(context.seed, positions);
       }
-      const auto sigma = grid_sigmas(context.seed, kCriticSigma, positions, settings_.critic_low, settings_.critic_high);
-      const auto noise = per_sample_normal(context.seed, kCriticNoise, positions, generator_->sample_shape(), x.options());
+      const auto sigma = grid_sigmas(context.seed, noise_stream::dmd2_critic_sigma, positions, settings_.critic_low, settings_.critic_high);
+      const auto noise = per_sample_normal(context.seed, noise_stream::dmd2_critic_noise, positions, generator_->sample_shape(), x.options());
       auto loss = edm_loss(*critic_, x, sigma, noise, labels, generator_->sigma_data());
       average("critic_loss", loss.item<double>());
       if (settings_.gan()) {
         const auto [real, real_labels] = real_batch(context.seed, positions);
-        const auto fake_logits = realism_logits(x, labels, context.seed, kGanFakeSigma, kGanFakeNoise, positions);
-        const auto real_logits = realism_logits(real, real_labels, context.seed, kGanRealSigma, kGanRealNoise, positions);
+        const auto fake_logits = realism_logits(x, labels, context.seed, noise_stream::dmd2_gan_fake_sigma, noise_stream::dmd2_gan_fake_noise, positions);
+        const auto real_logits = realism_logits(real, real_labels, context.seed, noise_stream::dmd2_gan_real_sigma, noise_stream::dmd2_gan_real_noise, positions);
         const auto gan = (torch::softplus(fake_logits) + torch::softplus(-real_logits)).mean();
         average("gan_critic_loss", gan.item<double>());
         // The head's mean belief that an image is real, the usual discriminator diagnostic.
@@ -253,8 +238,8 @@ class Dmd2 final : public TrainingMethod {
     at::Tensor real_denoised, fake_denoised;
     {
       torch::NoGradGuard no_grad;
-      const auto sigma = grid_sigmas(context.seed, kDmSigma, positions, settings_.dm_low, settings_.dm_high);
-      const auto noise = per_sample_normal(context.seed, kDmNoise, positions, generator_->sample_shape(), x.options());
+      const auto sigma = grid_sigmas(context.seed, noise_stream::dmd2_dm_sigma, positions, settings_.dm_low, settings_.dm_high);
+      const auto noise = per_sample_normal(context.seed, noise_stream::dmd2_dm_noise, positions, generator_->sample_shape(), x.options());
       const auto noisy = x + sigma.view(per_sample_view(x)) * noise;
       real_denoised = real_->denoise(noisy, sigma, labels);
       fake_denoised = critic_->denoise(noisy, sigma, labels);
@@ -274,7 +259,7 @@ class Dmd2 final : public TrainingMethod {
       loss = loss + settings_.regression_weight * regression;
     }
     if (settings_.gan()) {
-      const auto gan = torch::softplus(-realism_logits(x, labels, context.seed, kGanFakeSigma, kGanFakeNoise, positions)).mean();
+      const auto gan = torch::softplus(-realism_logits(x, labels, context.seed, noise_stream::dmd2_gan_fake_sigma, noise_stream::dmd2_gan_fake_noise, positions)).mean();
       stats["gan_generator_loss"] = gan.item<double>();
       loss = loss + settings_.gan_generator_weight * gan;
     }
@@ -307,7 +292,7 @@ class Dmd2 final : public TrainingMethod {
     // The data stay on the host; each batch moves to the device.
     const auto index = torch::tensor(indices, torch::kInt64);
     auto x = real_data_.x0.index_select(0, index).to(device_);
-    if (hflip_) x = torch::where(uniform_per_sample(seed, kRealFlip, positions).lt(0.5).to(device_).view(per_sample_view(x)), x.flip(-1), x);
+    if (hflip_) x = torch::where(uniform_per_sample(seed, noise_stream::dmd2_real_flip, positions).lt(0.5).to(device_).view(per_sample_view(x)), x.flip(-1), x);
     return {x, generator_->num_classes() > 0 ? real_data_.labels.index_select(0, index).to(device_) : at::Tensor()};
   }
 
@@ -351,16 +336,16 @@ class Dmd2 final : public TrainingMethod {
       for (const auto p : positions) classes.push_back(p % generator_->num_classes());
       labels = torch::tensor(classes, torch::kInt64).to(device_);
     }
-    auto x = per_sample_normal(seed, kGeneratorNoise, positions, generator_->sample_shape(), options) * sigmas.front();
+    auto x = per_sample_normal(seed, noise_stream::dmd2_generator_noise, positions, generator_->sample_shape(), options) * sigmas.front();
     auto sigma = torch::full({n}, sigmas.front(), options);
     if (steps > 1) {
-      const auto start = (uniform_per_sample(seed, kStudentStep, positions) * static_cast<double>(steps)).floor().to(device_, torch::kInt64);
+      const auto start = (uniform_per_sample(seed, noise_stream::dmd2_student_step, positions) * static_cast<double>(steps)).floor().to(device_, torch::kInt64);
       torch::NoGradGuard no_grad;
       auto state = x;
       for (int64_t i = 1; i < steps; ++i) {
         const auto denoised = generator_->denoise(state, torch::full({n}, sigmas[static_cast<size_t>(i - 1)], options), labels);
         state = denoised + sigmas[static_cast<size_t>(i)] *
-                               per_sample_normal(seed, kSimulationNoise + static_cast<uint64_t>(i), positions, generator_->sample_shape(), options);
+                               per_sample_normal(seed, noise_stream::dmd2_simulation + static_cast<uint64_t>(i), positions, generator_->sample_shape(), options);
         const auto here = start.eq(i);
         x = torch::where(here.view(per_sample_view(x)), state, x);
         sigma = torch::where(here, torch::full({n}, sigmas[static_cast<size_t>(i)], options), sigma);
@@ -380,7 +365,6 @@ class Dmd2 final : public TrainingMethod {
   TrainingData real_data_;                                 // GAN only
   std::optional<ShuffledOrder> real_order_;
   bool hflip_ = false;
-  std::unique_ptr<torch::optim::Adam> generator_optimizer_, critic_optimizer_;
   std::optional<TrajectoryReader> pairs_;
   std::vector<double> grid_;
   SampleRequest request_;

@@ -41,6 +41,8 @@ at::Tensor SampleContext::fresh_noise(int64_t step, const at::Tensor& like) cons
   DISTILLERY_CHECK(static_cast<int64_t>(indices.size()) == like.size(0),
                    Error("a stochastic solver needs the sample index of every batch row").expected(std::to_string(like.size(0)))
                        .got(std::to_string(indices.size())));
+  DISTILLERY_CHECK(step >= 0 && static_cast<uint64_t>(step) < noise_stream::max_solver_steps,
+                   Error("stochastic solvers draw fresh noise for at most 999 steps").got(std::to_string(step + 1)).hint("use fewer --steps"));
   const auto shape = like.sizes().slice(1).vec();
   return per_sample_normal(seed, noise_stream::sampler_step + static_cast<uint64_t>(step), indices, shape, like.options());
 }

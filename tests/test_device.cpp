@@ -164,7 +164,7 @@ TEST(Device, TeacherTrainingOnAnotherDeviceMatchesTheCpusAndResumesThere) {
   run("cpu", 4, false, torch::kCPU);
   run("foreign", 2, false, testing::foreign_device());
   run("foreign", 4, true, testing::foreign_device());  // the optimiser's moments are restored onto the device
-  for (const char* file : {"teacher.safetensors", "checkpoints/step-0000004/optimizer.safetensors"})
+  for (const char* file : {"teacher.safetensors", "checkpoints/step-0000004/model_optimizer.safetensors"})
     EXPECT_LT(testing::max_tensor_file_difference(dir / "cpu" / file, dir / "foreign" / file), 1e-4) << file;
 }
 

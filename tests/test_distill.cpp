@@ -19,7 +19,10 @@
 #include "models/network_denoiser.h"
 #include "teachers/gaussian_mixture.h"
 #include "foreign_device.h"
+#include "models/weights.h"
+#include "train/optimizer.h"
 #include "train/trainer.h"
+#include "core/rng.h"
 #include "trajectories/recorder.h"
 #include "test_support.h"
 
@@ -268,21 +271,23 @@ TEST(Trainer, StopAndResumeWithTheGanHeadEqualsUninterruptedBitForBit) {
                                 {"step", "dm_loss", "critic_loss", "gan_critic_loss", "gan_generator_loss", "realism_real"});
 }
 
+// How the scripted methods' one-step students generate.
+SampleRequest one_step_sampling() {
+  SampleRequest request;
+  request.sampler = "multistep";
+  request.sigmas = {80.0};
+  return request;
+}
+
 // A method whose loss is NaN at chosen steps: the guard's behaviour without a real model.
 class ScriptedMethod final : public TrainingMethod {
  public:
   explicit ScriptedMethod(std::set<int64_t> nan_steps)
-      : student_(MLPConfig{.shape = {2}, .hidden = 8, .layers = 1}), nan_steps_(std::move(nan_steps)),
-        optimizer_(student_.module().parameters(), torch::optim::AdamOptions(1e-2)) {}
+      : student_(MLPConfig{.shape = {2}, .hidden = 8, .layers = 1}), nan_steps_(std::move(nan_steps)) {}
   NetworkDenoiser& network() override { return student_; }
-  SampleRequest sampling() const override {
-    SampleRequest request;
-    request.sampler = "multistep";
-    request.sigmas = {80.0};
-    return request;
-  }
-  CheckpointModules checkpoint_parts() override { return {{{"model", &student_.module()}}, {{"optimizer", &student_.module(), &optimizer_}}}; }
-  std::vector<OptimizerSlot> optimizers() override { return {{"model", &student_.module(), &optimizer_, 1e-2}}; }
+  SampleRequest sampling() const override { return one_step_sampling(); }
+  std::vector<CheckpointModule> checkpoint_modules() override { return {{"model", &student_.module()}}; }
+  std::vector<OptimizerSlot> optimizers() override { return {{"model", &student_.module(), 1e-2}}; }
   std::map<std::string, double> step(StepContext& context) override {
     const auto x = torch::randn({4, 2});
     auto loss = student_.denoise(x, torch::ones({4}), {}).square().mean();
@@ -294,7 +299,6 @@ class ScriptedMethod final : public TrainingMethod {
  private:
   NetworkDenoiser student_;
   std::set<int64_t> nan_steps_;
-  torch::optim::Adam optimizer_;
 };
 
 Config scripted_config(int64_t steps, const std::string& schedule = "") {
@@ -306,6 +310,155 @@ Config scripted_config(int64_t steps, const std::string& schedule = "") {
   return Config::parse(
       schema, fmt::format("train: {{steps: {}, max_nonfinite: 3{}}}\nlog: {{every: 1}}\ncheckpoint: {{every: 2}}\ngrid: {{every: 0, num: 4}}\n", steps, schedule),
       "scripted");
+}
+
+// A method with everything the trainer contract offers: two moving averages with their own
+// schedules (a constant β and EDM2's power function), a second phase that freezes a copy of the
+// student as its target, and its own state (a count of applied updates).
+class TwoPhaseMethod final : public TrainingMethod {
+ public:
+  TwoPhaseMethod() : student_(MLPConfig{.shape = {2}, .hidden = 8, .layers = 1}), slow_(student_.clone()), power_(student_.clone()) {}
+  NetworkDenoiser& network() override { return student_; }
+  SampleRequest sampling() const override { return one_step_sampling(); }
+  std::vector<CheckpointModule> checkpoint_modules() override {
+    std::vector<CheckpointModule> modules = {{"model", &student_.module()}, {"slow", &slow_->module()}, {"power", &power_->module()}};
+    if (frozen_) modules.push_back({"frozen", &frozen_->module()});
+    return modules;
+  }
+  std::vector<OptimizerSlot> optimizers() override { return {{"model", &student_.module(), frozen_ ? 1e-3 : 1e-2}}; }
+  std::vector<EmaSlot> averages() override {
+    return {{"slow", &slow_->module(), &student_.module(), [](int64_t) { return 0.9; }}, {"power", &power_->module(), &student_.module(), power_ema_decay(1.0)}};
+  }
+  int64_t phase_of(int64_t step) const override { return step < 3 ? 0 : 1; }
+  void begin_phase(int64_t phase) override {
+    frozen_ = phase == 1 ? student_.clone() : nullptr;
+    ++phase_starts;
+  }
+  std::string state_json() const override { return nlohmann::json{{"updates", updates_}}.dump(); }
+  void restore_state(const std::string& json) override { updates_ = nlohmann::json::parse(json).value("updates", int64_t{0}); }
+  std::map<std::string, double> step(StepContext& context) override {
+    EXPECT_EQ(context.phase, phase_of(context.step));
+    const auto x = per_sample_normal(context.seed, 7, context.positions(), {2}, torch::kFloat32);
+    const auto sigma = torch::full({x.size(0)}, 1.0f);
+    at::Tensor target = -x;
+    if (frozen_) {
+      torch::NoGradGuard no_grad;
+      target = frozen_->denoise(x, sigma, {});
+    }
+    const auto loss = (student_.denoise(x, sigma, {}) - target).square().mean();
+    context.update("model", loss);
+    return {{"loss", loss.item<double>()}};
+  }
+  void after_update(const StepContext&) override {
+    ++updates_;
+    history.push_back(module_tensors(student_.module()).front().second.clone());
+  }
+  int64_t updates() const { return updates_; }
+  const NetworkDenoiser& slow() const { return *slow_; }
+
+  std::vector<at::Tensor> history;  // the student's first tensor after each applied update
+  int64_t phase_starts = 0;
+
+ private:
+  NetworkDenoiser student_;
+  std::unique_ptr<NetworkDenoiser> slow_, power_, frozen_;
+  int64_t updates_ = 0;
+};
+
+TEST(Trainer, EachMovingAverageFollowsItsOwnSchedule) {
+  const auto dir = testing::scratch_dir();
+  torch::manual_seed(1);
+  TwoPhaseMethod method;
+  const auto initial = module_tensors(method.slow().module()).front().second.clone();
+  TrainingRunOptions options;
+  options.out_dir = dir / "run";
+  options.show_progress = false;
+  run_trainer(method, scripted_config(6), options);
+  ASSERT_EQ(method.history.size(), 6u);
+  // Constant β: average_k = 0.9·average_{k−1} + 0.1·student_k from the initial weights.
+  auto expected = initial;
+  for (const auto& student : method.history) expected = 0.9 * expected + 0.1 * student;
+  EXPECT_LT((module_tensors(method.slow().module()).front().second - expected).abs().max().item<double>(), 1e-6);
+  // EDM2's power function with γ = 1: β_t = (1 − 1/t)², the first update copies the source.
+  const auto power = power_ema_decay(1.0);
+  EXPECT_EQ(power(0), 0.0);
+  EXPECT_DOUBLE_EQ(power(1), 0.25);
+  EXPECT_DOUBLE_EQ(power(3), std::pow(0.75, 2));
+  const auto ema = ema_halflife_decay(100, 25);
+  EXPECT_DOUBLE_EQ(ema(0), std::pow(0.5, 0.25));
+  EXPECT_EQ(method.phase_starts, 1);
+  EXPECT_EQ(method.updates(), 6);
+}
+
+// A run stopped in its second phase and resumed equals the uninterrupted run bit for bit: the
+// phase, its frozen network, the method's state, the averages and the optimiser all return.
+// A TwoPhaseMethod run of `steps` in `out` from initial weights of `seed`: its count of applied
+// updates and of phases begun.
+std::pair<int64_t, int64_t> run_two_phase(const std::filesystem::path& out, int64_t steps, bool resume, uint64_t seed) {
+  torch::manual_seed(seed);
+  TwoPhaseMethod method;
+  TrainingRunOptions options;
+  options.out_dir = out;
+  options.resume = resume;
+  options.show_progress = false;
+  run_trainer(method, scripted_config(steps), options);
+  return {method.updates(), method.phase_starts};
+}
+
+TEST(Trainer, TwoPhaseRunResumedMidPhaseEqualsUninterruptedBitForBit) {
+  const auto dir = testing::scratch_dir();
+  const auto run = [&](const std::string& name, int64_t steps, bool resume) { return run_two_phase(dir / name, steps, resume, 2); };
+  EXPECT_EQ(run("straight", 8, false), std::pair(int64_t{8}, int64_t{1}));
+  run("resumed", 4, false);
+  EXPECT_TRUE(std::filesystem::exists(dir / "resumed/checkpoints/step-0000004/frozen.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "resumed/checkpoints/step-0000002/frozen.safetensors"));
+  // Resumed in phase 1: the phase begins again, and the count of updates continues.
+  EXPECT_EQ(run("resumed", 8, true), std::pair(int64_t{8}, int64_t{1}));
+  for (const char* file : {"model.safetensors", "slow.safetensors", "power.safetensors", "frozen.safetensors", "model_optimizer.safetensors", "state.json"})
+    EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000008" / file), file_bytes(dir / "resumed/checkpoints/step-0000008" / file)) << file;
+  const auto state = nlohmann::json::parse(file_bytes(dir / "resumed/checkpoints/step-0000008/state.json"));
+  EXPECT_EQ(state.at("phase"), 1);
+  EXPECT_EQ(state.at("method").at("updates"), 8);
+}
+
+// Every optimiser optimizer.kind names is saved and restored: a run of it stopped and resumed
+// equals the uninterrupted one, and resuming with another kind is refused by name.
+TEST(Trainer, EveryOptimizerKindResumesBitForBit) {
+  const auto dir = testing::scratch_dir();
+  for (const auto& kind : optimizer_kind_names()) {
+    const std::vector<std::string> choice = {"optimizer.kind=" + kind, "optimizer.momentum=0.5", "optimizer.weight_decay=0.01", "model.hidden=16",
+                                             "dmd2.critic_steps=1", "train.batch=16"};
+    expect_resume_equals_straight(mixture_run(dir, kind + "-straight", 4, choice), mixture_run(dir, kind + "-resumed", 4, choice), 4,
+                                  {"generator_optimizer.safetensors", "critic_optimizer.safetensors", "generator.safetensors"}, {"dm_loss"});
+  }
+  auto other = mixture_run(dir, "adam-resumed", 6, {"optimizer.kind=sgd", "model.hidden=16", "dmd2.critic_steps=1", "train.batch=16"});
+  other.options.resume = true;
+  try {
+    run_distillation(other.options, other.teacher);
+    ADD_FAILURE() << "an Adam run resumed with SGD must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another optimiser's state"), std::string::npos) << e.what();
+  }
+}
+
+// A damaged newest checkpoint falls back to the previous one (and the run still ends as the
+// uninterrupted one); when every checkpoint is damaged, resuming is an error, not a fresh start.
+TEST(Trainer, ResumeFallsBackPastADamagedCheckpointAndRefusesWhenNoneIsUsable) {
+  const auto dir = testing::scratch_dir();
+  const auto run = [&](const std::string& name, int64_t steps, bool resume) { run_two_phase(dir / name, steps, resume, 4); };
+  run("straight", 6, false);
+  run("resumed", 4, false);
+  std::filesystem::resize_file(dir / "resumed/checkpoints/step-0000004/slow.safetensors", 10);
+  run("resumed", 6, true);
+  EXPECT_EQ(file_bytes(dir / "straight/student.safetensors"), file_bytes(dir / "resumed/student.safetensors"));
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "resumed/checkpoints"))
+    std::filesystem::resize_file(entry.path() / "model.safetensors", 3);
+  try {
+    run("resumed", 8, true);
+    ADD_FAILURE() << "a run whose checkpoints are all damaged must not start afresh";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no checkpoint of the run can be resumed"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
@@ -341,7 +494,7 @@ TEST(Trainer, ConsecutiveNonFiniteStepsStopAndKeepTheLastGoodCheckpoint) {
   }
   // Skipped updates change nothing: the checkpoint written between the bad steps (6) holds the
   // weights and optimiser state of the last good one (4), finite; no student file is written.
-  for (const char* file : {"model.safetensors", "optimizer.safetensors"})
+  for (const char* file : {"model.safetensors", "model_optimizer.safetensors"})
     EXPECT_EQ(file_bytes(dir / "run/checkpoints/step-0000004" / file), file_bytes(dir / "run/checkpoints/step-0000006" / file)) << file;
   EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoints/step-0000008"));
   EXPECT_FALSE(std::filesystem::exists(dir / "run/student.safetensors"));
@@ -443,7 +596,7 @@ TEST(Distill, ARecipesSchemaIsTheSharedKeysPlusItsMethods) {
   const auto written = nlohmann::json::parse(in);
   std::set<std::string> sections;
   for (const auto& item : written.items()) sections.insert(item.key());
-  EXPECT_EQ(sections, (std::set<std::string>{"checkpoint", "data", "dmd2", "eval", "grid", "log", "method", "model", "precond", "student", "train"}));
+  EXPECT_EQ(sections, (std::set<std::string>{"checkpoint", "data", "dmd2", "eval", "grid", "log", "method", "model", "optimizer", "precond", "student", "train"}));
 }
 
 TEST(Distill, RecipeAndTeacherProblemsAreNamed) {

@@ -186,7 +186,7 @@ TEST(TeacherTraining, StopAndResumeEqualsUninterruptedBitForBit) {
   std::filesystem::create_directories(dir / "resumed/checkpoints/.step-0000004.tmp.999");
   train_teacher(tiny_run(dir / "resumed", 6, true));
   EXPECT_FALSE(std::filesystem::exists(dir / "resumed/checkpoints/.step-0000004.tmp.999"));
-  for (const char* file : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
+  for (const char* file : {"model.safetensors", "ema.safetensors", "model_optimizer.safetensors"})
     EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000006" / file), file_bytes(dir / "resumed/checkpoints/step-0000006" / file)) << file;
   EXPECT_EQ(file_bytes(dir / "straight/teacher.safetensors"), file_bytes(dir / "resumed/teacher.safetensors"));
   // Losses logged after the resume equal the uninterrupted run's.

@@ -28,10 +28,48 @@ void fill_normal(uint64_t seed, uint64_t stream, uint64_t sample_index, double* 
 at::Tensor per_sample_normal(uint64_t seed, uint64_t stream, const std::vector<int64_t>& indices,
                              const std::vector<int64_t>& sample_shape, const c10::TensorOptions& options);
 
-// The streams the project uses, named so two uses never collide.
+// Every stream the project draws from, in one registry so two uses never collide (checked at
+// compile time below). A stream marked "+ k" owns the range [base, base + width).
 namespace noise_stream {
-inline constexpr uint64_t initial = 0;       // a sampler's starting noise
-inline constexpr uint64_t sampler_step = 1;  // + step index: stochastic samplers' fresh noise
+inline constexpr uint64_t initial = 0;             // a sampler's starting noise
+inline constexpr uint64_t sampler_step = 1;        // + solver step (< max_solver_steps): stochastic samplers' fresh noise
+inline constexpr uint64_t max_solver_steps = 999;
+inline constexpr uint64_t teacher_sigma = 1000;    // EDM teacher training: ln σ
+inline constexpr uint64_t teacher_noise = 1001;    //   and the noise added at it
+inline constexpr uint64_t dmd2_generator_noise = 3000;  // DMD2: the generator's input noise
+inline constexpr uint64_t dmd2_student_step = 3001;     //   which of a k-step student's σ a row starts at
+inline constexpr uint64_t dmd2_dm_sigma = 3002, dmd2_dm_noise = 3003;          // distribution matching
+inline constexpr uint64_t dmd2_critic_sigma = 3004, dmd2_critic_noise = 3005;  // the critic's denoising loss
+inline constexpr uint64_t dmd2_gan_fake_sigma = 3006, dmd2_gan_fake_noise = 3007, dmd2_gan_real_sigma = 3008, dmd2_gan_real_noise = 3009;
+inline constexpr uint64_t dmd2_real_flip = 3010;        //   flips of real images
+inline constexpr uint64_t dmd2_simulation = 3100;       //   + student step (< 100): backward simulation's re-noising
+
+struct Range {
+  uint64_t base, width;
+};
+inline constexpr Range kRanges[] = {{initial, 1},
+                                    {sampler_step, max_solver_steps},
+                                    {teacher_sigma, 1},
+                                    {teacher_noise, 1},
+                                    {dmd2_generator_noise, 1},
+                                    {dmd2_student_step, 1},
+                                    {dmd2_dm_sigma, 1},
+                                    {dmd2_dm_noise, 1},
+                                    {dmd2_critic_sigma, 1},
+                                    {dmd2_critic_noise, 1},
+                                    {dmd2_gan_fake_sigma, 1},
+                                    {dmd2_gan_fake_noise, 1},
+                                    {dmd2_gan_real_sigma, 1},
+                                    {dmd2_gan_real_noise, 1},
+                                    {dmd2_real_flip, 1},
+                                    {dmd2_simulation, 100}};
+constexpr bool disjoint() {
+  for (const auto& a : kRanges)
+    for (const auto& b : kRanges)
+      if (&a != &b && a.base < b.base + b.width && b.base < a.base + a.width) return false;
+  return true;
+}
+static_assert(disjoint(), "two RNG streams overlap");
 }  // namespace noise_stream
 
 }  // namespace distillery

@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <torch/nn/functional.h>
-#include <torch/optim/adam.h>
+#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -20,6 +20,7 @@
 #include "io/tensor_file.h"
 #include "models/weights.h"
 #include "train/checkpoint.h"
+#include "train/optimizer.h"
 
 namespace distillery {
 
@@ -122,11 +123,13 @@ double train_domain_classifier(const TrainingRunOptions& options) {
   DomainClassifier net(config.get_int("model.channels"), config.get_int("model.features"), 10, config.get_float("model.dropout"));
   const auto device = options.runtime.device;
   net->to(device);
-  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(lr));
-  const CheckpointModules parts{{{"model", net.ptr().get()}}, {{"optimizer", net.ptr().get(), &optimizer}}};
+  const OptimizerSpec adam;  // Adam's defaults
+  const auto optimizer_owner = make_optimizer(adam, *net, lr);
+  auto& optimizer = *optimizer_owner;
+  const CheckpointModules parts{{{"model", net.ptr().get()}}, {{"optimizer", net.ptr().get(), &optimizer, adam}}};
   int64_t step = 0;
   if (options.resume)
-    if (const auto saved = read_newest_checkpoint(checkpoints, parts)) step = nlohmann::json::parse(*saved).at("step").get<int64_t>();
+    if (const auto saved = read_newest_checkpoint(checkpoints, [&](const std::string&) { return parts; })) step = nlohmann::json::parse(*saved).at("step").get<int64_t>();
   StatsLog stats(out / "stats.jsonl", step);
   ShuffledOrder order(images.size(0), seed);
   Progress progress("classifier", total, "step", options.show_progress ? stderr : nullptr, step);
@@ -143,7 +146,7 @@ double train_domain_classifier(const TrainingRunOptions& options) {
     const auto labels = train.labels.index_select(0, index).to(device);
     // Cosine decay over the whole run.
     const double rate = 0.5 * lr * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(total)));
-    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(rate);
+    for (auto& group : optimizer.param_groups()) group.options().set_lr(rate);
     const auto logits = net->logits(x);
     const auto loss = F::cross_entropy(logits, labels);
     optimizer.zero_grad();

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/optim/adam.h>
 #include <torch/types.h>
 
 #include <memory>
@@ -24,8 +23,6 @@ namespace distillery {
 
 namespace {
 
-// Streams of the counter-based RNG used by training (distinct from sampling's).
-constexpr uint64_t kSigmaStream = 1000, kNoiseStream = 1001;
 
 // EDM's denoising score matching as a method of the shared trainer, which adds the warm-up,
 // the EMA, checkpoints, grids and evaluation.
@@ -53,8 +50,6 @@ class TeacherTraining final : public TrainingMethod {
     DISTILLERY_CHECK(!hflip_ || shape_.size() == 3, Error("horizontal flips need image data").field("data.hflip").got(dataset_));
     order_.emplace(data_.x0.size(0), seed_);
     model_->module().train();
-    optimizer_.emplace(model_->module().parameters(),
-                       torch::optim::AdamOptions(lr_).betas({config.get_float("train.beta1"), config.get_float("train.beta2")}).eps(1e-8));
   }
 
   NetworkDenoiser& network() override { return *model_; }
@@ -65,10 +60,8 @@ class TeacherTraining final : public TrainingMethod {
     return request;
   }
   // Checkpoint files of the model and the EMA are denoiser files, usable as teachers.
-  CheckpointModules checkpoint_parts() override {
-    return {{{"model", &model_->module(), model_->file_metadata()}}, {{"optimizer", &model_->module(), &*optimizer_}}};
-  }
-  std::vector<OptimizerSlot> optimizers() override { return {{"model", &model_->module(), &*optimizer_, lr_}}; }
+  std::vector<CheckpointModule> checkpoint_modules() override { return {{"model", &model_->module(), model_->file_metadata()}}; }
+  std::vector<OptimizerSlot> optimizers() override { return {{"model", &model_->module(), lr_}}; }
   std::string output_file() const override { return "teacher.safetensors"; }
   std::map<std::string, std::string> output_metadata() const override { return {{"dataset", dataset_}}; }
 
@@ -82,8 +75,8 @@ class TeacherTraining final : public TrainingMethod {
     if (hflip_) x0 = random_hflip(x0);
     const auto labels = model_->num_classes() > 0 ? data_.labels.index_select(0, index_tensor).to(device_) : at::Tensor();
     const auto options = x0.options();
-    const auto sigma = (p_mean_ + p_std_ * per_sample_normal(seed_, kSigmaStream, positions, {}, options)).exp();
-    const auto noise = per_sample_normal(seed_, kNoiseStream, positions, shape_, options);
+    const auto sigma = (p_mean_ + p_std_ * per_sample_normal(seed_, noise_stream::teacher_sigma, positions, {}, options)).exp();
+    const auto noise = per_sample_normal(seed_, noise_stream::teacher_noise, positions, shape_, options);
     const auto loss = edm_loss(*model_, x0, sigma, noise, labels, model_->sigma_data());
     context.update("model", loss);
     return {{"loss", loss.item<double>()}};
@@ -100,7 +93,6 @@ class TeacherTraining final : public TrainingMethod {
   TrainingData data_;
   std::vector<int64_t> shape_;
   std::optional<ShuffledOrder> order_;
-  std::optional<torch::optim::Adam> optimizer_;
 };
 
 }  // namespace
@@ -114,9 +106,7 @@ const ConfigSchema& teacher_training_schema() {
     add_in_loop_evaluation_fields(s);
     s.add({"loss.p_mean", ConfigType::Float, "mean of ln σ during training", "-1.2"});
     s.add({"loss.p_std", ConfigType::Float, "standard deviation of ln σ during training", "1.2"});
-    s.add({"train.lr", ConfigType::Float, "Adam learning rate after warm-up", "5e-4"});
-    s.add({"train.beta1", ConfigType::Float, "Adam β1", "0.9"});
-    s.add({"train.beta2", ConfigType::Float, "Adam β2", "0.999"});
+    s.add({"train.lr", ConfigType::Float, "learning rate after warm-up (the optimiser: optimizer.*)", "5e-4"});
     s.add({"grid.steps", ConfigType::Int, "Heun steps of the grids and the in-loop evaluation", "18"});
     // EDM's recipe: no gradient clipping; a long warm-up and EMA for a run of tens of thousands of steps.
     s.set_default("train.batch", "64").set_default("train.steps", "20000").set_default("train.warmup_steps", "1000");

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <torch/nn/module.h>
-#include <torch/optim/adam.h>
 #include <torch/types.h>
 
 #include <fmt/ranges.h>
@@ -25,33 +24,6 @@ namespace distillery {
 namespace {
 
 std::string step_name(int64_t step) { return fmt::format("step-{:07d}", step); }
-
-void save_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& item : net.named_parameters()) {
-    const auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
-    if (it == optimizer.state().end()) continue;
-    const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
-    tensors.emplace_back(item.key() + ".exp_avg", s.exp_avg());
-    tensors.emplace_back(item.key() + ".exp_avg_sq", s.exp_avg_sq());
-    tensors.emplace_back(item.key() + ".step", torch::tensor(s.step(), torch::kInt64));
-  }
-  save_tensor_file(path, tensors, {{"format", "distillery.adam"}, {"format_version", "1"}});
-}
-
-void load_optimizer(torch::optim::Adam& optimizer, const torch::nn::Module& net, const std::filesystem::path& path) {
-  const auto file = load_tensor_file(path);
-  for (const auto& item : net.named_parameters()) {
-    if (!file.tensors.count(item.key() + ".step")) continue;
-    auto s = std::make_unique<torch::optim::AdamParamState>();
-    s->step(file.get(item.key() + ".step").item<int64_t>());
-    // The moments live where the parameter does.
-    const auto device = item.value().device();
-    s->exp_avg(file.get(item.key() + ".exp_avg").to(device, /*non_blocking=*/false, /*copy=*/true));
-    s->exp_avg_sq(file.get(item.key() + ".exp_avg_sq").to(device, /*non_blocking=*/false, /*copy=*/true));
-    optimizer.state()[item.value().unsafeGetTensorImpl()] = std::move(s);
-  }
-}
 
 // "a.b: old → new" for every leaf that differs between two resolved recipes.
 void collect_changes(const nlohmann::json& before, const nlohmann::json& after, const std::string& prefix, std::vector<std::string>& changes) {
@@ -104,7 +76,9 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
   std::filesystem::remove_all(tmp);
   std::filesystem::create_directories(tmp);
   for (const auto& m : parts.modules) save_tensor_file(tmp / (m.name + ".safetensors"), module_tensors(*m.module), m.metadata);
-  for (const auto& o : parts.optimizers) save_optimizer(*o.optimizer, *o.optimized, tmp / (o.name + ".safetensors"));
+  for (const auto& o : parts.optimizers)
+    save_tensor_file(tmp / (o.name + ".safetensors"), optimizer_state_tensors(o.spec, *o.optimizer, *o.optimized),
+                     {{"format", "distillery.optimizer"}, {"format_version", "1"}, {"kind", o.spec.kind}});
   write_file_atomic(tmp / "state.json", state_json + "\n");
   std::filesystem::remove_all(final_dir);
   publish_atomically(tmp, final_dir);
@@ -115,7 +89,7 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
   for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) std::filesystem::remove_all(all[i]);
 }
 
-std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts) {
+std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointPreparation& prepare) {
   if (!std::filesystem::exists(dir)) return std::nullopt;
   std::vector<std::filesystem::path> all;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
@@ -124,35 +98,36 @@ std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& d
     else if (name.starts_with("step-")) all.push_back(entry.path());
   }
   std::sort(all.rbegin(), all.rend());
+  std::string newest_problem;
   for (const auto& candidate : all) {
     try {
       std::ifstream in(candidate / "state.json");
       const std::string state((std::istreambuf_iterator<char>(in)), {});
       DISTILLERY_CHECK(nlohmann::json::parse(state, nullptr, false).contains("step"), Error("state.json is missing or has no step").file(candidate.string()));
+      const auto parts = prepare(state);
       for (const auto& m : parts.modules) {
         const auto path = candidate / (m.name + ".safetensors");
         load_module_tensors(*m.module, load_tensor_file(path).tensors, path.string());
       }
-      for (const auto& o : parts.optimizers) load_optimizer(*o.optimizer, *o.optimized, candidate / (o.name + ".safetensors"));
+      for (const auto& o : parts.optimizers) {
+        const auto path = candidate / (o.name + ".safetensors");
+        const auto file = load_tensor_file(path);
+        const auto kind = file.metadata.find("kind");  // files from before the choice of optimiser hold Adam's state
+        DISTILLERY_CHECK(kind == file.metadata.end() ? o.spec.kind == "adam" : kind->second == o.spec.kind,
+                         Error("the checkpoint holds another optimiser's state").file(path.string()).expected(o.spec.kind)
+                             .got(kind == file.metadata.end() ? "adam" : kind->second).hint("resume with the optimizer.kind the run was started with"));
+        load_optimizer_state(o.spec, *o.optimizer, *o.optimized, file.tensors, path.string());
+      }
       return state;
     } catch (const std::exception& e) {
       spdlog::warn("checkpoint {} is unusable ({}); trying an older one", candidate.string(), e.what());
+      if (newest_problem.empty()) newest_problem = e.what();
     }
   }
+  // Starting afresh over checkpoints that exist would silently throw the run's work away.
+  DISTILLERY_CHECK(all.empty(), Error("no checkpoint of the run can be resumed").file(dir.string()).got(newest_problem)
+                                    .hint("mend the named problem, or start the run in a new --out"));
   return std::nullopt;
-}
-
-std::string RunCounters::to_json() const { return nlohmann::json{{"step", step}, {"nonfinite_skips", nonfinite_skips}}.dump(); }
-
-RunCounters resume_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts) {
-  RunCounters counters;
-  if (const auto saved = read_newest_checkpoint(dir, parts)) {
-    const auto json = nlohmann::json::parse(*saved);
-    counters.step = json.at("step").get<int64_t>();
-    counters.nonfinite_skips = json.at("nonfinite_skips").get<int64_t>();
-    spdlog::info("resuming {} from step {}", dir.parent_path().string(), counters.step);
-  }
-  return counters;
 }
 
 StatsLog::StatsLog(const std::filesystem::path& path, int64_t resumed_step) {

@@ -1,6 +1,6 @@
 // defines: CheckpointModules, prepare_run_directory, write_checkpoint, read_newest_checkpoint, RunCounters, resume_newest_checkpoint, StatsLog
 // Training checkpoints shared by every trainer: a directory per step (`step-NNNNNNN/`) with
-// one safetensors file per module, one per Adam optimiser and `state.json`,
+// one safetensors file per module, one per optimiser (train/optimizer.h) and `state.json`,
 // written under a hidden temporary name and renamed, the newest `keep` kept. Reading takes the
 // newest checkpoint that loads completely and falls back to older ones.
 #pragma once
@@ -8,14 +8,17 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "train/optimizer.h"
+
 namespace torch::nn { class Module; }
-namespace torch::optim { class Adam; }
+namespace torch::optim { class Optimizer; }
 
 namespace distillery {
 
@@ -30,12 +33,13 @@ struct CheckpointModule {
   std::map<std::string, std::string> metadata = {};
 };
 
-// An Adam optimiser's state keyed by the parameter names of `optimized` (the module it
-// updates), saved as <name>.safetensors.
+// An optimiser's state keyed by the parameter names of `optimized` (the module it updates),
+// saved as <name>.safetensors.
 struct CheckpointOptimizer {
   std::string name;
   torch::nn::Module* optimized;
-  torch::optim::Adam* optimizer;
+  torch::optim::Optimizer* optimizer;
+  OptimizerSpec spec;
 };
 
 struct CheckpointModules {
@@ -51,19 +55,12 @@ std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, c
 // `state_json`: a JSON object that must contain "step".
 void write_checkpoint(const std::filesystem::path& dir, int64_t step, const CheckpointModules& parts, const std::string& state_json, int64_t keep);
 
-// The state.json text of the checkpoint loaded into `parts`, or nullopt when none is usable.
-// Leftover temporaries of killed runs are removed.
-std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts);
-
-// The counters the teacher and distillation trainers keep in state.json.
-struct RunCounters {
-  int64_t step = 0, nonfinite_skips = 0;
-  std::string to_json() const;
-};
-
-// Loads the newest usable checkpoint in `dir` into `parts` and returns its counters (logging
-// the resume); zero counters when there is none, as for a fresh run.
-RunCounters resume_newest_checkpoint(const std::filesystem::path& dir, const CheckpointModules& parts);
+// The state.json text of the newest checkpoint that loads completely (falling back to older
+// ones), or nullopt when there is none; Error when there are some and none loads. `prepare` is
+// given each candidate's state.json first and returns the parts to load it into (a run in
+// another phase has other parts). Leftover temporaries of killed runs are removed.
+using CheckpointPreparation = std::function<CheckpointModules(const std::string& state_json)>;
+std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointPreparation& prepare);
 
 // stats.jsonl of a run: on (re)start only the lines of steps ≤ `resumed_step` are kept (a line
 // torn by a kill is dropped), so a resumed run's log equals an uninterrupted run's.

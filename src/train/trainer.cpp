@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adam.h>
+#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -19,6 +19,7 @@
 #include "io/image.h"
 #include "models/network_denoiser.h"
 #include "models/weights.h"
+#include "train/optimizer.h"
 
 namespace distillery {
 
@@ -29,25 +30,35 @@ std::vector<int64_t> StepContext::positions(int64_t draw) const {
   return out;
 }
 
-void StepContext::update(const std::string& optimizer, const at::Tensor& loss) {
-  const auto slot = slots_.find(optimizer);
-  DISTILLERY_CHECK(slot != slots_.end(), Error(fmt::format("the method updates an optimiser it did not declare: '{}'", optimizer)));
-  if (!std::isfinite(loss.item<double>())) throw NonFiniteUpdate(optimizer + " loss");
-  auto& [name, module, adam, base_lr] = slot->second;
-  adam->zero_grad();
+void StepContext::update(const std::string& name, const at::Tensor& loss) {
+  const auto slot = slots_.find(name);
+  DISTILLERY_CHECK(slot != slots_.end(), Error(fmt::format("the method updates an optimiser it did not declare: '{}'", name)));
+  if (!std::isfinite(loss.item<double>())) throw NonFiniteUpdate(name + " loss");
+  auto& [module, optimizer, lr] = slot->second;
+  optimizer->zero_grad();
   // Gradients reach this optimiser's parameters only: a generator's loss read through the
   // critic (DMD2's GAN term) costs no critic weight gradients, and leaves none behind.
   loss.backward({}, std::nullopt, false, module->parameters());
   const double norm = torch::nn::utils::clip_grad_norm_(module->parameters(), grad_clip_ > 0 ? grad_clip_ : std::numeric_limits<double>::infinity());
   if (!std::isfinite(norm)) {
-    adam->zero_grad();
-    throw NonFiniteUpdate(optimizer + " gradient");
+    optimizer->zero_grad();
+    throw NonFiniteUpdate(name + " gradient");
   }
-  for (auto& group : adam->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(base_lr * lr_factor_);
-  adam->step();
+  for (auto& group : optimizer->param_groups()) group.options().set_lr(lr * lr_factor_);
+  optimizer->step();
+}
+
+EmaDecay ema_halflife_decay(double halflife_images, int64_t images_per_step) {
+  const double beta = std::pow(0.5, static_cast<double>(images_per_step) / halflife_images);
+  return [beta](int64_t) { return beta; };
+}
+
+EmaDecay power_ema_decay(double gamma) {
+  return [gamma](int64_t step) { return std::pow(1.0 - 1.0 / static_cast<double>(step + 1), gamma + 1.0); };
 }
 
 void add_trainer_fields(ConfigSchema& s) {
+  add_optimizer_fields(s);
   s.add({"train.batch", ConfigType::Int, "samples per step (per rank)", "32"});
   s.add({"train.steps", ConfigType::Int, "training steps", "1000"});
   s.add({"train.warmup_steps", ConfigType::Int, "linear learning-rate warm-up", "0"});
@@ -70,8 +81,6 @@ void add_trainer_fields(ConfigSchema& s) {
 }
 
 namespace {
-
-constexpr uint64_t kEvalStream = 2000;
 
 struct TrainerSettings {
   int64_t batch, steps, warmup_steps, decay_steps, max_nonfinite, log_every, checkpoint_every, keep, grid_every, grid_num, eval_every, eval_num;
@@ -134,27 +143,56 @@ std::map<std::string, std::string> TrainingMethod::output_metadata() const {
   return {{"student_sampler", request.sampler}, {"student_sigmas", nlohmann::json(request.sigmas).dump()}};
 }
 
+namespace {
+
+// What state.json holds: the trainer's counters, the phase of the last step taken and the
+// method's own state.
+struct RunState {
+  int64_t step = 0, nonfinite_skips = 0, phase = 0;
+  nlohmann::json method = nlohmann::json::object();
+
+  std::string to_json() const { return nlohmann::json{{"step", step}, {"nonfinite_skips", nonfinite_skips}, {"phase", phase}, {"method", method}}.dump(); }
+  static RunState from_json(const std::string& text) {
+    const auto json = nlohmann::json::parse(text);
+    return {json.at("step").get<int64_t>(), json.value("nonfinite_skips", int64_t{0}), json.value("phase", int64_t{0}),
+            json.value("method", nlohmann::json::object())};
+  }
+};
+
+// A moving average with its tensor pairs (average, source) resolved once per phase.
+struct Average {
+  std::vector<std::pair<at::Tensor, at::Tensor>> pairs;
+  EmaDecay decay;
+};
+
+// What the trainer builds around the method's current phase.
+struct PhaseParts {
+  std::vector<std::unique_ptr<torch::optim::Optimizer>> optimizers;
+  std::unique_ptr<NetworkDenoiser> ema;  // the output EMA (train.ema_halflife_images)
+  std::vector<Average> averages;
+  CheckpointModules checkpoint;
+};
+
+Average resolve(const EmaSlot& slot) {
+  const auto target = module_tensors(*slot.target), source = module_tensors(*slot.source);
+  DISTILLERY_CHECK(target.size() == source.size(), Error(fmt::format("the moving average '{}' does not have its source's tensors", slot.name)));
+  Average average{{}, slot.decay};
+  for (size_t i = 0; i < source.size(); ++i) {
+    DISTILLERY_CHECK(target[i].first == source[i].first && target[i].second.sizes() == source[i].second.sizes(),
+                     Error(fmt::format("the moving average '{}' does not have its source's tensors", slot.name)).expected(source[i].first).got(target[i].first));
+    average.pairs.emplace_back(target[i].second, source[i].second);
+  }
+  return average;
+}
+
+}  // namespace
+
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks) {
   const auto s = settings_from(config);
+  const auto optimizer_spec = optimizer_spec_from(config);
   const auto& out = options.out_dir;
   const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
   std::filesystem::create_directories(grids);
-
-  auto& student = method.network();
-  std::unique_ptr<NetworkDenoiser> ema;
-  std::vector<std::pair<at::Tensor, at::Tensor>> ema_pairs;  // (EMA tensor, student tensor)
-  auto parts = method.checkpoint_parts();
-  if (s.ema_halflife_images > 0) {
-    ema = student.clone();
-    const auto target = module_tensors(ema->module()), source = module_tensors(student.module());
-    for (size_t i = 0; i < source.size(); ++i) ema_pairs.emplace_back(target[i].second, source[i].second);
-    parts.modules.push_back({"ema", &ema->module(), ema->file_metadata()});
-  }
-  // The network's checkpoint files (and the EMA's) are usable as they are, like the output.
-  for (auto& module : parts.modules)
-    if (module.module == &student.module() || module.name == "ema")
-      for (auto& [key, value] : method.output_metadata()) module.metadata.insert_or_assign(key, value);
-  Denoiser& shown = ema ? static_cast<Denoiser&>(*ema) : student;
 
   StepContext context;
   context.seed = s.seed;
@@ -164,9 +202,62 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   context.device = options.runtime.device;
   context.draws_per_step = method.draws_per_step();
   context.grad_clip_ = s.grad_clip;
-  for (auto& slot : method.optimizers()) context.slots_.emplace(slot.name, slot);
 
-  auto state = options.resume ? resume_newest_checkpoint(checkpoints, parts) : RunCounters{};
+  // Optimisers (fresh), the output EMA, the averages and the checkpoint's parts for the
+  // method's current phase.
+  const auto assemble = [&] {
+    PhaseParts parts;
+    context.slots_.clear();
+    for (const auto& slot : method.optimizers()) {
+      parts.optimizers.push_back(make_optimizer(optimizer_spec, *slot.module, slot.lr));
+      DISTILLERY_CHECK(context.slots_.emplace(slot.name, StepContext::Slot{slot.module, parts.optimizers.back().get(), slot.lr}).second,
+                       Error(fmt::format("the method declares the optimiser '{}' twice", slot.name)));
+      parts.checkpoint.optimizers.push_back({slot.name + "_optimizer", slot.module, parts.optimizers.back().get(), optimizer_spec});
+    }
+    parts.checkpoint.modules = method.checkpoint_modules();
+    for (const auto& slot : method.averages()) parts.averages.push_back(resolve(slot));
+    auto& student = method.network();
+    if (s.ema_halflife_images > 0) {
+      parts.ema = student.clone();
+      parts.averages.push_back(resolve({"ema", &parts.ema->module(), &student.module(), ema_halflife_decay(s.ema_halflife_images, s.batch * context.world_size)}));
+      parts.checkpoint.modules.push_back({"ema", &parts.ema->module(), parts.ema->file_metadata()});
+    }
+    // The network's checkpoint files (and the EMA's) are usable as they are, like the output.
+    for (auto& module : parts.checkpoint.modules)
+      if (module.module == &student.module() || module.name == "ema")
+        for (auto& [key, value] : method.output_metadata()) module.metadata.insert_or_assign(key, value);
+    return parts;
+  };
+  int64_t phase = 0;  // the method's phase as built
+  const auto enter_phase = [&](int64_t next) {
+    if (next != phase) method.begin_phase(next);
+    phase = next;
+  };
+
+  RunState state;
+  PhaseParts current;
+  bool assembled = false;
+  if (options.resume) {
+    const auto saved = read_newest_checkpoint(checkpoints, [&](const std::string& json) {
+      state = RunState::from_json(json);
+      method.restore_state(state.method.dump());
+      enter_phase(state.phase);
+      current = assemble();
+      assembled = true;
+      return current.checkpoint;
+    });
+    if (saved) {
+      spdlog::info("resuming {} from step {}{}", out.string(), state.step, state.phase > 0 ? fmt::format(" (phase {})", state.phase) : "");
+    } else {
+      state = RunState{};
+      method.restore_state("{}");
+      enter_phase(0);
+      assembled = false;
+    }
+  }
+  if (!assembled) current = assemble();
+  const auto shown = [&]() -> Denoiser& { return current.ema ? static_cast<Denoiser&>(*current.ema) : method.network(); };
+
   const bool writes = context.rank == 0;
   std::optional<StatsLog> stats;
   if (writes) stats.emplace(out / "stats.jsonl", state.step);
@@ -176,7 +267,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     auto request = method.sampling();
     request.seed = seed;
     request.num = num;
-    request.labels = student.num_classes() > 0 ? "all" : "";
+    request.labels = method.network().num_classes() > 0 ? "all" : "";
     return request;
   };
   const auto& evaluate = callbacks.evaluate;
@@ -184,14 +275,14 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
                                                        .field("eval.every").hint("set eval.every=0"));
   const auto evaluation = [&](uint64_t seed, int64_t num) {
     const auto request = sampling_for(seed, num);
-    nlohmann::json result = {{"eval_num", num}, {"eval_nfe", BatchSampler(shown, request).nfe()}};
-    for (const auto& [name, value] : evaluate(shown, request)) result[name] = value;
+    nlohmann::json result = {{"eval_num", num}, {"eval_nfe", BatchSampler(shown(), request).nfe()}};
+    for (const auto& [name, value] : evaluate(shown(), request)) result[name] = value;
     return result;
   };
   const auto write_grid = [&](int64_t step) {
-    const auto samples = draw_samples(shown, sampling_for(s.seed, s.grid_num)).samples;
+    const auto samples = draw_samples(shown(), sampling_for(s.seed, s.grid_num)).samples;
     const auto path = grids / fmt::format("grid-step-{:07d}.png", step);
-    const auto shape = student.sample_shape();
+    const auto shape = method.network().sample_shape();
     if (shape.size() == 3) write_image_grid(path, samples, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(s.grid_num)))));
     else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("samples at step {}", step));
   };
@@ -204,23 +295,34 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     plot_evaluations(out, curve_label);
   }
 
-  const double ema_beta = ema ? std::pow(0.5, static_cast<double>(s.batch * context.world_size) / s.ema_halflife_images) : 0.0;
   std::map<std::string, double> sums;
   int64_t counted = 0, interval_steps = 0, consecutive_nonfinite = 0;
   auto interval_start = std::chrono::steady_clock::now();
   Progress progress("distill", s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
   for (int64_t step = state.step; step < s.steps; ++step) {
+    if (const auto next = method.phase_of(step); next != phase) {
+      spdlog::info("step {}: phase {} begins", step, next);
+      enter_phase(next);
+      current = assemble();
+    }
     // Dropout and any other torch-internal randomness: a function of (seed, step) too.
     torch::manual_seed(fnv1a64(fmt::format("{}:step:{}", s.seed, step)));
     context.step = step;
+    context.phase = phase;
     context.lr_factor_ = lr_factor(s, step);
     try {
       const auto values = method.step(context);
       for (const auto& [name, value] : values) sums[name] += value;
       ++counted;
       consecutive_nonfinite = 0;
-      torch::NoGradGuard no_grad;
-      for (auto& [target, source] : ema_pairs) target.lerp_(source, 1.0 - ema_beta);
+      {
+        torch::NoGradGuard no_grad;
+        for (auto& average : current.averages) {
+          const double beta = average.decay(step);
+          for (auto& [target, source] : average.pairs) target.lerp_(source, 1.0 - beta);
+        }
+      }
+      method.after_update(context);
     } catch (const NonFiniteUpdate& e) {
       ++state.nonfinite_skips;
       spdlog::warn("step {}: non-finite {}; the update is skipped", step, e.what());
@@ -230,6 +332,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
                            .hint("lower the learning rates or check the teacher and data"));
     }
     state.step = step + 1;
+    state.phase = phase;
     ++interval_steps;
     progress.advance();
     if (!writes) continue;
@@ -245,6 +348,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
               {"nonfinite_skips", state.nonfinite_skips},
               {"sec_per_step", seconds / static_cast<double>(interval_steps)},
               {"timestamp", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}};
+      if (phase > 0) line["phase"] = phase;
       for (const auto& [name, sum] : sums) line[name] = counted ? sum / static_cast<double>(counted) : NAN;
       sums.clear();
       counted = interval_steps = 0;
@@ -256,8 +360,10 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     }
     if (!line.is_null()) stats->write(line.dump());
     if (line.contains("eval_num")) plot_evaluations(out, curve_label);
-    if (state.step % s.checkpoint_every == 0 || last)
-      write_checkpoint(checkpoints, state.step, parts, state.to_json(), s.keep);
+    if (state.step % s.checkpoint_every == 0 || last) {
+      state.method = nlohmann::json::parse(method.state_json());
+      write_checkpoint(checkpoints, state.step, current.checkpoint, state.to_json(), s.keep);
+    }
     if ((s.grid_every > 0 && state.step % s.grid_every == 0) || last) write_grid(state.step);
     // Timing excludes evaluation, checkpoints and grids.
     if (logged) interval_start = std::chrono::steady_clock::now();
@@ -266,7 +372,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   if (writes) {
     auto metadata = method.output_metadata();
     metadata["trained_steps"] = std::to_string(state.step);
-    (ema ? *ema : student).save(out / method.output_file(), metadata);
+    (current.ema ? *current.ema : method.network()).save(out / method.output_file(), metadata);
     spdlog::info("wrote {}", (out / method.output_file()).string());
   }
 }

@@ -1,11 +1,15 @@
-// defines: TrainingMethod, StepContext, OptimizerSlot, NonFiniteUpdate, TrainerCallbacks, add_trainer_fields, run_trainer
-// The loop every distillation method plugs into. A method owns its networks and optimisers
-// and performs one training step; the trainer owns everything around it: the step counter,
-// learning-rate schedule, gradient clipping, the non-finite guard, the student's EMA,
-// checkpoints with exact resume, stats.jsonl, sample grids, the schedule of in-loop
-// evaluations (whose measurement is a callback) and the progress bar. Every random draw is a function of (seed, global sample position), positions
-// are split by rank and only rank 0 writes, so results will not depend on the number of
-// processes once multi-process training exists.
+// defines: TrainingMethod, StepContext, OptimizerSlot, EmaSlot, EmaDecay, ema_halflife_decay, power_ema_decay,
+//          NonFiniteUpdate, EvaluationCallback, TrainerCallbacks, add_trainer_fields, run_trainer
+// The loop every training method plugs into (EDM's and consistency_models' training loops). A
+// method owns its networks and performs one training step; it declares the optimisers it
+// updates, the moving averages (EMAs, consistency targets) it wants kept, its phases and its
+// own state. The trainer owns everything around it: the step counter, the optimisers (built
+// from optimizer.*), learning-rate schedule, gradient clipping, the non-finite guard, the
+// averages, checkpoints with exact resume (mid-phase too), stats.jsonl, sample grids, the
+// schedule of in-loop evaluations (whose measurement is a callback) and the progress bar.
+// Every random draw is a function of (seed, global sample position), positions are split by
+// rank and only rank 0 writes, so results will not depend on the number of processes once
+// multi-process training exists.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -21,20 +26,39 @@
 #include "train/checkpoint.h"
 #include "train/run_options.h"
 
+namespace torch::optim { class Optimizer; }
+
 namespace distillery {
 
 class Config;
 class ConfigSchema;
 class NetworkDenoiser;
 
-// An optimiser a method updates through StepContext::update; `base_lr` is the rate after
-// warm-up, which the schedule scales.
+// A module the method updates through StepContext::update(name, loss); the trainer builds its
+// optimiser from optimizer.*. `lr` is the rate after warm-up, which the schedule scales.
 struct OptimizerSlot {
-  std::string name;
+  std::string name;  // its checkpoint file is <name>_optimizer.safetensors
   torch::nn::Module* module;
-  torch::optim::Adam* optimizer;
-  double base_lr;
+  double lr;
 };
+
+// β(step) after update `step` (0-based): target ← β·target + (1 − β)·source.
+using EmaDecay = std::function<double(int64_t step)>;
+
+// A moving average the trainer keeps after every applied step: an EMA of the student, or a
+// consistency model's target network (β = μ(k)). `target` and `source` have the same tensors.
+struct EmaSlot {
+  std::string name;  // its checkpoint file is <name>.safetensors
+  torch::nn::Module* target;
+  torch::nn::Module* source;
+  EmaDecay decay;
+};
+
+// EDM's EMA: a half-life in training images, β = 0.5^(images per step / half-life).
+EmaDecay ema_halflife_decay(double halflife_images, int64_t images_per_step);
+// EDM2's power-function EMA (Karras et al. 2024, eq. 3): β = (1 − 1/t)^(γ+1) after the t-th
+// update (t = step + 1), whose profile has relative width σ_rel with γ from σ_rel.
+EmaDecay power_ema_decay(double gamma);
 
 // Thrown by StepContext::update when a loss or gradient is not finite; the trainer skips the
 // rest of the step and counts it. Updates applied earlier in the step (a critic's) stay.
@@ -43,13 +67,13 @@ struct NonFiniteUpdate : std::runtime_error {
 };
 
 class TrainingMethod;
-class StepContext;
 struct TrainerCallbacks;
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks);
 
 class StepContext {
  public:
   int64_t step = 0;        // 0-based index of this step
+  int64_t phase = 0;       // the method's phase this step is in
   uint64_t seed = 0;
   int64_t batch = 0;       // rows per rank
   int64_t rank = 0, world_size = 1;
@@ -61,13 +85,18 @@ class StepContext {
   std::vector<int64_t> positions(int64_t draw = 0) const;
   int64_t draws_per_step = 1;
 
-  // zero_grad, backward, clip to train.grad_clip, learning-rate schedule, Adam step — or
+  // zero_grad, backward, clip to train.grad_clip, learning-rate schedule, optimiser step — or
   // NonFiniteUpdate before anything is changed.
   void update(const std::string& optimizer, const at::Tensor& loss);
 
  private:
   friend void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks);
-  std::map<std::string, OptimizerSlot> slots_;
+  struct Slot {
+    torch::nn::Module* module;
+    torch::optim::Optimizer* optimizer;
+    double lr;
+  };
+  std::map<std::string, Slot> slots_;
   double lr_factor_ = 1.0, grad_clip_ = 0.0;
 };
 
@@ -75,34 +104,50 @@ class TrainingMethod {
  public:
   virtual ~TrainingMethod() = default;
   // The network this run trains (a distillation's student, or a teacher): grids, evaluation
-  // and the EMA are of it; its final weights (the EMA's when there is one) are the run's output.
+  // and the output EMA are of it; its final weights (the EMA's when there is one) are the run's output.
   virtual NetworkDenoiser& network() = 0;
   // How that network generates (sampler, steps, σ range) for grids and evaluation.
   virtual SampleRequest sampling() const = 0;
-  // Every module and optimiser whose state a checkpoint must hold (the trainer adds the EMA).
-  virtual CheckpointModules checkpoint_parts() = 0;
+  // The modules a checkpoint holds besides the optimisers' and the averages' (the trainer's).
+  virtual std::vector<CheckpointModule> checkpoint_modules() = 0;
   virtual std::vector<OptimizerSlot> optimizers() = 0;
+  virtual std::vector<EmaSlot> averages() { return {}; }
   // Independent noise batches the method draws per step (for StepContext::positions).
   virtual int64_t draws_per_step() const { return 1; }
+
+  // Phases (progressive distillation's rounds): the method is built in phase 0; when a step
+  // belongs to another phase, or a run resumes in one, the trainer calls begin_phase(k) and
+  // then asks again for the modules, optimisers (new ones, fresh state) and averages.
+  virtual int64_t phase_of(int64_t /*step*/) const { return 0; }
+  virtual void begin_phase(int64_t /*phase*/) {}
+  // The method's own state (a curriculum's position, counters) as a JSON object, kept in
+  // state.json; on resume it is given back before begin_phase.
+  virtual std::string state_json() const { return "{}"; }
+  virtual void restore_state(const std::string& /*json*/) {}
+
   // One training step; returns named scalars that stats.jsonl averages over log intervals.
   virtual std::map<std::string, double> step(StepContext& context) = 0;
+  // After every step whose updates were applied, once the averages have been updated.
+  virtual void after_update(const StepContext& /*context*/) {}
+
   // The output file in the run directory, and the metadata it and the network's checkpoint
   // files carry besides the architecture (by default: the σ grid `generate` must walk).
   virtual std::string output_file() const { return "student.safetensors"; }
   virtual std::map<std::string, std::string> output_metadata() const;
 };
 
-// What the trainer measures without knowing how: handed to it by the command that builds the
-// run (eval/in_loop_evaluation.h), so the trainer depends on no evaluation code.
 // Measures the trained network (its EMA when there is one) as sampled by `request`: named
 // values for stats.jsonl (fd_fmnist or fd_raw, class_accuracy).
 using EvaluationCallback = std::function<std::map<std::string, double>(Denoiser& network, const SampleRequest& request)>;
+
+// What the trainer measures without knowing how: handed to it by the command that builds the
+// run (eval/in_loop_evaluation.h), so the trainer depends on no evaluation code.
 struct TrainerCallbacks {
   EvaluationCallback evaluate = {};  // needed when eval.every > 0
 };
 
-// train.*, log.*, checkpoint.*, grid.* keys and eval.every/num/seed, when and how much to
-// evaluate (a method's schema may change their defaults with ConfigSchema::set_default).
+// train.*, optimizer.*, log.*, checkpoint.*, grid.* keys and eval.every/num/seed, when and how
+// much to evaluate (a method's schema may change their defaults with ConfigSchema::set_default).
 void add_trainer_fields(ConfigSchema& schema);
 
 // Runs `method` to train.steps in options.out_dir (resuming when asked); writes its output file
