@@ -4,10 +4,14 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <numeric>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "models/precond.h"
 #include "samplers/schedule.h"
+#include "teachers/gaussian_mixture.h"
+#include "test_support.h"
 
 namespace distillery {
 namespace {
@@ -37,6 +41,15 @@ at::Tensor ideal_output(Parameterization p, const at::Tensor& x0, const at::Tens
     case Parameterization::VP: return n;
     case Parameterization::VE: return -n;
     case Parameterization::RectifiedFlow: return n - x0;
+    case Parameterization::Consistency: {
+      const auto c = precondition(p, sigma, 0.5, 0.002);
+      return (x0 - c.c_skip.view({-1, 1}) * (x0 + s * n)) / c.c_out.view({-1, 1});
+    }
+    case Parameterization::TrigFlow: {
+      // The TrigFlow velocity over σ_d: cos(t)·n − sin(t)·x0/σ_d, t = arctan(σ/σ_d).
+      const auto t = (sigma / 0.5).atan().view({-1, 1});
+      return t.cos() * n - t.sin() * x0 / 0.5;
+    }
   }
   return {};
 }
@@ -45,7 +58,8 @@ TEST(Precondition, EveryParameterizationRecoversTheCleanSample) {
   torch::manual_seed(0);
   const auto x0 = torch::randn({5, 4}, torch::kFloat64);
   const auto n = torch::randn({5, 4}, torch::kFloat64);
-  const auto sigma = torch::tensor({0.002, 0.1, 1.0, 10.0, 80.0}, torch::kFloat64);
+  // The consistency model's c_out vanishes at σ_min, where its ideal output is undefined.
+  const auto sigma = torch::tensor({0.003, 0.1, 1.0, 10.0, 80.0}, torch::kFloat64);
   for (int i = 0; i < kParameterizationCount; ++i) {
     const auto p = static_cast<Parameterization>(i);
     SCOPED_TRACE(std::string(parameterization_name(p)));
@@ -62,10 +76,27 @@ TEST(Precondition, EveryParameterizationRecoversTheCleanSample) {
   }
 }
 
+// Consistency models (Song et al. 2023): c_skip(σ_min) = 1 and c_out(σ_min) = 0, so whatever
+// the network outputs, D(x; σ_min) = x: the boundary condition holds by construction.
+TEST(Precondition, TheConsistencyParameterizationIsTheIdentityAtSigmaMin) {
+  torch::manual_seed(1);
+  const auto x = torch::randn({3, 4}, torch::kFloat64);
+  const auto wild = [](const at::Tensor& x_in, const at::Tensor&, const at::Tensor&) { return 1e3 * x_in.sin() + 7.0; };
+  PreconditionedDenoiser D(Parameterization::Consistency, wild, {.sample_shape = {4}, .sigma_min = 0.002});
+  EXPECT_TRUE(torch::equal(D.denoise(x, torch::full({3}, 0.002, torch::kFloat64), {}), x));
+  // Above σ_min the network does count, and far above it the coefficients approach EDM's.
+  EXPECT_GT((D.denoise(x, torch::full({3}, 0.01, torch::kFloat64), {}) - x).abs().max().item<double>(), 1.0);
+  const auto sigma = torch::full({1}, 80.0, torch::kFloat64);
+  const auto cm = precondition(Parameterization::Consistency, sigma, 0.5, 0.002), edm = precondition(Parameterization::EDM, sigma, 0.5);
+  EXPECT_NEAR(cm.c_out.item<double>(), edm.c_out.item<double>(), 1e-4);
+  EXPECT_NEAR(cm.c_skip.item<double>(), edm.c_skip.item<double>(), 1e-6);
+}
+
 TEST(Precondition, TimeConversionsInvertEachOther) {
   for (double sigma : {0.002, 0.5, 1.0, 80.0}) {
     EXPECT_NEAR(sigma_from_rf_time(rf_time_from_sigma(sigma)), sigma, 1e-12 * sigma);
     EXPECT_NEAR(sigma_from_vp_time(vp_time_from_sigma(sigma)), sigma, 1e-10 * sigma);
+    EXPECT_NEAR(sigma_from_trigflow_time(trigflow_time_from_sigma(sigma, 0.5), 0.5), sigma, 1e-12 * sigma);
   }
   // VP at t = 1 reaches σ ≈ 152 (the EDM paper's VP σ_max).
   EXPECT_NEAR(sigma_from_vp_time(1.0), std::sqrt(std::expm1(0.5 * 19.9 + 0.1)), 1e-9);

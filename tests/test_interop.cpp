@@ -28,10 +28,14 @@ UNetConfig parity_config(const std::string& embedding) {
   return c;
 }
 
-// "unet-positional", "unet-fourier" or "mlp" (a conditional MLP on [3, 2] samples).
+// "unet-positional", "unet-fourier" or "mlp-PARAMETERIZATION" (a conditional MLP on [3, 2]
+// samples with that preconditioning: what the weights file's metadata names).
 std::unique_ptr<NetworkDenoiser> parity_denoiser(const std::string& name) {
-  if (name == "mlp") return std::make_unique<NetworkDenoiser>(MLPConfig{.shape = {3, 2}, .hidden = 32, .layers = 2, .embedding = 16, .num_classes = 10});
-  return std::make_unique<NetworkDenoiser>(parity_config(name.substr(name.find('-') + 1)));
+  const auto suffix = name.substr(name.find('-') + 1);
+  if (name.starts_with("mlp"))
+    return std::make_unique<NetworkDenoiser>(MLPConfig{.shape = {3, 2}, .hidden = 32, .layers = 2, .embedding = 16, .num_classes = 10},
+                                             PrecondSettings{.parameterization = parameterization_from_name(suffix), .sigma_min = 0.005});
+  return std::make_unique<NetworkDenoiser>(parity_config(suffix));
 }
 
 std::vector<int64_t> batch_shape(int64_t n, const Denoiser& D) {
@@ -83,8 +87,14 @@ TEST_P(NetworkParity, WeReproduceThePythonTwin) {
   EXPECT_LE(error, 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Networks, NetworkParity, ::testing::Values("unet-positional", "unet-fourier", "mlp"),
-                         [](const auto& info) { return std::string(info.param == "mlp" ? "mlp" : info.param.substr(5)); });
+INSTANTIATE_TEST_SUITE_P(Networks, NetworkParity,
+                         ::testing::Values("unet-positional", "unet-fourier", "mlp-edm", "mlp-vp", "mlp-ve", "mlp-rectified-flow", "mlp-consistency",
+                                           "mlp-trigflow"),
+                         [](const auto& info) {
+                           auto name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 TEST(TorchScriptTeacher, ExportedTwinMatchesTheSafetensorsTeacher) {
   if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";

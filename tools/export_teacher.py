@@ -51,8 +51,8 @@ def main():
         print(__doc__)
         return 0 if len(sys.argv) == 2 else 2
     sys.path.insert(0, __file__.rsplit("/", 1)[0] + "/reference")
-    from denoiser import EDMDenoiser
-    model = EDMDenoiser.from_safetensors(sys.argv[1])
+    from denoiser import NetworkDenoiser
+    model = NetworkDenoiser.from_safetensors(sys.argv[1])
     p = model.config["precond"]
 
     class Unconditional(nn.Module):

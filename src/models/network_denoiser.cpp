@@ -49,6 +49,10 @@ void add_network_fields(ConfigSchema& schema) {
   schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"});
   add_unet_fields(schema, "model.");
   add_mlp_fields(schema, "model.");
+  std::vector<std::string> parameterizations;
+  for (int i = 0; i < kParameterizationCount; ++i) parameterizations.emplace_back(parameterization_name(static_cast<Parameterization>(i)));
+  schema.add({"precond.parameterization", ConfigType::String, "what the network predicts, converted to an EDM denoiser at its edge", "edm", false,
+              parameterizations});
   schema.add({"precond.sigma_data", ConfigType::Float, "standard deviation of the data", "0.5"});
   schema.add({"precond.sigma_min", ConfigType::Float, "smallest σ samplers use", "0.002"});
   schema.add({"precond.sigma_max", ConfigType::Float, "largest σ samplers start from", "80"});
@@ -95,7 +99,7 @@ NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
       sample_shape_(std::move(parts.sample_shape)),
       num_classes_(parts.num_classes),
       precond_(precond),
-      preconditioned_(Parameterization::EDM, std::move(parts.forward), {.sigma_data = precond.sigma_data}) {}
+      preconditioned_(precond.parameterization, std::move(parts.forward), {.sigma_min = precond.sigma_min, .sigma_data = precond.sigma_data}) {}
 
 NetworkDenoiser::NetworkDenoiser(const UNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 NetworkDenoiser::NetworkDenoiser(const MLPConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
@@ -103,7 +107,8 @@ NetworkDenoiser::NetworkDenoiser(const MLPConfig& config, PrecondSettings precon
 std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& config) {
   const auto kind = config.get_string("model.kind");
   reject_keys_of_other_kind(config, kind);
-  const PrecondSettings precond{config.get_float("precond.sigma_data"), config.get_float("precond.sigma_min"), config.get_float("precond.sigma_max")};
+  const PrecondSettings precond{parameterization_from_name(config.get_string("precond.parameterization")), config.get_float("precond.sigma_data"),
+                                config.get_float("precond.sigma_min"), config.get_float("precond.sigma_max")};
   if (kind == "mlp") return std::make_unique<NetworkDenoiser>(mlp_config_from(config, "model."), precond);
   return std::make_unique<NetworkDenoiser>(unet_config_from(config, "model."), precond);
 }
@@ -125,10 +130,11 @@ void NetworkDenoiser::to(const c10::Device& device) {
 
 std::string NetworkDenoiser::config_json() const {
   return fmt::format(R"({{"model":{},"precond":{}}})", model_json_,
-                     nlohmann::json{{"sigma_data", precond_.sigma_data}, {"sigma_min", precond_.sigma_min}, {"sigma_max", precond_.sigma_max}}.dump());
+                     nlohmann::json{{"parameterization", parameterization_name(precond_.parameterization)}, {"sigma_data", precond_.sigma_data},
+                                    {"sigma_min", precond_.sigma_min}, {"sigma_max", precond_.sigma_max}}.dump());
 }
 
-std::string NetworkDenoiser::describe() const { return fmt::format("edm-network {}", config_json()); }
+std::string NetworkDenoiser::describe() const { return fmt::format("{}-network {}", parameterization_name(precond_.parameterization), config_json()); }
 
 std::map<std::string, std::string> NetworkDenoiser::file_metadata(const std::map<std::string, std::string>& extra) const {
   auto metadata = extra;

@@ -1,8 +1,10 @@
 // defines: NetworkDenoiser, PrecondSettings, add_network_fields
-// A trainable network (the UNet for images, the MLP for low-dimensional data) wrapped by EDM
-// preconditioning as a Denoiser, saved as one safetensors file whose metadata holds the
-// configuration needed to rebuild it (format "distillery.denoiser" v1; model.kind defaults to
-// unet, so files written before the MLP existed still load).
+// A trainable network (the UNet for images, the MLP for low-dimensional data) wrapped by the
+// preconditioning of its parameterisation (precond.parameterization: EDM by default,
+// rectified flow, the consistency boundary condition, TrigFlow, VP, VE) as a Denoiser, saved as
+// one safetensors file whose metadata holds the configuration needed to rebuild it (format
+// "distillery.denoiser" v1; model.kind defaults to unet and precond.parameterization to edm, so
+// files written before either existed still load).
 #pragma once
 
 #include <filesystem>
@@ -24,6 +26,7 @@ class Config;
 void add_network_fields(ConfigSchema& schema);
 
 struct PrecondSettings {
+  Parameterization parameterization = Parameterization::EDM;
   double sigma_data = 0.5;
   double sigma_min = 0.002;  // the σ range samplers use
   double sigma_max = 80.0;

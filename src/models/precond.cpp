@@ -12,8 +12,8 @@
 namespace distillery {
 
 namespace {
-constexpr std::array<std::string_view, kParameterizationCount> kNames = {"edm", "vp", "ve", "rectified-flow"};
-static_assert(static_cast<int>(Parameterization::RectifiedFlow) + 1 == kParameterizationCount);
+constexpr std::array<std::string_view, kParameterizationCount> kNames = {"edm", "vp", "ve", "rectified-flow", "consistency", "trigflow"};
+static_assert(static_cast<int>(Parameterization::TrigFlow) + 1 == kParameterizationCount);
 
 // Song et al. 2021 VP SDE constants as used by EDM's VPPrecond.
 constexpr double kBetaD = 19.9, kBetaMin = 0.1, kVpTimeScale = 1000 - 1;
@@ -37,11 +37,13 @@ Parameterization parameterization_from_name(std::string_view name) {
 double rf_time_from_sigma(double sigma) { return sigma / (1.0 + sigma); }
 double sigma_from_rf_time(double t) { return t / (1.0 - t); }
 double sigma_from_vp_time(double t) { return std::sqrt(std::expm1(0.5 * kBetaD * t * t + kBetaMin * t)); }
+double trigflow_time_from_sigma(double sigma, double sigma_data) { return std::atan(sigma / sigma_data); }
+double sigma_from_trigflow_time(double t, double sigma_data) { return sigma_data * std::tan(t); }
 double vp_time_from_sigma(double sigma) {
   return (std::sqrt(kBetaMin * kBetaMin + 2.0 * kBetaD * std::log1p(sigma * sigma)) - kBetaMin) / kBetaD;
 }
 
-PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, double sigma_data) {
+PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, double sigma_data, double sigma_min) {
   const auto one = torch::ones_like(sigma);
   switch (p) {
     case Parameterization::EDM: {
@@ -60,6 +62,17 @@ PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, do
       const auto scale = 1.0 / (1.0 + sigma);
       return {scale, -sigma * scale, scale, sigma * scale};
     }
+    case Parameterization::Consistency: {
+      const auto sd2 = sigma_data * sigma_data;
+      const auto norm = (sigma * sigma + sd2).sqrt();
+      return {sd2 / ((sigma - sigma_min).square() + sd2), (sigma - sigma_min) * sigma_data / norm, 1.0 / norm, sigma.log() / 4.0};
+    }
+    case Parameterization::TrigFlow: {
+      // With x_t = cos(t)·x: D = cos²(t)·x − sin(t)·σ_d·F(cos(t)·x/σ_d; t).
+      const auto t = (sigma / sigma_data).atan();
+      const auto cos = t.cos();
+      return {cos.square(), -sigma_data * t.sin(), cos / sigma_data, t};
+    }
   }
   throw Error("unhandled parameterization");
 }
@@ -68,13 +81,13 @@ PreconditionedDenoiser::PreconditionedDenoiser(Parameterization p, RawNetwork ne
     : parameterization_(p), network_(std::move(network)), info_(std::move(info)) {}
 
 at::Tensor PreconditionedDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
-  const auto c = precondition(parameterization_, sigma, info_.sigma_data);
+  const auto c = precondition(parameterization_, sigma, info_.sigma_data, info_.sigma_min);
   const auto F = network_(per_sample(c.c_in, x) * x, c.c_noise, labels);
   return per_sample(c.c_skip, x) * x + per_sample(c.c_out, x) * F;
 }
 
 std::pair<at::Tensor, at::Tensor> PreconditionedDenoiser::network_inputs(const at::Tensor& x, const at::Tensor& sigma) const {
-  const auto c = precondition(parameterization_, sigma, info_.sigma_data);
+  const auto c = precondition(parameterization_, sigma, info_.sigma_data, info_.sigma_min);
   return {per_sample(c.c_in, x) * x, c.c_noise};
 }
 

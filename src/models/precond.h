@@ -1,8 +1,8 @@
 // defines: Parameterization, PrecondCoefficients, precondition, PreconditionedDenoiser,
 //          parameterization_from_name, rf_time_from_sigma, sigma_from_rf_time, vp_time_from_sigma, sigma_from_vp_time
 // Preconditioning (Karras et al. 2022, "Elucidating the Design Space...", Table 1):
-// D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ)). EDM, VP, VE and rectified-flow
-// networks all become EDM denoisers here, and nowhere else.
+// D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ)). EDM, VP, VE, rectified-flow,
+// consistency-model and TrigFlow networks all become EDM denoisers here, and nowhere else.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,15 +22,22 @@ enum class Parameterization {
   VP,             // DDPM/DDIM ε-prediction, continuous-time VP (β_min 0.1, β_d 19.9, M 1000)
   VE,             // NCSN-style F = −n
   RectifiedFlow,  // x_t = (1−t)·x0 + t·n, F = v = n − x0, fed t
+  // Consistency models (Song et al. 2023, appendix C): EDM's with c_skip(σ) = σ_d²/((σ−σ_min)² + σ_d²)
+  // and c_out(σ) = σ_d(σ−σ_min)/√(σ² + σ_d²), so D(x; σ_min) = x exactly, the boundary condition.
+  Consistency,
+  // TrigFlow (Lu & Song 2024): x_t = cos(t)·x0 + sin(t)·σ_d·n, σ = σ_d·tan t, F = (dx_t/dt)/σ_d =
+  // cos(t)·n − sin(t)·x0/σ_d, D = cos(t)·x_t − sin(t)·σ_d·F, fed t.
+  TrigFlow,
 };
-inline constexpr int kParameterizationCount = 4;
+inline constexpr int kParameterizationCount = 6;
 std::string_view parameterization_name(Parameterization p);
 Parameterization parameterization_from_name(std::string_view name);  // Error lists the valid names
 
 struct PrecondCoefficients {
   at::Tensor c_skip, c_out, c_in, c_noise;  // each [N], like σ
 };
-PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, double sigma_data = 0.5);
+// `sigma_min` is where a consistency model's boundary condition holds (other parameterisations ignore it).
+PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, double sigma_data = 0.5, double sigma_min = 0.002);
 
 // Rectified flow: x_t = x / (1 + σ) with t = σ / (1 + σ).
 double rf_time_from_sigma(double sigma);
@@ -38,6 +45,9 @@ double sigma_from_rf_time(double t);
 // Continuous VP: σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1).
 double sigma_from_vp_time(double t);
 double vp_time_from_sigma(double sigma);
+// TrigFlow: t = arctan(σ/σ_d) ∈ [0, π/2).
+double trigflow_time_from_sigma(double sigma, double sigma_data);
+double sigma_from_trigflow_time(double t, double sigma_data);
 
 // F(c_in·x, c_noise, labels) -> raw network output, shaped like x.
 using RawNetwork = std::function<at::Tensor(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels)>;

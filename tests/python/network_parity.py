@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools", "reference"))
-from denoiser import EDMDenoiser  # noqa: E402
+from denoiser import NetworkDenoiser  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -21,7 +21,7 @@ TOLERANCE = 1e-5
 def main():
     torch.manual_seed(0)
     if sys.argv[1] == "check":
-        model = EDMDenoiser.from_safetensors(sys.argv[2])
+        model = NetworkDenoiser.from_safetensors(sys.argv[2])
         io = load_file(sys.argv[3])
         labels = io["labels"] if "labels" in io else None
         with torch.no_grad():
@@ -30,7 +30,7 @@ def main():
         print(f"max relative difference {error:.3e}")
         return 0 if error <= TOLERANCE else 1
     config = json.loads(sys.argv[2])
-    model = EDMDenoiser(config).eval()
+    model = NetworkDenoiser(config).eval()
     model.save_safetensors(sys.argv[3])
     x = torch.randn(4, *model.sample_shape)
     sigma = torch.tensor([0.01, 0.3, 2.0, 50.0])

@@ -17,12 +17,12 @@ import time
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from denoiser import EDMDenoiser  # noqa: E402
+from denoiser import NetworkDenoiser  # noqa: E402
 
 
 def main():
     teacher_file, batch, critic_steps, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    real = EDMDenoiser.from_safetensors(teacher_file).eval().requires_grad_(False)
+    real = NetworkDenoiser.from_safetensors(teacher_file).eval().requires_grad_(False)
     generator = copy.deepcopy(real).requires_grad_(True)
     critic = copy.deepcopy(real).requires_grad_(True)
     g_opt = torch.optim.Adam(generator.parameters(), lr=5e-5)

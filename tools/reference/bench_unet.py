@@ -14,14 +14,14 @@ import torch
 import yaml
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from denoiser import EDMDenoiser  # noqa: E402
+from denoiser import NetworkDenoiser  # noqa: E402
 
 
 def main():
     recipe = yaml.safe_load(open(sys.argv[1]))
     batch, repeats = int(sys.argv[2]), int(sys.argv[3])
     model_cfg = {**recipe["model"]}
-    model = EDMDenoiser({"model": model_cfg, "precond": {"sigma_data": 0.5}}).train()
+    model = NetworkDenoiser({"model": model_cfg, "precond": {"sigma_data": 0.5}}).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     m = model_cfg
     x0 = torch.rand(batch, m["in_channels"], m["resolution"], m["resolution"]) * 2 - 1

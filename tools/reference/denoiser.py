@@ -1,9 +1,11 @@
-"""PyTorch twin of distillery's trainable denoisers (src/models/network_denoiser.cpp): EDM
-preconditioning around the UNet (tools/reference/unet.py) or the MLP (tools/reference/mlp.py).
+"""PyTorch twin of distillery's trainable denoisers (src/models/network_denoiser.cpp): the
+preconditioning of the file's parameterisation (src/models/precond.cpp: EDM, VP, VE, rectified
+flow, the consistency boundary condition, TrigFlow) around the UNet (tools/reference/unet.py)
+or the MLP (tools/reference/mlp.py).
 
 Parameter and buffer names are identical, so weights move both ways through safetensors:
 
-    net = EDMDenoiser.from_safetensors("teacher.safetensors")   # a file distillery wrote
+    net = NetworkDenoiser.from_safetensors("teacher.safetensors")   # a file distillery wrote
     denoised = net(x, sigma, labels)                            # labels: int64, -1 = no label
     net.save_safetensors("out.safetensors")                     # a file distillery loads
 
@@ -23,8 +25,32 @@ from unet import UNet  # noqa: E402
 FORMAT = "distillery.denoiser"
 
 
-class EDMDenoiser(nn.Module):
-    """D(x; σ) = c_skip x + c_out F(c_in x; ln(σ)/4) (Karras et al. 2022, Table 1)."""
+def precondition(parameterization, sigma, sigma_data, sigma_min):
+    """c_skip, c_out, c_in, c_noise as functions of σ (Karras et al. 2022, Table 1, and the
+    parameterisations that src/models/precond.cpp converts to it)."""
+    sd = sigma_data
+    if parameterization in ("edm", "consistency"):
+        norm = (sigma ** 2 + sd ** 2).sqrt()
+        if parameterization == "edm":
+            return sd ** 2 / (sigma ** 2 + sd ** 2), sigma * sd / norm, 1 / norm, sigma.log() / 4
+        return sd ** 2 / ((sigma - sigma_min) ** 2 + sd ** 2), (sigma - sigma_min) * sd / norm, 1 / norm, sigma.log() / 4
+    one = torch.ones_like(sigma)
+    if parameterization == "vp":  # β_min 0.1, β_d 19.9, M 1000
+        t = ((0.1 ** 2 + 2 * 19.9 * (sigma ** 2).log1p()).sqrt() - 0.1) / 19.9
+        return one, -sigma, 1 / (sigma ** 2 + 1).sqrt(), 999 * t
+    if parameterization == "ve":
+        return one, sigma, one, (0.5 * sigma).log()
+    if parameterization == "rectified-flow":
+        scale = 1 / (1 + sigma)
+        return scale, -sigma * scale, scale, sigma * scale
+    if parameterization == "trigflow":
+        t = (sigma / sd).atan()
+        return t.cos() ** 2, -sd * t.sin(), t.cos() / sd, t
+    raise ValueError(f"unknown parameterization {parameterization!r}")
+
+
+class NetworkDenoiser(nn.Module):
+    """D(x; σ) = c_skip x + c_out F(c_in x; c_noise) with the file's parameterisation."""
 
     def __init__(self, config):
         super().__init__()
@@ -40,15 +66,16 @@ class EDMDenoiser(nn.Module):
         else:
             raise ValueError(f"unknown model kind {kind!r}: expected unet or mlp")
         self.num_classes = model.get("num_classes", 0)
-        self.sigma_data = config["precond"]["sigma_data"]
+        precond = config["precond"]
+        self.parameterization = precond.get("parameterization", "edm")  # files from before it carry none
+        self.sigma_data = precond["sigma_data"]
+        self.sigma_min = precond.get("sigma_min", 0.002)
 
     def forward(self, x, sigma, labels=None):
-        sigma = sigma.float().reshape(-1, *([1] * (x.dim() - 1)))
-        sd = self.sigma_data
-        c_skip = sd ** 2 / (sigma ** 2 + sd ** 2)
-        c_out = sigma * sd / (sigma ** 2 + sd ** 2).sqrt()
-        c_in = 1 / (sd ** 2 + sigma ** 2).sqrt()
-        return c_skip * x + c_out * self.net(c_in * x, sigma.flatten().log() / 4, labels)
+        sigma = sigma.float()
+        c_skip, c_out, c_in, c_noise = precondition(self.parameterization, sigma, self.sigma_data, self.sigma_min)
+        per_sample = (-1, *([1] * (x.dim() - 1)))
+        return c_skip.reshape(per_sample) * x + c_out.reshape(per_sample) * self.net(c_in.reshape(per_sample) * x, c_noise, labels)
 
     @staticmethod
     def from_safetensors(path):
@@ -58,7 +85,7 @@ class EDMDenoiser(nn.Module):
             metadata = f.metadata() or {}
         if metadata.get("format") != FORMAT:
             raise ValueError(f"{path}: not a distillery denoiser file (metadata format {metadata.get('format')!r})")
-        model = EDMDenoiser(json.loads(metadata["config"]))
+        model = NetworkDenoiser(json.loads(metadata["config"]))
         model.net.load_state_dict(load_file(path), strict=True)
         return model.eval()
 
