@@ -38,6 +38,14 @@ AttentionBackend attention_backend_from_name(std::string_view name) {
 
 void set_attention_backend(AttentionBackend backend) { current_backend = backend; }
 
+namespace {
+thread_local int math_attention_scopes = 0;
+}  // namespace
+
+MathAttentionScope::MathAttentionScope() { ++math_attention_scopes; }
+MathAttentionScope::~MathAttentionScope() { --math_attention_scopes; }
+bool MathAttentionScope::active() { return math_attention_scopes > 0; }
+
 bool auto_attention_takes_fused_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 #if DISTILLERY_WITH_CUDA
   if (!fused_attention_unsupported(q, k, v).empty()) return false;
@@ -73,6 +81,7 @@ bool auto_attention_takes_fused_kernel(const at::Tensor& q, const at::Tensor& k,
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_shape(k, q.sizes().vec(), "attention keys (must match the queries)");
   check_shape(v, q.sizes().vec(), "attention values (must match the queries)");
+  if (MathAttentionScope::active()) return std::get<0>(at::_scaled_dot_product_attention_math(q, k, v));
   const auto backend = current_backend.load();
   if (backend == AttentionBackend::Sdpa || !q.is_cuda()) {
     DISTILLERY_CHECK(backend != AttentionBackend::Fused, Error("the fused attention kernel runs on CUDA tensors only").got(fmt::format("{} tensors", q.device().str()))

@@ -1,5 +1,5 @@
 // defines: AttentionBackend, attention_backend_names, attention_backend_from_name, set_attention_backend, attention,
-//          auto_attention_takes_fused_kernel
+//          auto_attention_takes_fused_kernel, MathAttentionScope
 // The one entry point every network's attention goes through. `auto` takes the fused CUDA
 // kernel (kernels/fused_attention.h) when the project is built with CUDA, the tensors are on a
 // GPU in a form it supports and the kernel has passed its self-check there, and ATen's
@@ -30,5 +30,18 @@ bool auto_attention_takes_fused_kernel(const at::Tensor& q, const at::Tensor& k,
 
 // q, k, v: [batch, heads, tokens, head_dim]; returns softmax(q kᵀ / √head_dim) v, same shape as q.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// While one is alive on this thread, attention() takes ATen's math path, which is made of
+// matmul and softmax and so is twice differentiable (and carries forward-mode tangents), as
+// the denoiser's JVP needs (models/jvp.h); the fused kernel and SDPA's flash kernels are not.
+// It overrides the chosen backend.
+class MathAttentionScope {
+ public:
+  MathAttentionScope();
+  ~MathAttentionScope();
+  MathAttentionScope(const MathAttentionScope&) = delete;
+  MathAttentionScope& operator=(const MathAttentionScope&) = delete;
+  static bool active();
+};
 
 }  // namespace distillery
