@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/shuffled_order.h"
+#include "distill/common/sigma_sampling.h"
 #include "data/training_data.h"
 #include "models/guidance.h"
 #include "models/network_denoiser.h"
@@ -85,14 +86,6 @@ at::Tensor distribution_matching_loss(const at::Tensor& x, const at::Tensor& rea
 }
 
 namespace {
-
-constexpr int kSigmaGridPoints = 1000;
-
-// Uniform draws in [0, 1) per position, through the normal CDF of counter-based normals.
-at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions) {
-  const auto normal = per_sample_normal(seed, stream, positions, {}, torch::kFloat64);
-  return (0.5 * torch::erfc(-normal / std::sqrt(2.0))).clamp(0.0, 1.0 - 1e-12);
-}
 
 // DMD2's classifier branch, sized to the bottleneck at hand: a strided 4×4 convolution halves
 // the side (when there is room), a convolution as wide as what is left reduces it to 1×1, and a
@@ -170,8 +163,7 @@ class Dmd2 final : public TrainingMethod {
       guided_ = std::make_unique<GuidedDenoiser>(*teacher_, settings_.guidance);
       real_ = guided_.get();
     }
-    grid_ = make_sigmas({ScheduleKind::Karras, teacher_->sigma_min(), teacher_->sigma_max(), 7.0}, kSigmaGridPoints);
-    grid_.pop_back();  // the appended 0
+    sigma_grid_.emplace(teacher_->sigma_min(), teacher_->sigma_max());
     if (settings_.regression_weight > 0) {
       pairs_.emplace(settings_.regression_store, StoreExpectation{teacher_fingerprint(teacher_spec), teacher_->sample_shape()});
       DISTILLERY_CHECK(std::abs(pairs_->sigmas().front() - settings_.student_sigmas.front()) < 1e-6 * settings_.student_sigmas.front(),
@@ -312,15 +304,9 @@ class Dmd2 final : public TrainingMethod {
     return view;
   }
 
-  // σ per position, uniform over the grid points whose index fraction lies in [low, high].
+  // σ per position, uniform over the Karras grid points whose index fraction lies in [low, high].
   at::Tensor grid_sigmas(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions, double low, double high) const {
-    const auto u = uniform_per_sample(seed, stream, positions);
-    const double first = std::floor(low * (kSigmaGridPoints - 1)), last = std::floor(high * (kSigmaGridPoints - 1));
-    const auto index = (first + u * (last - first + 1)).floor().clamp(first, last).to(torch::kInt64);
-    // grid_ runs from σ_max (index 0) down; fractions count from σ_min, as DMD2's timesteps do.
-    // Drawn and looked up on the host, then copied, like all the method's randomness.
-    const auto sigmas = torch::tensor(grid_, torch::kFloat64).flip(0);
-    return sigmas.index_select(0, index).to(device_, torch::kFloat32);
+    return sigma_grid_->draw(seed, stream, positions, low, high, torch::TensorOptions(torch::kFloat32).device(device_));
   }
 
   // The student's output for the given positions, with gradient unless disabled by the caller.
@@ -366,7 +352,7 @@ class Dmd2 final : public TrainingMethod {
   std::optional<ShuffledOrder> real_order_;
   bool hflip_ = false;
   std::optional<TrajectoryReader> pairs_;
-  std::vector<double> grid_;
+  std::optional<KarrasGridSampler> sigma_grid_;
   SampleRequest request_;
 };
 

@@ -20,13 +20,15 @@ LAYERS = [
     ["src/teachers"],
     ["src/trajectories"],
     ["src/eval"],
+    ["distill/common"],
     ["distill", "src/teacher_training"],
     ["src/cli"],
 ]
 RANK = {directory: rank for rank, group in enumerate(LAYERS) for directory in group}
-# The include prefix each directory is reached by ("core/x.h" -> src/core).
-BY_PREFIX = {pathlib.PurePosixPath(directory).name: directory for directory in RANK}
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/[^"]+"')
+# The include path each directory is reached by ("core/x.h" -> src/core, "distill/common/x.h"
+# -> distill/common).
+BY_PREFIX = {directory.removeprefix("src/"): directory for directory in RANK}
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([a-z_/]+)/[^"/]+"')
 
 
 def violations(root: pathlib.Path):
