@@ -33,10 +33,6 @@ std::string cuda_inventory() {
 
 std::string device_names_help() { return "auto (CUDA when present, else the CPU), cpu, cuda, cuda:N"; }
 
-std::string Runtime::describe() const {
-  return world_size > 1 ? fmt::format("{} (rank {} of {}, local rank {})", device.str(), rank, world_size, local_rank) : device.str();
-}
-
 c10::Device resolve_device(std::string_view name, int64_t local_rank) {
   const auto invalid = [&] { return Error(fmt::format("unknown device '{}'", name)).field("--device").expected(device_names_help()); };
   const auto cuda_count = static_cast<int64_t>(torch::cuda::device_count());

@@ -16,9 +16,6 @@ namespace distillery {
 struct Runtime {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   int64_t rank = 0, world_size = 1, local_rank = 0;
-
-  bool writes() const { return rank == 0; }  // rank 0 logs and saves
-  std::string describe() const;
 };
 
 std::string device_names_help();  // "auto, cpu, cuda, cuda:N", for help text
