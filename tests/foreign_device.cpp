@@ -14,7 +14,6 @@
 #include <torch/types.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <mutex>
 

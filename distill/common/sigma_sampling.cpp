@@ -22,6 +22,7 @@ KarrasGridSampler::KarrasGridSampler(double sigma_min, double sigma_max, int poi
   auto grid = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, 7.0}, points);
   grid.pop_back();  // the appended 0
   ascending_.assign(grid.rbegin(), grid.rend());
+  ascending_tensor_ = torch::tensor(ascending_, torch::kFloat64);
 }
 
 at::Tensor KarrasGridSampler::draw(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions, double low, double high,
@@ -30,7 +31,7 @@ at::Tensor KarrasGridSampler::draw(uint64_t seed, uint64_t stream, const std::ve
   const auto u = uniform_per_sample(seed, stream, positions);
   const double first = std::floor(low * (points - 1)), last = std::floor(high * (points - 1));
   const auto index = (first + u * (last - first + 1)).floor().clamp(first, last).to(torch::kInt64);
-  return torch::tensor(ascending_, torch::kFloat64).index_select(0, index).to(options);
+  return ascending_tensor_.index_select(0, index).to(options);
 }
 
 at::Tensor lognormal_sigmas(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions, double p_mean, double p_std,

@@ -25,6 +25,7 @@ class KarrasGridSampler {
 
  private:
   std::vector<double> ascending_;
+  at::Tensor ascending_tensor_;  // the same, float64 on the CPU, looked up at every draw
 };
 
 // σ = exp(P_mean + P_std·n) per position: EDM training, ECT (−1.1, 2.0), sCM's time (−1.0, 1.4).
