@@ -11,6 +11,7 @@
 #include "eval/evaluate.h"
 #include "eval/image_source.h"
 #include "eval/metrics.h"
+#include "eval/sample_grid.h"
 #include "io/image.h"
 
 namespace distillery {
@@ -93,6 +94,13 @@ class InLoopEvaluation {
 EvaluationCallback make_in_loop_evaluation(const Config& config, const std::vector<int64_t>& sample_shape, const c10::Device& device) {
   auto evaluation = std::make_shared<InLoopEvaluation>(config, sample_shape, device);
   return [evaluation](Denoiser& network, const SampleRequest& request) { return (*evaluation)(network, request); };
+}
+
+TrainerCallbacks make_trainer_callbacks(const Config& config, const std::vector<int64_t>& sample_shape, const c10::Device& device) {
+  TrainerCallbacks callbacks;
+  callbacks.grid = make_sample_grid_writer(sample_shape);
+  if (config.get_int("eval.every") > 0) callbacks.evaluate = make_in_loop_evaluation(config, sample_shape, device);
+  return callbacks;
 }
 
 }  // namespace distillery

@@ -1,4 +1,4 @@
-// defines: add_in_loop_evaluation_fields, make_in_loop_evaluation
+// defines: add_in_loop_evaluation_fields, make_in_loop_evaluation, make_trainer_callbacks
 // The trainer's in-loop evaluation (TrainerCallbacks::evaluate) from the eval.* keys: the
 // Fréchet distance of generated samples in the domain classifier's features (fd_fmnist) or in
 // their raw values (fd_raw, against a mixture's exact moments or a .npz), and the class
@@ -25,5 +25,8 @@ void add_in_loop_evaluation_fields(ConfigSchema& schema);
 // The callback for a network of `sample_shape` on `device`; loads the reference statistics
 // and the feature network once. Errors name the key.
 EvaluationCallback make_in_loop_evaluation(const Config& config, const std::vector<int64_t>& sample_shape, const c10::Device& device);
+
+// What a training command hands the trainer: sample grids, and the evaluation when eval.every > 0.
+TrainerCallbacks make_trainer_callbacks(const Config& config, const std::vector<int64_t>& sample_shape, const c10::Device& device);
 
 }  // namespace distillery

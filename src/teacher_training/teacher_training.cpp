@@ -120,9 +120,7 @@ const ConfigSchema& teacher_training_schema() {
 void train_teacher(const TrainingRunOptions& options) {
   const auto config = Config::load(teacher_training_schema(), options.config_file, options.overrides);
   TeacherTraining method(config, options.runtime.device);
-  TrainerCallbacks callbacks;
-  if (config.get_int("eval.every") > 0) callbacks.evaluate = make_in_loop_evaluation(config, method.network().sample_shape(), options.runtime.device);
-  run_trainer(method, config, options, callbacks);
+  run_trainer(method, config, options, make_trainer_callbacks(config, method.network().sample_shape(), options.runtime.device));
 }
 
 }  // namespace distillery

@@ -280,11 +280,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     return result;
   };
   const auto write_grid = [&](int64_t step) {
-    const auto samples = draw_samples(shown(), sampling_for(s.seed, s.grid_num)).samples;
-    const auto path = grids / fmt::format("grid-step-{:07d}.png", step);
-    const auto shape = method.network().sample_shape();
-    if (shape.size() == 3) write_image_grid(path, samples, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(s.grid_num)))));
-    else if (shape == std::vector<int64_t>{2}) write_scatter_plot(path, samples, {}, fmt::format("samples at step {}", step));
+    if (callbacks.grid) callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
   };
 
   // The starting point of the FD-vs-step curve.

@@ -1,5 +1,5 @@
 // defines: TrainingMethod, StepContext, OptimizerSlot, EmaSlot, EmaDecay, ema_halflife_decay, power_ema_decay,
-//          NonFiniteUpdate, EvaluationCallback, TrainerCallbacks, add_trainer_fields, run_trainer
+//          NonFiniteUpdate, EvaluationCallback, GridCallback, TrainerCallbacks, add_trainer_fields, run_trainer
 // The loop every training method plugs into (EDM's and consistency_models' training loops). A
 // method owns its networks and performs one training step; it declares the optimisers it
 // updates, the moving averages (EMAs, consistency targets) it wants kept, its phases and its
@@ -140,10 +140,16 @@ class TrainingMethod {
 // values for stats.jsonl (fd_fmnist or fd_raw, class_accuracy).
 using EvaluationCallback = std::function<std::map<std::string, double>(Denoiser& network, const SampleRequest& request)>;
 
-// What the trainer measures without knowing how: handed to it by the command that builds the
-// run (eval/in_loop_evaluation.h), so the trainer depends on no evaluation code.
+// Draws `request` from the network (its EMA when there is one) and writes a picture of the
+// samples to `path` (a .png), after training step `step`.
+using GridCallback = std::function<void(Denoiser& network, const SampleRequest& request, const std::filesystem::path& path, int64_t step)>;
+
+// What the trainer measures and draws without knowing how: handed to it by the command that
+// builds the run (eval/in_loop_evaluation.h, eval/sample_grid.h), so the trainer depends on no
+// evaluation or image code. Without a grid callback a run writes no grids.
 struct TrainerCallbacks {
   EvaluationCallback evaluate = {};  // needed when eval.every > 0
+  GridCallback grid = {};
 };
 
 // train.*, optimizer.*, log.*, checkpoint.*, grid.* keys and eval.every/num/seed, when and how
