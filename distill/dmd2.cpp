@@ -13,9 +13,9 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "data/shuffled_order.h"
+#include "distill/common/few_step_generator.h"
+#include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
-#include "data/training_data.h"
 #include "models/guidance.h"
 #include "models/network_denoiser.h"
 #include "models/unet.h"
@@ -148,14 +148,11 @@ class Dmd2 final : public TrainingMethod {
     generator_->module().eval();
     critic_->module().eval();
     if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
-    DISTILLERY_CHECK(settings_.student_sigmas.size() <= 100, Error("a DMD2 student takes at most 100 steps (its backward simulation's noise streams)")
-                                                               .field("student.sigmas").got(std::to_string(settings_.student_sigmas.size())));
+    few_step_.emplace(*generator_, settings_.student_sigmas,
+                              GeneratorStreams{noise_stream::dmd2_generator_noise, noise_stream::dmd2_student_step, noise_stream::dmd2_simulation});
     request_.sampler = "multistep";
     request_.sigmas = settings_.student_sigmas;
     request_.steps = static_cast<int>(settings_.student_sigmas.size());
-    for (size_t i = 0; i < settings_.student_sigmas.size(); ++i)
-      DISTILLERY_CHECK(settings_.student_sigmas[i] > 0 && (i == 0 || settings_.student_sigmas[i] < settings_.student_sigmas[i - 1]),
-                       Error("student.sigmas must be positive and strictly decreasing").field("student.sigmas").got(std::to_string(settings_.student_sigmas[i])));
 
     real_ = teacher_.get();
     if (settings_.guidance != 1.0) {
@@ -180,7 +177,7 @@ class Dmd2 final : public TrainingMethod {
       critic_with_head_->head->to(device);
       critic_with_head_->head->eval();
       critic_optimized_ = critic_with_head_.get();
-      load_real_data(config);
+      real_data_.emplace(config, generator_->sample_shape(), generator_->num_classes(), noise_stream::dmd2_real_flip, device);
     }
   }
 
@@ -205,14 +202,14 @@ class Dmd2 final : public TrainingMethod {
       at::Tensor x, labels;
       {
         torch::NoGradGuard no_grad;
-        std::tie(x, labels) = generate(context.seed, positions);
+        std::tie(x, labels) = few_step_->generate(context.seed, positions);
       }
       const auto sigma = grid_sigmas(context.seed, noise_stream::dmd2_critic_sigma, positions, settings_.critic_low, settings_.critic_high);
       const auto noise = per_sample_normal(context.seed, noise_stream::dmd2_critic_noise, positions, generator_->sample_shape(), x.options());
       auto loss = edm_loss(*critic_, x, sigma, noise, labels, generator_->sigma_data());
       average("critic_loss", loss.item<double>());
       if (settings_.gan()) {
-        const auto [real, real_labels] = real_batch(context.seed, positions);
+        const auto [real, real_labels] = real_data_->batch(context.seed, positions);
         const auto fake_logits = realism_logits(x, labels, context.seed, noise_stream::dmd2_gan_fake_sigma, noise_stream::dmd2_gan_fake_noise, positions);
         const auto real_logits = realism_logits(real, real_labels, context.seed, noise_stream::dmd2_gan_real_sigma, noise_stream::dmd2_gan_real_noise, positions);
         const auto gan = (torch::softplus(fake_logits) + torch::softplus(-real_logits)).mean();
@@ -226,7 +223,7 @@ class Dmd2 final : public TrainingMethod {
     }
 
     const auto positions = context.positions(0);
-    const auto [x, labels] = generate(context.seed, positions);
+    const auto [x, labels] = few_step_->generate(context.seed, positions);
     at::Tensor real_denoised, fake_denoised;
     {
       torch::NoGradGuard no_grad;
@@ -260,34 +257,6 @@ class Dmd2 final : public TrainingMethod {
   }
 
  private:
-  void load_real_data(const Config& config) {
-    real_data_ = load_training_data(config, generator_->sample_shape());
-    const std::vector<int64_t> shape(real_data_.x0.sizes().begin() + 1, real_data_.x0.sizes().end());
-    DISTILLERY_CHECK(shape == generator_->sample_shape(),
-                     Error("the real data do not have the student's shape").field("data.dataset").got(fmt::format("[{}]", fmt::join(shape, ", ")))
-                         .expected(fmt::format("[{}]", fmt::join(generator_->sample_shape(), ", "))));
-    const int64_t classes = generator_->num_classes();
-    DISTILLERY_CHECK(classes == 0 || (real_data_.labels.min().item<int64_t>() >= 0 && real_data_.labels.max().item<int64_t>() < classes),
-                     Error("a class-conditional critic needs every real image labelled with a class of the teacher").field("data.path")
-                         .expected(fmt::format("labels 0..{}", classes - 1))
-                         .got(fmt::format("{}..{}", real_data_.labels.min().item<int64_t>(), real_data_.labels.max().item<int64_t>()))
-                         .hint("a folder needs a dataset.json with its labels"));
-    DISTILLERY_CHECK(!config.get_bool("data.hflip") || shape.size() == 3, Error("horizontal flips need image data").field("data.hflip"));
-    hflip_ = config.get_bool("data.hflip");
-    real_order_.emplace(real_data_.x0.size(0), static_cast<uint64_t>(config.get_int("train.seed")));
-  }
-
-  // Real examples for the given positions (an endless reshuffled stream) and their labels.
-  std::pair<at::Tensor, at::Tensor> real_batch(uint64_t seed, const std::vector<int64_t>& positions) {
-    std::vector<int64_t> indices;
-    for (const auto p : positions) indices.push_back(real_order_->at(p));
-    // The data stay on the host; each batch moves to the device.
-    const auto index = torch::tensor(indices, torch::kInt64);
-    auto x = real_data_.x0.index_select(0, index).to(device_);
-    if (hflip_) x = torch::where(uniform_per_sample(seed, noise_stream::dmd2_real_flip, positions).lt(0.5).to(device_).view(per_sample_view(x)), x.flip(-1), x);
-    return {x, generator_->num_classes() > 0 ? real_data_.labels.index_select(0, index).to(device_) : at::Tensor()};
-  }
-
   // The GAN head's logits [N] for images noised at σ from dmd2.gan_range, read from the
   // critic's bottleneck: gradient reaches the images, the critic and the head.
   at::Tensor realism_logits(const at::Tensor& x, const at::Tensor& labels, uint64_t seed, uint64_t sigma_stream, uint64_t noise_stream,
@@ -309,37 +278,6 @@ class Dmd2 final : public TrainingMethod {
     return sigma_grid_->draw(seed, stream, positions, low, high, torch::TensorOptions(torch::kFloat32).device(device_));
   }
 
-  // The student's output for the given positions, with gradient unless disabled by the caller.
-  // A k-step student starts each row at one of its σ, chosen per position; rows that start
-  // later are first brought there by the student itself without gradient (backward simulation).
-  std::pair<at::Tensor, at::Tensor> generate(uint64_t seed, const std::vector<int64_t>& positions) {
-    const auto& sigmas = settings_.student_sigmas;
-    const int64_t n = static_cast<int64_t>(positions.size()), steps = static_cast<int64_t>(sigmas.size());
-    const auto options = torch::TensorOptions(torch::kFloat32).device(device_);
-    at::Tensor labels;
-    if (generator_->num_classes() > 0) {
-      std::vector<int64_t> classes;
-      for (const auto p : positions) classes.push_back(p % generator_->num_classes());
-      labels = torch::tensor(classes, torch::kInt64).to(device_);
-    }
-    auto x = per_sample_normal(seed, noise_stream::dmd2_generator_noise, positions, generator_->sample_shape(), options) * sigmas.front();
-    auto sigma = torch::full({n}, sigmas.front(), options);
-    if (steps > 1) {
-      const auto start = (uniform_per_sample(seed, noise_stream::dmd2_student_step, positions) * static_cast<double>(steps)).floor().to(device_, torch::kInt64);
-      torch::NoGradGuard no_grad;
-      auto state = x;
-      for (int64_t i = 1; i < steps; ++i) {
-        const auto denoised = generator_->denoise(state, torch::full({n}, sigmas[static_cast<size_t>(i - 1)], options), labels);
-        state = denoised + sigmas[static_cast<size_t>(i)] *
-                               per_sample_normal(seed, noise_stream::dmd2_simulation + static_cast<uint64_t>(i), positions, generator_->sample_shape(), options);
-        const auto here = start.eq(i);
-        x = torch::where(here.view(per_sample_view(x)), state, x);
-        sigma = torch::where(here, torch::full({n}, sigmas[static_cast<size_t>(i)], options), sigma);
-      }
-    }
-    return {generator_->denoise(x, sigma, labels), labels};
-  }
-
   Dmd2Settings settings_;
   c10::Device device_;
   std::unique_ptr<Denoiser> teacher_;
@@ -348,9 +286,8 @@ class Dmd2 final : public TrainingMethod {
   std::unique_ptr<NetworkDenoiser> generator_, critic_;
   std::shared_ptr<CriticWithHead> critic_with_head_;  // GAN only
   torch::nn::Module* critic_optimized_ = nullptr;     // what the critic's optimiser updates
-  TrainingData real_data_;                                 // GAN only
-  std::optional<ShuffledOrder> real_order_;
-  bool hflip_ = false;
+  std::optional<FewStepGenerator> few_step_;
+  std::optional<RealDataStream> real_data_;  // GAN only
   std::optional<TrajectoryReader> pairs_;
   std::optional<KarrasGridSampler> sigma_grid_;
   SampleRequest request_;

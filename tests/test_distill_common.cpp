@@ -1,14 +1,25 @@
 // The parts distillation methods share (distill/common): σ draws against their closed forms
-// and distributions, iCT's curriculum, and the distances.
+// and distributions, iCT's curriculum, the distances, the few-step generator's backward
+// simulation against the chain written out step by step, and the real-data stream.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <fstream>
 #include <numeric>
+#include <set>
 
+#include "core/config.h"
 #include "core/error.h"
+#include "core/rng.h"
+#include "data/training_data.h"
+#include "distill/common/few_step_generator.h"
+#include "distill/common/real_data_stream.h"
 #include "distill/common/distances.h"
 #include "distill/common/sigma_sampling.h"
+#include "models/mlp.h"
+#include "models/network_denoiser.h"
 #include "samplers/schedule.h"
 #include "test_support.h"
 
@@ -108,6 +119,64 @@ TEST(Distances, FeatureDistanceGoesThroughTheFrozenClassifier) {
   EXPECT_GT(d.min().item<double>(), 0.0);
   d.sum().backward();
   EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(FewStepGenerator, EachRowIsTheStudentsOwnChainStoppedAtItsStartStep) {
+  torch::manual_seed(5);
+  MLPConfig mlp;
+  mlp.hidden = 32;
+  mlp.layers = 2;
+  mlp.num_classes = 3;
+  NetworkDenoiser network(mlp);
+  network.module().eval();  // no label dropout: every call sees the same labels
+  const std::vector<double> sigmas = {80.0, 5.0, 0.5};
+  const GeneratorStreams streams{noise_stream::dmd2_generator_noise, noise_stream::dmd2_student_step, noise_stream::dmd2_simulation};
+  const FewStepGenerator generator(network, sigmas, streams);
+  const auto positions = first_positions(48);
+  torch::NoGradGuard no_grad;
+  const auto [x, labels] = generator.generate(11, positions);
+  ASSERT_EQ(x.sizes(), (c10::IntArrayRef{48, 2}));
+  const auto start = (uniform_per_sample(11, streams.start_step, positions) * 3).floor().to(torch::kInt64);
+  std::set<int64_t> starts;
+  for (int64_t r = 0; r < 48; ++r) {
+    EXPECT_EQ(labels[r].item<int64_t>(), r % 3);
+    const std::vector<int64_t> row = {r};
+    const auto label = labels.slice(0, r, r + 1);
+    // The chain written out: noise at σ_0, then denoise and re-noise at each later σ.
+    auto state = per_sample_normal(11, streams.noise, row, {2}, torch::kFloat32) * sigmas[0];
+    const int64_t k = start[r].item<int64_t>();
+    starts.insert(k);
+    for (int64_t i = 1; i <= k; ++i)
+      state = network.denoise(state, torch::full({1}, sigmas[static_cast<size_t>(i - 1)]), label) +
+              sigmas[static_cast<size_t>(i)] * per_sample_normal(11, streams.simulation + static_cast<uint64_t>(i), row, {2}, torch::kFloat32);
+    const auto expected = network.denoise(state, torch::full({1}, sigmas[static_cast<size_t>(k)]), label);
+    EXPECT_TRUE(torch::allclose(x.slice(0, r, r + 1), expected, 1e-5, 1e-6)) << "row " << r << " starting at step " << k;
+  }
+  EXPECT_EQ(starts, (std::set<int64_t>{0, 1, 2}));
+  EXPECT_THROW(FewStepGenerator(network, {5.0, 5.0}, streams), Error);
+}
+
+TEST(RealDataStream, EachEpochVisitsEveryExampleOnceAndRepeatsByPosition) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  ConfigSchema schema;
+  add_training_data_fields(schema);
+  schema.add({"train.seed", ConfigType::Int, "seed", "0"});
+  const auto config = Config::parse(schema, fmt::format("data: {{dataset: gmm, path: \"{}\", size: 64}}\ntrain: {{seed: 3}}\n", (dir / "three_modes.yaml").string()), "test");
+  RealDataStream stream(config, {2}, 3, noise_stream::dmd2_real_flip, torch::kCPU);
+  ASSERT_EQ(stream.size(), 64);
+  const auto [first, first_labels] = stream.batch(0, first_positions(64));
+  const auto all = load_training_data(config, {2});
+  // The first 64 positions are a permutation of the set, with the labels that go with it.
+  const auto order = first.select(1, 0).argsort(), reference = all.x0.select(1, 0).argsort();
+  EXPECT_TRUE(torch::equal(first.index_select(0, order), all.x0.index_select(0, reference)));
+  EXPECT_TRUE(torch::equal(first_labels.index_select(0, order), all.labels.index_select(0, reference)));
+  // A position gives the same example whichever batch asks for it.
+  const auto [again, again_labels] = stream.batch(0, {70, 5});
+  EXPECT_TRUE(torch::equal(again[1], first[5]));
+  EXPECT_EQ(again_labels[1].item<int64_t>(), first_labels[5].item<int64_t>());
+  EXPECT_THROW(RealDataStream(config, {3}, 3, noise_stream::dmd2_real_flip, torch::kCPU), Error);
+  EXPECT_THROW(RealDataStream(config, {2}, 2, noise_stream::dmd2_real_flip, torch::kCPU), Error);
 }
 
 }  // namespace

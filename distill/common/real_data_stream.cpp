@@ -1,0 +1,42 @@
+#include "distill/common/real_data_stream.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/types.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "distill/common/sigma_sampling.h"
+
+namespace distillery {
+
+RealDataStream::RealDataStream(const Config& config, const std::vector<int64_t>& sample_shape, int64_t num_classes, uint64_t flip_stream,
+                               const c10::Device& device)
+    : data_(load_training_data(config, sample_shape)), num_classes_(num_classes), flip_stream_(flip_stream), hflip_(config.get_bool("data.hflip")),
+      device_(device) {
+  const std::vector<int64_t> shape(data_.x0.sizes().begin() + 1, data_.x0.sizes().end());
+  DISTILLERY_CHECK(shape == sample_shape, Error("the real data do not have the student's shape").field("data.dataset").got(fmt::format("[{}]", fmt::join(shape, ", ")))
+                                              .expected(fmt::format("[{}]", fmt::join(sample_shape, ", "))));
+  DISTILLERY_CHECK(num_classes == 0 || (data_.labels.min().item<int64_t>() >= 0 && data_.labels.max().item<int64_t>() < num_classes),
+                   Error("a class-conditional network needs every real image labelled with one of its classes").field("data.path")
+                       .expected(fmt::format("labels 0..{}", num_classes - 1))
+                       .got(fmt::format("{}..{}", data_.labels.min().item<int64_t>(), data_.labels.max().item<int64_t>()))
+                       .hint("a folder needs a dataset.json with its labels"));
+  DISTILLERY_CHECK(!hflip_ || shape.size() == 3, Error("horizontal flips need image data").field("data.hflip"));
+  order_.emplace(data_.x0.size(0), static_cast<uint64_t>(config.get_int("train.seed")));
+}
+
+std::pair<at::Tensor, at::Tensor> RealDataStream::batch(uint64_t seed, const std::vector<int64_t>& positions) {
+  std::vector<int64_t> indices;
+  for (const auto p : positions) indices.push_back(order_->at(p));
+  const auto index = torch::tensor(indices, torch::kInt64);
+  auto x = data_.x0.index_select(0, index).to(device_);
+  if (hflip_) {
+    std::vector<int64_t> per_row(static_cast<size_t>(x.dim()), 1);
+    per_row[0] = -1;
+    x = torch::where(uniform_per_sample(seed, flip_stream_, positions).lt(0.5).to(device_).view(per_row), x.flip(-1), x);
+  }
+  return {x, num_classes_ > 0 ? data_.labels.index_select(0, index).to(device_) : at::Tensor()};
+}
+
+}  // namespace distillery
