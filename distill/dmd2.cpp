@@ -149,7 +149,7 @@ class Dmd2 final : public TrainingMethod {
     critic_->module().eval();
     if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
     few_step_.emplace(*generator_, settings_.student_sigmas,
-                              GeneratorStreams{noise_stream::dmd2_generator_noise, noise_stream::dmd2_student_step, noise_stream::dmd2_simulation});
+                      GeneratorStreams{noise_stream::dmd2_generator_noise, noise_stream::dmd2_student_step, noise_stream::dmd2_simulation});
     request_.sampler = "multistep";
     request_.sigmas = settings_.student_sigmas;
     request_.steps = static_cast<int>(settings_.student_sigmas.size());

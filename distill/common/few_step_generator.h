@@ -32,7 +32,6 @@ class FewStepGenerator {
   // classes for a class-conditional network, else undefined.
   std::pair<at::Tensor, at::Tensor> generate(uint64_t seed, const std::vector<int64_t>& positions) const;
   at::Tensor labels(const std::vector<int64_t>& positions) const;
-  const std::vector<double>& sigmas() const { return sigmas_; }
 
  private:
   NetworkDenoiser& network_;
