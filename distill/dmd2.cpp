@@ -2,23 +2,23 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/container/sequential.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <optional>
+#include <set>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "distill/common/discriminator_heads.h"
 #include "distill/common/few_step_generator.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
 #include "models/guidance.h"
 #include "models/network_denoiser.h"
-#include "models/unet.h"
 #include "samplers/schedule.h"
 #include "teachers/edm_loss.h"
 #include "teachers/teacher.h"
@@ -36,10 +36,12 @@ void add_dmd2_fields(ConfigSchema& s) {
   s.add({"dmd2.critic_range", ConfigType::FloatList, "σ range of the critic's denoising loss, as fractions of the same grid", "[0.0, 1.0]"});
   s.add({"dmd2.regression_weight", ConfigType::Float, "weight of the MSE to the teacher's samples of the same noise (0: off)", "0"});
   s.add({"dmd2.regression_store", ConfigType::String, "trajectory store of the teacher holding those (noise, sample) pairs", "\"\""});
-  s.add({"dmd2.gan_generator_weight", ConfigType::Float, "weight of the generator's GAN loss on the critic's bottleneck head (0: no GAN; DMD2: 3e-3)", "0"});
+  s.add({"dmd2.gan_generator_weight", ConfigType::Float, "weight of the generator's GAN loss through the critic's heads (0: no GAN; DMD2: 3e-3)", "0"});
   s.add({"dmd2.gan_critic_weight", ConfigType::Float, "weight of the critic's GAN loss, real images from data.* (DMD2: 1e-2)", "0"});
   s.add({"dmd2.gan_range", ConfigType::FloatList, "σ range of the noise on real and generated images the GAN head sees, as fractions of the Karras grid",
          "[0.0, 1.0]"});
+  s.add({"dmd2.gan_taps", ConfigType::StringList,
+         "the critic's feature taps that get a GAN head (UNet: enc.<k>, bottleneck, dec.<k>; MLP: layer.<k>)", "[bottleneck]"});
 }
 
 Dmd2Settings dmd2_settings_from(const Config& c) {
@@ -61,6 +63,10 @@ Dmd2Settings dmd2_settings_from(const Config& c) {
   std::tie(s.gan_low, s.gan_high) = range("dmd2.gan_range");
   s.gan_generator_weight = c.get_float("dmd2.gan_generator_weight");
   s.gan_critic_weight = c.get_float("dmd2.gan_critic_weight");
+  s.gan_taps = c.get_string_list("dmd2.gan_taps");
+  DISTILLERY_CHECK(!s.gan_taps.empty() && std::set<std::string>(s.gan_taps.begin(), s.gan_taps.end()).size() == s.gan_taps.size(),
+                   Error("the GAN taps must be distinct, and at least one").file(c.source()).field("dmd2.gan_taps")
+                       .got(fmt::format("[{}]", fmt::join(s.gan_taps, ", "))));
   DISTILLERY_CHECK(s.gan_generator_weight >= 0 && s.gan_critic_weight >= 0 && (s.gan_generator_weight > 0) == (s.gan_critic_weight > 0),
                    Error("the GAN weights must both be positive (GAN on) or both 0 (off)").file(c.source()).field("dmd2.gan_critic_weight")
                        .got(fmt::format("generator {}, critic {}", s.gan_generator_weight, s.gan_critic_weight)));
@@ -87,36 +93,14 @@ at::Tensor distribution_matching_loss(const at::Tensor& x, const at::Tensor& rea
 
 namespace {
 
-// DMD2's classifier branch, sized to the bottleneck at hand: a strided 4×4 convolution halves
-// the side (when there is room), a convolution as wide as what is left reduces it to 1×1, and a
-// 1×1 convolution gives one realism logit; GroupNorm + SiLU in between.
-torch::nn::Sequential make_gan_head(const std::vector<int64_t>& bottleneck) {
-  const int64_t channels = bottleneck[0];
-  int64_t side = bottleneck[1];
-  torch::nn::Sequential head;
-  const auto norm_silu = [&] {
-    head->push_back(torch::nn::GroupNorm(norm_groups(channels), channels));
-    head->push_back(torch::nn::SiLU());
-  };
-  if (side >= 4) {
-    head->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 4).stride(2).padding(1)));
-    side /= 2;
-    norm_silu();
-  }
-  head->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, side)));
-  norm_silu();
-  head->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, 1, 1)));
-  return head;
-}
-
-// The critic's network and the GAN head as one module: one optimiser and one gradient clip
+// The critic's network and the GAN heads as one module: one optimiser and one gradient clip
 // cover both, as DMD2's guidance optimiser does.
-struct CriticWithHead : torch::nn::Module {
-  CriticWithHead(const std::shared_ptr<torch::nn::Module>& network, torch::nn::Sequential gan_head) {
+struct CriticWithHeads : torch::nn::Module {
+  CriticWithHeads(const std::shared_ptr<torch::nn::Module>& network, DiscriminatorHeads gan_heads) {
     register_module("network", network);
-    head = register_module("head", std::move(gan_head));
+    heads = register_module("heads", std::move(gan_heads));
   }
-  torch::nn::Sequential head;
+  DiscriminatorHeads heads{nullptr};
 };
 
 class Dmd2 final : public TrainingMethod {
@@ -169,14 +153,21 @@ class Dmd2 final : public TrainingMethod {
     }
     critic_optimized_ = &critic_->module();
     if (settings_.gan()) {
-      DISTILLERY_CHECK(!critic_->bottleneck_shape().empty(),
-                       Error("the GAN head reads the critic's bottleneck features, and this network has none").field("dmd2.gan_generator_weight")
-                           .got(critic_->describe()).hint("use a UNet (model.kind: unet), or set the GAN weights to 0"));
+      std::vector<FeatureTap> taps;
+      for (const auto& name : settings_.gan_taps) {
+        const auto& available = critic_->feature_taps();
+        const auto tap = std::find_if(available.begin(), available.end(), [&](const FeatureTap& t) { return t.name == name; });
+        std::vector<std::string> names;
+        for (const auto& t : available) names.push_back(t.name);
+        DISTILLERY_CHECK(tap != available.end(), Error(fmt::format("the critic has no feature tap '{}' for a GAN head", name)).field("dmd2.gan_taps")
+                                                     .expected(fmt::format("some of {}", fmt::join(names, ", "))).got(critic_->describe()));
+        taps.push_back(*tap);
+      }
       torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
-      critic_with_head_ = std::make_shared<CriticWithHead>(critic_->shared_module(), make_gan_head(critic_->bottleneck_shape()));
-      critic_with_head_->head->to(device);
-      critic_with_head_->head->eval();
-      critic_optimized_ = critic_with_head_.get();
+      critic_with_heads_ = std::make_shared<CriticWithHeads>(critic_->shared_module(), DiscriminatorHeads(taps));
+      critic_with_heads_->heads->to(device);
+      critic_with_heads_->heads->eval();
+      critic_optimized_ = critic_with_heads_.get();
       real_data_.emplace(config, generator_->sample_shape(), generator_->num_classes(), noise_stream::dmd2_real_flip, device);
     }
   }
@@ -185,7 +176,7 @@ class Dmd2 final : public TrainingMethod {
   SampleRequest sampling() const override { return request_; }
   std::vector<CheckpointModule> checkpoint_modules() override {
     std::vector<CheckpointModule> modules = {{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}};
-    if (critic_with_head_) modules.push_back({"gan_head", critic_with_head_->head.get()});
+    if (critic_with_heads_) modules.push_back({"gan_heads", critic_with_heads_->heads.get()});
     return modules;
   }
   std::vector<OptimizerSlot> optimizers() override {
@@ -214,7 +205,7 @@ class Dmd2 final : public TrainingMethod {
         const auto real_logits = realism_logits(real, real_labels, context.seed, noise_stream::dmd2_gan_real_sigma, noise_stream::dmd2_gan_real_noise, positions);
         const auto gan = (torch::softplus(fake_logits) + torch::softplus(-real_logits)).mean();
         average("gan_critic_loss", gan.item<double>());
-        // The head's mean belief that an image is real, the usual discriminator diagnostic.
+        // The heads' mean belief that an image is real, the usual discriminator diagnostic.
         average("realism_real", torch::sigmoid(real_logits).mean().item<double>());
         average("realism_fake", torch::sigmoid(fake_logits).mean().item<double>());
         loss = loss + settings_.gan_critic_weight * gan;
@@ -257,14 +248,14 @@ class Dmd2 final : public TrainingMethod {
   }
 
  private:
-  // The GAN head's logits [N] for images noised at σ from dmd2.gan_range, read from the
-  // critic's bottleneck: gradient reaches the images, the critic and the head.
+  // The GAN heads' logits [N, taps] for images noised at σ from dmd2.gan_range, read from the
+  // critic's taps: gradient reaches the images, the critic and the heads.
   at::Tensor realism_logits(const at::Tensor& x, const at::Tensor& labels, uint64_t seed, uint64_t sigma_stream, uint64_t noise_stream,
                             const std::vector<int64_t>& positions) {
     const auto sigma = grid_sigmas(seed, sigma_stream, positions, settings_.gan_low, settings_.gan_high);
     const auto noise = per_sample_normal(seed, noise_stream, positions, generator_->sample_shape(), x.options());
     const auto noisy = x + sigma.view(per_sample_view(x)) * noise;
-    return critic_with_head_->head->forward(critic_->bottleneck_features(noisy, sigma, labels)).flatten();
+    return critic_with_heads_->heads->forward(critic_->features(noisy, sigma, labels, settings_.gan_taps));
   }
 
   static std::vector<int64_t> per_sample_view(const at::Tensor& x) {
@@ -284,7 +275,7 @@ class Dmd2 final : public TrainingMethod {
   std::unique_ptr<GuidedDenoiser> guided_;
   Denoiser* real_ = nullptr;
   std::unique_ptr<NetworkDenoiser> generator_, critic_;
-  std::shared_ptr<CriticWithHead> critic_with_head_;  // GAN only
+  std::shared_ptr<CriticWithHeads> critic_with_heads_;  // GAN only
   torch::nn::Module* critic_optimized_ = nullptr;     // what the critic's optimiser updates
   std::optional<FewStepGenerator> few_step_;
   std::optional<RealDataStream> real_data_;  // GAN only

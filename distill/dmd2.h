@@ -4,9 +4,9 @@
 // along the difference of two scores of its own noised samples, the frozen teacher's ("real")
 // and a critic's ("fake") that keeps learning the generator's current distribution by
 // denoising score matching, several critic updates per generator update. Optional: a
-// regression loss on the teacher's (noise, sample) pairs from a trajectory store (DMD1), a GAN
-// head on the critic's bottleneck features that tells noised real images (data.*) from noised
-// generated ones (softplus losses, DMD2 §4.2), and k-step students trained with backward
+// regression loss on the teacher's (noise, sample) pairs from a trajectory store (DMD1), GAN
+// heads on named feature taps of the critic (its bottleneck by default) that tell noised real
+// images (data.*) from noised generated ones (softplus losses, DMD2 §4.2), and k-step students trained with backward
 // simulation (the generator's own intermediate states).
 #pragma once
 
@@ -36,9 +36,11 @@ struct Dmd2Settings {
   std::string regression_store;        // trajectory store with the pairs
   // GAN: weights of the generator's softplus(−logit(fake)) and of the critic's
   // softplus(logit(fake)) + softplus(−logit(real)) (both 0: off), and the σ range (same grid)
-  // of the noise both images get before the head sees them.
+  // of the noise both images get before the heads see them; the critic's taps with a head
+  // (each head's loss is averaged over the taps).
   double gan_generator_weight = 0.0, gan_critic_weight = 0.0;
   double gan_low = 0.0, gan_high = 1.0;
+  std::vector<std::string> gan_taps = {"bottleneck"};
   bool gan() const { return gan_generator_weight > 0; }
 };
 

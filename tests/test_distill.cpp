@@ -146,23 +146,32 @@ checkpoint: {{every: 2}}
   return run_in(dir, name, spec, recipe, std::move(overrides));
 }
 
-TEST(Dmd2, GanHeadLearnsToTellRealImagesFromGeneratedOnes) {
+// The heads on the critic's bottleneck (DMD2's choice, the default) and on three taps at once.
+class Dmd2GanTaps : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Dmd2GanTaps, HeadsLearnToTellRealImagesFromGeneratedOnes) {
   const auto dir = testing::scratch_dir();
-  auto run = image_mixture_run(dir, "run", 40);
+  auto run = image_mixture_run(dir, "run", 40, {"dmd2.gan_taps=" + GetParam()});
   run_distillation(run.options, run.teacher);
   const auto lines = stats_lines(run.options.out_dir);
   const auto margin = [](const nlohmann::json& line) { return line.at("realism_real").get<double>() - line.at("realism_fake").get<double>(); };
   double late = 0;
   for (size_t i = lines.size() - 5; i < lines.size(); ++i) late += margin(lines[i]) / 5;
-  std::printf("GAN head: P(real) − P(fake) at step 1 %.3f, mean of the last 5 steps %.3f\n", margin(lines.front()), late);
-  // The first step's average (over its critic updates, from the initial head) barely tells them
-  // apart; after training the head separates them, through the critic's bottleneck features
-  // of noised images. A head left out of the critic's optimiser stays near the first value.
+  std::printf("GAN heads on %s: P(real) − P(fake) at step 1 %.3f, mean of the last 5 steps %.3f\n", GetParam().c_str(), margin(lines.front()), late);
+  // The first step's average (over its critic updates, from the initial heads) barely tells
+  // them apart; after training the heads separate them, through the critic's features of
+  // noised images. Heads left out of the critic's optimiser stay near the first value.
   EXPECT_LT(std::abs(margin(lines.front())), 0.2);
   EXPECT_GT(late, 0.35);
   EXPECT_TRUE(lines.back().contains("gan_generator_loss"));
-  EXPECT_TRUE(std::filesystem::exists(run.options.out_dir / "checkpoints/step-0000040/gan_head.safetensors"));
+  const auto heads = load_tensor_file(run.options.out_dir / "checkpoints/step-0000040/gan_heads.safetensors");
+  const auto taps = nlohmann::json::parse(GetParam()).size();
+  EXPECT_TRUE(heads.tensors.count(fmt::format("{}.0.weight", taps - 1)));
+  EXPECT_FALSE(heads.tensors.count(fmt::format("{}.0.weight", taps)));
 }
+
+INSTANTIATE_TEST_SUITE_P(Taps, Dmd2GanTaps, ::testing::Values(R"(["bottleneck"])", R"(["enc.1", "bottleneck", "dec.2"])"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.index == 0 ? "Bottleneck" : "EncoderBottleneckDecoder"; });
 
 // Device-follow (foreign_device.h) for a distillation: DMD2 with the GAN head, its real data
 // and the regression loss on a store recorded on the device, stopped and resumed there, ends
@@ -190,7 +199,7 @@ TEST(Distill, Dmd2OnAnotherDeviceMatchesTheCpuRunAndResumesThere) {
     there.options.resume = resume;
     run_distillation(there.options, there.teacher);
   }
-  for (const char* file : {"student.safetensors", "checkpoints/step-0000004/gan_head.safetensors"})
+  for (const char* file : {"student.safetensors", "checkpoints/step-0000004/gan_heads.safetensors"})
     EXPECT_LT(testing::max_tensor_file_difference(dir / "cpu" / file, dir / "foreign" / file), 1e-4) << file;
   const auto mixes = testing::foreign_device_mixes();
   EXPECT_EQ(mixes.count, mixes_before) << "an operation mixed the devices (the first in this process: " << mixes.first << ")";
@@ -217,7 +226,7 @@ TEST(Distill, RealImagesFromDataMustFitAndBeLabelledForAConditionalCritic) {
   std::ofstream(unlabelled / "dataset.json") << R"({"labels": [["0.png", 0], ["1.png", 1], ["2.png", 0], ["3.png", 1]]})";
   result = distill(unlabelled);
   EXPECT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_TRUE(std::filesystem::exists(dir / "out2/checkpoints/step-0000002/gan_head.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "out2/checkpoints/step-0000002/gan_heads.safetensors"));
   result = distill(images("large", 16));
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("do not have the student's shape"), std::string::npos) << result.output;
@@ -266,7 +275,7 @@ TEST(Trainer, StopAndResumeWithTheGanHeadEqualsUninterruptedBitForBit) {
   // Real images are reshuffled per epoch (512 images, 16 per draw, 3 draws per step): the
   // resumed half starts in the middle of the stream.
   expect_resume_equals_straight(image_mixture_run(dir, "straight", 6, {"data.hflip=true"}), image_mixture_run(dir, "resumed", 6, {"data.hflip=true"}), 6,
-                                {"generator.safetensors", "critic.safetensors", "gan_head.safetensors", "generator_optimizer.safetensors",
+                                {"generator.safetensors", "critic.safetensors", "gan_heads.safetensors", "generator_optimizer.safetensors",
                                  "critic_optimizer.safetensors", "state.json"},
                                 {"step", "dm_loss", "critic_loss", "gan_critic_loss", "gan_generator_loss", "realism_real"});
 }
@@ -621,7 +630,8 @@ TEST(Distill, RecipeAndTeacherProblemsAreNamed) {
   expect_error({"dmd2.regression_weight=1"}, run.teacher, "trajectory store");
   expect_error({"dmd2.dm_range=[0.5, 0.2]"}, run.teacher, "dmd2.dm_range");
   expect_error({"dmd2.gan_generator_weight=0.1"}, run.teacher, "must both be positive");
-  expect_error({"dmd2.gan_generator_weight=0.1", "dmd2.gan_critic_weight=1"}, run.teacher, "bottleneck features");
+  expect_error({"dmd2.gan_generator_weight=0.1", "dmd2.gan_critic_weight=1"}, run.teacher, "no feature tap 'bottleneck'");
+  expect_error({"dmd2.gan_taps=[layer.0, layer.0]"}, run.teacher, "must be distinct");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The parts distillation methods share (distill/common): σ draws against their closed forms
 // and distributions, iCT's curriculum, the distances, the few-step generator's backward
-// simulation against the chain written out step by step, and the real-data stream.
+// simulation against the chain written out step by step, the real-data stream, and the
+// networks' feature taps with the discriminator heads that read them.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -16,10 +17,12 @@
 #include "data/training_data.h"
 #include "distill/common/few_step_generator.h"
 #include "distill/common/real_data_stream.h"
+#include "distill/common/discriminator_heads.h"
 #include "distill/common/distances.h"
 #include "distill/common/sigma_sampling.h"
 #include "models/mlp.h"
 #include "models/network_denoiser.h"
+#include "models/unet.h"
 #include "samplers/schedule.h"
 #include "test_support.h"
 
@@ -154,6 +157,119 @@ TEST(FewStepGenerator, EachRowIsTheStudentsOwnChainStoppedAtItsStartStep) {
   }
   EXPECT_EQ(starts, (std::set<int64_t>{0, 1, 2}));
   EXPECT_THROW(FewStepGenerator(network, {5.0, 5.0}, streams), Error);
+}
+
+namespace F = torch::nn::functional;
+
+// D = c_skip·x + c_out·raw, EDM's preconditioning around a raw output computed by hand.
+at::Tensor edm_denoised(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& raw) {
+  const auto c = precondition(Parameterization::EDM, sigma);
+  std::vector<int64_t> view(static_cast<size_t>(x.dim()), 1);
+  view[0] = -1;
+  return c.c_skip.view(view) * x + c.c_out.view(view) * raw;
+}
+
+TEST(FeatureTaps, UNetTapsAreItsOwnPassFromInputConvolutionToLastBlock) {
+  torch::manual_seed(2);
+  UNetConfig config;
+  config.resolution = 8;
+  config.model_channels = 8;
+  config.channel_mult = {1, 2};
+  config.blocks_per_level = 1;
+  config.attn_resolutions = {};
+  config.channels_per_head = 8;
+  config.dropout = 0;
+  NetworkDenoiser network(config);
+  network.module().eval();
+  std::vector<std::string> names;
+  for (const auto& tap : network.feature_taps()) names.push_back(tap.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"enc.0", "enc.1", "enc.2", "enc.3", "bottleneck", "dec.0", "dec.1", "dec.2", "dec.3", "dec.4"}));
+  const auto x = torch::randn({3, 1, 8, 8}), sigma = torch::tensor({0.1f, 1.0f, 20.0f});
+  torch::NoGradGuard no_grad;
+  const auto all = network.features(x, sigma, {}, names);
+  for (const auto& tap : network.feature_taps()) {
+    std::vector<int64_t> shape = {3};
+    shape.insert(shape.end(), tap.shape.begin(), tap.shape.end());
+    EXPECT_EQ(all.at(tap.name).sizes(), c10::IntArrayRef(shape)) << tap.name;
+  }
+  EXPECT_EQ(all.at("bottleneck").sizes(), (c10::IntArrayRef{3, 16, 4, 4}));
+  // The first tap is the input convolution of c_in·x; the last, through the output layers,
+  // gives the denoiser's own result.
+  std::map<std::string, at::Tensor> p;
+  for (const auto& item : network.module().named_parameters()) p[item.key()] = item.value();
+  const auto c_in = precondition(Parameterization::EDM, sigma).c_in.view({-1, 1, 1, 1});
+  EXPECT_TRUE(torch::allclose(all.at("enc.0"), F::conv2d(c_in * x, p["conv_in.weight"], F::Conv2dFuncOptions().bias(p["conv_in.bias"]).padding(1)), 1e-5, 1e-6));
+  const auto last = F::group_norm(all.at("dec.4"), F::GroupNormFuncOptions(norm_groups(8)).weight(p["norm_out.weight"]).bias(p["norm_out.bias"]));
+  const auto raw = F::conv2d(torch::silu(last), p["conv_out.weight"], F::Conv2dFuncOptions().bias(p["conv_out.bias"]).padding(1));
+  EXPECT_TRUE(torch::allclose(edm_denoised(x, sigma, raw), network.denoise(x, sigma, {}), 1e-5, 1e-6));
+  // Asking for fewer taps gives the same features, from a pass that ends at the deepest one.
+  EXPECT_TRUE(torch::equal(network.features(x, sigma, {}, {"enc.2"}).at("enc.2"), all.at("enc.2")));
+  std::vector<std::string> visited;
+  auto& unet = *network.shared_module()->as<UNetImpl>();
+  unet.features(c_in * x, torch::zeros({3}), {}, [&](const std::string& tap, const at::Tensor&) {
+    visited.push_back(tap);
+    return tap != "enc.1";
+  });
+  EXPECT_EQ(visited, (std::vector<std::string>{"enc.0", "enc.1"}));
+  try {
+    network.features(x, sigma, {}, {"middle"});
+    ADD_FAILURE() << "an unknown tap was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no feature tap 'middle'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("enc.0, enc.1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(FeatureTaps, MlpLastTapThroughTheOutputLayerIsTheDenoiser) {
+  torch::manual_seed(4);
+  MLPConfig config;
+  config.hidden = 16;
+  config.layers = 2;
+  NetworkDenoiser network(config);
+  network.module().eval();
+  ASSERT_EQ(network.feature_taps().size(), 3u);
+  EXPECT_EQ(network.feature_taps().back().name, "layer.2");
+  EXPECT_EQ(network.feature_taps().back().shape, (std::vector<int64_t>{16}));
+  const auto x = torch::randn({5, 2}), sigma = torch::linspace(0.05, 10.0, 5);
+  torch::NoGradGuard no_grad;
+  const auto features = network.features(x, sigma, {}, {"layer.2", "layer.0"});
+  ASSERT_EQ(features.size(), 2u);
+  std::map<std::string, at::Tensor> p;
+  for (const auto& item : network.module().named_parameters()) p[item.key()] = item.value();
+  const auto raw = F::linear(torch::silu(features.at("layer.2")), p["output.weight"], p["output.bias"]);
+  EXPECT_TRUE(torch::allclose(edm_denoised(x, sigma, raw), network.denoise(x, sigma, {}), 1e-5, 1e-6));
+  // Each residual layer adds to the one before: layer.1 = layer.0 + W·silu(layer.0) + b.
+  const auto first = network.features(x, sigma, {}, {"layer.1"}).at("layer.1");
+  const auto expected = features.at("layer.0") + F::linear(torch::silu(features.at("layer.0")), p["hidden.0.weight"], p["hidden.0.bias"]);
+  EXPECT_TRUE(torch::allclose(first, expected, 1e-5, 1e-6));
+}
+
+TEST(DiscriminatorHeads, OneLogitPerTapReadingThatTapOnly) {
+  torch::manual_seed(1);
+  const std::vector<FeatureTap> taps = {{"enc.1", {8, 8, 8}}, {"bottleneck", {16, 2, 2}}, {"layer.0", {5}}};
+  DiscriminatorHeads heads(taps);
+  EXPECT_EQ(heads->taps(), (std::vector<std::string>{"enc.1", "bottleneck", "layer.0"}));
+  FeatureMap features = {{"enc.1", torch::randn({4, 8, 8, 8})}, {"bottleneck", torch::randn({4, 16, 2, 2}, torch::requires_grad())},
+                         {"layer.0", torch::randn({4, 5})}, {"unused", torch::randn({4, 3})}};
+  const auto logits = heads->forward(features);
+  ASSERT_EQ(logits.sizes(), (c10::IntArrayRef{4, 3}));
+  logits.sum().backward();
+  EXPECT_GT(features.at("bottleneck").grad().abs().sum().item<double>(), 0.0);
+  torch::NoGradGuard no_grad;
+  auto changed = features;
+  changed["bottleneck"] = features.at("bottleneck") + 1;
+  const auto after = heads->forward(changed);
+  EXPECT_TRUE(torch::equal(after.select(1, 0), logits.select(1, 0)));
+  EXPECT_TRUE(torch::equal(after.select(1, 2), logits.select(1, 2)));
+  EXPECT_FALSE(torch::allclose(after.select(1, 1), logits.select(1, 1)));
+  // The heads' initial weights are a function of the seed: the same seed, the same heads.
+  torch::manual_seed(1);
+  DiscriminatorHeads again(taps);
+  EXPECT_TRUE(torch::equal(again->forward(features), heads->forward(features)));
+  features.erase("layer.0");
+  EXPECT_THROW(heads->forward(features), Error);
+  EXPECT_THROW(DiscriminatorHeads(std::vector<FeatureTap>{{"odd", {3, 4}}}), Error);
+  EXPECT_THROW(DiscriminatorHeads(std::vector<FeatureTap>{}), Error);
 }
 
 TEST(RealDataStream, EachEpochVisitsEveryExampleOnceAndRepeatsByPosition) {

@@ -37,10 +37,13 @@ MLPImpl::MLPImpl(MLPConfig config) : config_(std::move(config)) {
   if (config_.num_classes > 0) label_ = register_module("label", torch::nn::Linear(torch::nn::LinearOptions(config_.num_classes, config_.hidden).bias(false)));
   hidden_ = register_module("hidden", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.layers; ++i) hidden_->push_back(torch::nn::Linear(config_.hidden, config_.hidden));
+  for (int64_t k = 0; k <= config_.layers; ++k) taps_.push_back({fmt::format("layer.{}", k), {config_.hidden}});
   output_ = register_module("output", torch::nn::Linear(config_.hidden, config_.dim()));
 }
 
-at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
+at::Tensor MLPImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor* visit) {
+  size_t next_tap = 0;
+  const auto ends_here = [&](const at::Tensor& features) { return visit && !(*visit)(taps_[next_tap++].name, features); };
   const int64_t half = config_.embedding / 2;
   const auto frequencies = torch::pow(1e-4f, torch::arange(half, x_in.options().dtype(torch::kFloat32)) / static_cast<float>(std::max<int64_t>(half - 1, 1)));
   const auto angles = torch::outer(c_noise.to(x_in.scalar_type()), frequencies.to(x_in.scalar_type()));
@@ -51,8 +54,20 @@ at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, c
     if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout).to(one_hot.device());
     h = h + label_->forward(one_hot);
   }
-  for (const auto& layer : *hidden_) h = h + layer->as<torch::nn::LinearImpl>()->forward(torch::silu(h));
+  if (ends_here(h)) return {};
+  for (const auto& layer : *hidden_) {
+    h = h + layer->as<torch::nn::LinearImpl>()->forward(torch::silu(h));
+    if (ends_here(h)) return {};
+  }
   return output_->forward(torch::silu(h)).reshape(x_in.sizes());
+}
+
+at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
+  return run(x_in, c_noise, labels, nullptr);
+}
+
+void MLPImpl::features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) {
+  run(x_in, c_noise, labels, &visit);
 }
 
 }  // namespace distillery

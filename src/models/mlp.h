@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "models/feature_taps.h"
+
 namespace distillery {
 
 class Config;
@@ -36,10 +38,18 @@ class MLPImpl : public torch::nn::Module {
   explicit MLPImpl(MLPConfig config);
   // x_in: [N, *shape]; c_noise: [N]; labels: [N] (−1 = none) or undefined.
   at::Tensor forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels);
+  // "layer.0": the input and its embeddings summed, "layer.<k>": after the k-th residual layer.
+  const std::vector<FeatureTap>& feature_taps() const { return taps_; }
+  // The same pass as forward(), handing each tap's features to `visit` and ending where it says.
+  void features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit);
   const MLPConfig& config() const { return config_; }
 
  private:
+  // The raw output, or an undefined tensor when `visit` (may be null) ends the pass early.
+  at::Tensor run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor* visit);
+
   MLPConfig config_;
+  std::vector<FeatureTap> taps_;
   torch::nn::Linear input_{nullptr}, noise_{nullptr}, label_{nullptr}, output_{nullptr};
   torch::nn::ModuleList hidden_{nullptr};
 };

@@ -1,9 +1,12 @@
 #include "models/network_denoiser.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -69,8 +72,10 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const UNetConfig& c) {
                                 {"label_dropout", c.label_dropout},   {"noise_embedding", c.noise_embedding}};
   return {net.ptr(),
           [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
-          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->bottleneck(x_in, c_noise, labels); },
-          net->bottleneck_shape(),
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) mutable {
+            net->features(x_in, c_noise, labels, visit);
+          },
+          net->feature_taps(),
           model.dump(),
           {c.in_channels, c.resolution, c.resolution},
           c.num_classes};
@@ -84,8 +89,10 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const MLPConfig& c) {
                                 {"label_dropout", c.label_dropout}};
   return {net.ptr(),
           [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
-          nullptr,
-          {},
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) mutable {
+            net->features(x_in, c_noise, labels, visit);
+          },
+          net->feature_taps(),
           model.dump(),
           c.shape,
           c.num_classes};
@@ -93,8 +100,8 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const MLPConfig& c) {
 
 NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
     : module_(std::move(parts.module)),
-      bottleneck_(std::move(parts.bottleneck)),
-      bottleneck_shape_(std::move(parts.bottleneck_shape)),
+      raw_features_(std::move(parts.features)),
+      taps_(std::move(parts.taps)),
       model_json_(std::move(parts.model_json)),
       sample_shape_(std::move(parts.sample_shape)),
       num_classes_(parts.num_classes),
@@ -117,10 +124,23 @@ at::Tensor NetworkDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma
   return preconditioned_.denoise(x, sigma.to(torch::kFloat32), labels);
 }
 
-at::Tensor NetworkDenoiser::bottleneck_features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
-  DISTILLERY_CHECK(bottleneck_, Error("this network has no bottleneck features").got(describe()).hint("use a UNet (model.kind: unet)"));
+FeatureMap NetworkDenoiser::features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels, const std::vector<std::string>& taps) {
+  std::vector<std::string> in_order;
+  for (const auto& tap : taps_) in_order.push_back(tap.name);
+  std::set<std::string> wanted;
+  for (const auto& name : taps) {
+    DISTILLERY_CHECK(std::find(in_order.begin(), in_order.end(), name) != in_order.end(),
+                     Error(fmt::format("this network has no feature tap '{}'", name)).expected(fmt::format("one of {}", fmt::join(in_order, ", "))).got(describe()));
+    wanted.insert(name);
+  }
+  FeatureMap found;
+  if (wanted.empty()) return found;
   const auto [x_in, c_noise] = preconditioned_.network_inputs(x, sigma.to(torch::kFloat32));
-  return bottleneck_(x_in, c_noise, labels);
+  raw_features_(x_in, c_noise, labels, [&](const std::string& tap, const at::Tensor& features) {
+    if (wanted.count(tap)) found.emplace(tap, features);
+    return found.size() < wanted.size();
+  });
+  return found;
 }
 
 void NetworkDenoiser::to(const c10::Device& device) {

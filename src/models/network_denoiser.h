@@ -8,11 +8,13 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 
 #include "models/denoiser.h"
+#include "models/feature_taps.h"
 #include "models/mlp.h"
 #include "models/precond.h"
 #include "models/unet.h"
@@ -56,10 +58,12 @@ class NetworkDenoiser final : public Denoiser {
   double sigma_data() const { return precond_.sigma_data; }
   std::string describe() const override;
 
-  // The network's deepest features of x at σ, [N, *bottleneck_shape()] (UNets only; an empty
-  // shape means the network has none, and asking for them is an error).
-  at::Tensor bottleneck_features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels);
-  const std::vector<int64_t>& bottleneck_shape() const { return bottleneck_shape_; }
+  // The places inside the network whose features can be read (the UNet's and the MLP's
+  // feature_taps(), in network order).
+  const std::vector<FeatureTap>& feature_taps() const { return taps_; }
+  // The features of x at σ at the named taps, from one pass that goes only as deep as the
+  // deepest of them; an unknown name is an error listing the taps there are.
+  FeatureMap features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels, const std::vector<std::string>& taps);
 
   // The trainable module (parameters, buffers, train/eval mode).
   torch::nn::Module& module() { return *module_; }
@@ -70,10 +74,13 @@ class NetworkDenoiser final : public Denoiser {
   std::string config_json() const;
 
  private:
+  // The network's pass with a visitor of its taps, given c_in·x and c_noise.
+  using RawFeatures = std::function<void(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit)>;
   struct Parts {
     std::shared_ptr<torch::nn::Module> module;
-    RawNetwork forward, bottleneck;  // bottleneck: null for networks without one
-    std::vector<int64_t> bottleneck_shape;
+    RawNetwork forward;
+    RawFeatures features;
+    std::vector<FeatureTap> taps;
     std::string model_json;
     std::vector<int64_t> sample_shape;
     int64_t num_classes;
@@ -83,8 +90,8 @@ class NetworkDenoiser final : public Denoiser {
   NetworkDenoiser(Parts parts, PrecondSettings precond);
 
   std::shared_ptr<torch::nn::Module> module_;
-  RawNetwork bottleneck_;
-  std::vector<int64_t> bottleneck_shape_;
+  RawFeatures raw_features_;
+  std::vector<FeatureTap> taps_;
   std::string model_json_;
   std::vector<int64_t> sample_shape_;
   int64_t num_classes_;

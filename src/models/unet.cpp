@@ -140,17 +140,21 @@ UNetImpl::UNetImpl(UNetConfig config) : config_(std::move(config)) {
 
   std::vector<int64_t> skip_channels = {C};
   int64_t channels = C, res = c.resolution;
+  const auto tap = [&](std::string name) { taps_.push_back({std::move(name), {channels, res, res}}); };
+  tap("enc.0");
   for (int64_t level = 0; level < levels; ++level) {
     if (level > 0) {
       res /= 2;
       enc_->push_back(UNetBlock(channels, channels, emb, c.dropout, false, c.channels_per_head, Resample::Down));
       skip_channels.push_back(channels);
+      tap(fmt::format("enc.{}", enc_->size()));
     }
     for (int64_t i = 0; i < c.blocks_per_level; ++i) {
       const int64_t out = C * c.channel_mult[static_cast<size_t>(level)];
       enc_->push_back(UNetBlock(channels, out, emb, c.dropout, attends(res), c.channels_per_head, Resample::None));
       channels = out;
       skip_channels.push_back(channels);
+      tap(fmt::format("enc.{}", enc_->size()));
     }
   }
   for (int64_t level = levels - 1; level >= 0; --level) {
@@ -159,10 +163,12 @@ UNetImpl::UNetImpl(UNetConfig config) : config_(std::move(config)) {
       dec_->push_back(UNetBlock(channels, channels, emb, c.dropout, true, c.channels_per_head, Resample::None));
       dec_->push_back(UNetBlock(channels, channels, emb, c.dropout, false, c.channels_per_head, Resample::None));
       dec_takes_skip_.insert(dec_takes_skip_.end(), {false, false});
+      tap("bottleneck");
     } else {
       res *= 2;
       dec_->push_back(UNetBlock(channels, channels, emb, c.dropout, false, c.channels_per_head, Resample::Up));
       dec_takes_skip_.push_back(false);
+      tap(fmt::format("dec.{}", dec_->size() - 1 - kMiddleBlocks));
     }
     for (int64_t i = 0; i <= c.blocks_per_level; ++i) {
       const int64_t out = C * c.channel_mult[static_cast<size_t>(level)];
@@ -171,6 +177,7 @@ UNetImpl::UNetImpl(UNetConfig config) : config_(std::move(config)) {
       dec_->push_back(UNetBlock(channels + skip, out, emb, c.dropout, attends(res), c.channels_per_head, Resample::None));
       dec_takes_skip_.push_back(true);
       channels = out;
+      tap(fmt::format("dec.{}", dec_->size() - 1 - kMiddleBlocks));
     }
   }
   norm_out_ = register_module("norm_out", torch::nn::GroupNorm(norm_groups(channels), channels));
@@ -198,40 +205,37 @@ at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) 
   return torch::silu(map_layer1_->forward(torch::silu(map_layer0_->forward(emb))));
 }
 
-at::Tensor UNetImpl::encode(const at::Tensor& x_in, const at::Tensor& emb, std::vector<at::Tensor>& skips) {
+at::Tensor UNetImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor* visit) {
+  size_t next_tap = 0;
+  const auto ends_here = [&](const at::Tensor& features) { return visit && !(*visit)(taps_[next_tap++].name, features); };
+  const auto emb = embed(c_noise, labels);
   auto x = conv_in_->forward(x_in);
-  skips.push_back(x);
+  std::vector<at::Tensor> skips = {x};
+  if (ends_here(x)) return {};
   for (const auto& block : *enc_) {
     x = block->as<UNetBlockImpl>()->forward(x, emb);
     skips.push_back(x);
+    if (ends_here(x)) return {};
   }
   for (size_t i = 0; i < kMiddleBlocks; ++i) x = (*dec_)[i]->as<UNetBlockImpl>()->forward(x, emb);
-  return x;
-}
-
-at::Tensor UNetImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
-  const auto emb = embed(c_noise, labels);
-  std::vector<at::Tensor> skips;
-  auto x = encode(x_in, emb, skips);
+  if (ends_here(x)) return {};
   for (size_t i = kMiddleBlocks; i < dec_->size(); ++i) {
     if (dec_takes_skip_[i]) {
       x = torch::cat({x, skips.back()}, 1);
       skips.pop_back();
     }
     x = (*dec_)[i]->as<UNetBlockImpl>()->forward(x, emb);
+    if (ends_here(x)) return {};
   }
   return conv_out_->forward(torch::silu(norm_out_->forward(x)));
 }
 
-at::Tensor UNetImpl::bottleneck(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
-  std::vector<at::Tensor> skips;
-  return encode(x_in, embed(c_noise, labels), skips);
+at::Tensor UNetImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
+  return run(x_in, c_noise, labels, nullptr);
 }
 
-std::vector<int64_t> UNetImpl::bottleneck_shape() const {
-  const auto levels = static_cast<int64_t>(config_.channel_mult.size());
-  const int64_t side = config_.resolution >> (levels - 1);
-  return {config_.model_channels * config_.channel_mult.back(), side, side};
+void UNetImpl::features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) {
+  run(x_in, c_noise, labels, &visit);
 }
 
 }  // namespace distillery

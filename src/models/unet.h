@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "models/feature_taps.h"
+
 namespace distillery {
 
 class Config;
@@ -50,18 +52,21 @@ class UNetImpl : public torch::nn::Module {
   // x_in: [N, C, H, W] (already scaled by c_in), c_noise: [N], labels: [N] int64 with −1 for
   // "no label", or undefined for unconditional models. Returns the raw output F.
   at::Tensor forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels);
-  // The deepest features, what the decoder starts from: the encoder followed by the two middle
-  // blocks, [N, *bottleneck_shape()] = [N, C, r, r] (the input of DMD2's GAN head).
-  at::Tensor bottleneck(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels);
-  std::vector<int64_t> bottleneck_shape() const;
+  // The taps in network order: "enc.0" after the input convolution, "enc.<k>" after the k-th
+  // encoder block, "bottleneck" after the two middle blocks (what the decoder starts from) and
+  // "dec.<k>" after the k-th decoder block that follows them.
+  const std::vector<FeatureTap>& feature_taps() const { return taps_; }
+  // The same pass as forward(), handing each tap's features to `visit` and ending where it says.
+  void features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit);
   const UNetConfig& config() const { return config_; }
 
  private:
   at::Tensor embed(const at::Tensor& c_noise, const at::Tensor& labels);
-  // Runs the network up to the bottleneck, leaving the encoder's outputs in `skips`.
-  at::Tensor encode(const at::Tensor& x_in, const at::Tensor& emb, std::vector<at::Tensor>& skips);
+  // The raw output, or an undefined tensor when `visit` (may be null) ends the pass early.
+  at::Tensor run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor* visit);
 
   UNetConfig config_;
+  std::vector<FeatureTap> taps_;
   at::Tensor fourier_frequencies_;  // buffer, Fourier embedding only
   torch::nn::Linear map_label_{nullptr}, map_layer0_{nullptr}, map_layer1_{nullptr};
   torch::nn::Conv2d conv_in_{nullptr}, conv_out_{nullptr};

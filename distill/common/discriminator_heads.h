@@ -1,0 +1,37 @@
+// defines: DiscriminatorHeadsImpl, DiscriminatorHeads
+// Realism heads on named feature taps of a network (models/feature_taps.h): one small head per
+// tap, each giving one logit per row. DMD2 puts them on its critic (its classifier branch reads
+// the bottleneck); ADD and LADD put one on each of several layers of a frozen network. A
+// method turns the logits into its own GAN loss (non-saturating, hinge) per tap.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+#include <vector>
+
+#include "models/feature_taps.h"
+
+namespace distillery {
+
+class DiscriminatorHeadsImpl : public torch::nn::Module {
+ public:
+  // One head per tap, in the given order, sized to its features: for [C, H, W], a strided 4×4
+  // convolution halving the side (when it is at least 4), a convolution as wide as what is
+  // left, then a 1×1 convolution to one logit, with GroupNorm + SiLU in between; for [D], two
+  // linear layers with SiLU. Initial weights come from torch's generator, in tap order.
+  explicit DiscriminatorHeadsImpl(const std::vector<FeatureTap>& taps);
+  // The tap names, to ask the network for (NetworkDenoiser::features).
+  const std::vector<std::string>& taps() const { return names_; }
+  // [N, taps] logits: column k from the features at the k-th tap (an error names a missing one).
+  at::Tensor forward(const FeatureMap& features);
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<torch::nn::Sequential> heads_;  // registered as "0", "1", ... in tap order
+};
+TORCH_MODULE(DiscriminatorHeads);
+
+}  // namespace distillery
