@@ -172,7 +172,7 @@ class Dmd2 final : public TrainingMethod {
     }
   }
 
-  NetworkDenoiser& network() override { return *generator_; }
+  NetworkDenoiser* generator() override { return generator_.get(); }
   SampleRequest sampling() const override { return request_; }
   std::vector<CheckpointModule> checkpoint_modules() override {
     std::vector<CheckpointModule> modules = {{"generator", &generator_->module(), generator_->file_metadata()}, {"critic", &critic_->module(), critic_->file_metadata()}};

@@ -81,7 +81,7 @@ std::unique_ptr<TrainingMethod> make_distillation_method(const Config& config, c
 void run_distillation(const TrainingRunOptions& options, const std::string& teacher) {
   const auto config = load_distillation_config(options.config_file, options.overrides);
   const auto method = make_distillation_method(config, teacher, options.runtime.device);
-  run_trainer(*method, config, options, make_trainer_callbacks(config, method->network().sample_shape(), options.runtime.device));
+  run_trainer(*method, config, options, make_trainer_callbacks(config, method->generator()->sample_shape(), options.runtime.device));
 }
 
 }  // namespace distillery

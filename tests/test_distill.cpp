@@ -293,7 +293,7 @@ class ScriptedMethod final : public TrainingMethod {
  public:
   explicit ScriptedMethod(std::set<int64_t> nan_steps)
       : student_(MLPConfig{.shape = {2}, .hidden = 8, .layers = 1}), nan_steps_(std::move(nan_steps)) {}
-  NetworkDenoiser& network() override { return student_; }
+  NetworkDenoiser* generator() override { return &student_; }
   SampleRequest sampling() const override { return one_step_sampling(); }
   std::vector<CheckpointModule> checkpoint_modules() override { return {{"model", &student_.module()}}; }
   std::vector<OptimizerSlot> optimizers() override { return {{"model", &student_.module(), 1e-2}}; }
@@ -327,7 +327,7 @@ Config scripted_config(int64_t steps, const std::string& schedule = "") {
 class TwoPhaseMethod final : public TrainingMethod {
  public:
   TwoPhaseMethod() : student_(MLPConfig{.shape = {2}, .hidden = 8, .layers = 1}), slow_(student_.clone()), power_(student_.clone()) {}
-  NetworkDenoiser& network() override { return student_; }
+  NetworkDenoiser* generator() override { return &student_; }
   SampleRequest sampling() const override { return one_step_sampling(); }
   std::vector<CheckpointModule> checkpoint_modules() override {
     std::vector<CheckpointModule> modules = {{"model", &student_.module()}, {"slow", &slow_->module()}, {"power", &power_->module()}};

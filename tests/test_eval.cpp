@@ -1,6 +1,7 @@
 // Evaluation: Fréchet distance equal to pytorch-fid's, .npz interchange with numpy, KID and
 // precision/recall behaving as their definitions say, the shipped domain classifier's
-// accuracy, and specific errors for bad inputs.
+// accuracy, its training on the shared loop (stopped and resumed bit for bit), and specific
+// errors for bad inputs.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -22,6 +23,7 @@
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
 #include "test_support.h"
+#include "train/run_options.h"
 
 namespace distillery {
 namespace {
@@ -224,6 +226,52 @@ TEST(DomainClassifierTest, TheShippedClassifierIsAbove90PercentOnTheTestSet) {
   const auto dir = testing::scratch_dir();
   NetworkDenoiser(MLPConfig{}).save(dir / "denoiser.safetensors");
   EXPECT_NE(error_of([&] { load_domain_classifier(dir / "denoiser.safetensors"); }).find("not a distillery classifier file"), std::string::npos);
+}
+
+// A tiny classifier on the shared trainer: killed after a checkpoint (what a kill leaves:
+// later checkpoints and log lines gone, a torn line) and resumed, it ends with the
+// uninterrupted run's file byte for byte, and it has learnt something.
+TEST(DomainClassifierTraining, StopAndResumeEqualsUninterruptedBitForBit) {
+  const auto dir = testing::scratch_dir();
+  const auto options = [&](const std::string& name, bool resume) {
+    TrainingRunOptions o;
+    o.config_file = testing::kSourceDir / "configs/eval/fmnist_classifier.yaml";
+    o.out_dir = dir / name;
+    o.resume = resume;
+    o.show_progress = false;
+    o.overrides = {"model.channels=8", "model.features=16", "train.batch=64", "train.steps=40", "train.lr=5e-3", "model.dropout=0", "log.every=1", "checkpoint.every=1", "checkpoint.keep=30"};
+    return o;
+  };
+  const double accuracy = train_domain_classifier(options("straight", false));
+  std::printf("tiny classifier after 40 steps: test accuracy %.4f\n", accuracy);
+  EXPECT_GT(accuracy, 0.4);  // chance is 0.1
+  std::filesystem::copy(dir / "straight", dir / "killed", std::filesystem::copy_options::recursive);
+  for (int step = 11; step <= 40; ++step) std::filesystem::remove_all(dir / fmt::format("killed/checkpoints/step-{:07d}", step));
+  std::filesystem::remove(dir / "killed/classifier.safetensors");
+  std::string log;
+  {
+    std::ifstream in(dir / "killed/stats.jsonl");
+    std::string line;
+    for (int i = 0; i < 10 && std::getline(in, line); ++i) log += line + "\n";
+  }
+  std::ofstream(dir / "killed/stats.jsonl") << log << "{\"step\": 11, \"lo";
+  const double resumed = train_domain_classifier(options("killed", true));
+  EXPECT_EQ(resumed, accuracy);
+  const auto bytes = [](const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(bytes(dir / "straight/classifier.safetensors"), bytes(dir / "killed/classifier.safetensors"));
+  EXPECT_EQ(bytes(dir / "straight/checkpoints/step-0000040/model_optimizer.safetensors"), bytes(dir / "killed/checkpoints/step-0000040/model_optimizer.safetensors"));
+  const auto file = load_tensor_file(dir / "killed/classifier.safetensors");
+  EXPECT_EQ(file.metadata.at("trained_steps"), "40");
+  EXPECT_EQ(file.metadata.at("test_accuracy"), fmt::format("{:.4f}", accuracy));
+  EXPECT_EQ(load_domain_classifier(dir / "killed/classifier.safetensors")->feature_dims(), 16);
+  // No grids, evaluations or EMA: the keys of a generator's run do not apply.
+  EXPECT_FALSE(std::filesystem::exists(dir / "straight/grids"));
+  auto bad = options("bad", false);
+  bad.overrides.push_back("grid.every=10");
+  EXPECT_THROW(train_domain_classifier(bad), Error);
 }
 
 TEST(EvalCommand, FdBetweenADatasetAndItsStatisticsIsZero) {

@@ -57,7 +57,7 @@ EmaDecay power_ema_decay(double gamma) {
   return [gamma](int64_t step) { return std::pow(1.0 - 1.0 / static_cast<double>(step + 1), gamma + 1.0); };
 }
 
-void add_trainer_fields(ConfigSchema& s) {
+void add_training_loop_fields(ConfigSchema& s) {
   add_optimizer_fields(s);
   s.add({"train.batch", ConfigType::Int, "samples per step (per rank)", "32"});
   s.add({"train.steps", ConfigType::Int, "training steps", "1000"});
@@ -68,11 +68,15 @@ void add_trainer_fields(ConfigSchema& s) {
          "0"});
   s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"});
   s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"});
-  s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the trained network, half-life in training images (0: no EMA)", "0"});
   s.add({"train.seed", ConfigType::Int, "seed of every random draw (noise, σ, data order)", "0"});
   s.add({"log.every", ConfigType::Int, "steps per stats.jsonl line", "10"});
   s.add({"checkpoint.every", ConfigType::Int, "steps between checkpoints", "100"});
   s.add({"checkpoint.keep", ConfigType::Int, "checkpoints kept", "2"});
+}
+
+void add_trainer_fields(ConfigSchema& s) {
+  add_training_loop_fields(s);
+  s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the trained network, half-life in training images (0: no EMA)", "0"});
   s.add({"grid.every", ConfigType::Int, "steps between sample grids (0: only at the end)", "500"});
   s.add({"grid.num", ConfigType::Int, "samples in a grid", "100"});
   s.add({"eval.every", ConfigType::Int, "steps between in-loop evaluations (0: none)", "0"});
@@ -89,16 +93,27 @@ struct TrainerSettings {
   uint64_t seed, eval_seed;
 };
 
-TrainerSettings settings_from(const Config& c) {
+// A run without a generator reads only the loop's keys (add_training_loop_fields): no EMA,
+// grids or evaluations.
+TrainerSettings settings_from(const Config& c, bool has_generator) {
   TrainerSettings s{c.get_int("train.batch"),        c.get_int("train.steps"),     c.get_int("train.warmup_steps"),
                     c.get_int("train.decay_steps"),  c.get_int("train.max_nonfinite"), c.get_int("log.every"),       c.get_int("checkpoint.every"),
-                    c.get_int("checkpoint.keep"),    c.get_int("grid.every"),      c.get_int("grid.num"),
-                    c.get_int("eval.every"),         c.get_int("eval.num"),        c.get_float("train.grad_clip"),
-                    c.get_float("train.ema_halflife_images"), c.get_string("train.lr_schedule") == "cosine",
-                    static_cast<uint64_t>(c.get_int("train.seed")), static_cast<uint64_t>(c.get_int("eval.seed"))};
-  for (const auto& [key, value] : {std::pair{"train.batch", s.batch}, {"train.steps", s.steps}, {"train.max_nonfinite", s.max_nonfinite},
-                                   {"log.every", s.log_every}, {"checkpoint.every", s.checkpoint_every}, {"checkpoint.keep", s.keep},
-                                   {"grid.num", s.grid_num}, {"eval.num", s.eval_num}})
+                    c.get_int("checkpoint.keep"),    0,                             1,
+                    0,                               1,                             c.get_float("train.grad_clip"),
+                    0.0,                             c.get_string("train.lr_schedule") == "cosine",
+                    static_cast<uint64_t>(c.get_int("train.seed")), 0};
+  std::vector<std::pair<const char*, int64_t>> positive = {{"train.batch", s.batch}, {"train.steps", s.steps}, {"train.max_nonfinite", s.max_nonfinite},
+                                                           {"log.every", s.log_every}, {"checkpoint.every", s.checkpoint_every}, {"checkpoint.keep", s.keep}};
+  if (has_generator) {
+    s.grid_every = c.get_int("grid.every");
+    s.grid_num = c.get_int("grid.num");
+    s.eval_every = c.get_int("eval.every");
+    s.eval_num = c.get_int("eval.num");
+    s.ema_halflife_images = c.get_float("train.ema_halflife_images");
+    s.eval_seed = static_cast<uint64_t>(c.get_int("eval.seed"));
+    positive.insert(positive.end(), {{"grid.num", s.grid_num}, {"eval.num", s.eval_num}});
+  }
+  for (const auto& [key, value] : positive)
     DISTILLERY_CHECK(value > 0, Error(fmt::format("{} must be positive", key)).file(c.source()).field(key).got(std::to_string(value)));
   DISTILLERY_CHECK(s.decay_steps == 0 || (s.decay_steps > 0 && s.decay_steps <= s.steps - s.warmup_steps),
                    Error(fmt::format("train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, {}]", s.steps - s.warmup_steps))
@@ -141,6 +156,12 @@ void plot_evaluations(const std::filesystem::path& out, const std::string& label
 std::map<std::string, std::string> TrainingMethod::output_metadata() const {
   const auto request = sampling();
   return {{"student_sampler", request.sampler}, {"student_sigmas", nlohmann::json(request.sigmas).dump()}};
+}
+
+void TrainingMethod::write_output(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata, const NetworkDenoiser* ema) {
+  const auto* trained = generator();
+  DISTILLERY_CHECK(trained, Error("a method without a generator must write its own output").file(path.string()));
+  (ema ? *ema : *trained).save(path, metadata);
 }
 
 namespace {
@@ -188,11 +209,12 @@ Average resolve(const EmaSlot& slot) {
 }  // namespace
 
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks) {
-  const auto s = settings_from(config);
+  auto* const generator = method.generator();
+  const auto s = settings_from(config, generator != nullptr);
   const auto optimizer_spec = optimizer_spec_from(config);
   const auto& out = options.out_dir;
   const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
-  std::filesystem::create_directories(grids);
+  if (generator) std::filesystem::create_directories(grids);
 
   StepContext context;
   context.seed = s.seed;
@@ -216,15 +238,15 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     }
     parts.checkpoint.modules = method.checkpoint_modules();
     for (const auto& slot : method.averages()) parts.averages.push_back(resolve(slot));
-    auto& student = method.network();
+    if (!generator) return parts;
     if (s.ema_halflife_images > 0) {
-      parts.ema = student.clone();
-      parts.averages.push_back(resolve({"ema", &parts.ema->module(), &student.module(), ema_halflife_decay(s.ema_halflife_images, s.batch * context.world_size)}));
+      parts.ema = generator->clone();
+      parts.averages.push_back(resolve({"ema", &parts.ema->module(), &generator->module(), ema_halflife_decay(s.ema_halflife_images, s.batch * context.world_size)}));
       parts.checkpoint.modules.push_back({"ema", &parts.ema->module(), parts.ema->file_metadata()});
     }
-    // The network's checkpoint files (and the EMA's) are usable as they are, like the output.
+    // The generator's checkpoint files (and the EMA's) are usable as they are, like the output.
     for (auto& module : parts.checkpoint.modules)
-      if (module.module == &student.module() || module.name == "ema")
+      if (module.module == &generator->module() || module.name == "ema")
         for (auto& [key, value] : method.output_metadata()) module.metadata.insert_or_assign(key, value);
     return parts;
   };
@@ -256,7 +278,8 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     }
   }
   if (!assembled) current = assemble();
-  const auto shown = [&]() -> Denoiser& { return current.ema ? static_cast<Denoiser&>(*current.ema) : method.network(); };
+  // What grids and evaluations show (only asked for when there is a generator).
+  const auto shown = [&]() -> Denoiser& { return current.ema ? static_cast<Denoiser&>(*current.ema) : *generator; };
 
   const bool writes = context.rank == 0;
   std::optional<StatsLog> stats;
@@ -267,7 +290,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     auto request = method.sampling();
     request.seed = seed;
     request.num = num;
-    request.labels = method.network().num_classes() > 0 ? "all" : "";
+    request.labels = generator->num_classes() > 0 ? "all" : "";
     return request;
   };
   const auto& evaluate = callbacks.evaluate;
@@ -280,7 +303,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     return result;
   };
   const auto write_grid = [&](int64_t step) {
-    if (callbacks.grid) callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
+    if (generator && callbacks.grid) callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
   };
 
   // The starting point of the FD-vs-step curve.
@@ -294,7 +317,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   std::map<std::string, double> sums;
   int64_t counted = 0, interval_steps = 0, consecutive_nonfinite = 0;
   auto interval_start = std::chrono::steady_clock::now();
-  Progress progress("distill", s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
+  Progress progress(curve_label, s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
   for (int64_t step = state.step; step < s.steps; ++step) {
     if (const auto next = method.phase_of(step); next != phase) {
       spdlog::info("step {}: phase {} begins", step, next);
@@ -368,7 +391,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   if (writes) {
     auto metadata = method.output_metadata();
     metadata["trained_steps"] = std::to_string(state.step);
-    (current.ema ? *current.ema : method.network()).save(out / method.output_file(), metadata);
+    method.write_output(out / method.output_file(), metadata, current.ema.get());
     spdlog::info("wrote {}", (out / method.output_file()).string());
   }
 }

@@ -15,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -103,11 +104,12 @@ class StepContext {
 class TrainingMethod {
  public:
   virtual ~TrainingMethod() = default;
-  // The network this run trains (a distillation's student, or a teacher): grids, evaluation
-  // and the output EMA are of it; its final weights (the EMA's when there is one) are the run's output.
-  virtual NetworkDenoiser& network() = 0;
-  // How that network generates (sampler, steps, σ range) for grids and evaluation.
-  virtual SampleRequest sampling() const = 0;
+  // The generator this run trains (a distillation's student, or a teacher): grids, evaluation
+  // and the output EMA are of it. Null for a method that trains something else (the domain
+  // classifier), which then has none of them and writes its own output.
+  virtual NetworkDenoiser* generator() = 0;
+  // How the generator generates (sampler, steps, σ range) for grids and evaluation.
+  virtual SampleRequest sampling() const { return {}; }
   // The modules a checkpoint holds besides the optimisers' and the averages' (the trainer's).
   virtual std::vector<CheckpointModule> checkpoint_modules() = 0;
   virtual std::vector<OptimizerSlot> optimizers() = 0;
@@ -130,10 +132,14 @@ class TrainingMethod {
   // After every step whose updates were applied, once the averages have been updated.
   virtual void after_update(const StepContext& /*context*/) {}
 
-  // The output file in the run directory, and the metadata it and the network's checkpoint
+  // The output file in the run directory, and the metadata it and the generator's checkpoint
   // files carry besides the architecture (by default: the σ grid `generate` must walk).
   virtual std::string output_file() const { return "student.safetensors"; }
   virtual std::map<std::string, std::string> output_metadata() const;
+  // Writes the output to `path` with `metadata` (output_metadata() plus trained_steps), once
+  // training has ended: by default the generator's weights, or its output EMA's (`ema`, null
+  // when the run keeps none).
+  virtual void write_output(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata, const NetworkDenoiser* ema);
 };
 
 // Measures the trained network (its EMA when there is one) as sampled by `request`: named
@@ -152,12 +158,16 @@ struct TrainerCallbacks {
   GridCallback grid = {};
 };
 
-// train.*, optimizer.*, log.*, checkpoint.*, grid.* keys and eval.every/num/seed, when and how
-// much to evaluate (a method's schema may change their defaults with ConfigSchema::set_default).
+// The loop's keys: train.* (batch, steps, warm-up, LR schedule, clipping, the non-finite
+// guard, seed), optimizer.*, log.* and checkpoint.* (a method's schema may change their
+// defaults with ConfigSchema::set_default). Enough for a method without a generator.
+void add_training_loop_fields(ConfigSchema& schema);
+// The loop's keys and a generator's: train.ema_halflife_images, grid.* and eval.every/num/seed,
+// when and how much to evaluate.
 void add_trainer_fields(ConfigSchema& schema);
 
 // Runs `method` to train.steps in options.out_dir (resuming when asked); writes its output file
-// (the EMA when train.ema_halflife_images > 0) at the end.
+// (a generator's EMA when train.ema_halflife_images > 0) at the end.
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks = {});
 
 }  // namespace distillery
