@@ -41,15 +41,6 @@ void BM_SampleGmm(benchmark::State& state) {
 }
 BENCHMARK(BM_SampleGmm)->Args({0, 18})->Args({1, 18})->Unit(benchmark::kMillisecond);
 
-// Counter-based noise: values per second for a batch of image-shaped samples.
-void BM_PerSampleNoise(benchmark::State& state) {
-  std::vector<int64_t> indices(256);
-  std::iota(indices.begin(), indices.end(), 0);
-  for (auto _ : state) benchmark::DoNotOptimize(per_sample_normal(0, noise_stream::initial, indices, {1, 32, 32}, torch::kFloat32).data_ptr());
-  state.SetItemsProcessed(state.iterations() * 256 * 1024);
-}
-BENCHMARK(BM_PerSampleNoise)->Unit(benchmark::kMillisecond);
-
 // safetensors parse + validate throughput on a 64 MiB file of 64 tensors.
 void BM_SafetensorsParse(benchmark::State& state) {
   std::vector<uint8_t> payload(1 << 20, 7);
