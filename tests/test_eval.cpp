@@ -309,5 +309,39 @@ TEST(Inception, Pool3FeaturesMatchPytorchFidForEveryImageSize) {
   }
 }
 
+// The user's path: image files on disk read as an image source, against pytorch-fid reading
+// the same files through its ImagePathDataset (PIL, convert("RGB")). Grey, colour, alpha,
+// palette and mixed folders, PNG and JPEG, 28 to 512 px; then FID through the CLI.
+TEST(Inception, FeaturesOfImageFilesMatchPytorchFidReadingTheSameFiles) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto dir = testing::scratch_dir();
+  const auto weights = dir / "inception.safetensors";
+  const auto result = testing::run_command(testing::kPython + " " + testing::shell_quoted(testing::kSourceDir / "tests/python/inception_reference.py") +
+                                           " --files " + testing::shell_quoted(weights) + " " + testing::shell_quoted(dir / "files"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto network = inception_feature_network(weights, torch::kCPU);
+  const auto expected = load_tensor_file(dir / "files/features.safetensors");
+  for (const auto& [folder, theirs] : expected.tensors) {
+    auto source = open_image_source((dir / "files" / folder).string(), {}, torch::kCPU);
+    ImageBatch batch;
+    ASSERT_TRUE(source->next(100, batch));
+    const bool grey = folder.starts_with("grey");
+    EXPECT_EQ(batch.images.size(1), grey ? 1 : 3) << folder << ": grey files stay grey, any colour file makes the folder colour";
+    const auto ours = network.features(batch.images);
+    const double error = ((ours - theirs).abs().max() / theirs.abs().max()).item<double>();
+    std::printf("%-10s %d×%d×%d: max relative difference %.2e\n", folder.c_str(), static_cast<int>(batch.images.size(1)), static_cast<int>(batch.images.size(2)),
+                static_cast<int>(batch.images.size(3)), error);
+    EXPECT_LE(error, 1e-4) << folder;
+  }
+  const auto fid = testing::run_command(testing::kCli + " eval fd " + shell_quoted(dir / "files/fid_a") + " " + shell_quoted(dir / "files/fid_b") +
+                                        " --features inception --inception " + shell_quoted(weights) + " --quiet");
+  ASSERT_EQ(fid.exit_code, 0) << fid.output;
+  const double ours = nlohmann::json::parse(fid.output.substr(fid.output.find('{')))["value"].get<double>();
+  std::ifstream reference_file(dir / "files/fid.json");
+  const double theirs = nlohmann::json::parse(reference_file)["fid"].get<double>();
+  std::printf("FID of two RGB PNG folders: ours %.6f, pytorch-fid %.6f\n", ours, theirs);
+  EXPECT_LE(std::abs(ours - theirs) / theirs, 1e-4);
+}
+
 }  // namespace
 }  // namespace distillery

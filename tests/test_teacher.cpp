@@ -404,14 +404,21 @@ TEST(ImageFolder, ReadsImagesInPathOrderWithDatasetJsonLabels) {
   write_png(dir / "00001/img1.png", b);
   write_png(dir / "00000/img0.png", a);
   std::ofstream(dir / "dataset.json") << R"({"labels": [["00000/img0.png", 4], ["00001/img1.png", 7]]})";
-  const auto data = read_image_folder(dir, 1);
+  const auto data = read_image_folder(dir);
   EXPECT_EQ(data.images.sizes(), (std::vector<int64_t>{2, 1, 8, 6}));
   EXPECT_TRUE(torch::equal(data.images[0], a));
   EXPECT_TRUE(torch::equal(data.images[1], b));
   EXPECT_TRUE(torch::equal(data.labels, torch::tensor({4, 7}, torch::kInt64)));
-  // Grey images read as RGB repeat the channel.
-  const auto rgb = read_image_folder(dir, 3);
-  EXPECT_TRUE(torch::equal(rgb.images[0][2], a[0]));
+  // One colour image makes the folder colour, in RGB order; the grey images before and after
+  // it repeat their channel.
+  const auto colour = torch::randint(0, 256, {3, 8, 6}, torch::kUInt8);
+  write_png(dir / "00000/img0b.png", colour);
+  std::ofstream(dir / "dataset.json") << R"({"labels": [["00000/img0.png", 4], ["00000/img0b.png", 5], ["00001/img1.png", 7]]})";
+  const auto rgb = read_image_folder(dir);
+  ASSERT_EQ(rgb.images.sizes(), (std::vector<int64_t>{3, 3, 8, 6}));
+  EXPECT_TRUE(torch::equal(rgb.images[0], a.expand({3, -1, -1})));
+  EXPECT_TRUE(torch::equal(rgb.images[1], colour));
+  EXPECT_TRUE(torch::equal(rgb.images[2], b.expand({3, -1, -1})));
 }
 
 TEST(ImageFolder, TeacherTrainingReadsAFolder) {
@@ -430,11 +437,45 @@ TEST(ImageFolder, TeacherTrainingReadsAFolder) {
   options.overrides.push_back("model.num_classes=5");
   options.out_dir = dir / "too-few-classes";
   EXPECT_THROW(train_teacher(options), Error);
+  // Grey images are not converted for a colour model, nor colour ones for a grey model.
+  options.overrides.back() = "model.in_channels=3";
+  options.overrides.push_back("model.out_channels=3");
+  options.out_dir = dir / "colour-model";
+  try {
+    train_teacher(options);
+    ADD_FAILURE() << "grey images were accepted by a colour model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the images have 1 channel, the model takes 3"), std::string::npos) << e.what();
+  }
+}
+
+// A valid 16-bit grey PNG, written by hand (the project's writers make 8-bit ones only).
+void write_grey16_png(const std::filesystem::path& path, uint32_t width, uint32_t height) {
+  std::ofstream out(path, std::ios::binary);
+  const auto be32 = [](uint32_t v) { return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)}; };
+  const auto chunk = [&](const char* type, const std::string& data) {
+    const std::string body = std::string(type, 4) + data;
+    out << be32(static_cast<uint32_t>(data.size())) << body
+        << be32(static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+  };
+  out << "\x89PNG\r\n\x1a\n";
+  chunk("IHDR", be32(width) + be32(height) + std::string{16, 0, 0, 0, 0});  // 16 bits, grey, deflate, no filter, no interlace
+  const std::string rows = [&] {
+    std::string raw;
+    for (uint32_t y = 0; y < height; ++y) raw += std::string(1, '\0') + std::string(2 * width, '\x03');  // filter 0, samples 0x0303
+    uLongf size = compressBound(static_cast<uLong>(raw.size()));
+    std::string packed(size, '\0');
+    compress(reinterpret_cast<Bytef*>(packed.data()), &size, reinterpret_cast<const Bytef*>(raw.data()), static_cast<uLong>(raw.size()));
+    packed.resize(size);
+    return packed;
+  }();
+  chunk("IDAT", rows);
+  chunk("IEND", "");
 }
 
 std::string folder_error(const std::filesystem::path& dir) {
   try {
-    read_image_folder(dir, 1);
+    read_image_folder(dir);
   } catch (const Error& e) {
     return e.what();
   }
@@ -455,6 +496,9 @@ TEST(ImageFolder, ProblemsAreNamed) {
   std::filesystem::remove(dir / "dataset.json");
   std::ofstream(dir / "c.png") << "not a png";
   EXPECT_NE(folder_error(dir).find("cannot decode image"), std::string::npos);
+  std::filesystem::remove(dir / "c.png");
+  write_grey16_png(dir / "d.png", 6, 8);
+  EXPECT_NE(folder_error(dir).find("only 8-bit images are read"), std::string::npos);
 }
 
 }  // namespace

@@ -21,6 +21,24 @@ bool is_image(const std::filesystem::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
+// One image as PIL's Image.open gives it to pytorch-fid and EDM's dataset tool (no EXIF
+// rotation), then as convert("RGB") would see it: 8-bit grey as one channel, colour (palette
+// images expanded) as three in RGB order, alpha dropped.
+cv::Mat decode_as_stored(const std::filesystem::path& file) {
+  cv::Mat image = cv::imread(file.string(), cv::IMREAD_UNCHANGED);
+  DISTILLERY_CHECK(!image.empty(), Error("cannot decode image").file(file.string()).hint("the file is corrupt or not a PNG/JPEG"));
+  DISTILLERY_CHECK(image.depth() == CV_8U, Error("only 8-bit images are read").file(file.string()).got(fmt::format("{} bits per channel", image.elemSize1() * 8))
+                                               .hint("convert the images to 8 bits per channel"));
+  switch (image.channels()) {
+    case 1: break;
+    case 2: cv::extractChannel(image, image, 0); break;  // grey + alpha
+    case 3: cv::cvtColor(image, image, cv::COLOR_BGR2RGB); break;
+    case 4: cv::cvtColor(image, image, cv::COLOR_BGRA2RGB); break;
+    default: throw Error("unsupported number of channels").file(file.string()).got(std::to_string(image.channels())).expected("1 to 4");
+  }
+  return image;
+}
+
 std::map<std::string, int64_t> read_labels(const std::filesystem::path& folder) {
   const auto path = folder / "dataset.json";
   std::map<std::string, int64_t> labels;
@@ -40,9 +58,8 @@ std::map<std::string, int64_t> read_labels(const std::filesystem::path& folder) 
 }
 }  // namespace
 
-LabeledImages read_image_folder(const std::filesystem::path& folder, int64_t channels) {
+LabeledImages read_image_folder(const std::filesystem::path& folder) {
   DISTILLERY_CHECK(std::filesystem::is_directory(folder), Error("image folder not found").file(folder.string()));
-  DISTILLERY_CHECK(channels == 1 || channels == 3, Error("image datasets have 1 or 3 channels").got(std::to_string(channels)));
   std::vector<std::filesystem::path> files;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(folder))
     if (entry.is_regular_file() && is_image(entry.path())) files.push_back(entry.path());
@@ -53,16 +70,17 @@ LabeledImages read_image_folder(const std::filesystem::path& folder, int64_t cha
   LabeledImages out;
   std::vector<int64_t> label_values;
   for (size_t i = 0; i < files.size(); ++i) {
-    cv::Mat image = cv::imread(files[i].string(), channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
-    DISTILLERY_CHECK(!image.empty(), Error("cannot decode image").file(files[i].string()).hint("the file is corrupt or not a PNG/JPEG"));
-    if (channels == 3) cv::cvtColor(image, image, cv::COLOR_BGR2RGB);
+    const auto image = decode_as_stored(files[i]);
+    const int64_t channels = image.channels();
     if (i == 0) out.images = torch::empty({static_cast<int64_t>(files.size()), channels, image.rows, image.cols}, torch::kUInt8);
     DISTILLERY_CHECK(image.rows == out.images.size(2) && image.cols == out.images.size(3),
                      Error("images in a dataset must all have one size").file(files[i].string())
                          .expected(fmt::format("{}×{} (as {})", out.images.size(3), out.images.size(2), files[0].string()))
                          .got(fmt::format("{}×{}", image.cols, image.rows)));
+    // The first colour image makes the folder colour: the grey ones before it become RGB.
+    if (channels == 3 && out.images.size(1) == 1) out.images = out.images.expand({-1, 3, -1, -1}).contiguous();
     const auto hwc = torch::from_blob(image.data, {image.rows, image.cols, channels}, torch::kUInt8);
-    out.images[static_cast<int64_t>(i)].copy_(hwc.permute({2, 0, 1}));
+    out.images[static_cast<int64_t>(i)].copy_(hwc.permute({2, 0, 1}));  // a grey image in a colour folder is broadcast
     const auto relative = std::filesystem::relative(files[i], folder).generic_string();
     if (labels.empty()) {
       label_values.push_back(-1);

@@ -10,8 +10,10 @@
 
 namespace distillery {
 
-// uint8 [N, C, H, W] with C = `channels` (1: grey, 3: RGB; images are converted), labels −1
-// when the folder has no dataset.json. Every image must have the size of the first.
-LabeledImages read_image_folder(const std::filesystem::path& folder, int64_t channels);
+// uint8 [N, C, H, W] as the files hold them: C = 1 when every image is grey, else 3 in RGB
+// order with grey images repeated into the three channels and alpha dropped (what PIL's
+// convert("RGB") gives pytorch-fid); labels −1 when the folder has no dataset.json. Every
+// image must have the size of the first and 8 bits per channel.
+LabeledImages read_image_folder(const std::filesystem::path& folder);
 
 }  // namespace distillery

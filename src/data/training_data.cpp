@@ -30,8 +30,13 @@ TrainingData load_training_data(const Config& config, const std::vector<int64_t>
     auto [x0, components] = GaussianMixtureSpec::load(path).draw(size, static_cast<uint64_t>(config.get_int("train.seed")));
     return {x0, components};
   }
-  const int64_t channels = model_shape.size() == 3 ? model_shape[0] : 1;
-  const auto images = dataset == "folder" ? read_image_folder(path, channels) : load_fashion_mnist("train");
+  const auto images = dataset == "folder" ? read_image_folder(path) : load_fashion_mnist("train");
+  const int64_t channels = images.images.size(1);
+  DISTILLERY_CHECK(model_shape.size() != 3 || model_shape[0] == channels,
+                   Error(fmt::format("the images have {} channel{}, the model takes {}", channels, channels == 1 ? "" : "s", model_shape[0]))
+                       .file(dataset == "folder" ? path : "Fashion-MNIST").field("data.path")
+                       .hint(fmt::format("images are never converted: give {} images, or a model of {} channels (model.in_channels, model.out_channels)",
+                                         model_shape[0] == 1 ? "grey" : "colour", channels)));
   return {to_model_range(images.images), images.labels};
 }
 

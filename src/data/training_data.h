@@ -20,8 +20,9 @@ struct TrainingData {
 
 void add_training_data_fields(ConfigSchema& schema);
 
-// `model_shape` sets the channels images are converted to; draws from a mixture use
-// train.seed. Errors name the key and the file.
+// An image model's `model_shape` [C, H, W] must have the images' channel count (grey 1,
+// colour 3; they are never converted); draws from a mixture use train.seed. Errors name the
+// key and the file.
 TrainingData load_training_data(const Config& config, const std::vector<int64_t>& model_shape);
 
 }  // namespace distillery

@@ -106,7 +106,7 @@ std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const Sa
   DISTILLERY_CHECK(std::filesystem::exists(spec), Error("image source not found").file(spec).expected(image_source_forms()));
   if (std::filesystem::is_directory(spec)) {
     if (std::filesystem::exists(std::filesystem::path(spec) / "store.json")) return std::make_unique<StoreSource>(spec);
-    auto data = read_image_folder(spec, 1);
+    auto data = read_image_folder(spec);
     return std::make_unique<TensorSource>(data.images, data.labels, "image folder " + spec);
   }
   if (spec.ends_with(".safetensors")) {
