@@ -155,6 +155,56 @@ TEST(Npz, MalformedFilesAndMismatchesAreNamed) {
   EXPECT_NE(error_of([&] { write_npz(dir / "half.npz", {{"x", torch::zeros({4}, torch::kFloat16)}}); }).find("cannot store this tensor type"), std::string::npos);
 }
 
+// Statistics no set of features can have, and damaged bytes, are refused instead of giving a
+// number; pytorch-fid's and EDM's layout (no count) is read.
+TEST(Npz, DamagedFilesAndImpossibleStatisticsAreRefused) {
+  const auto dir = testing::scratch_dir();
+  torch::manual_seed(0);
+  const auto features = torch::randn({50, 4}, torch::kFloat64);
+  FeatureStatistics good;
+  good.add(features);
+  const auto mu = good.mean(), sigma = good.covariance();
+  const auto load_error = [&](const std::string& name, const std::map<std::string, at::Tensor>& arrays) {
+    write_npz(dir / name, arrays);
+    return error_of([&] { FeatureStatistics::load(dir / name); });
+  };
+  // A flipped bit in the stored data: the archive opens, its CRC does not match.
+  good.save(dir / "flipped.npz");
+  std::string bytes;
+  {
+    std::ifstream in(dir / "flipped.npz", std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  // Inside the first member's values: after the magic, version, header length and header.
+  const auto magic = bytes.find("\x93NUMPY");
+  ASSERT_NE(magic, std::string::npos);
+  ASSERT_EQ(bytes[magic + 6], '\x01');  // .npy version 1: a 2-byte header length
+  const auto data = magic + 10 + static_cast<uint8_t>(bytes[magic + 8]) + 256 * static_cast<uint8_t>(bytes[magic + 9]) + 3;
+  bytes[data] = static_cast<char>(bytes[data] ^ 0x10);
+  std::ofstream(dir / "flipped.npz", std::ios::binary) << bytes;
+  EXPECT_NE(error_of([&] { FeatureStatistics::load(dir / "flipped.npz"); }).find("fails its CRC check"), std::string::npos);
+  auto infinite = mu.clone();
+  infinite[1] = INFINITY;
+  EXPECT_NE(load_error("inf.npz", {{"mu", infinite}, {"sigma", sigma}}).find("'mu' holds a non-finite value"), std::string::npos);
+  auto asymmetric = sigma.clone();
+  asymmetric[0][1] += 0.5;
+  EXPECT_NE(load_error("asymmetric.npz", {{"mu", mu}, {"sigma", asymmetric}}).find("not symmetric"), std::string::npos);
+  EXPECT_NE(load_error("negative.npz", {{"mu", mu}, {"sigma", -sigma}}).find("negative eigenvalue"), std::string::npos);
+  EXPECT_NE(load_error("integer.npz", {{"mu", mu.to(torch::kInt64)}, {"sigma", sigma}}).find("not floating point"), std::string::npos);
+  EXPECT_NE(load_error("one.npz", {{"mu", mu}, {"sigma", sigma}, {"count", torch::tensor({1}, torch::kInt64)}}).find("'count' must be"), std::string::npos);
+  // pytorch-fid's and EDM's layout: mu and sigma alone, the count unknown.
+  write_npz(dir / "plain.npz", {{"mu", mu}, {"sigma", sigma}});
+  const auto plain = FeatureStatistics::load(dir / "plain.npz");
+  EXPECT_FALSE(plain.count_known());
+  EXPECT_TRUE(torch::equal(plain.mean(), mu));
+  EXPECT_TRUE(torch::equal(plain.covariance(), sigma));
+  EXPECT_NEAR(frechet_distance(plain, good), 0.0, 1e-9);
+  FeatureStatistics more = plain;
+  EXPECT_THROW(more.add(features), Error);
+  good.save(dir / "ours.npz");
+  EXPECT_EQ(FeatureStatistics::load(dir / "ours.npz").count(), 50);
+}
+
 TEST(Npy, PreamblesRoundTripAndMalformedOnesAreNamed) {
   for (const auto& shape : std::vector<std::vector<int64_t>>{{}, {3}, {2, 3}, {0, 5}}) {
     auto member = npy_preamble(NpyType::Float32, shape);

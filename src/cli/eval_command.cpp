@@ -67,7 +67,7 @@ void run_eval(const std::string& metric, const EvalOptions& o) {
   std::vector<Side> sides;
   for (const auto& spec : o.sources) sides.push_back(evaluate(spec, network, o, needs_features, device));
   for (size_t i = 0; i < sides.size(); ++i)
-    report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count()},
+    report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count_known() ? nlohmann::json(sides[i].evaluation.statistics.count()) : nlohmann::json(nullptr)},
                                  {"seconds", sides[i].seconds}});
   if (metric == "stats") {
     DISTILLERY_CHECK(!o.out.empty(), Error("stats needs --out FILE.npz"));

@@ -4,12 +4,15 @@
 #include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "eval/npz.h"
 
 namespace distillery {
 
 void FeatureStatistics::add(const at::Tensor& features) {
+  DISTILLERY_CHECK(!covariance_.defined(), Error("statistics read without a count cannot take more features"));
   DISTILLERY_CHECK(features.dim() == 2 && features.size(0) > 0, Error("features must be a non-empty [n, d] matrix"));
   DISTILLERY_CHECK(!mean_.defined() || features.size(1) == mean_.size(0),
                    Error("feature dimension changed between batches").expected(std::to_string(dims())).got(std::to_string(features.size(1))));
@@ -31,11 +34,12 @@ void FeatureStatistics::add(const at::Tensor& features) {
 }
 
 at::Tensor FeatureStatistics::mean() const {
-  DISTILLERY_CHECK(count_ > 0, Error("no features were added"));
+  DISTILLERY_CHECK(count_ > 0 || covariance_.defined(), Error("no features were added"));
   return mean_;
 }
 
 at::Tensor FeatureStatistics::covariance() const {
+  if (covariance_.defined()) return covariance_;
   DISTILLERY_CHECK(count_ > 1, Error("a covariance needs at least two feature vectors").got(std::to_string(count_)));
   return scatter_ / static_cast<double>(count_ - 1);
 }
@@ -48,7 +52,10 @@ FeatureStatistics FeatureStatistics::from_moments(at::Tensor mean, at::Tensor co
   FeatureStatistics s;
   s.count_ = count;
   s.mean_ = mean.to(torch::kFloat64);
-  s.scatter_ = covariance.to(torch::kFloat64) * static_cast<double>(std::max<int64_t>(count - 1, 1));
+  if (count > 0)
+    s.scatter_ = covariance.to(torch::kFloat64) * static_cast<double>(std::max<int64_t>(count - 1, 1));
+  else
+    s.covariance_ = covariance.to(torch::kFloat64);
   return s;
 }
 
@@ -63,8 +70,30 @@ FeatureStatistics FeatureStatistics::load(const std::filesystem::path& path, int
   DISTILLERY_CHECK(expected_dims <= 0 || mu.size(0) == expected_dims,
                    Error("statistics were computed with another feature network").file(path.string())
                        .expected(fmt::format("{}-dimensional features", expected_dims)).got(fmt::format("{}-dimensional", mu.size(0))));
-  const int64_t count = arrays.count("count") ? arrays.at("count").reshape({-1})[0].item<int64_t>() : 0;
-  return from_moments(mu, sigma, count);
+  for (const auto& [key, array] : {std::pair{"mu", mu}, {"sigma", sigma}}) {
+    DISTILLERY_CHECK(array.is_floating_point(), Error(fmt::format("statistics array '{}' is not floating point", key)).file(path.string())
+                                                    .expected("float64 or float32").got(std::string(c10::toString(array.scalar_type()))));
+    DISTILLERY_CHECK(torch::isfinite(array).all().item<bool>(),
+                     Error(fmt::format("statistics array '{}' holds a non-finite value", key)).file(path.string()).expected("finite numbers"));
+  }
+  const auto covariance = sigma.to(torch::kFloat64);
+  // What rounding leaves in a covariance computed in float64: far below these bounds.
+  const double scale = std::max(1.0, covariance.abs().max().item<double>());
+  const double asymmetry = (covariance - covariance.t()).abs().max().item<double>();
+  DISTILLERY_CHECK(asymmetry <= 1e-6 * scale, Error("'sigma' is not a covariance: it is not symmetric").file(path.string())
+                                                  .expected("sigma = sigmaᵀ").got(fmt::format("entries differing by up to {:.3g} (largest entry {:.3g})", asymmetry, scale)));
+  const double lowest = at::linalg_eigvalsh(0.5 * (covariance + covariance.t())).min().item<double>();
+  DISTILLERY_CHECK(lowest >= -1e-6 * scale, Error("'sigma' is not a covariance: it has a negative eigenvalue").file(path.string())
+                                                .expected("a positive semi-definite matrix").got(fmt::format("smallest eigenvalue {:.3g} (largest entry {:.3g})", lowest, scale)));
+  int64_t count = 0;
+  if (arrays.count("count")) {
+    const auto& stored = arrays.at("count");
+    DISTILLERY_CHECK(stored.scalar_type() == torch::kInt64 && stored.numel() == 1 && stored.item<int64_t>() >= 2,
+                     Error("'count' must be one int64 of at least 2, the number of feature vectors").file(path.string())
+                         .got(stored.numel() == 1 ? std::to_string(stored.to(torch::kFloat64).item<double>()) : fmt::format("{} values", stored.numel())));
+    count = stored.item<int64_t>();
+  }
+  return from_moments(mu, covariance, count);
 }
 
 }  // namespace distillery

@@ -1,7 +1,9 @@
 #include "eval/npz.h"
 
+#include <fmt/format.h>
 #include <torch/types.h>
 #include <zip.h>
+#include <zlib.h>
 
 #include <array>
 #include <cstring>
@@ -68,6 +70,12 @@ std::map<std::string, at::Tensor> read_npz(const std::filesystem::path& path) {
       const auto read = zip_fread(member, bytes.data(), bytes.size());
       zip_fclose(member);
       DISTILLERY_CHECK(read == static_cast<zip_int64_t>(bytes.size()), Error("archive member is truncated or corrupt").file(where));
+      // libzip compares the CRC only when a read reaches past the end, which a read of exactly
+      // the member's size never does: compare it here.
+      const auto crc = crc32_z(0, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size());
+      DISTILLERY_CHECK((stat.valid & ZIP_STAT_CRC) && crc == stat.crc,
+                       Error("archive member fails its CRC check: the file is damaged").file(where)
+                           .expected(fmt::format("CRC-32 {:08x}", stat.crc)).got(fmt::format("{:08x}", crc)));
       arrays[name.substr(0, name.size() - 4)] = read_npy(bytes, where);
     }
   } catch (...) {
