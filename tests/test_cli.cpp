@@ -63,6 +63,36 @@ TEST(Cli, EveryNetworkCommandTakesADeviceAndNamesAnAbsentOne) {
   EXPECT_TRUE(std::filesystem::exists(dir / "s.safetensors"));
 }
 
+// Numbers CLI11 would clamp (a count beyond 2^63 − 1), wrap (a negative seed) or take as they
+// are (nan, inf) are refused with the option named; the extremes of the ranges are accepted.
+TEST(Cli, OutOfRangeAndNonFiniteNumbersAreRefused) {
+  const auto dir = testing::scratch_dir();
+  const auto sample = kCli + " sample --teacher " + shell_quoted(kGmm2d) + " --steps 2 --out " + shell_quoted(dir / "s.safetensors");
+  const struct {
+    std::string arguments, message;
+  } refused[] = {{"--num 99999999999999999999", "--num: expected a whole number from 1 to 9223372036854775807, got '99999999999999999999'"},
+                 {"--num 0", "--num: expected a whole number from 1"},
+                 {"--num 2.5", "--num: expected a whole number"},
+                 {"--num 4 --seed -1", "--seed: expected a whole number from 0 to 18446744073709551615, got '-1'"},
+                 {"--num 4 --seed 18446744073709551616", "--seed: expected a whole number from 0 to 18446744073709551615"},
+                 {"--num 4 --batch 1e3", "--batch: expected a whole number"},
+                 {"--num 4 --guidance nan", "--guidance: expected a finite number, got 'nan'"},
+                 {"--num 4 --s-noise inf", "--s-noise"},
+                 {"--num 4 --rho nan", "--rho"}};
+  for (const auto& c : refused) {
+    const auto result = run_command(sample + " " + c.arguments);
+    EXPECT_NE(result.exit_code, 0) << c.arguments << ":\n" << result.output;
+    EXPECT_NE(result.output.find(c.message), std::string::npos) << c.arguments << ":\n" << result.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "s.safetensors")) << c.arguments;
+  }
+  const auto generate = run_command(kCli + " generate --model " + shell_quoted(testing::kSourceDir / "assets/students/fmnist-dmd2.safetensors") +
+                                    " --num 2 --seed -5 --out " + shell_quoted(dir / "g.png"));
+  EXPECT_NE(generate.exit_code, 0);
+  EXPECT_NE(generate.output.find("--seed: expected a whole number"), std::string::npos) << generate.output;
+  const auto largest_seed = run_command(sample + " --num 2 --seed 18446744073709551615");
+  EXPECT_EQ(largest_seed.exit_code, 0) << largest_seed.output;
+}
+
 TEST(Cli, SampleWritesSamplesAndNoiseThatReproduce) {
   const auto dir = testing::scratch_dir();
   const auto out = dir / "s.safetensors";

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "cli/number_checks.h"
 #include "cli/commands.h"
 #include "cli/device_option.h"
 #include "core/error.h"
@@ -104,10 +105,10 @@ void add_distill_command(CLI::App& app) {
   auto* generate = app.add_subcommand("generate", "draw images from a distilled student with the σ grid it was trained on");
   generate->add_option("--model", options->model, "a student .safetensors, or a distillation run directory")->required();
   generate->add_option("--steps", options->steps, "network evaluations per image (checked against the student's)");
-  generate->add_option("--num", options->num, "number of images")->check(CLI::PositiveNumber);
-  generate->add_option("--seed", options->seed, "image i depends only on (seed, i)");
+  generate->add_option("--num", options->num, "number of images")->check(count_check());
+  generate->add_option("--seed", options->seed, "image i depends only on (seed, i)")->check(seed_check());
   generate->add_option("--labels", options->labels, "classes: all (sample i gets class i mod classes), one class (3) or a list (0,2,5)");
-  generate->add_option("--batch", options->batch, "images per network call (does not change the images)")->check(CLI::PositiveNumber);
+  generate->add_option("--batch", options->batch, "images per network call (does not change the images)")->check(count_check());
   add_device_option(*generate, options->device);
   generate->add_option("--out", options->out, "FILE.png (grid), FILE.safetensors (samples, noise, labels) or DIR (one PNG per image + dataset.json)")
       ->required();
@@ -120,12 +121,12 @@ void add_distill_command(CLI::App& app) {
   cmd->add_option("--student", report->student, "a student .safetensors, or a distillation run directory")->required();
   cmd->add_option("--store", report->store, "the teacher's trajectory store: its samples are the teacher's side")->required();
   cmd->add_option("--out", report->out, "report directory (report.md, report.json, PNGs)")->required();
-  cmd->add_option("--num", report->num, "samples per side")->check(CLI::PositiveNumber);
+  cmd->add_option("--num", report->num, "samples per side")->check(count_check());
   cmd->add_option("--classifier", report->classifier, "domain classifier weights");
   cmd->add_option("--reference", report->reference, "reference statistics (.npz)");
-  cmd->add_option("--speed-batch", report->speed_batch, "batch for images/s")->check(CLI::PositiveNumber);
+  cmd->add_option("--speed-batch", report->speed_batch, "batch for images/s")->check(count_check());
   add_device_option(*cmd, *report_device);
-  cmd->add_option("--speed-rounds", report->speed_rounds, "timed teacher batches (the student gets at least 10)")->check(CLI::PositiveNumber);
+  cmd->add_option("--speed-rounds", report->speed_rounds, "timed teacher batches (the student gets at least 10)")->check(count_check());
   cmd->callback([report, report_device] {
     report->device = make_runtime(*report_device).device;
     run_report(*report);

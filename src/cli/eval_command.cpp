@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli/number_checks.h"
 #include "cli/commands.h"
 #include "cli/device_option.h"
 #include "core/runtime.h"
@@ -131,10 +132,10 @@ void add_eval_command(CLI::App& app) {
     add_device_option(*cmd, options->device);
     if (std::string(m.name) == "stats") cmd->add_option("--out", options->out, "statistics file (.npz, pytorch-fid/EDM layout)")->required();
     if (std::string(m.name) == "kid") {
-      cmd->add_option("--subsets", options->kid_subsets, "random subsets")->check(CLI::PositiveNumber)->capture_default_str();
-      cmd->add_option("--subset-size", options->kid_subset_size, "features per subset")->check(CLI::PositiveNumber)->capture_default_str();
+      cmd->add_option("--subsets", options->kid_subsets, "random subsets")->check(count_check())->capture_default_str();
+      cmd->add_option("--subset-size", options->kid_subset_size, "features per subset")->check(count_check())->capture_default_str();
     }
-    if (std::string(m.name) == "pr") cmd->add_option("--k", options->k, "nearest neighbour defining the manifold radius")->check(CLI::PositiveNumber)->capture_default_str();
+    if (std::string(m.name) == "pr") cmd->add_option("--k", options->k, "nearest neighbour defining the manifold radius")->check(count_check())->capture_default_str();
     cmd->callback([name = std::string(m.name), options] { run_eval(name, *options); });
   }
 }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "cli/number_checks.h"
 #include "cli/commands.h"
 #include "cli/device_option.h"
 #include "core/runtime.h"
@@ -62,7 +63,7 @@ void add_record_command(CLI::App& app) {
   cmd->add_option("--dtype", o.dtype, "storage type of states")->check(CLI::IsMember({"float32", "float16"}))->capture_default_str();
   cmd->add_option("--compression", o.compression, "deflate level with the shuffle filter (0 = none; float data gains little)")
       ->check(CLI::Range(0, 9))->capture_default_str();
-  cmd->add_option("--shard-size", o.shard_size, "trajectories per shard (a kill loses at most one shard's work)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--shard-size", o.shard_size, "trajectories per shard (a kill loses at most one shard's work)")->check(count_check())->capture_default_str();
   cmd->add_option("--part", cli->part, "record only shards k with k mod n = i; parts may run at once on machines sharing --out")->capture_default_str();
   cmd->add_flag("--resume", o.resume, "complete the store already in --out (only missing shards are recorded)");
   add_device_option(*cmd, cli->device);
