@@ -209,12 +209,14 @@ Average resolve(const EmaSlot& slot) {
 }  // namespace
 
 void run_trainer(TrainingMethod& method, const Config& config, const TrainingRunOptions& options, const TrainerCallbacks& callbacks) {
-  auto* const generator = method.generator();
-  const auto s = settings_from(config, generator != nullptr);
+  // Whether the method trains a generator is fixed for the run; which network it is may change
+  // with a phase (progressive distillation's rounds), so it is asked for where it is used.
+  const bool has_generator = method.generator() != nullptr;
+  const auto s = settings_from(config, has_generator);
   const auto optimizer_spec = optimizer_spec_from(config);
   const auto& out = options.out_dir;
   const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
-  if (generator) std::filesystem::create_directories(grids);
+  if (has_generator) std::filesystem::create_directories(grids);
 
   StepContext context;
   context.seed = s.seed;
@@ -238,6 +240,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     }
     parts.checkpoint.modules = method.checkpoint_modules();
     for (const auto& slot : method.averages()) parts.averages.push_back(resolve(slot));
+    auto* const generator = method.generator();
     if (!generator) return parts;
     if (s.ema_halflife_images > 0) {
       parts.ema = generator->clone();
@@ -279,7 +282,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   }
   if (!assembled) current = assemble();
   // What grids and evaluations show (only asked for when there is a generator).
-  const auto shown = [&]() -> Denoiser& { return current.ema ? static_cast<Denoiser&>(*current.ema) : *generator; };
+  const auto shown = [&]() -> Denoiser& { return current.ema ? static_cast<Denoiser&>(*current.ema) : *method.generator(); };
 
   const bool writes = context.rank == 0;
   std::optional<StatsLog> stats;
@@ -290,7 +293,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     auto request = method.sampling();
     request.seed = seed;
     request.num = num;
-    request.labels = generator->num_classes() > 0 ? "all" : "";
+    request.labels = method.generator()->num_classes() > 0 ? "all" : "";
     return request;
   };
   const auto& evaluate = callbacks.evaluate;
@@ -303,7 +306,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     return result;
   };
   const auto write_grid = [&](int64_t step) {
-    if (generator && callbacks.grid) callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
+    if (has_generator && callbacks.grid) callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
   };
 
   // The starting point of the FD-vs-step curve.
