@@ -489,6 +489,22 @@ TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {
   for (const auto& [name, tensor] : weights.tensors) EXPECT_TRUE(torch::isfinite(tensor).all().item<bool>()) << name;
 }
 
+// Fewer steps than max_nonfinite, all skipped: no output that looks trained.
+TEST(Trainer, ARunWhoseEveryStepWasSkippedFailsWithoutOutput) {
+  const auto dir = testing::scratch_dir();
+  ScriptedMethod method({0, 1});
+  TrainingRunOptions options;
+  options.out_dir = dir / "run";
+  options.show_progress = false;
+  try {
+    run_trainer(method, scripted_config(2), options);
+    FAIL() << "a run that trained nothing must fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("every one of the 2 training steps had a non-finite update"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/student.safetensors"));
+}
+
 TEST(Trainer, ConsecutiveNonFiniteStepsStopAndKeepTheLastGoodCheckpoint) {
   const auto dir = testing::scratch_dir();
   ScriptedMethod method({4, 5, 6});

@@ -319,6 +319,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
 
   std::map<std::string, double> sums;
   int64_t counted = 0, interval_steps = 0, consecutive_nonfinite = 0;
+  std::string last_nonfinite;  // what the last skipped update found non-finite
   auto interval_start = std::chrono::steady_clock::now();
   Progress progress(curve_label, s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
   for (int64_t step = state.step; step < s.steps; ++step) {
@@ -347,6 +348,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       method.after_update(context);
     } catch (const NonFiniteUpdate& e) {
       ++state.nonfinite_skips;
+      last_nonfinite = e.what();
       spdlog::warn("step {}: non-finite {}; the update is skipped", step, e.what());
       DISTILLERY_CHECK(++consecutive_nonfinite < s.max_nonfinite,
                        Error(fmt::format("{} consecutive steps with non-finite updates (last: {}) at step {}; stopping, the last checkpoint is kept",
@@ -391,6 +393,11 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     if (logged) interval_start = std::chrono::steady_clock::now();
   }
   progress.finish();
+  // Its output would be the network it started from, as if trained.
+  DISTILLERY_CHECK(state.nonfinite_skips < state.step,
+                   Error(fmt::format("every one of the {} training steps had a non-finite update (the last: {}); nothing was trained, no output is written",
+                                     state.step, last_nonfinite.empty() ? "before this resume" : last_nonfinite))
+                       .hint("lower the learning rates, or look for a non-finite value in the data, the teacher's weights or the recipe"));
   if (writes) {
     auto metadata = method.output_metadata();
     metadata["trained_steps"] = std::to_string(state.step);
