@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 #include <torch/types.h>
 
-#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <optional>
@@ -155,13 +154,12 @@ class Dmd2 final : public TrainingMethod {
     if (settings_.gan()) {
       std::vector<FeatureTap> taps;
       for (const auto& name : settings_.gan_taps) {
-        const auto& available = critic_->feature_taps();
-        const auto tap = std::find_if(available.begin(), available.end(), [&](const FeatureTap& t) { return t.name == name; });
-        std::vector<std::string> names;
-        for (const auto& t : available) names.push_back(t.name);
-        DISTILLERY_CHECK(tap != available.end(), Error(fmt::format("the critic has no feature tap '{}' for a GAN head", name)).field("dmd2.gan_taps")
-                                                     .expected(fmt::format("some of {}", fmt::join(names, ", "))).got(critic_->describe()));
-        taps.push_back(*tap);
+        try {
+          taps.push_back(critic_->feature_tap(name));
+        } catch (Error& e) {
+          e.field("dmd2.gan_taps");
+          throw;
+        }
       }
       torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
       critic_with_heads_ = std::make_shared<CriticWithHeads>(critic_->shared_module(), DiscriminatorHeads(taps));

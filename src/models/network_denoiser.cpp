@@ -124,15 +124,17 @@ at::Tensor NetworkDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma
   return preconditioned_.denoise(x, sigma.to(torch::kFloat32), labels);
 }
 
+const FeatureTap& NetworkDenoiser::feature_tap(const std::string& name) const {
+  const auto tap = std::find_if(taps_.begin(), taps_.end(), [&](const FeatureTap& t) { return t.name == name; });
+  if (tap != taps_.end()) return *tap;
+  std::vector<std::string> names;
+  for (const auto& t : taps_) names.push_back(t.name);
+  throw Error(fmt::format("this network has no feature tap '{}'", name)).expected(fmt::format("one of {}", fmt::join(names, ", "))).got(describe());
+}
+
 FeatureMap NetworkDenoiser::features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels, const std::vector<std::string>& taps) {
-  std::vector<std::string> in_order;
-  for (const auto& tap : taps_) in_order.push_back(tap.name);
   std::set<std::string> wanted;
-  for (const auto& name : taps) {
-    DISTILLERY_CHECK(std::find(in_order.begin(), in_order.end(), name) != in_order.end(),
-                     Error(fmt::format("this network has no feature tap '{}'", name)).expected(fmt::format("one of {}", fmt::join(in_order, ", "))).got(describe()));
-    wanted.insert(name);
-  }
+  for (const auto& name : taps) wanted.insert(feature_tap(name).name);
   FeatureMap found;
   if (wanted.empty()) return found;
   const auto [x_in, c_noise] = preconditioned_.network_inputs(x, sigma.to(torch::kFloat32));

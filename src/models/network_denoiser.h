@@ -61,8 +61,10 @@ class NetworkDenoiser final : public Denoiser {
   // The places inside the network whose features can be read (the UNet's and the MLP's
   // feature_taps(), in network order).
   const std::vector<FeatureTap>& feature_taps() const { return taps_; }
+  // The tap called `name`; an unknown name is an error listing the taps there are.
+  const FeatureTap& feature_tap(const std::string& name) const;
   // The features of x at σ at the named taps, from one pass that goes only as deep as the
-  // deepest of them; an unknown name is an error listing the taps there are.
+  // deepest of them (names checked by feature_tap).
   FeatureMap features(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels, const std::vector<std::string>& taps);
 
   // The trainable module (parameters, buffers, train/eval mode).
