@@ -25,7 +25,7 @@ constexpr std::array<MethodEntry, 1> kMethods = {{{"dmd2", make_dmd2, add_dmd2_f
 }  // namespace
 
 void add_student_fields(ConfigSchema& s) {
-  s.add({"student.sigmas", ConfigType::FloatList, "the student's σ grid, first value where the noise enters (default: [the teacher's σ_max], one step)", "[]"});
+  s.add({"student.sigmas", ConfigType::FloatList, "the student's σ grid, first value where the noise enters (default: [the teacher's σ_max], one step)", "[]"}, NumberRange::above(0));
   s.add({"student.init", ConfigType::String, "initial weights of the student (and of any network the method builds from it): the teacher's, or the model.* network from scratch",
          "teacher", false, {"teacher", "scratch"}});
 }

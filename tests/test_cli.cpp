@@ -93,6 +93,35 @@ TEST(Cli, OutOfRangeAndNonFiniteNumbersAreRefused) {
   EXPECT_EQ(largest_seed.exit_code, 0) << largest_seed.output;
 }
 
+// Every numeric config key has a domain in its schema: a value outside it, or nan/inf, is refused
+// with the key, the range and the value before a run directory is made.
+TEST(Cli, ConfigNumbersOutsideTheirDomainAreRefusedBeforeAnyWork) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = kCli + " teacher train --config " + shell_quoted(kSourceDir / "configs/teacher/gmm2d_mlp.yaml") + " --out " + shell_quoted(dir / "t");
+  const auto distill = kCli + " distill --config " + shell_quoted(kSourceDir / "configs/distill/dmd2_gmm2d.yaml") + " --teacher " + shell_quoted(kGmm2d) +
+                       " --out " + shell_quoted(dir / "d");
+  const struct {
+    std::string command, assignment, key, expected;
+  } refused[] = {{teacher, "train.lr=-1", "train.lr", "a number > 0"},
+                 {teacher, "train.lr=.nan", "train.lr", "a number > 0"},
+                 {teacher, "optimizer.beta1=1.5", "optimizer.beta1", "a number in [0, 1)"},
+                 {teacher, "model.hidden=0", "model.hidden", "a number in [1, 65536]"},
+                 {teacher, "precond.sigma_data=-.inf", "precond.sigma_data", "a number > 0"},
+                 {distill, "dmd2.generator_lr=.inf", "dmd2.generator_lr", "a number > 0"},
+                 {distill, "train.batch=0", "train.batch", "a number in [1, 1048576]"},
+                 {distill, "dmd2.dm_range=[0.1, 1.5]", "dmd2.dm_range", "a number in [0, 1]"},
+                 {distill, "student.sigmas=[80, -1]", "student.sigmas", "a number > 0"}};
+  for (const auto& c : refused) {
+    const auto result = run_command(c.command + " --set " + shell_quoted(c.assignment));
+    EXPECT_EQ(result.exit_code, 1) << c.assignment << ":\n" << result.output;
+    EXPECT_NE(result.output.find("config key '" + c.key + "' is out of range\n  file: --set " + c.assignment + "\n  field: " + c.key +
+                                 "\n  expected: " + c.expected),
+              std::string::npos)
+        << c.assignment << ":\n" << result.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "t") || std::filesystem::exists(dir / "d")) << c.assignment;
+  }
+}
+
 TEST(Cli, SampleWritesSamplesAndNoiseThatReproduce) {
   const auto dir = testing::scratch_dir();
   const auto out = dir / "s.safetensors";

@@ -13,9 +13,10 @@ namespace {
 
 ConfigSchema training_schema() {
   ConfigSchema s;
-  s.add({"optimizer.lr", ConfigType::Float, "learning rate", "1e-4"});
-  s.add({"optimizer.betas", ConfigType::FloatList, "Adam betas", "[0.9, 0.999]"});
-  s.add({"batch_size", ConfigType::Int, "images per step", "64"});
+  s.add({"optimizer.lr", ConfigType::Float, "learning rate", "1e-4"}, NumberRange::above(0));
+  s.add({"optimizer.betas", ConfigType::FloatList, "Adam betas", "[0.9, 0.999]"}, NumberRange::from_below(0, 1));
+  s.add({"batch_size", ConfigType::Int, "images per step", "64"}, NumberRange::between(1, 4096));
+  s.add({"offset", ConfigType::Float, "any finite number", "0"});
   s.add({"ema.enabled", ConfigType::Bool, "keep an EMA", "true"});
   s.add({"method", ConfigType::String, "distillation method", "dmd2", false, {"dmd2", "consistency", "reflow"}});
   s.add({"name", ConfigType::String, "run name", {}, true});
@@ -93,6 +94,37 @@ TEST(Config, WrongTypeNamesKeyValueAndExpectedType) {
   EXPECT_NE(std::string(fractional.what()).find("got: 1.5"), std::string::npos);
   const auto list = error_of("name: x", {"optimizer.betas=0.9"});
   EXPECT_NE(std::string(list.what()).find("expected: list of numbers"), std::string::npos) << list.what();
+}
+
+TEST(Config, NumbersOutOfTheirRangeNameTheKeyTheRangeAndTheValue) {
+  struct Case {
+    std::string yaml;
+    std::vector<std::string> overrides;
+    std::string key, expected, got;
+  };
+  const std::vector<Case> cases = {
+      {"name: x\noptimizer:\n  lr: -1e-4\n", {}, "optimizer.lr", "a number > 0", "-1e-4"},
+      {"name: x\noptimizer:\n  lr: 0\n", {}, "optimizer.lr", "a number > 0", "0"},
+      {"name: x\noptimizer:\n  lr: .nan\n", {}, "optimizer.lr", "a number > 0", ".nan"},
+      {"name: x\noptimizer:\n  lr: .inf\n", {}, "optimizer.lr", "a number > 0", ".inf"},
+      {"name: x\noptimizer:\n  betas: [0.9, 1.0]\n", {}, "optimizer.betas", "a number in [0, 1)", "1.0"},
+      {"name: x\n", {"batch_size=0"}, "batch_size", "a number in [1, 4096]", "0"},
+      {"name: x\n", {"batch_size=100000"}, "batch_size", "a number in [1, 4096]", "100000"},
+      // No range declared still means finite.
+      {"name: x\noffset: -.inf\n", {}, "offset", "a finite number", "-.inf"},
+      {"name: x\n", {"offset=.NaN"}, "offset", "a finite number", ".NaN"},
+  };
+  for (const auto& c : cases) {
+    const auto e = error_of(c.yaml, c.overrides);
+    EXPECT_EQ(e.message(), "config key '" + c.key + "' is out of range") << c.yaml;
+    EXPECT_EQ(e.field(), c.key);
+    EXPECT_NE(std::string(e.what()).find("expected: " + c.expected + "\n"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("got: " + c.got), std::string::npos) << e.what();
+  }
+  // The bounds themselves are inside, and negative values are fine where the range allows them.
+  const auto config = Config::parse(training_schema(), "name: x\nbatch_size: 4096\noffset: -3.5\noptimizer:\n  betas: [0, 0.999]\n", "run.yaml");
+  EXPECT_EQ(config.get_int("batch_size"), 4096);
+  EXPECT_EQ(config.get_float("offset"), -3.5);
 }
 
 TEST(Config, InvalidChoiceListsTheChoices) {

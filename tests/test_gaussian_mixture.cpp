@@ -78,9 +78,11 @@ TEST(GaussianMixture, SpecErrorsNameTheProblem) {
   EXPECT_NE(spec_error("dim: 2\nweights: [1]\nmean: [[0, 0]]\nstds: [1]").find("did you mean 'means'?"), std::string::npos);
   EXPECT_NE(spec_error("dim: 2\nweights: [1]\nmeans: [[0, 0, 0]]\nstds: [1]").find("mean of component 0 has the wrong length"), std::string::npos);
   EXPECT_NE(spec_error("dim: 2\nweights: [1, 1]\nmeans: [[0, 0]]\nstds: [1, 1]").find("'means' must have one row per component"), std::string::npos);
-  EXPECT_NE(spec_error("dim: 2\nweights: [1]\nmeans: [[0, 0]]\nstds: [0]").find("stds must be positive"), std::string::npos);
+  EXPECT_NE(spec_error("dim: 2\nweights: [1]\nmeans: [[0, 0]]\nstds: [0]").find("config key 'stds' is out of range\n  file: bad.yaml\n  field: stds\n  expected: a number > 0\n  got: 0"), std::string::npos);
   EXPECT_NE(spec_error("weights: [1]\nmeans: [[0, 0]]\nstds: [1]").find("exactly one of 'dim' and 'shape'"), std::string::npos);
-  EXPECT_NE(spec_error("dim: 2\nweights: [-1]\nmeans: [[0, 0]]\nstds: [1]").find("weights must be positive"), std::string::npos);
+  EXPECT_NE(spec_error("dim: 2\nweights: [-1]\nmeans: [[0, 0]]\nstds: [1]").find("config key 'weights' is out of range"), std::string::npos);
+  EXPECT_NE(spec_error("shape: [128, 128, 2]\nweights: [1]\nmeans: [[0]]\nstds: [1]").find("at most 16384 values"), std::string::npos);
+  EXPECT_NE(spec_error("dim: 2\nweights: [1]\nmeans: [[0, .nan]]\nstds: [1]").find("config key 'means' is out of range"), std::string::npos);
   EXPECT_NE(spec_error("dim: 2\nmeans: [[0, 0]]\nstds: [1]").find("missing required config key 'weights'"), std::string::npos);
   EXPECT_THROW(GaussianMixtureSpec::load("/nonexistent/gmm.yaml"), Error);
 }

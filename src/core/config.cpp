@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -40,14 +41,25 @@ Error type_error(const std::string& source, const ConfigField& field, const YAML
       .got(yaml_text(value));
 }
 
+bool is_integer(ConfigType type) { return type == ConfigType::Int || type == ConfigType::IntList; }
+
 template <typename T>
 T scalar_as(const std::string& source, const ConfigField& field, const YAML::Node& node) {
   if (!node.IsScalar()) throw type_error(source, field, node);
+  T value;
   try {
-    return node.as<T>();
+    value = node.as<T>();
   } catch (const YAML::Exception&) {
     throw type_error(source, field, node);
   }
+  if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+    const auto range = field.range.value_or(NumberRange{});
+    if (!std::isfinite(static_cast<double>(value)) || !range.contains(static_cast<double>(value))) {
+      const auto expected = field.range ? range.describe() : std::string(is_integer(field.type) ? "an integer" : "a finite number");
+      throw Error(fmt::format("config key '{}' is out of range", field.key)).file(source).field(field.key).expected(expected).got(node.Scalar());
+    }
+  }
+  return value;
 }
 
 template <typename T>
@@ -138,6 +150,24 @@ std::string_view config_type_name(ConfigType type) {
     case ConfigType::FloatMatrix: return "list of lists of numbers";
   }
   return "?";
+}
+
+bool NumberRange::contains(double value) const {
+  return (low_open ? value > low : value >= low) && (high_open ? value < high : value <= high);
+}
+
+std::string NumberRange::describe() const {
+  const bool bounded_below = std::isfinite(low), bounded_above = std::isfinite(high);
+  if (bounded_below && bounded_above)
+    return fmt::format("a number in {}{}, {}{}", low_open ? "(" : "[", low, high, high_open ? ")" : "]");
+  if (bounded_below) return fmt::format("a number {} {}", low_open ? ">" : "≥", low);
+  if (bounded_above) return fmt::format("a number {} {}", high_open ? "<" : "≤", high);
+  return "a finite number";
+}
+
+ConfigSchema& ConfigSchema::add(ConfigField field, NumberRange range) {
+  field.range = range;
+  return add(std::move(field));
 }
 
 ConfigSchema& ConfigSchema::add(ConfigField field) {

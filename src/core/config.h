@@ -1,13 +1,14 @@
-// defines: ConfigType, ConfigField, ConfigSchema, Config, closest_match
+// defines: ConfigType, NumberRange, ConfigField, ConfigSchema, Config, closest_match
 // YAML configuration checked against a schema: every key a program accepts is declared once,
-// with its type, default and help. Unknown keys are errors suggesting the closest valid key,
-// wrong types name the key, the value and the expected type, and `--set a.b=c` overrides go
-// through the same checks. The resolved config (defaults filled in) is what every output
+// with its type, default, help and, for numbers, the range it may take. Unknown keys are
+// errors suggesting the closest valid key, wrong types and values out of range name the key,
+// the value and what was expected, and `--set a.b=c` overrides go through the same checks. The resolved config (defaults filled in) is what every output
 // directory's config.json holds (to_json).
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +20,22 @@ namespace distillery {
 enum class ConfigType { Bool, Int, Float, String, IntList, FloatList, StringList, FloatMatrix };
 std::string_view config_type_name(ConfigType type);
 
+// The values a numeric key, or each number of a list key, may take. A number from a config is
+// finite whatever its range: YAML spells nan and inf (.nan, .inf), and neither is a setting.
+struct NumberRange {
+  double low = -std::numeric_limits<double>::infinity();
+  double high = std::numeric_limits<double>::infinity();
+  bool low_open = false;   // low itself is outside the range
+  bool high_open = false;
+
+  static NumberRange at_least(double low) { return {low}; }
+  static NumberRange above(double low) { return {low, std::numeric_limits<double>::infinity(), true}; }
+  static NumberRange between(double low, double high) { return {low, high}; }
+  static NumberRange from_below(double low, double high) { return {low, high, false, true}; }  // [low, high)
+  bool contains(double value) const;
+  std::string describe() const;  // "a number > 0", "an integer in [1, 4096]"
+};
+
 struct ConfigField {
   std::string key;                               // dotted path, e.g. "optimizer.lr"
   ConfigType type = ConfigType::String;
@@ -26,11 +43,13 @@ struct ConfigField {
   std::optional<std::string> default_yaml = {};  // YAML text of the default; none = no default
   bool required = false;
   std::vector<std::string> choices = {};         // for String fields: the valid values
+  std::optional<NumberRange> range = {};         // for numeric fields
 };
 
 class ConfigSchema {
  public:
   ConfigSchema& add(ConfigField field);
+  ConfigSchema& add(ConfigField field, NumberRange range);
   // A shared group of keys (the trainer's) with a program's own defaults.
   ConfigSchema& set_default(std::string_view key, std::string default_yaml);
   const ConfigField* find(std::string_view key) const;

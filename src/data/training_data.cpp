@@ -15,7 +15,7 @@ void add_training_data_fields(ConfigSchema& s) {
          "training data: Fashion-MNIST, a folder of PNG/JPEG (data.path), or draws from a Gaussian-mixture spec (data.path)", "fmnist", false,
          {"fmnist", "folder", "gmm"}});
   s.add({"data.path", ConfigType::String, "the image folder (labels from its dataset.json) or the mixture's YAML spec", "\"\""});
-  s.add({"data.size", ConfigType::Int, "gmm: number of draws that make up the training set (labels: their components)", "65536"});
+  s.add({"data.size", ConfigType::Int, "gmm: number of draws that make up the training set (labels: their components)", "65536"}, NumberRange::between(1, 1 << 30));
   s.add({"data.hflip", ConfigType::Bool, "random horizontal flips (images only)", "false"});
 }
 
@@ -26,7 +26,6 @@ TrainingData load_training_data(const Config& config, const std::vector<int64_t>
                                                              .expected(dataset == "gmm" ? "the mixture's YAML spec" : "the image folder"));
   if (dataset == "gmm") {
     const int64_t size = config.get_int("data.size");
-    DISTILLERY_CHECK(size > 0, Error("data.size must be positive").file(config.source()).field("data.size").got(std::to_string(size)));
     auto [x0, components] = GaussianMixtureSpec::load(path).draw(size, static_cast<uint64_t>(config.get_int("train.seed")));
     return {x0, components};
   }

@@ -74,11 +74,11 @@ const ConfigSchema& classifier_training_schema() {
   static const ConfigSchema schema = [] {
     ConfigSchema s;
     add_training_loop_fields(s);
-    s.add({"model.channels", ConfigType::Int, "channels of the first convolution (doubled twice)", "32"});
-    s.add({"model.features", ConfigType::Int, "penultimate feature dimension (the FD features)", "256"});
-    s.add({"model.dropout", ConfigType::Float, "dropout before the output layer while training", "0.3"});
+    s.add({"model.channels", ConfigType::Int, "channels of the first convolution (doubled twice)", "32"}, NumberRange::between(1, 4096));
+    s.add({"model.features", ConfigType::Int, "penultimate feature dimension (the FD features)", "256"}, NumberRange::between(1, 65536));
+    s.add({"model.dropout", ConfigType::Float, "dropout before the output layer while training", "0.3"}, NumberRange::from_below(0, 1));
     s.add({"data.hflip", ConfigType::Bool, "random horizontal flips", "true"});
-    s.add({"train.lr", ConfigType::Float, "learning rate after warm-up (the optimiser: optimizer.*)", "1e-3"});
+    s.add({"train.lr", ConfigType::Float, "learning rate after warm-up (the optimiser: optimizer.*)", "1e-3"}, NumberRange::above(0));
     // 8 epochs of 468 batches of 128 images, a cosine decay to 0 over all of them, no clipping.
     s.set_default("train.batch", "128").set_default("train.steps", "3744").set_default("train.lr_schedule", "cosine");
     s.set_default("train.grad_clip", "0").set_default("log.every", "50").set_default("checkpoint.every", "200");

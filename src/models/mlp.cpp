@@ -17,10 +17,10 @@ int64_t MLPConfig::dim() const { return std::accumulate(shape.begin(), shape.end
 
 void add_mlp_fields(ConfigSchema& schema, const std::string& prefix) {
   const MLPConfig d;
-  schema.add({prefix + "shape", ConfigType::IntList, "mlp: sample shape", fmt::format("[{}]", fmt::join(d.shape, ", "))});
-  schema.add({prefix + "hidden", ConfigType::Int, "mlp: width of the hidden layers", std::to_string(d.hidden)});
-  schema.add({prefix + "layers", ConfigType::Int, "mlp: residual hidden layers", std::to_string(d.layers)});
-  schema.add({prefix + "embedding", ConfigType::Int, "mlp: noise-embedding channels (even)", std::to_string(d.embedding)});
+  schema.add({prefix + "shape", ConfigType::IntList, "mlp: sample shape", fmt::format("[{}]", fmt::join(d.shape, ", "))}, NumberRange::between(1, 1 << 24));
+  schema.add({prefix + "hidden", ConfigType::Int, "mlp: width of the hidden layers", std::to_string(d.hidden)}, NumberRange::between(1, 1 << 16));
+  schema.add({prefix + "layers", ConfigType::Int, "mlp: residual hidden layers", std::to_string(d.layers)}, NumberRange::between(1, 1024));
+  schema.add({prefix + "embedding", ConfigType::Int, "mlp: noise-embedding channels (even)", std::to_string(d.embedding)}, NumberRange::between(2, 1 << 16));
 }
 
 MLPConfig mlp_config_from(const Config& config, const std::string& prefix) {

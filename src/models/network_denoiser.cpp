@@ -48,17 +48,17 @@ void reject_keys_of_other_kind(const Config& config, const std::string& kind) {
 
 void add_network_fields(ConfigSchema& schema) {
   schema.add({"model.kind", ConfigType::String, "network: a UNet for images, an MLP for low-dimensional data", "unet", false, {"unet", "mlp"}});
-  schema.add({"model.num_classes", ConfigType::Int, "number of classes (0: unconditional)", "0"});
-  schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"});
+  schema.add({"model.num_classes", ConfigType::Int, "number of classes (0: unconditional)", "0"}, NumberRange::between(0, 1000000));
+  schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"}, NumberRange::between(0, 1));
   add_unet_fields(schema, "model.");
   add_mlp_fields(schema, "model.");
   std::vector<std::string> parameterizations;
   for (int i = 0; i < kParameterizationCount; ++i) parameterizations.emplace_back(parameterization_name(static_cast<Parameterization>(i)));
   schema.add({"precond.parameterization", ConfigType::String, "what the network predicts, converted to an EDM denoiser at its edge", "edm", false,
               parameterizations});
-  schema.add({"precond.sigma_data", ConfigType::Float, "standard deviation of the data", "0.5"});
-  schema.add({"precond.sigma_min", ConfigType::Float, "smallest σ samplers use", "0.002"});
-  schema.add({"precond.sigma_max", ConfigType::Float, "largest σ samplers start from", "80"});
+  schema.add({"precond.sigma_data", ConfigType::Float, "standard deviation of the data", "0.5"}, NumberRange::above(0));
+  schema.add({"precond.sigma_min", ConfigType::Float, "smallest σ samplers use", "0.002"}, NumberRange::above(0));
+  schema.add({"precond.sigma_max", ConfigType::Float, "largest σ samplers start from", "80"}, NumberRange::above(0));
 }
 
 NetworkDenoiser::Parts NetworkDenoiser::parts_of(const UNetConfig& c) {
@@ -116,6 +116,8 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& conf
   reject_keys_of_other_kind(config, kind);
   const PrecondSettings precond{parameterization_from_name(config.get_string("precond.parameterization")), config.get_float("precond.sigma_data"),
                                 config.get_float("precond.sigma_min"), config.get_float("precond.sigma_max")};
+  DISTILLERY_CHECK(precond.sigma_min < precond.sigma_max, Error("precond.sigma_min must be below precond.sigma_max").file(config.source())
+                                                          .field("precond.sigma_min").got(fmt::format("{} and {}", precond.sigma_min, precond.sigma_max)));
   if (kind == "mlp") return std::make_unique<NetworkDenoiser>(mlp_config_from(config, "model."), precond);
   return std::make_unique<NetworkDenoiser>(unet_config_from(config, "model."), precond);
 }

@@ -86,15 +86,15 @@ TORCH_MODULE(UNetBlock);
 void add_unet_fields(ConfigSchema& schema, const std::string& prefix) {
   const UNetConfig d;
   auto list = [](const std::vector<int64_t>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); };
-  schema.add({prefix + "in_channels", ConfigType::Int, "unet: image channels in", std::to_string(d.in_channels)});
-  schema.add({prefix + "out_channels", ConfigType::Int, "unet: image channels out", std::to_string(d.out_channels)});
-  schema.add({prefix + "resolution", ConfigType::Int, "unet: input height = width", std::to_string(d.resolution)});
-  schema.add({prefix + "model_channels", ConfigType::Int, "unet: channels at the first level", std::to_string(d.model_channels)});
-  schema.add({prefix + "channel_mult", ConfigType::IntList, "unet: channel multiplier per level", list(d.channel_mult)});
-  schema.add({prefix + "blocks_per_level", ConfigType::Int, "unet: residual blocks per encoder level", std::to_string(d.blocks_per_level)});
-  schema.add({prefix + "attn_resolutions", ConfigType::IntList, "unet: resolutions with self-attention", list(d.attn_resolutions)});
-  schema.add({prefix + "channels_per_head", ConfigType::Int, "unet: attention channels per head", std::to_string(d.channels_per_head)});
-  schema.add({prefix + "dropout", ConfigType::Float, "unet: dropout in residual blocks", fmt::format("{}", d.dropout)});
+  schema.add({prefix + "in_channels", ConfigType::Int, "unet: image channels in", std::to_string(d.in_channels)}, NumberRange::between(1, 1024));
+  schema.add({prefix + "out_channels", ConfigType::Int, "unet: image channels out", std::to_string(d.out_channels)}, NumberRange::between(1, 1024));
+  schema.add({prefix + "resolution", ConfigType::Int, "unet: input height = width", std::to_string(d.resolution)}, NumberRange::between(1, 8192));
+  schema.add({prefix + "model_channels", ConfigType::Int, "unet: channels at the first level", std::to_string(d.model_channels)}, NumberRange::between(2, 8192));
+  schema.add({prefix + "channel_mult", ConfigType::IntList, "unet: channel multiplier per level", list(d.channel_mult)}, NumberRange::between(1, 64));
+  schema.add({prefix + "blocks_per_level", ConfigType::Int, "unet: residual blocks per encoder level", std::to_string(d.blocks_per_level)}, NumberRange::between(1, 64));
+  schema.add({prefix + "attn_resolutions", ConfigType::IntList, "unet: resolutions with self-attention", list(d.attn_resolutions)}, NumberRange::between(1, 8192));
+  schema.add({prefix + "channels_per_head", ConfigType::Int, "unet: attention channels per head", std::to_string(d.channels_per_head)}, NumberRange::between(1, 8192));
+  schema.add({prefix + "dropout", ConfigType::Float, "unet: dropout in residual blocks", fmt::format("{}", d.dropout)}, NumberRange::from_below(0, 1));
   schema.add({prefix + "noise_embedding", ConfigType::String, "unet: noise embedding", d.noise_embedding, false, {"positional", "fourier"}});
 }
 

@@ -105,9 +105,9 @@ const ConfigSchema& teacher_training_schema() {
     add_trainer_fields(s);
     add_in_loop_evaluation_fields(s);
     s.add({"loss.p_mean", ConfigType::Float, "mean of ln σ during training", "-1.2"});
-    s.add({"loss.p_std", ConfigType::Float, "standard deviation of ln σ during training", "1.2"});
-    s.add({"train.lr", ConfigType::Float, "learning rate after warm-up (the optimiser: optimizer.*)", "5e-4"});
-    s.add({"grid.steps", ConfigType::Int, "Heun steps of the grids and the in-loop evaluation", "18"});
+    s.add({"loss.p_std", ConfigType::Float, "standard deviation of ln σ during training", "1.2"}, NumberRange::above(0));
+    s.add({"train.lr", ConfigType::Float, "learning rate after warm-up (the optimiser: optimizer.*)", "5e-4"}, NumberRange::above(0));
+    s.add({"grid.steps", ConfigType::Int, "Heun steps of the grids and the in-loop evaluation", "18"}, NumberRange::between(1, 100000));
     // EDM's recipe: no gradient clipping; a long warm-up and EMA for a run of tens of thousands of steps.
     s.set_default("train.batch", "64").set_default("train.steps", "20000").set_default("train.warmup_steps", "1000");
     s.set_default("train.grad_clip", "0").set_default("train.ema_halflife_images", "50000");

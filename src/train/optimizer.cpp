@@ -119,20 +119,16 @@ std::vector<std::string> optimizer_kind_names() { return {kKinds.begin(), kKinds
 
 void add_optimizer_fields(ConfigSchema& s) {
   s.add({"optimizer.kind", ConfigType::String, "optimiser of every network the method trains", "adam", false, optimizer_kind_names()});
-  s.add({"optimizer.beta1", ConfigType::Float, "Adam family: first-moment decay", "0.9"});
-  s.add({"optimizer.beta2", ConfigType::Float, "Adam family: second-moment decay; RMSprop: its smoothing constant α", "0.999"});
-  s.add({"optimizer.eps", ConfigType::Float, "added to the root of the second moment", "1e-8"});
-  s.add({"optimizer.weight_decay", ConfigType::Float, "AdamW: decoupled weight decay; the others: L2 penalty", "0"});
-  s.add({"optimizer.momentum", ConfigType::Float, "SGD and RMSprop momentum", "0"});
+  s.add({"optimizer.beta1", ConfigType::Float, "Adam family: first-moment decay", "0.9"}, NumberRange::from_below(0, 1));
+  s.add({"optimizer.beta2", ConfigType::Float, "Adam family: second-moment decay; RMSprop: its smoothing constant α", "0.999"}, NumberRange::from_below(0, 1));
+  s.add({"optimizer.eps", ConfigType::Float, "added to the root of the second moment", "1e-8"}, NumberRange::at_least(0));
+  s.add({"optimizer.weight_decay", ConfigType::Float, "AdamW: decoupled weight decay; the others: L2 penalty", "0"}, NumberRange::at_least(0));
+  s.add({"optimizer.momentum", ConfigType::Float, "SGD and RMSprop momentum", "0"}, NumberRange::from_below(0, 1));
 }
 
 OptimizerSpec optimizer_spec_from(const Config& c) {
   OptimizerSpec spec{c.get_string("optimizer.kind"), c.get_float("optimizer.beta1"), c.get_float("optimizer.beta2"), c.get_float("optimizer.eps"),
                      c.get_float("optimizer.weight_decay"), c.get_float("optimizer.momentum")};
-  for (const auto& [key, value, low, high] : {std::tuple{"optimizer.beta1", spec.beta1, 0.0, 1.0}, {"optimizer.beta2", spec.beta2, 0.0, 1.0},
-                                              {"optimizer.momentum", spec.momentum, 0.0, 1.0}})
-    DISTILLERY_CHECK(value >= low && value < high, Error(fmt::format("{} must lie in [{}, {})", key, low, high)).file(c.source()).field(key).got(fmt::format("{}", value)));
-  DISTILLERY_CHECK(spec.eps >= 0 && spec.weight_decay >= 0, Error("optimizer.eps and optimizer.weight_decay must be non-negative").file(c.source()));
   return spec;
 }
 

@@ -59,29 +59,29 @@ EmaDecay power_ema_decay(double gamma) {
 
 void add_training_loop_fields(ConfigSchema& s) {
   add_optimizer_fields(s);
-  s.add({"train.batch", ConfigType::Int, "samples per step (per rank)", "32"});
-  s.add({"train.steps", ConfigType::Int, "training steps", "1000"});
-  s.add({"train.warmup_steps", ConfigType::Int, "linear learning-rate warm-up", "0"});
+  s.add({"train.batch", ConfigType::Int, "samples per step (per rank)", "32"}, NumberRange::between(1, 1 << 20));
+  s.add({"train.steps", ConfigType::Int, "training steps", "1000"}, NumberRange::at_least(1));
+  s.add({"train.warmup_steps", ConfigType::Int, "linear learning-rate warm-up", "0"}, NumberRange::at_least(0));
   s.add({"train.lr_schedule", ConfigType::String, "after warm-up: constant, or cosine decay to 0 at train.steps", "constant", false, {"constant", "cosine"}});
   s.add({"train.decay_steps", ConfigType::Int,
          "cosine: decay over the last this many steps, constant before (0: every step after warm-up); a run extended by --resume can end in a decay",
-         "0"});
-  s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"});
-  s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"});
-  s.add({"train.seed", ConfigType::Int, "seed of every random draw (noise, σ, data order)", "0"});
-  s.add({"log.every", ConfigType::Int, "steps per stats.jsonl line", "10"});
-  s.add({"checkpoint.every", ConfigType::Int, "steps between checkpoints", "100"});
-  s.add({"checkpoint.keep", ConfigType::Int, "checkpoints kept", "2"});
+         "0"}, NumberRange::at_least(0));
+  s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"}, NumberRange::at_least(0));
+  s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"}, NumberRange::at_least(1));
+  s.add({"train.seed", ConfigType::Int, "seed of every random draw (noise, σ, data order)", "0"}, NumberRange::at_least(0));
+  s.add({"log.every", ConfigType::Int, "steps per stats.jsonl line", "10"}, NumberRange::at_least(1));
+  s.add({"checkpoint.every", ConfigType::Int, "steps between checkpoints", "100"}, NumberRange::at_least(1));
+  s.add({"checkpoint.keep", ConfigType::Int, "checkpoints kept", "2"}, NumberRange::at_least(1));
 }
 
 void add_trainer_fields(ConfigSchema& s) {
   add_training_loop_fields(s);
-  s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the trained network, half-life in training images (0: no EMA)", "0"});
-  s.add({"grid.every", ConfigType::Int, "steps between sample grids (0: only at the end)", "500"});
-  s.add({"grid.num", ConfigType::Int, "samples in a grid", "100"});
-  s.add({"eval.every", ConfigType::Int, "steps between in-loop evaluations (0: none)", "0"});
-  s.add({"eval.num", ConfigType::Int, "samples per evaluation (fixed seed, the same every time)", "1000"});
-  s.add({"eval.seed", ConfigType::Int, "seed of the evaluation samples", "1000000"});
+  s.add({"train.ema_halflife_images", ConfigType::Float, "EMA of the trained network, half-life in training images (0: no EMA)", "0"}, NumberRange::at_least(0));
+  s.add({"grid.every", ConfigType::Int, "steps between sample grids (0: only at the end)", "500"}, NumberRange::at_least(0));
+  s.add({"grid.num", ConfigType::Int, "samples in a grid", "100"}, NumberRange::between(1, 10000));
+  s.add({"eval.every", ConfigType::Int, "steps between in-loop evaluations (0: none)", "0"}, NumberRange::at_least(0));
+  s.add({"eval.num", ConfigType::Int, "samples per evaluation (fixed seed, the same every time)", "1000"}, NumberRange::between(1, 10000000));
+  s.add({"eval.seed", ConfigType::Int, "seed of the evaluation samples", "1000000"}, NumberRange::at_least(0));
 }
 
 namespace {
@@ -102,8 +102,6 @@ TrainerSettings settings_from(const Config& c, bool has_generator) {
                     0,                               1,                             c.get_float("train.grad_clip"),
                     0.0,                             c.get_string("train.lr_schedule") == "cosine",
                     static_cast<uint64_t>(c.get_int("train.seed")), 0};
-  std::vector<std::pair<const char*, int64_t>> positive = {{"train.batch", s.batch}, {"train.steps", s.steps}, {"train.max_nonfinite", s.max_nonfinite},
-                                                           {"log.every", s.log_every}, {"checkpoint.every", s.checkpoint_every}, {"checkpoint.keep", s.keep}};
   if (has_generator) {
     s.grid_every = c.get_int("grid.every");
     s.grid_num = c.get_int("grid.num");
@@ -111,10 +109,7 @@ TrainerSettings settings_from(const Config& c, bool has_generator) {
     s.eval_num = c.get_int("eval.num");
     s.ema_halflife_images = c.get_float("train.ema_halflife_images");
     s.eval_seed = static_cast<uint64_t>(c.get_int("eval.seed"));
-    positive.insert(positive.end(), {{"grid.num", s.grid_num}, {"eval.num", s.eval_num}});
   }
-  for (const auto& [key, value] : positive)
-    DISTILLERY_CHECK(value > 0, Error(fmt::format("{} must be positive", key)).file(c.source()).field(key).got(std::to_string(value)));
   DISTILLERY_CHECK(s.decay_steps == 0 || (s.decay_steps > 0 && s.decay_steps <= s.steps - s.warmup_steps),
                    Error(fmt::format("train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, {}]", s.steps - s.warmup_steps))
                        .file(c.source())
