@@ -9,7 +9,9 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <set>
@@ -278,6 +280,24 @@ TEST(Record, PartsRecordedAtOnceMakeTheSameStoreAsOneProcess) {
   EXPECT_EQ(wait_for(second), 0);
   expect_same_store(dir / "one", dir / "parts");
   EXPECT_EQ(read_manifest(dir / "parts").size(), 30u);
+}
+
+// A write that fails for want of space (here the file-size limit, which fails a write as a
+// full disk does) is one error naming the shard, without HDF5's own diagnostics or a crash,
+// and the store resumes to the uninterrupted one.
+TEST(Record, AFullDiskIsAnErrorAndTheStoreResumesWhenThereIsSpace) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = unet_teacher(dir);
+  ASSERT_EQ(testing::run_command(record_command(teacher, dir / "straight")).exit_code, 0);
+  // 40 blocks (20 or 40 KiB, as the shell counts them): the small files fit, a shard does not.
+  const auto full = testing::run_command("trap '' XFSZ; ulimit -f 40; " + record_command(teacher, dir / "store"));
+  EXPECT_EQ(full.exit_code, 1) << full.output;
+  EXPECT_NE(full.output.find("\n  file: " + (dir / "store/.shard-000000.h5.tmp.").string()), std::string::npos) << full.output;
+  EXPECT_NE(full.output.find("\n  got: file write failed: " + std::string(std::strerror(EFBIG)) + "\n  hint: make room"), std::string::npos) << full.output;
+  EXPECT_EQ(full.output.find("HDF5-DIAG"), std::string::npos) << full.output;
+  const auto resumed = testing::run_command(record_command(teacher, dir / "store", "--resume"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  expect_same_store(dir / "straight", dir / "store");
 }
 
 std::string all_problems(const StoreReport& report) {

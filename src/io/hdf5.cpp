@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "core/error.h"
@@ -26,9 +27,24 @@ std::string hdf5_message() {
   return message.empty() ? "unknown HDF5 error" : message;
 }
 
+// HDF5 describes a failed system call with a time stamp, buffer addresses and byte counts; the
+// operation and the system's reason ("file write failed: No space left on device") are what
+// a user can act on.
+std::string without_call_details(const std::string& description) {
+  const std::string marker = "error message = '";
+  const auto reason = description.find(marker);
+  if (reason == std::string::npos) return description;
+  const auto start = reason + marker.size();
+  return description.substr(0, description.find(':')) + ": " + description.substr(start, description.find('\'', start) - start);
+}
+
 [[noreturn]] void fail(const std::string& what, const std::filesystem::path& path, const std::string& object = {}) {
-  auto error = Error(what).file(path.string()).got(hdf5_message());
+  const auto reason = without_call_details(hdf5_message());
+  auto error = Error(what).file(path.string()).got(reason);
   if (!object.empty()) error.field(object);
+  for (const int out_of_space : {ENOSPC, EFBIG, EDQUOT})
+    if (reason.ends_with(std::strerror(out_of_space)))
+      error.hint("make room (free disk space, or raise the quota or file-size limit) and run the command again; a recording resumes with --resume");
   throw error;
 }
 
@@ -67,11 +83,25 @@ hid_t type_id(H5Type type) {
   return -1;
 }
 
-bool silence_library() {
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+// Without this, HDF5 closes every file still open when the process exits. A file whose close
+// failed (a full disk) is still on that list, half torn down, and closing it again crashed
+// the process after the error had been reported. Files this layer writes are temporaries
+// renamed into place only once closed, so nothing is lost by leaving the rest to the kernel.
+const bool kNoExitHandler = [] {
+  H5dont_atexit();
   return true;
+}();
+
+// HDF5 prints its error stack (dozens of HDF5-DIAG lines per failure) unless told not to, and
+// in a thread-safe build the setting is per thread: shards are written on a second thread.
+void silence_this_thread() {
+  thread_local const bool silenced = [] {
+    (void)kNoExitHandler;
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)silenced;
 }
-const bool kSilenced = silence_library();
 
 }  // namespace
 
@@ -95,7 +125,7 @@ std::string h5_type_name(H5Type type) {
 }
 
 H5File H5File::create(const std::filesystem::path& path) {
-  (void)kSilenced;
+  silence_this_thread();
   const Handle fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
   // The 1.8 format: readable by every HDF5 and h5py release still in use.
   H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V18, H5F_LIBVER_V18);
@@ -106,7 +136,7 @@ H5File H5File::create(const std::filesystem::path& path) {
 }
 
 H5File H5File::open_read_only(const std::filesystem::path& path) {
-  (void)kSilenced;
+  silence_this_thread();
   DISTILLERY_CHECK(std::filesystem::exists(path), Error("file not found").file(path.string()));
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     H5Eclear2(H5E_DEFAULT);
@@ -118,6 +148,7 @@ H5File H5File::open_read_only(const std::filesystem::path& path) {
 H5File::H5File(H5File&& other) noexcept : id_(other.id_), path_(std::move(other.path_)) { other.id_ = -1; }
 
 H5File& H5File::operator=(H5File&& other) noexcept {
+  silence_this_thread();
   if (this != &other) {
     if (id_ >= 0) H5Fclose(id_);
     id_ = other.id_;
@@ -128,10 +159,12 @@ H5File& H5File::operator=(H5File&& other) noexcept {
 }
 
 H5File::~H5File() {
+  silence_this_thread();
   if (id_ >= 0) H5Fclose(id_);
 }
 
 void H5File::close() {
+  silence_this_thread();
   if (id_ >= 0) {
     const hid_t id = id_;
     id_ = -1;
@@ -141,6 +174,7 @@ void H5File::close() {
 
 void H5File::write_dataset(const std::string& name, H5Type type, const std::vector<uint64_t>& dims, const void* data,
                            const H5DatasetOptions& options) {
+  silence_this_thread();
   const std::vector<hsize_t> shape(dims.begin(), dims.end());
   const Handle space{checked(H5Screate_simple(static_cast<int>(shape.size()), shape.data(), nullptr), "cannot create dataspace", path_, name), H5Sclose};
   const Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
@@ -159,6 +193,7 @@ void H5File::write_dataset(const std::string& name, H5Type type, const std::vect
 }
 
 void H5File::write_attribute(const std::string& name, const std::string& value) {
+  silence_this_thread();
   const Handle t{H5Tcopy(H5T_C_S1), H5Tclose};
   H5Tset_size(t.id, std::max<size_t>(value.size(), 1));
   H5Tset_cset(t.id, H5T_CSET_UTF8);
@@ -169,12 +204,14 @@ void H5File::write_attribute(const std::string& name, const std::string& value) 
 }
 
 void H5File::write_attribute(const std::string& name, int64_t value) {
+  silence_this_thread();
   const Handle space{H5Screate(H5S_SCALAR), H5Sclose};
   const Handle attribute{checked(H5Acreate2(id_, name.c_str(), H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT), "cannot create attribute", path_, name), H5Aclose};
   checked(H5Awrite(attribute.id, H5T_NATIVE_INT64, &value), "cannot write attribute", path_, name);
 }
 
 bool H5File::has_dataset(const std::string& name) const {
+  silence_this_thread();
   const htri_t exists = H5Lexists(id_, name.c_str(), H5P_DEFAULT);
   H5Eclear2(H5E_DEFAULT);
   return exists > 0;
@@ -188,6 +225,7 @@ Handle open_dataset(hid_t file, const std::string& name, const std::filesystem::
 }  // namespace
 
 std::vector<uint64_t> H5File::dims(const std::string& name) const {
+  silence_this_thread();
   const auto dataset = open_dataset(id_, name, path_);
   const Handle space{checked(H5Dget_space(dataset.id), "cannot read dataspace", path_, name), H5Sclose};
   const int rank = H5Sget_simple_extent_ndims(space.id);
@@ -197,6 +235,7 @@ std::vector<uint64_t> H5File::dims(const std::string& name) const {
 }
 
 std::optional<H5Type> H5File::type(const std::string& name) const {
+  silence_this_thread();
   const auto dataset = open_dataset(id_, name, path_);
   const Handle t{checked(H5Dget_type(dataset.id), "cannot read type", path_, name), H5Tclose};
   const auto type_class = H5Tget_class(t.id);
@@ -211,6 +250,7 @@ std::optional<H5Type> H5File::type(const std::string& name) const {
 }
 
 void H5File::read_rows(const std::string& name, H5Type type, uint64_t first, uint64_t count, void* out) const {
+  silence_this_thread();
   const auto dataset = open_dataset(id_, name, path_);
   const Handle file_space{checked(H5Dget_space(dataset.id), "cannot read dataspace", path_, name), H5Sclose};
   const int rank = H5Sget_simple_extent_ndims(file_space.id);
@@ -234,12 +274,14 @@ void H5File::read_all(const std::string& name, H5Type type, void* out) const {
 }
 
 bool H5File::has_attribute(const std::string& name) const {
+  silence_this_thread();
   const htri_t exists = H5Aexists(id_, name.c_str());
   H5Eclear2(H5E_DEFAULT);
   return exists > 0;
 }
 
 std::string H5File::string_attribute(const std::string& name) const {
+  silence_this_thread();
   DISTILLERY_CHECK(has_attribute(name), Error(fmt::format("attribute '{}' is missing", name)).file(path_.string()));
   const Handle attribute{checked(H5Aopen(id_, name.c_str(), H5P_DEFAULT), "cannot open attribute", path_, name), H5Aclose};
   const Handle t{H5Aget_type(attribute.id), H5Tclose};
@@ -252,6 +294,7 @@ std::string H5File::string_attribute(const std::string& name) const {
 }
 
 int64_t H5File::int_attribute(const std::string& name) const {
+  silence_this_thread();
   DISTILLERY_CHECK(has_attribute(name), Error(fmt::format("attribute '{}' is missing", name)).file(path_.string()));
   const Handle attribute{checked(H5Aopen(id_, name.c_str(), H5P_DEFAULT), "cannot open attribute", path_, name), H5Aclose};
   const Handle t{H5Aget_type(attribute.id), H5Tclose};
