@@ -2,6 +2,7 @@
 // closed form, the shared trainer (exact resume, the non-finite guard) and `generate`.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -14,6 +15,7 @@
 #include "core/error.h"
 #include "distill/dmd2.h"
 #include "distill/registry.h"
+#include "io/directory_lock.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
@@ -278,6 +280,55 @@ TEST(Trainer, StopAndResumeWithTheGanHeadEqualsUninterruptedBitForBit) {
                                 {"generator.safetensors", "critic.safetensors", "gan_heads.safetensors", "generator_optimizer.safetensors",
                                  "critic_optimizer.safetensors", "state.json"},
                                 {"step", "dm_loss", "critic_loss", "gan_critic_loss", "gan_generator_loss", "realism_real"});
+}
+
+// Small and fast: what these tests check does not depend on the student's quality.
+const std::vector<std::string> kSmallRun = {"model.hidden=16", "dmd2.critic_steps=1", "train.batch=16", "eval.num=200"};
+
+// A run killed before its first checkpoint restarts from nothing: what it wrote (its step-0
+// evaluation line, the temporaries of a write in progress) is not kept or repeated.
+TEST(Trainer, ARestartAfterAKillBeforeTheFirstCheckpointKeepsNothingOfTheKilledRun) {
+  const auto dir = testing::scratch_dir();
+  const auto straight = mixture_run(dir, "straight", 4, kSmallRun), killed = mixture_run(dir, "killed", 4, kSmallRun);
+  run_distillation(straight.options, straight.teacher);
+  run_distillation(killed.options, killed.teacher);
+  // Back to how a kill during the first steps leaves it: a log, no checkpoint, a half-written file.
+  const auto out = killed.options.out_dir;
+  std::filesystem::remove_all(out / "checkpoints");
+  std::filesystem::remove(out / "student.safetensors");
+  std::ofstream(out / "stats.jsonl", std::ios::app) << "{\"step\": 2, \"dm_lo";
+  std::ofstream(out / ".student.safetensors.tmp.1") << "half";
+  std::ofstream(out / "grids/.grid-step-0000004.png.tmp.1") << "half";
+  auto restart = killed.options;
+  restart.resume = true;
+  run_distillation(restart, killed.teacher);
+  const auto a = stats_lines(straight.options.out_dir), b = stats_lines(out);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    for (const char* key : {"step", "dm_loss", "fd_raw"}) EXPECT_EQ(a[i].value(key, nlohmann::json()), b[i].value(key, nlohmann::json())) << key << " line " << i;
+  EXPECT_EQ(file_bytes(straight.options.out_dir / "student.safetensors"), file_bytes(out / "student.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(out / ".student.safetensors.tmp.1"));
+  EXPECT_FALSE(std::filesystem::exists(out / "grids/.grid-step-0000004.png.tmp.1"));
+}
+
+// Two runs on one directory would interleave their logs and checkpoints: the second is refused,
+// naming the first one's PID, and the directory is free again once the first lets go.
+TEST(Trainer, ASecondWriterOfARunDirectoryIsRefusedWithTheHoldersPid) {
+  const auto dir = testing::scratch_dir();
+  const auto run = mixture_run(dir, "run", 2, kSmallRun);
+  {
+    const DirectoryLock first(run.options.out_dir, ".lock", "training run");
+    try {
+      run_distillation(run.options, run.teacher);
+      ADD_FAILURE() << "a second writer must be refused";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message(), "another process is writing to this directory");
+      EXPECT_NE(std::string(e.what()).find(fmt::format("got: a training run by PID {} holds", ::getpid())), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(run.options.out_dir / "config.json"));
+  }
+  run_distillation(run.options, run.teacher);
+  EXPECT_TRUE(std::filesystem::exists(run.options.out_dir / "student.safetensors"));
 }
 
 // How the scripted methods' one-step students generate.

@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/directory_lock.h"
 #include "io/hdf5.h"
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
@@ -280,6 +281,27 @@ TEST(Record, PartsRecordedAtOnceMakeTheSameStoreAsOneProcess) {
   EXPECT_EQ(wait_for(second), 0);
   expect_same_store(dir / "one", dir / "parts");
   EXPECT_EQ(read_manifest(dir / "parts").size(), 30u);
+}
+
+// Two recordings of the same part would both record every shard and list each twice: the
+// second is refused while the first holds the part's lock.
+TEST(Record, ASecondRecordingOfTheSamePartIsRefusedWithTheHoldersPid) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = unet_teacher(dir);
+  {
+    const DirectoryLock first(dir / "store", ".lock-part-0-of-1", "recording of part 0/1");
+    const auto refused = testing::run_command(record_command(teacher, dir / "store", "--resume"));
+    EXPECT_EQ(refused.exit_code, 1) << refused.output;
+    EXPECT_NE(refused.output.find("another process is writing to this directory"), std::string::npos) << refused.output;
+    EXPECT_NE(refused.output.find(fmt::format("a recording of part 0/1 by PID {} holds", ::getpid())), std::string::npos) << refused.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "store/manifest.jsonl"));
+    // Another part of the same store is not held up.
+    const auto other_part = testing::run_command(record_command(teacher, dir / "store", "--part 1/2"));
+    EXPECT_EQ(other_part.exit_code, 0) << other_part.output;
+  }
+  const auto finished = testing::run_command(record_command(teacher, dir / "store", "--part 0/2"));
+  EXPECT_EQ(finished.exit_code, 0) << finished.output;
+  EXPECT_EQ(read_manifest(dir / "store").size(), static_cast<size_t>(kShards));
 }
 
 // A write that fails for want of space (here the file-size limit, which fails a write as a

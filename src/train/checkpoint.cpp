@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/directory_lock.h"
 #include "io/tensor_file.h"
 #include "models/weights.h"
 #include "train/run_options.h"
@@ -65,7 +66,12 @@ std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, c
                                                                                .file(options.out_dir.string())
                                                                                .hint("pass --resume to continue it, or choose another --out"));
   std::filesystem::create_directories(checkpoints);
-  if (options.resume) keep_previous_recipe(options.out_dir, config);
+  if (options.resume) {
+    keep_previous_recipe(options.out_dir, config);
+    // Under the run's lock every temporary is a leftover of a killed write.
+    remove_stale_temporaries(options.out_dir);
+    remove_stale_temporaries(options.out_dir / "grids");
+  }
   write_file_atomic(options.out_dir / "config.json", config.to_json() + "\n");
   return checkpoints;
 }

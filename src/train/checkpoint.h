@@ -49,7 +49,9 @@ struct CheckpointModules {
 
 // Refuses an existing run unless resuming, creates <out>/checkpoints and writes the resolved
 // recipe as <out>/config.json (a resumed run whose recipe changed keeps the previous one as
-// config.before-resume-K.json and logs the changed keys); returns the checkpoints directory.
+// config.before-resume-K.json and logs the changed keys); a resume removes the temporaries
+// of killed writes. Returns the checkpoints directory. The caller holds the
+// directory's lock.
 std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, const Config& config);
 
 // `state_json`: a JSON object that must contain "step".
@@ -62,8 +64,9 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
 using CheckpointPreparation = std::function<CheckpointModules(const std::string& state_json)>;
 std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointPreparation& prepare);
 
-// stats.jsonl of a run: on (re)start only the lines of steps ≤ `resumed_step` are kept (a line
-// torn by a kill is dropped), so a resumed run's log equals an uninterrupted run's.
+// stats.jsonl of a run: on (re)start only the lines of steps ≤ `resumed_step` are kept (none
+// for −1, a fresh start; a line torn by a kill is dropped), so a resumed run's log equals an
+// uninterrupted run's.
 class StatsLog {
  public:
   StatsLog(const std::filesystem::path& path, int64_t resumed_step);

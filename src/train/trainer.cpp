@@ -11,11 +11,13 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/progress.h"
+#include "io/directory_lock.h"
 #include "io/image.h"
 #include "models/network_denoiser.h"
 #include "models/weights.h"
@@ -210,6 +212,9 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   const auto s = settings_from(config, has_generator);
   const auto optimizer_spec = optimizer_spec_from(config);
   const auto& out = options.out_dir;
+  // Rank 0 alone writes the run directory (the other ranks' share of it is their gradients).
+  std::optional<DirectoryLock> lock;
+  if (options.runtime.rank == 0) lock.emplace(out, ".lock", "training run");
   const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
   if (has_generator) std::filesystem::create_directories(grids);
 
@@ -256,7 +261,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
 
   RunState state;
   PhaseParts current;
-  bool assembled = false;
+  bool assembled = false, resumed = false;
   if (options.resume) {
     const auto saved = read_newest_checkpoint(checkpoints, [&](const std::string& json) {
       state = RunState::from_json(json);
@@ -266,6 +271,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       assembled = true;
       return current.checkpoint;
     });
+    resumed = saved.has_value();
     if (saved) {
       spdlog::info("resuming {} from step {}{}", out.string(), state.step, state.phase > 0 ? fmt::format(" (phase {})", state.phase) : "");
     } else {
@@ -281,7 +287,8 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
 
   const bool writes = context.rank == 0;
   std::optional<StatsLog> stats;
-  if (writes) stats.emplace(out / "stats.jsonl", state.step);
+  // A run killed before its first checkpoint starts again from nothing, its log included.
+  if (writes) stats.emplace(out / "stats.jsonl", resumed ? state.step : -1);
 
   const auto curve_label = std::filesystem::path(method.output_file()).stem().string();  // "student", "teacher"
   const auto sampling_for = [&](uint64_t seed, int64_t num) {

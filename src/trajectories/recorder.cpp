@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "data/label_policy.h"
+#include "io/directory_lock.h"
 #include "io/atomic_file.h"
 #include "samplers/sampler.h"
 #include "teachers/teacher.h"
@@ -123,7 +124,9 @@ RecordSummary record_trajectories(const RecordOptions& o) {
   labels_for(o.request.labels, teacher->num_classes(), {0});  // a bad policy fails before anything is written
   BatchSampler sampler(*teacher, o.request);
   const auto settings = settings_for(o, *teacher, sampler);
-  std::filesystem::create_directories(o.out);
+  // Parts of one store run at once by design; two runs of the same part would record every
+  // shard twice and list each twice in the manifest.
+  const DirectoryLock lock(o.out, fmt::format(".lock-part-{}-of-{}", o.part, o.parts), fmt::format("recording of part {}/{}", o.part, o.parts));
   claim_store(o, settings);
 
   // Temporaries of this part's shards are leftovers of a killed run of this part.
