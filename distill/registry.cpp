@@ -11,6 +11,7 @@
 #include "distill/dmd2.h"
 #include "eval/in_loop_evaluation.h"
 #include "models/network_denoiser.h"
+#include "teachers/teacher.h"
 #include "train/trainer.h"
 
 namespace distillery {
@@ -78,7 +79,9 @@ std::unique_ptr<TrainingMethod> make_distillation_method(const Config& config, c
   return method_entry(config.get_string("method")).make(config, teacher, device);
 }
 
-void run_distillation(const TrainingRunOptions& options, const std::string& teacher) {
+void run_distillation(const TrainingRunOptions& run_options, const std::string& teacher) {
+  auto options = run_options;
+  options.inputs["teacher"] = teacher_fingerprint(teacher);
   const auto config = load_distillation_config(options.config_file, options.overrides);
   const auto method = make_distillation_method(config, teacher, options.runtime.device);
   run_trainer(*method, config, options, make_trainer_callbacks(config, method->generator()->sample_shape(), options.runtime.device));

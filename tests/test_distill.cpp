@@ -20,6 +20,7 @@
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
 #include "teachers/gaussian_mixture.h"
+#include "teachers/teacher.h"
 #include "foreign_device.h"
 #include "models/weights.h"
 #include "train/optimizer.h"
@@ -309,6 +310,32 @@ TEST(Trainer, ARestartAfterAKillBeforeTheFirstCheckpointKeepsNothingOfTheKilledR
   EXPECT_EQ(file_bytes(straight.options.out_dir / "student.safetensors"), file_bytes(out / "student.safetensors"));
   EXPECT_FALSE(std::filesystem::exists(out / ".student.safetensors.tmp.1"));
   EXPECT_FALSE(std::filesystem::exists(out / "grids/.grid-step-0000004.png.tmp.1"));
+}
+
+// A resume must continue the run it names: with another teacher it would train a student of two.
+TEST(Trainer, ResumeWithAnotherTeacherIsRefusedUnlessAllowed) {
+  const auto dir = testing::scratch_dir();
+  auto run = mixture_run(dir, "run", 2, kSmallRun);
+  run_distillation(run.options, run.teacher);
+  const auto recorded = nlohmann::json::parse(file_bytes(run.options.out_dir / "inputs.json"));
+  EXPECT_EQ(recorded.at("teacher"), teacher_fingerprint(run.teacher));
+  std::ofstream(dir / "other.yaml") << "dim: 2\nweights: [1]\nmeans: [[0, 1]]\nstds: [1]\n";
+  const std::string other = "gmm:" + (dir / "other.yaml").string();
+  run.options.resume = true;
+  run.options.overrides.push_back("train.steps=3");
+  try {
+    run_distillation(run.options, other);
+    ADD_FAILURE() << "a resume with another teacher must be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "the run was started with another teacher");
+    EXPECT_NE(std::string(e.what()).find("got: " + teacher_fingerprint(other)), std::string::npos) << e.what();
+    EXPECT_NE(e.hint().find("--allow-changed-inputs"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(run.options.out_dir / "checkpoints/step-0000003"));
+  run.options.allow_changed_inputs = true;
+  run_distillation(run.options, other);
+  EXPECT_TRUE(std::filesystem::exists(run.options.out_dir / "checkpoints/step-0000003"));
+  EXPECT_EQ(nlohmann::json::parse(file_bytes(run.options.out_dir / "inputs.json")).at("teacher"), teacher_fingerprint(other));
 }
 
 // Two runs on one directory would interleave their logs and checkpoints: the second is refused,

@@ -22,6 +22,7 @@ void add_training_options(CLI::App& train, const std::string& example_config, st
   train.add_option("--out", options->out_dir, "run directory")->required();
   train.add_option("--set", options->overrides, "override a recipe key: --set train.steps=100 (repeatable)");
   train.add_flag("--resume", options->resume, "continue from the newest valid checkpoint in --out");
+  train.add_flag("--allow-changed-inputs", options->allow_changed_inputs, "with --resume: go on although an input of the run (the teacher) differs from the one it started with");
   add_device_option(train, *device);
   train.callback([options, device, run = std::move(run)] {
     options->runtime = make_runtime(*device);

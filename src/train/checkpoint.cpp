@@ -58,6 +58,25 @@ void keep_previous_recipe(const std::filesystem::path& out_dir, const Config& co
   spdlog::warn("resuming with a changed recipe ({}); the previous one is kept as {}", fmt::join(changes, "; "), kept.string());
 }
 
+// inputs.json holds the fingerprints of what the run was started from.
+void check_run_inputs(const TrainingRunOptions& options) {
+  const auto path = options.out_dir / "inputs.json";
+  const nlohmann::json current(options.inputs);
+  if (options.resume && std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    const auto recorded = nlohmann::json::parse(in, nullptr, false);
+    for (const auto& [name, fingerprint] : options.inputs) {
+      const auto before = recorded.is_object() && recorded.contains(name) && recorded[name].is_string() ? recorded[name].get<std::string>() : std::string();
+      if (before.empty() || before == fingerprint) continue;
+      DISTILLERY_CHECK(options.allow_changed_inputs, Error(fmt::format("the run was started with another {}", name)).file(options.out_dir.string())
+                                                         .expected(fmt::format("{} with fingerprint {} (inputs.json)", name, before)).got(fingerprint)
+                                                         .hint(fmt::format("resume with the {} the run was started with, or pass --allow-changed-inputs", name)));
+      spdlog::warn("resuming with another {} (fingerprint {} → {}), as --allow-changed-inputs asks", name, before, fingerprint);
+    }
+  }
+  write_file_atomic(path, current.dump(2) + "\n");
+}
+
 }  // namespace
 
 std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, const Config& config) {
@@ -72,6 +91,7 @@ std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, c
     remove_stale_temporaries(options.out_dir);
     remove_stale_temporaries(options.out_dir / "grids");
   }
+  check_run_inputs(options);
   write_file_atomic(options.out_dir / "config.json", config.to_json() + "\n");
   return checkpoints;
 }

@@ -49,8 +49,9 @@ struct CheckpointModules {
 
 // Refuses an existing run unless resuming, creates <out>/checkpoints and writes the resolved
 // recipe as <out>/config.json (a resumed run whose recipe changed keeps the previous one as
-// config.before-resume-K.json and logs the changed keys); a resume removes the temporaries
-// of killed writes. Returns the checkpoints directory. The caller holds the
+// config.before-resume-K.json and logs the changed keys) and the inputs' fingerprints as
+// <out>/inputs.json (a resume with other inputs is refused unless allowed); a resume removes
+// the temporaries of killed writes. Returns the checkpoints directory. The caller holds the
 // directory's lock.
 std::filesystem::path prepare_run_directory(const TrainingRunOptions& options, const Config& config);
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,10 @@ struct TrainingRunOptions {
   std::vector<std::string> overrides;  // --set key=value
   std::filesystem::path out_dir;
   bool resume = false;                 // continue from the newest valid checkpoint in out_dir
+  // The files the run is made from (the teacher), as name → content fingerprint: a resume with
+  // other files would silently train a mixture of two runs, so it is refused unless allowed.
+  std::map<std::string, std::string> inputs = {};
+  bool allow_changed_inputs = false;
   bool show_progress = true;
   Runtime runtime;
 };
