@@ -535,7 +535,14 @@ TEST(Trainer, ResumeFallsBackPastADamagedCheckpointAndRefusesWhenNoneIsUsable) {
   const auto run = [&](const std::string& name, int64_t steps, bool resume) { run_two_phase(dir / name, steps, resume, 4); };
   run("straight", 6, false);
   run("resumed", 4, false);
-  std::filesystem::resize_file(dir / "resumed/checkpoints/step-0000004/slow.safetensors", 10);
+  // One flipped bit in a weight: the file still parses, and only its checksum tells.
+  {
+    std::fstream weights(dir / "resumed/checkpoints/step-0000004/slow.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    weights.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(weights.get());
+    weights.seekp(-1, std::ios::end);
+    weights.put(static_cast<char>(last ^ 0x10));
+  }
   run("resumed", 6, true);
   EXPECT_EQ(file_bytes(dir / "straight/student.safetensors"), file_bytes(dir / "resumed/student.safetensors"));
   for (const auto& entry : std::filesystem::directory_iterator(dir / "resumed/checkpoints"))

@@ -14,6 +14,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "io/atomic_file.h"
 #include "io/directory_lock.h"
 #include "io/tensor_file.h"
@@ -25,6 +26,27 @@ namespace distillery {
 namespace {
 
 std::string step_name(int64_t step) { return fmt::format("step-{:07d}", step); }
+
+// Per checkpoint: the fingerprint of every weight and optimiser file, so that bits flipped on
+// disk are found on resume (the safetensors framing alone does not cover the tensor bytes).
+constexpr const char* kChecksums = "checksums.json";
+
+// Checkpoints written before checksums existed have none and are taken as they are.
+void verify_checksums(const std::filesystem::path& checkpoint) {
+  const auto path = checkpoint / kChecksums;
+  if (!std::filesystem::exists(path)) return;
+  std::ifstream in(path);
+  const auto checksums = nlohmann::json::parse(in, nullptr, false);
+  DISTILLERY_CHECK(checksums.is_object(), Error("the checkpoint's checksums are unreadable").file(path.string()));
+  for (const auto& [name, expected] : checksums.items()) {
+    const auto file = checkpoint / name;
+    DISTILLERY_CHECK(expected.is_string() && name.find('/') == std::string::npos && std::filesystem::is_regular_file(file),
+                     Error("a file the checkpoint lists is missing").file(file.string()));
+    const auto actual = file_fingerprint(file);
+    DISTILLERY_CHECK(actual == expected.get<std::string>(), Error("checkpoint file is damaged (its checksum differs)").file(file.string())
+                                                                .expected(expected.get<std::string>()).got(actual));
+  }
+}
 
 // "a.b: old → new" for every leaf that differs between two resolved recipes.
 void collect_changes(const nlohmann::json& before, const nlohmann::json& after, const std::string& prefix, std::vector<std::string>& changes) {
@@ -105,6 +127,9 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
   for (const auto& o : parts.optimizers)
     save_tensor_file(tmp / (o.name + ".safetensors"), optimizer_state_tensors(o.spec, *o.optimizer, *o.optimized),
                      {{"format", "distillery.optimizer"}, {"format_version", "1"}, {"kind", o.spec.kind}});
+  nlohmann::json checksums = nlohmann::json::object();
+  for (const auto& entry : std::filesystem::directory_iterator(tmp)) checksums[entry.path().filename().string()] = file_fingerprint(entry.path());
+  write_file_atomic(tmp / kChecksums, checksums.dump(2) + "\n");
   write_file_atomic(tmp / "state.json", state_json + "\n");
   std::filesystem::remove_all(final_dir);
   publish_atomically(tmp, final_dir);
@@ -130,6 +155,7 @@ std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& d
       std::ifstream in(candidate / "state.json");
       const std::string state((std::istreambuf_iterator<char>(in)), {});
       DISTILLERY_CHECK(nlohmann::json::parse(state, nullptr, false).contains("step"), Error("state.json is missing or has no step").file(candidate.string()));
+      verify_checksums(candidate);
       const auto parts = prepare(state);
       for (const auto& m : parts.modules) {
         const auto path = candidate / (m.name + ".safetensors");

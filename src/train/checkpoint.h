@@ -1,8 +1,9 @@
 // defines: CheckpointModules, prepare_run_directory, write_checkpoint, read_newest_checkpoint, RunCounters, resume_newest_checkpoint, StatsLog
 // Training checkpoints shared by every trainer: a directory per step (`step-NNNNNNN/`) with
-// one safetensors file per module, one per optimiser (train/optimizer.h) and `state.json`,
-// written under a hidden temporary name and renamed, the newest `keep` kept. Reading takes the
-// newest checkpoint that loads completely and falls back to older ones.
+// one safetensors file per module, one per optimiser (train/optimizer.h), `checksums.json`
+// (each file's fingerprint) and `state.json`, written under a hidden temporary name and
+// renamed, the newest `keep` kept. Reading takes the newest checkpoint whose files match their
+// checksums and load completely, and falls back to older ones.
 #pragma once
 
 #include <cstdint>
