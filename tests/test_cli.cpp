@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "core/rng.h"
@@ -120,6 +121,25 @@ TEST(Cli, ConfigNumbersOutsideTheirDomainAreRefusedBeforeAnyWork) {
         << c.assignment << ":\n" << result.output;
     EXPECT_FALSE(std::filesystem::exists(dir / "t") || std::filesystem::exists(dir / "d")) << c.assignment;
   }
+}
+
+// A student's metadata declares its network; altered to a far larger one than the file's
+// weights (a 4.5 MB file declaring model_channels 4096 would take about 24 GB to build), the
+// network is refused while it is built, before that memory is taken.
+TEST(Cli, AStudentWhoseMetadataDeclaresAFarLargerNetworkIsRefusedBeforeItIsBuilt) {
+  const auto dir = testing::scratch_dir();
+  auto file = load_tensor_file(kSourceDir / "assets/students/fmnist-dmd2.safetensors");
+  auto config = nlohmann::json::parse(file.metadata.at("config"));
+  config["model"]["model_channels"] = 4096;
+  file.metadata["config"] = config.dump();
+  save_tensor_file(dir / "altered.safetensors", {file.tensors.begin(), file.tensors.end()}, file.metadata);
+  const auto result = run_command(kCli + " generate --model " + shell_quoted(dir / "altered.safetensors") + " --num 2 --out " + shell_quoted(dir / "g.png"));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("error: the network the file's metadata declares is far larger than the weights the file holds\n  file: " +
+                               (dir / "altered.safetensors").string() + "\n  field: metadata config\n  expected: a network of about 4.4 MB"),
+            std::string::npos)
+      << result.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "g.png"));
 }
 
 TEST(Cli, SampleWritesSamplesAndNoiseThatReproduce) {

@@ -1,10 +1,14 @@
 // Core utilities: error formatting, progress formatting, atomic files, label policies, hashes.
 #include <gtest/gtest.h>
 
+#include <torch/torch.h>
+
 #include <cstdio>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
+#include "core/allocation_budget.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/progress.h"
@@ -26,6 +30,27 @@ TEST(Error, DescribesEveryPartGiven) {
 TEST(Error, CheckMacroThrowsOnlyOnFailure) {
   EXPECT_NO_THROW(DISTILLERY_CHECK(1 + 1 == 2, "never"));
   EXPECT_THROW(DISTILLERY_CHECK(1 + 1 == 3, Error("arithmetic").field("x")), Error);
+}
+
+// The budget counts what this thread allocates while it is in scope: other threads are not
+// charged, and the refusal comes before the allocation.
+TEST(AllocationBudget, RefusesTheFirstAllocationPastTheLimitAndCountsOnlyItsThread) {
+  const auto refusal = [](size_t bytes) { return Error("over budget").got(std::to_string(bytes)); };
+  {
+    const AllocationBudget budget(4000, refusal);
+    auto kept = torch::empty({500}, torch::kFloat32);  // 2000 bytes
+    torch::empty({250}, torch::kFloat32);              // 1000 more, freed at once but counted
+    std::thread([] { EXPECT_NO_THROW(torch::empty({1 << 20}, torch::kFloat32)); }).join();
+    try {
+      auto too_much = torch::empty({300}, torch::kFloat32);
+      ADD_FAILURE() << "3000 + 1200 bytes exceed a budget of 4000";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message(), "over budget");
+      EXPECT_NE(std::string(e.what()).find("got: 4200"), std::string::npos) << e.what();
+    }
+  }
+  // Out of scope, nothing is counted.
+  EXPECT_EQ(torch::empty({1 << 20}, torch::kFloat32).numel(), 1 << 20);
 }
 
 TEST(Progress, FormatsRatesAndDurations) {

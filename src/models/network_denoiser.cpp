@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/allocation_budget.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "io/tensor_file.h"
@@ -192,7 +193,22 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::pa
                    Error("unsupported denoiser format version").file(path.string()).expected("1"));
   DISTILLERY_CHECK(file.metadata.count("config"), Error("denoiser file has no config in its metadata").file(path.string()));
   // The stored config is JSON, which YAML reads as it is, so the same schema validates it.
-  auto denoiser = from_config(Config::parse(denoiser_schema(), file.metadata.at("config"), path.string() + " (metadata config)"));
+  const auto config = Config::parse(denoiser_schema(), file.metadata.at("config"), path.string() + " (metadata config)");
+  size_t file_bytes = 0;
+  for (const auto& [name, tensor] : file.tensors) file_bytes += tensor.nbytes();
+  std::unique_ptr<NetworkDenoiser> denoiser;
+  {
+    // The network's parameters and buffers are the file's tensors, so the sizes the metadata
+    // declares are checked against them while the network is built, before it takes memory
+    // the file does not justify: twice its tensors, plus room for what building allocates.
+    constexpr size_t kBuildingRoom = size_t{64} << 20;
+    const AllocationBudget budget(2 * file_bytes + kBuildingRoom, [&](size_t bytes) {
+      return Error("the network the file's metadata declares is far larger than the weights the file holds").file(path.string())
+          .field("metadata config").expected(fmt::format("a network of about {:.1f} MB, the size of the file's tensors", file_bytes / 1e6))
+          .got(fmt::format("a network of more than {:.1f} MB", bytes / 1e6)).hint("the metadata was altered, or belongs to another network");
+    });
+    denoiser = from_config(config);
+  }
   load_module_tensors(*denoiser->module_, file.tensors, path.string());
   denoiser->module_->eval();
   return denoiser;
