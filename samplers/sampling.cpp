@@ -1,5 +1,6 @@
 #include "samplers/sampling.h"
 
+#include <fmt/format.h>
 #include <torch/types.h>
 
 #include <numeric>
@@ -47,6 +48,11 @@ BatchSampler::Batch BatchSampler::run(const std::vector<int64_t>& indices, Sampl
   torch::NoGradGuard no_grad;
   const SampleContext context{batch.labels, request_.seed, indices};
   batch.samples = sampler_->run(*model_, batch.noise * sigmas_.front(), sigmas_, context, observer);
+  // A non-finite sample would be written, or quantised and measured, as if it were an image.
+  const auto nonfinite = torch::logical_not(torch::isfinite(batch.samples)).sum().item<int64_t>();
+  DISTILLERY_CHECK(nonfinite == 0, Error(fmt::format("sampling produced {} non-finite values", nonfinite))
+                                       .got(fmt::format("samples {} to {} of seed {}", indices.front(), indices.back(), request_.seed))
+                                       .hint("the model's weights or its output diverge (a guidance scale too large, a σ range the model was not trained on)"));
   return batch;
 }
 

@@ -142,6 +142,37 @@ TEST(Cli, AStudentWhoseMetadataDeclaresAFarLargerNetworkIsRefusedBeforeItIsBuilt
   EXPECT_FALSE(std::filesystem::exists(dir / "g.png"));
 }
 
+// A NaN weight would make every output NaN: it is named when the file is read.
+TEST(Cli, AModelWithANonFiniteWeightIsRefusedNamingTheTensor) {
+  const auto dir = testing::scratch_dir();
+  auto file = load_tensor_file(kSourceDir / "assets/students/fmnist-dmd2.safetensors");
+  auto& weight = file.tensors.begin()->second;
+  weight.view(-1)[0] = std::numeric_limits<float>::infinity();
+  save_tensor_file(dir / "inf.safetensors", {file.tensors.begin(), file.tensors.end()}, file.metadata);
+  const auto result = run_command(kCli + " generate --model " + shell_quoted(dir / "inf.safetensors") + " --num 2 --out " + shell_quoted(dir / "g.png"));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("error: tensor '" + file.tensors.begin()->first + "' holds non-finite values\n  file: " + (dir / "inf.safetensors").string() +
+                               "\n  expected: finite weights\n  got: 1 NaN or Inf of " + std::to_string(weight.numel())),
+            std::string::npos)
+      << result.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "g.png"));
+}
+
+// Samples that leave the finite numbers (here a guidance scale that overflows) are an error,
+// not a file of NaN written with exit status 0.
+TEST(Cli, SamplingThatDivergesIsAnErrorAndWritesNothing) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "labelled.yaml") << "dim: 2\nweights: [1, 1]\nmeans: [[-2, 0], [2, 0]]\nstds: [0.5, 0.5]\nconditional: true\n";
+  const auto sample = kCli + " sample --teacher " + shell_quoted("gmm:" + (dir / "labelled.yaml").string()) + " --num 4 --steps 4 --labels 0 --out " +
+                      shell_quoted(dir / "s.safetensors");
+  ASSERT_EQ(run_command(sample + " --guidance 2").exit_code, 0);
+  std::filesystem::remove(dir / "s.safetensors");
+  const auto result = run_command(sample + " --guidance 1e308");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("error: sampling produced 8 non-finite values\n  got: samples 0 to 3 of seed 0"), std::string::npos) << result.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "s.safetensors"));
+}
+
 TEST(Cli, SampleWritesSamplesAndNoiseThatReproduce) {
   const auto dir = testing::scratch_dir();
   const auto out = dir / "s.safetensors";

@@ -324,6 +324,43 @@ TEST(DomainClassifierTraining, StopAndResumeEqualsUninterruptedBitForBit) {
   EXPECT_THROW(train_domain_classifier(bad), Error);
 }
 
+// Samples and labels from a file are checked where they enter: a wrong dtype, a NaN, a label
+// count or value that does not fit gives an error naming the tensor, not an accuracy of 0.
+TEST(EvalCommand, BadSamplesAndLabelsInAFileAreErrorsNotNumbers) {
+  const auto dir = testing::scratch_dir();
+  const auto samples = torch::rand({8, 1, 28, 28}) * 2 - 1;
+  const auto labels = torch::arange(8, torch::kInt64);
+  const auto accuracy = [&](const std::string& name, const at::Tensor& s, const at::Tensor& l) {
+    save_tensor_file(dir / (name + ".safetensors"), {{"samples", s}, {"labels", l}});
+    return testing::run_command(testing::kCli + " eval accuracy " + shell_quoted(dir / (name + ".safetensors")) + " --quiet --classifier " +
+                                shell_quoted(kClassifier));
+  };
+  ASSERT_EQ(accuracy("good", samples, labels).exit_code, 0);
+  auto with_nan = samples.clone();
+  with_nan[3][0][5][5] = std::nan("");
+  auto beyond = labels.clone();
+  beyond[2] = 12;
+  auto negative = labels.clone();
+  negative[0] = -3;
+  const struct {
+    std::string name;
+    at::Tensor samples, labels;
+    std::string message;
+  } cases[] = {
+      {"integer", (samples * 127).to(torch::kInt64), labels, "error: 'samples' must be floating-point images in [-1, 1]"},
+      {"nan", with_nan, labels, "error: 'samples' hold non-finite values"},
+      {"float-labels", samples, labels.to(torch::kFloat32), "error: 'labels' must be one integer class per sample"},
+      {"too-few-labels", samples, labels.slice(0, 0, 7), "expected: [8] integers (−1: no label)\n  got: [7] Long"},
+      {"negative-label", samples, negative, "error: 'labels' hold a negative class"},
+      {"label-beyond-classes", samples, beyond, "error: a label is beyond the classifier's classes\n  expected: labels from 0 to 9\n  got: 12"},
+  };
+  for (const auto& c : cases) {
+    const auto result = accuracy(c.name, c.samples, c.labels);
+    EXPECT_EQ(result.exit_code, 1) << c.name << ":\n" << result.output;
+    EXPECT_NE(result.output.find(c.message), std::string::npos) << c.name << ":\n" << result.output;
+  }
+}
+
 TEST(EvalCommand, FdBetweenADatasetAndItsStatisticsIsZero) {
   const auto result = testing::run_command(testing::kCli + " eval fd dataset:fmnist-test " + shell_quoted(testing::kSourceDir / "assets/eval/fmnist-test.npz") +
                                            " --quiet --classifier " + shell_quoted(kClassifier));

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/tensor_checks.h"
 #include "data/fashion_mnist.h"
 #include "data/image_folder.h"
 #include "io/image.h"
@@ -18,6 +19,32 @@ namespace distillery {
 namespace {
 
 at::Tensor unknown_labels(int64_t n) { return torch::full({n}, -1, torch::kInt64); }
+
+// Samples are images in [-1, 1]: integers would be taken as pixel values far outside that
+// range, and NaN or Inf would become some pixel value after quantisation, either way giving a
+// number for the wrong images.
+at::Tensor checked_samples(const at::Tensor& samples, const std::string& file) {
+  DISTILLERY_CHECK(samples.dim() == 4, Error("'samples' are not images").file(file).expected("[N, C, H, W]").got(shape_string(samples.sizes().vec())));
+  DISTILLERY_CHECK(samples.is_floating_point(), Error("'samples' must be floating-point images in [-1, 1]").file(file)
+                                                    .got(std::string(c10::toString(samples.scalar_type()))));
+  const auto nonfinite = torch::logical_not(torch::isfinite(samples)).sum().item<int64_t>();
+  DISTILLERY_CHECK(nonfinite == 0, Error("'samples' hold non-finite values").file(file).expected("finite images in [-1, 1]")
+                                       .got(fmt::format("{} NaN or Inf values", nonfinite)));
+  return samples;
+}
+
+// Labels are class indices, −1 for "no label", one per sample.
+at::Tensor checked_labels(const at::Tensor& labels, int64_t count, const std::string& file) {
+  const bool integral = !labels.is_floating_point() && !labels.is_complex() && labels.scalar_type() != torch::kBool;
+  DISTILLERY_CHECK(integral && labels.dim() == 1 && labels.size(0) == count,
+                   Error("'labels' must be one integer class per sample").file(file)
+                       .expected(fmt::format("[{}] integers (−1: no label)", count))
+                       .got(fmt::format("{} {}", shape_string(labels.sizes().vec()), c10::toString(labels.scalar_type()))));
+  const auto as_int64 = labels.to(torch::kInt64);
+  DISTILLERY_CHECK(count == 0 || as_int64.min().item<int64_t>() >= -1,
+                   Error("'labels' hold a negative class").file(file).expected("classes ≥ 0, or −1 for no label").got(std::to_string(as_int64.min().item<int64_t>())));
+  return as_int64;
+}
 
 // Images already in memory (datasets, folders, sample files).
 class TensorSource final : public ImageSource {
@@ -112,9 +139,8 @@ std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const Sa
   if (spec.ends_with(".safetensors")) {
     const auto file = load_tensor_file(spec);
     DISTILLERY_CHECK(file.tensors.count("samples"), Error("the file holds no 'samples' tensor").file(spec).hint("write one with `distillery sample --out FILE.safetensors`"));
-    const auto samples = file.get("samples");
-    DISTILLERY_CHECK(samples.dim() == 4, Error("'samples' are not images").file(spec).expected("[N, C, H, W]"));
-    const auto labels = file.tensors.count("labels") ? file.get("labels").to(torch::kInt64) : unknown_labels(samples.size(0));
+    const auto samples = checked_samples(file.get("samples"), spec);
+    const auto labels = file.tensors.count("labels") ? checked_labels(file.get("labels"), samples.size(0), spec) : unknown_labels(samples.size(0));
     return std::make_unique<TensorSource>(quantize_to_uint8(samples), labels, "samples file " + spec);
   }
   throw Error("unrecognised image source").file(spec).expected(image_source_forms());

@@ -106,6 +106,9 @@ PrecisionRecall precision_recall(const at::Tensor& real, const at::Tensor& gener
 
 double classification_accuracy(const at::Tensor& logits, const at::Tensor& labels) {
   DISTILLERY_CHECK(logits.dim() == 2 && labels.dim() == 1 && logits.size(0) == labels.size(0), Error("accuracy needs logits [n, classes] and labels [n]"));
+  const int64_t classes = logits.size(1), highest = labels.numel() > 0 ? labels.max().item<int64_t>() : 0;
+  DISTILLERY_CHECK(highest < classes, Error("a label is beyond the classifier's classes").expected(fmt::format("labels from 0 to {}", classes - 1))
+                                          .got(std::to_string(highest)));
   return logits.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
 }
 

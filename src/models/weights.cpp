@@ -26,6 +26,12 @@ void load_module_tensors(torch::nn::Module& module, const std::map<std::string, 
                                               .hint("the file was saved from a different architecture or configuration"));
     check_shape(it->second, target.sizes().vec(), fmt::format("tensor '{}' in {}", name, source));
     check_dtype(it->second, target.scalar_type(), fmt::format("tensor '{}' in {}", name, source));
+    // A NaN weight makes every output NaN; found here, it is named instead of the output.
+    if (it->second.is_floating_point()) {
+      const auto nonfinite = torch::logical_not(torch::isfinite(it->second)).sum().item<int64_t>();
+      DISTILLERY_CHECK(nonfinite == 0, Error(fmt::format("tensor '{}' holds non-finite values", name)).file(source).expected("finite weights")
+                                           .got(fmt::format("{} NaN or Inf of {}", nonfinite, it->second.numel())));
+    }
     target.copy_(it->second);
     ++used;
   }
