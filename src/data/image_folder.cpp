@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -21,10 +22,43 @@ bool is_image(const std::filesystem::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
+// Width × height as a PNG's or JPEG's header declares it, read before decoding: a file of a
+// few hundred bytes can declare 60000 × 60000 pixels, which the decoder would allocate. nullopt
+// for a header that is neither (the decoder then reports the file).
+std::optional<std::pair<int64_t, int64_t>> declared_size(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::vector<unsigned char> head(1 << 16);
+  in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  const auto be = [&](size_t at, int bytes) {
+    int64_t value = 0;
+    for (int i = 0; i < bytes; ++i) value = value << 8 | head[at + static_cast<size_t>(i)];
+    return value;
+  };
+  constexpr unsigned char kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (head.size() >= 24 && std::equal(std::begin(kPng), std::end(kPng), head.begin())) return std::pair{be(16, 4), be(20, 4)};
+  if (head.size() < 4 || head[0] != 0xff || head[1] != 0xd8) return std::nullopt;
+  // JPEG: walk the marker segments to the first start-of-frame (SOF0..SOF15 but DHT, JPG, DAC).
+  for (size_t at = 2; at + 9 <= head.size();) {
+    if (head[at] != 0xff) return std::nullopt;
+    const unsigned char marker = head[at + 1];
+    if (marker == 0xff) { ++at; continue; }  // fill byte
+    if (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc) return std::pair{be(at + 7, 2), be(at + 5, 2)};
+    at += 2 + static_cast<size_t>(be(at + 2, 2));
+  }
+  return std::nullopt;
+}
+
 // One image as PIL's Image.open gives it to pytorch-fid and EDM's dataset tool (no EXIF
 // rotation), then as convert("RGB") would see it: 8-bit grey as one channel, colour (palette
 // images expanded) as three in RGB order, alpha dropped.
 cv::Mat decode_as_stored(const std::filesystem::path& file) {
+  // 8192 × 8192: beyond any dataset a diffusion model is trained on, and 200 MB as RGB.
+  constexpr int64_t kMaxPixels = int64_t{1} << 26;
+  if (const auto size = declared_size(file))
+    DISTILLERY_CHECK(size->first * size->second <= kMaxPixels, Error("the image is too large").file(file.string())
+                                                                  .expected(fmt::format("at most {} pixels (8192 × 8192)", kMaxPixels))
+                                                                  .got(fmt::format("{} × {} in its header", size->first, size->second)));
   cv::Mat image = cv::imread(file.string(), cv::IMREAD_UNCHANGED);
   DISTILLERY_CHECK(!image.empty(), Error("cannot decode image").file(file.string()).hint("the file is corrupt or not a PNG/JPEG"));
   DISTILLERY_CHECK(image.depth() == CV_8U, Error("only 8-bit images are read").file(file.string()).got(fmt::format("{} bits per channel", image.elemSize1() * 8))
