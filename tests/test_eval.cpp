@@ -183,6 +183,16 @@ TEST(Npz, DamagedFilesAndImpossibleStatisticsAreRefused) {
   bytes[data] = static_cast<char>(bytes[data] ^ 0x10);
   std::ofstream(dir / "flipped.npz", std::ios::binary) << bytes;
   EXPECT_NE(error_of([&] { FeatureStatistics::load(dir / "flipped.npz"); }).find("fails its CRC check"), std::string::npos);
+  // A member whose headers (local and central) claim 2 GB: refused before it is allocated.
+  auto claims = bytes;
+  for (const auto& [signature, offset] : {std::pair{std::string("PK\x03\x04"), 22}, std::pair{std::string("PK\x01\x02"), 24}}) {
+    const auto header = claims.find(signature);
+    ASSERT_NE(header, std::string::npos);
+    claims.replace(header + static_cast<size_t>(offset), 4, std::string("\x00\x00\x00\x80", 4));
+  }
+  std::ofstream(dir / "claims.npz", std::ios::binary) << claims;
+  EXPECT_NE(error_of([&] { FeatureStatistics::load(dir / "claims.npz"); }).find("declares more bytes than its data can hold"), std::string::npos)
+      << error_of([&] { FeatureStatistics::load(dir / "claims.npz"); });
   auto infinite = mu.clone();
   infinite[1] = INFINITY;
   EXPECT_NE(load_error("inf.npz", {{"mu", infinite}, {"sigma", sigma}}).find("'mu' holds a non-finite value"), std::string::npos);

@@ -3,15 +3,16 @@
 #include <fmt/format.h>
 #include <torch/types.h>
 #include <zip.h>
-#include <zlib.h>
 
 #include <array>
 #include <cstring>
+#include <fstream>
 #include <utility>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/npy.h"
+#include "io/npz_archive.h"
 
 namespace distillery {
 
@@ -44,45 +45,11 @@ std::string npy_bytes(const at::Tensor& array) {
 }  // namespace
 
 std::map<std::string, at::Tensor> read_npz(const std::filesystem::path& path) {
-  DISTILLERY_CHECK(std::filesystem::exists(path), Error("file not found").file(path.string()).expected("a .npz archive"));
-  int code = 0;
-  zip_t* archive = zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code);
-  if (!archive) {
-    zip_error_t error;
-    zip_error_init_with_code(&error, code);
-    const std::string message = zip_error_strerror(&error);
-    zip_error_fini(&error);
-    throw Error("not a readable .npz (zip) archive").file(path.string()).got(message);
-  }
+  DISTILLERY_CHECK(std::filesystem::is_regular_file(path), Error("file not found").file(path.string()).expected("a .npz archive"));
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
   std::map<std::string, at::Tensor> arrays;
-  try {
-    const auto entries = zip_get_num_entries(archive, 0);
-    for (zip_int64_t i = 0; i < entries; ++i) {
-      zip_stat_t stat;
-      DISTILLERY_CHECK(zip_stat_index(archive, static_cast<zip_uint64_t>(i), 0, &stat) == 0, Error("cannot read the archive directory").file(path.string()));
-      std::string name = stat.name;
-      const auto where = path.string() + " (" + name + ")";
-      DISTILLERY_CHECK(name.ends_with(".npy"), Error("archive member is not a .npy array").file(where));
-      DISTILLERY_CHECK(stat.size <= (uint64_t{1} << 36), Error("archive member is implausibly large").file(where));
-      std::string bytes(static_cast<size_t>(stat.size), '\0');
-      zip_file_t* member = zip_fopen_index(archive, static_cast<zip_uint64_t>(i), 0);
-      DISTILLERY_CHECK(member, Error("cannot open archive member").file(where).got(zip_strerror(archive)));
-      const auto read = zip_fread(member, bytes.data(), bytes.size());
-      zip_fclose(member);
-      DISTILLERY_CHECK(read == static_cast<zip_int64_t>(bytes.size()), Error("archive member is truncated or corrupt").file(where));
-      // libzip compares the CRC only when a read reaches past the end, which a read of exactly
-      // the member's size never does: compare it here.
-      const auto crc = crc32_z(0, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size());
-      DISTILLERY_CHECK((stat.valid & ZIP_STAT_CRC) && crc == stat.crc,
-                       Error("archive member fails its CRC check: the file is damaged").file(where)
-                           .expected(fmt::format("CRC-32 {:08x}", stat.crc)).got(fmt::format("{:08x}", crc)));
-      arrays[name.substr(0, name.size() - 4)] = read_npy(bytes, where);
-    }
-  } catch (...) {
-    zip_discard(archive);
-    throw;
-  }
-  zip_discard(archive);
+  for (const auto& [name, member] : read_npz_members(bytes, path.string())) arrays[name] = read_npy(member, fmt::format("{} ({}.npy)", path.string(), name));
   return arrays;
 }
 
