@@ -83,6 +83,18 @@ TEST(Config, UnknownOverrideKeySuggestsTheClosest) {
   EXPECT_EQ(e.hint(), "did you mean 'optimizer.lr'?");
 }
 
+// config.json holds the resolved config as JSON, which is UTF-8: other bytes are refused where
+// they are read, not when the run directory is written.
+TEST(Config, TextMustBeUtf8) {
+  for (const std::string bad : {"\xff\xfe", "a\xc3", "\xc0\xaf", "\xed\xa0\x80"}) {
+    const auto e = error_of("name: \"" + bad + "\"\n");
+    EXPECT_EQ(e.message(), "config key 'name' is not UTF-8 text") << bad;
+  }
+  const auto config = Config::parse(training_schema(), "name: \"σ-schedule ✓ 𝔼\"\n", "run.yaml");
+  EXPECT_EQ(config.get_string("name"), "σ-schedule ✓ 𝔼");
+  EXPECT_NE(config.to_json().find("σ-schedule ✓ 𝔼"), std::string::npos);
+}
+
 TEST(Config, WrongTypeNamesKeyValueAndExpectedType) {
   const auto e = error_of("name: x\nbatch_size: lots\n");
   EXPECT_EQ(e.message(), "config key 'batch_size' has the wrong type");
@@ -146,6 +158,9 @@ TEST(Config, MissingRequiredKeyAndBrokenYaml) {
   EXPECT_EQ(error_of("batch_size: 3").message(), "missing required config key 'name'");
   EXPECT_NE(error_of("name: [unclosed").message().find("invalid YAML at line 1"), std::string::npos);
   EXPECT_EQ(error_of("- a\n- b\n").message(), "a config file must be a YAML mapping of keys to values");
+  // A key that is itself a list or a map (found by fuzzing: yaml-cpp's own exception escaped).
+  EXPECT_EQ(error_of("name: x\n[a, b]: 1\n").message(), "a config key must be a plain name");
+  EXPECT_EQ(error_of("name: x\noptimizer:\n  {lr: 1}: 2\n").hint(), "under optimizer");
 }
 
 TEST(Config, MissingFileNamesThePath) {

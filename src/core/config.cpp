@@ -41,6 +41,26 @@ Error type_error(const std::string& source, const ConfigField& field, const YAML
       .got(yaml_text(value));
 }
 
+// Resolved configs are written as JSON, which holds text only as UTF-8.
+bool is_utf8(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    const size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xe ? 3 : (lead >> 3) == 0x1e ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    uint32_t code = length == 1 ? lead : lead & (0x7f >> length);
+    for (size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next >> 6) != 0x2) return false;
+      code = code << 6 | (next & 0x3f);
+    }
+    // Overlong forms, UTF-16 surrogates and values past Unicode's range are not UTF-8.
+    const uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < smallest[length] || (code >= 0xd800 && code <= 0xdfff) || code > 0x10ffff) return false;
+    i += length;
+  }
+  return true;
+}
+
 bool is_integer(ConfigType type) { return type == ConfigType::Int || type == ConfigType::IntList; }
 
 template <typename T>
@@ -51,6 +71,9 @@ T scalar_as(const std::string& source, const ConfigField& field, const YAML::Nod
     value = node.as<T>();
   } catch (const YAML::Exception&) {
     throw type_error(source, field, node);
+  }
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!is_utf8(value)) throw Error(fmt::format("config key '{}' is not UTF-8 text", field.key)).file(source).field(field.key).expected("UTF-8 text");
   }
   if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     const auto range = field.range.value_or(NumberRange{});
@@ -116,7 +139,9 @@ Error unknown_key(const std::string& source, const ConfigSchema& schema, const s
 void collect(const std::string& source, const ConfigSchema& schema, const YAML::Node& map, const std::string& prefix,
              std::map<std::string, json, std::less<>>& out) {
   for (const auto& item : map) {
-    const auto name = item.first.as<std::string>();
+    DISTILLERY_CHECK(item.first.IsScalar(), Error("a config key must be a plain name").file(source).expected("key: value")
+                                                .got(yaml_text(item.first)).hint(prefix.empty() ? "" : "under " + prefix));
+    const auto name = item.first.Scalar();
     const auto key = prefix.empty() ? name : prefix + "." + name;
     if (const auto* field = schema.find(key)) {
       out[key] = convert(source, *field, item.second);
