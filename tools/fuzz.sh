@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and fuzzes the
-# safetensors reader, the .npy preamble parser and the IDX header parser, each for the given
-# number of seconds (default 60), starting from corpora of valid files (written by the reference
-# Python packages where there are any).
+# safetensors reader, the .npy preamble parser, the IDX header parser, the .npz zip layer and
+# YAML configs through the schema, each for the given number of seconds (default 60), starting
+# from corpora of valid files (written by the reference Python packages where there are any).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${1:-60}
@@ -10,7 +10,7 @@ seconds=${1:-60}
 source "$root/tools/build_env.sh"
 build="$root/build-fuzz"
 CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DDISTILLERY_FUZZ=ON -DDISTILLERY_TESTS=OFF -DDISTILLERY_BENCHMARKS=OFF
-cmake --build "$build" -j2 --target fuzz_safetensors fuzz_npy fuzz_idx
+cmake --build "$build" -j2 --target fuzz_safetensors fuzz_npy fuzz_idx fuzz_npz fuzz_config
 corpus="$build/corpus-safetensors"
 mkdir -p "$corpus"
 "$root/.venv/bin/python" "$root/tests/python/safetensors_interop.py" write "$corpus/seed.safetensors"
@@ -23,3 +23,11 @@ corpus="$build/corpus-idx"
 mkdir -p "$corpus"
 "$root/.venv/bin/python" -c "import struct, sys; d = sys.argv[1]; open(d + '/images', 'wb').write(struct.pack('>4I', 0x803, 2, 3, 3) + bytes(18)); open(d + '/labels', 'wb').write(struct.pack('>2I', 0x801, 4) + bytes([0, 1, 2, 9]))" "$corpus"
 "$build/tests/fuzz/fuzz_idx" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
+corpus="$build/corpus-npz"
+mkdir -p "$corpus"
+"$root/.venv/bin/python" -c "import numpy as np, sys; d = sys.argv[1]; np.savez(d + '/stored.npz', mu=np.zeros(3), sigma=np.eye(3)); np.savez_compressed(d + '/deflated.npz', mu=np.ones(2, np.float32), count=np.int64(5))" "$corpus"
+"$build/tests/fuzz/fuzz_npz" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
+corpus="$build/corpus-config"
+mkdir -p "$corpus"
+cp "$root"/configs/*/*.yaml "$corpus/"
+"$build/tests/fuzz/fuzz_config" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
