@@ -30,15 +30,21 @@ CLI::Validator whole_number_check(uint64_t low, uint64_t high) {
 CLI::Validator count_check() { return whole_number_check(1, static_cast<uint64_t>(std::numeric_limits<int64_t>::max())); }
 CLI::Validator seed_check() { return whole_number_check(0, std::numeric_limits<uint64_t>::max()); }
 
-CLI::Validator finite_number_check() {
+namespace {
+CLI::Validator finite_check(const char* what, const char* name, bool (*accepts)(double)) {
   return CLI::Validator(
-      [](std::string& text) -> std::string {
+      [what, accepts](std::string& text) -> std::string {
         char* end = nullptr;
         const double value = std::strtod(text.c_str(), &end);
-        if (!text.empty() && end == text.c_str() + text.size() && std::isfinite(value)) return {};
-        return fmt::format("expected a finite number, got '{}'", text);
+        if (!text.empty() && end == text.c_str() + text.size() && std::isfinite(value) && accepts(value)) return {};
+        return fmt::format("expected {}, got '{}'", what, text);
       },
-      "FINITE");
+      name);
 }
+}  // namespace
+
+CLI::Validator finite_number_check() { return finite_check("a finite number", "FINITE", [](double) { return true; }); }
+CLI::Validator positive_number_check() { return finite_check("a finite number > 0", "FINITE > 0", [](double v) { return v > 0; }); }
+CLI::Validator non_negative_number_check() { return finite_check("a finite number ≥ 0", "FINITE ≥ 0", [](double v) { return v >= 0; }); }
 
 }  // namespace distillery

@@ -24,16 +24,16 @@ void add_sampling_options(CLI::App& cmd, SamplingCliOptions& options) {
   cmd.add_option("--seed", r.seed, "seed; sample i's noise depends only on (seed, i)")->check(seed_check())->capture_default_str();
   cmd.add_option("--batch", r.batch, "samples per batch (does not change results)")->check(count_check())->capture_default_str();
   cmd.add_option("--schedule", options.schedule, "σ schedule")->check(CLI::IsMember(schedule_names()))->capture_default_str();
-  cmd.add_option("--rho", r.rho, "Karras schedule exponent ρ")->check(CLI::PositiveNumber)->check(finite_number_check())->capture_default_str();
-  cmd.add_option("--sigma-min", options.sigma_min, "smallest non-zero σ (default: the teacher's)")->check(CLI::PositiveNumber)->check(finite_number_check());
-  cmd.add_option("--sigma-max", options.sigma_max, "starting σ (default: the teacher's)")->check(CLI::PositiveNumber)->check(finite_number_check());
+  cmd.add_option("--rho", r.rho, "Karras schedule exponent ρ")->check(positive_number_check())->capture_default_str();
+  cmd.add_option("--sigma-min", options.sigma_min, "smallest non-zero σ (default: the teacher's)")->check(positive_number_check());
+  cmd.add_option("--sigma-max", options.sigma_max, "starting σ (default: the teacher's)")->check(positive_number_check());
   cmd.add_option("--labels", r.labels, "conditional teachers: all | none (the unconditional branch) | CLASS | C1,C2,... (default all)");
   cmd.add_option("--guidance", r.guidance, "classifier-free guidance scale (conditional teachers; 1 = none)")->check(finite_number_check())->capture_default_str();
   auto& churn = r.options;
-  cmd.add_option("--s-churn", churn.s_churn, "edm-stochastic: total churn S_churn")->check(CLI::NonNegativeNumber)->check(finite_number_check())->capture_default_str();
-  cmd.add_option("--s-tmin", churn.s_tmin, "edm-stochastic: churn only for σ ≥ S_tmin")->check(CLI::NonNegativeNumber)->check(finite_number_check())->capture_default_str();
-  cmd.add_option("--s-tmax", churn.s_tmax, "edm-stochastic: churn only for σ ≤ S_tmax")->check(CLI::NonNegativeNumber)->check(finite_number_check())->capture_default_str();
-  cmd.add_option("--s-noise", churn.s_noise, "edm-stochastic: noise scale S_noise")->check(CLI::NonNegativeNumber)->check(finite_number_check())->capture_default_str();
+  cmd.add_option("--s-churn", churn.s_churn, "edm-stochastic: total churn S_churn")->check(non_negative_number_check())->capture_default_str();
+  cmd.add_option("--s-tmin", churn.s_tmin, "edm-stochastic: churn only for σ ≥ S_tmin")->check(non_negative_number_check())->capture_default_str();
+  cmd.add_option("--s-tmax", churn.s_tmax, "edm-stochastic: churn only for σ ≤ S_tmax")->check(non_negative_number_check())->capture_default_str();
+  cmd.add_option("--s-noise", churn.s_noise, "edm-stochastic: noise scale S_noise")->check(non_negative_number_check())->capture_default_str();
 }
 
 }  // namespace distillery

@@ -1,9 +1,13 @@
 #include "data/image_folder.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <torch/types.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -49,6 +53,31 @@ std::optional<std::pair<int64_t, int64_t>> declared_size(const std::filesystem::
   return std::nullopt;
 }
 
+// libpng reports a damaged file on stderr ("libpng error: Read Error") before OpenCV returns an
+// empty image, which is then reported as ours with the file named: the library's line would be
+// a second, rawer copy. Muted for the decode call only.
+class StderrMuted {
+ public:
+  StderrMuted() : saved_(::dup(STDERR_FILENO)) {
+    std::fflush(stderr);
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved_ >= 0 && null >= 0) ::dup2(null, STDERR_FILENO);
+    if (null >= 0) ::close(null);
+  }
+  ~StderrMuted() {
+    std::fflush(stderr);
+    if (saved_ >= 0) {
+      ::dup2(saved_, STDERR_FILENO);
+      ::close(saved_);
+    }
+  }
+  StderrMuted(const StderrMuted&) = delete;
+  StderrMuted& operator=(const StderrMuted&) = delete;
+
+ private:
+  int saved_;
+};
+
 // One image as PIL's Image.open gives it to pytorch-fid and EDM's dataset tool (no EXIF
 // rotation), then as convert("RGB") would see it: 8-bit grey as one channel, colour (palette
 // images expanded) as three in RGB order, alpha dropped.
@@ -59,7 +88,11 @@ cv::Mat decode_as_stored(const std::filesystem::path& file) {
     DISTILLERY_CHECK(size->first * size->second <= kMaxPixels, Error("the image is too large").file(file.string())
                                                                   .expected(fmt::format("at most {} pixels (8192 × 8192)", kMaxPixels))
                                                                   .got(fmt::format("{} × {} in its header", size->first, size->second)));
-  cv::Mat image = cv::imread(file.string(), cv::IMREAD_UNCHANGED);
+  cv::Mat image;
+  {
+    const StderrMuted muted;
+    image = cv::imread(file.string(), cv::IMREAD_UNCHANGED);
+  }
   DISTILLERY_CHECK(!image.empty(), Error("cannot decode image").file(file.string()).hint("the file is corrupt or not a PNG/JPEG"));
   DISTILLERY_CHECK(image.depth() == CV_8U, Error("only 8-bit images are read").file(file.string()).got(fmt::format("{} bits per channel", image.elemSize1() * 8))
                                                .hint("convert the images to 8 bits per channel"));

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/library_text.h"
 #include "io/atomic_file.h"
 
 namespace distillery {
@@ -60,7 +61,7 @@ nlohmann::json parse_header_json(std::string_view text, const std::string& sourc
   try {
     header = nlohmann::json::parse(text.begin(), text.end(), callback);
   } catch (const nlohmann::json::exception& e) {
-    throw format_error(source, fmt::format("header is not valid JSON ({})", e.what()));
+    throw format_error(source, fmt::format("header is not valid JSON ({})", library_text(e.what())));
   }
   if (!duplicate.empty()) throw format_error(source, fmt::format("duplicate key '{}' in the header", duplicate));
   return header;

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/library_text.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "samplers/sampler.h"
@@ -132,7 +133,7 @@ StoreSettings StoreSettings::from_json(const std::string& text, const std::strin
                      Error("store settings are inconsistent").file(source).expected("num > 0, shard_size > 0, steps + 1 sigmas, ≥ 2 stored states"));
     return s;
   } catch (const json::exception& e) {
-    throw Error("store settings lack a field or have a wrong type").file(source).got(e.what());
+    throw Error("store settings lack a field or have a wrong type").file(source).got(library_text(e.what()));
   }
 }
 
