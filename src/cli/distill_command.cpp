@@ -30,7 +30,7 @@ namespace distillery {
 namespace {
 
 struct GenerateOptions {
-  std::string model, out, labels = "all", device;
+  std::string model, out, labels, device;  // labels: empty is "all" for a conditional student
   std::optional<int64_t> steps;
   int64_t num = 64, batch = 256;
   uint64_t seed = 0;
@@ -59,7 +59,7 @@ void run_generate(const GenerateOptions& options) {
   request.num = options.num;
   request.batch = options.batch;
   request.seed = options.seed;
-  request.labels = student->num_classes() > 0 ? options.labels : "";
+  request.labels = options.labels;
   SampleResult result;
   {
     Progress progress("generate", request.num, "img");
@@ -107,7 +107,7 @@ void add_distill_command(CLI::App& app) {
   generate->add_option("--steps", options->steps, "network evaluations per image (checked against the student's)");
   generate->add_option("--num", options->num, "number of images")->check(count_check());
   generate->add_option("--seed", options->seed, "image i depends only on (seed, i)")->check(seed_check());
-  generate->add_option("--labels", options->labels, "classes: all (sample i gets class i mod classes), one class (3) or a list (0,2,5)");
+  generate->add_option("--labels", options->labels, "conditional students: all (sample i gets class i mod classes; the default), one class (3) or a list (0,2,5)");
   generate->add_option("--batch", options->batch, "images per network call (does not change the images)")->check(count_check());
   add_device_option(*generate, options->device);
   generate->add_option("--out", options->out, "FILE.png (grid), FILE.safetensors (samples, noise, labels) or DIR (one PNG per image + dataset.json)")

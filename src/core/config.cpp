@@ -138,11 +138,14 @@ Error unknown_key(const std::string& source, const ConfigSchema& schema, const s
 // Walks a YAML mapping; nested maps are descended until a declared key is reached.
 void collect(const std::string& source, const ConfigSchema& schema, const YAML::Node& map, const std::string& prefix,
              std::map<std::string, json, std::less<>>& out) {
+  std::set<std::string> seen;  // yaml-cpp keeps both of a repeated key, and either could win
   for (const auto& item : map) {
     DISTILLERY_CHECK(item.first.IsScalar(), Error("a config key must be a plain name").file(source).expected("key: value")
                                                 .got(yaml_text(item.first)).hint(prefix.empty() ? "" : "under " + prefix));
     const auto name = item.first.Scalar();
     const auto key = prefix.empty() ? name : prefix + "." + name;
+    DISTILLERY_CHECK(seen.insert(name).second, Error(fmt::format("config key '{}' is given twice", key)).file(source).field(key)
+                                                   .hint("keep one of them"));
     if (const auto* field = schema.find(key)) {
       out[key] = convert(source, *field, item.second);
     } else if (item.second.IsMap() && schema.is_prefix(key)) {

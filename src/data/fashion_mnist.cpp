@@ -30,6 +30,9 @@ std::vector<uint8_t> read_maybe_gzip(const std::filesystem::path& path) {
   const std::string zmessage = n < 0 ? gzerror(file, &zerr) : "";
   gzclose(file);
   DISTILLERY_CHECK(n == 0, Error(fmt::format("dataset file is corrupt or truncated ({})", zmessage)).file(path.string()));
+  // zlib gives nothing, without an error, for gzip data it cannot inflate.
+  DISTILLERY_CHECK(!bytes.empty() || std::filesystem::file_size(path) == 0,
+                   Error("dataset file is corrupt: it holds no readable data").file(path.string()).expected("an IDX file, plain or gzip-compressed"));
   return bytes;
 }
 
@@ -62,8 +65,12 @@ LabeledImages load_fashion_mnist(const std::string& split) {
   DISTILLERY_CHECK(split == "train" || split == "test", Error(fmt::format("unknown Fashion-MNIST split '{}'", split)).expected("train or test"));
   const std::string prefix = split == "train" ? "train" : "t10k";
   const auto dir = fashion_mnist_dir();
-  auto data = read_idx_dataset(dir / (prefix + "-images-idx3-ubyte.gz"), dir / (prefix + "-labels-idx1-ubyte.gz"));
-  DISTILLERY_CHECK(data.labels.max().item<int64_t>() < 10, Error("Fashion-MNIST labels must be 0..9").file(dir.string()));
+  const auto images = dir / (prefix + "-images-idx3-ubyte.gz"), labels = dir / (prefix + "-labels-idx1-ubyte.gz");
+  auto data = read_idx_dataset(images, labels);
+  DISTILLERY_CHECK(data.images.size(2) == 28 && data.images.size(3) == 28, Error("Fashion-MNIST images must be 28×28").file(images.string())
+                                                                              .got(fmt::format("{}×{}", data.images.size(3), data.images.size(2))));
+  DISTILLERY_CHECK(data.labels.numel() == 0 || data.labels.max().item<int64_t>() < 10,
+                   Error("Fashion-MNIST labels must be 0..9").file(labels.string()).got(std::to_string(data.labels.max().item<int64_t>())));
   return data;
 }
 

@@ -132,7 +132,10 @@ std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const Sa
   DISTILLERY_CHECK(!spec.starts_with("dataset:"), Error(fmt::format("unknown dataset '{}'", spec)).expected("dataset:fmnist-test or dataset:fmnist-train"));
   DISTILLERY_CHECK(std::filesystem::exists(spec), Error("image source not found").file(spec).expected(image_source_forms()));
   if (std::filesystem::is_directory(spec)) {
-    if (std::filesystem::exists(std::filesystem::path(spec) / "store.json")) return std::make_unique<StoreSource>(spec);
+    // A store is known by its settings, or, when they are gone, by its manifest: the reader
+    // then names what is missing rather than the folder being taken for one of images.
+    const std::filesystem::path dir(spec);
+    if (std::filesystem::exists(dir / "store.json") || std::filesystem::exists(dir / "manifest.jsonl")) return std::make_unique<StoreSource>(spec);
     auto data = read_image_folder(spec);
     return std::make_unique<TensorSource>(data.images, data.labels, "image folder " + spec);
   }

@@ -28,6 +28,8 @@ std::string zip_error_text(zip_error_t* error) {
 }  // namespace
 
 std::map<std::string, std::string> read_npz_members(std::string_view bytes, const std::string& where) {
+  // libzip takes no bytes at all for an empty archive; no program writes statistics that way.
+  DISTILLERY_CHECK(!bytes.empty(), Error("the .npz file is empty").file(where).expected("a .npz archive of mu and sigma"));
   zip_error_t error;
   zip_error_init(&error);
   zip_source_t* source = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);

@@ -29,6 +29,8 @@ const ConfigSchema& denoiser_schema() {
 
 constexpr const char* kFormat = "distillery.denoiser";
 
+std::string megabytes(size_t bytes) { return fmt::format("{:.{}f} MB", bytes / 1e6, bytes < 100'000 ? 3 : 1); }
+
 // The keys only one kind of network reads, found by declaring that kind's fields alone.
 std::vector<std::string> own_keys(void (*add_fields)(ConfigSchema&, const std::string&)) {
   ConfigSchema s;
@@ -204,8 +206,8 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::pa
     constexpr size_t kBuildingRoom = size_t{64} << 20;
     const AllocationBudget budget(2 * file_bytes + kBuildingRoom, [&](size_t bytes) {
       return Error("the network the file's metadata declares is far larger than the weights the file holds").file(path.string())
-          .field("metadata config").expected(fmt::format("a network of about {:.1f} MB, the size of the file's tensors", file_bytes / 1e6))
-          .got(fmt::format("a network of more than {:.1f} MB", bytes / 1e6)).hint("the metadata was altered, or belongs to another network");
+          .field("metadata config").expected(fmt::format("a network of about {}, the size of the file's tensors", megabytes(file_bytes)))
+          .got(fmt::format("a network of more than {}", megabytes(bytes))).hint("the metadata was altered, or belongs to another network");
     });
     denoiser = from_config(config);
   }

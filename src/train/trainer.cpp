@@ -116,7 +116,7 @@ TrainerSettings settings_from(const Config& c, bool has_generator) {
                    Error(fmt::format("train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, {}]", s.steps - s.warmup_steps))
                        .file(c.source())
                        .field("train.decay_steps")
-                       .got(std::to_string(s.decay_steps)));
+                       .got(fmt::format("{} (train.steps {}, train.warmup_steps {})", s.decay_steps, s.steps, s.warmup_steps)));
   return s;
 }
 

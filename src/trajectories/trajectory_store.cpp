@@ -131,6 +131,13 @@ StoreSettings StoreSettings::from_json(const std::string& text, const std::strin
     const auto s = j.get<StoreSettings>();
     DISTILLERY_CHECK(s.num > 0 && s.shard_size > 0 && s.stored_steps.size() >= 2 && s.sigmas.size() == static_cast<size_t>(s.steps + 1),
                      Error("store settings are inconsistent").file(source).expected("num > 0, shard_size > 0, steps + 1 sigmas, ≥ 2 stored states"));
+    // Readers and `inspect` keep per-shard state: a count no recording could reach would take
+    // all memory before the first shard is looked at.
+    constexpr int64_t kMaxShards = int64_t{1} << 24, kMaxTrajectories = int64_t{1} << 40;
+    DISTILLERY_CHECK(s.num <= kMaxTrajectories && s.shard_count() <= kMaxShards,
+                     Error("store settings declare more trajectories or shards than a store can hold").file(source)
+                         .expected(fmt::format("at most {} trajectories in at most {} shards", kMaxTrajectories, kMaxShards))
+                         .got(fmt::format("{} trajectories in {} shards of {}", s.num, s.shard_count(), s.shard_size)));
     return s;
   } catch (const json::exception& e) {
     throw Error("store settings lack a field or have a wrong type").file(source).got(library_text(e.what()));
