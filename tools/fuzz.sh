@@ -11,23 +11,16 @@ source "$root/tools/build_env.sh"
 build="$root/build-fuzz"
 CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DDISTILLERY_FUZZ=ON -DDISTILLERY_TESTS=OFF -DDISTILLERY_BENCHMARKS=OFF
 cmake --build "$build" -j2 --target fuzz_safetensors fuzz_npy fuzz_idx fuzz_npz fuzz_config
-corpus="$build/corpus-safetensors"
-mkdir -p "$corpus"
-"$root/.venv/bin/python" "$root/tests/python/safetensors_interop.py" write "$corpus/seed.safetensors"
-"$build/tests/fuzz/fuzz_safetensors" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
-corpus="$build/corpus-npy"
-mkdir -p "$corpus"
-"$root/.venv/bin/python" -c "import numpy as np, sys; d = sys.argv[1]; np.save(d + '/f8.npy', np.zeros((2, 3))); np.save(d + '/u1.npy', np.arange(5, dtype=np.uint8)); np.save(d + '/scalar.npy', np.float32(1))" "$corpus"
-"$build/tests/fuzz/fuzz_npy" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
-corpus="$build/corpus-idx"
-mkdir -p "$corpus"
-"$root/.venv/bin/python" -c "import struct, sys; d = sys.argv[1]; open(d + '/images', 'wb').write(struct.pack('>4I', 0x803, 2, 3, 3) + bytes(18)); open(d + '/labels', 'wb').write(struct.pack('>2I', 0x801, 4) + bytes([0, 1, 2, 9]))" "$corpus"
-"$build/tests/fuzz/fuzz_idx" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
-corpus="$build/corpus-npz"
-mkdir -p "$corpus"
-"$root/.venv/bin/python" -c "import numpy as np, sys; d = sys.argv[1]; np.savez(d + '/stored.npz', mu=np.zeros(3), sigma=np.eye(3)); np.savez_compressed(d + '/deflated.npz', mu=np.ones(2, np.float32), count=np.int64(5))" "$corpus"
-"$build/tests/fuzz/fuzz_npz" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
-corpus="$build/corpus-config"
-mkdir -p "$corpus"
-cp "$root"/configs/*/*.yaml "$corpus/"
-"$build/tests/fuzz/fuzz_config" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
+py="$root/.venv/bin/python"
+# Each target's corpus starts from valid inputs, written into the folder given.
+seed_safetensors() { "$py" "$root/tests/python/safetensors_interop.py" write "$1/seed.safetensors"; }
+seed_npy() { "$py" -c "import numpy as np, sys; d = sys.argv[1]; np.save(d + '/f8.npy', np.zeros((2, 3))); np.save(d + '/u1.npy', np.arange(5, dtype=np.uint8)); np.save(d + '/scalar.npy', np.float32(1))" "$1"; }
+seed_idx() { "$py" -c "import struct, sys; d = sys.argv[1]; open(d + '/images', 'wb').write(struct.pack('>4I', 0x803, 2, 3, 3) + bytes(18)); open(d + '/labels', 'wb').write(struct.pack('>2I', 0x801, 4) + bytes([0, 1, 2, 9]))" "$1"; }
+seed_npz() { "$py" -c "import numpy as np, sys; d = sys.argv[1]; np.savez(d + '/stored.npz', mu=np.zeros(3), sigma=np.eye(3)); np.savez_compressed(d + '/deflated.npz', mu=np.ones(2, np.float32), count=np.int64(5))" "$1"; }
+seed_config() { cp "$root"/configs/*/*.yaml "$1/"; }
+for target in safetensors npy idx npz config; do
+  corpus="$build/corpus-$target"
+  mkdir -p "$corpus"
+  "seed_$target" "$corpus"
+  "$build/tests/fuzz/fuzz_$target" "$corpus" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1
+done
