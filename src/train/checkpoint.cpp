@@ -142,12 +142,10 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
 
 std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& dir, const CheckpointPreparation& prepare) {
   if (!std::filesystem::exists(dir)) return std::nullopt;
+  remove_stale_temporaries(dir);
   std::vector<std::filesystem::path> all;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    const auto name = entry.path().filename().string();
-    if (name.starts_with(".")) std::filesystem::remove_all(entry.path());  // a temporary from a killed run
-    else if (name.starts_with("step-")) all.push_back(entry.path());
-  }
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().filename().string().starts_with("step-")) all.push_back(entry.path());
   std::sort(all.rbegin(), all.rend());
   std::string newest_problem;
   for (const auto& candidate : all) {
