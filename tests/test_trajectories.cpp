@@ -117,8 +117,8 @@ TEST(Record, StoreSettingsGiveBackTheRequestThatRecordedThem) {
   r.seed = 11;
   r.num = 33;
   StoreSettings settings;
-  settings.set_request(r, {ScheduleKind::LogLinear, 0.01, 50, 5});
-  const auto back = settings.request();
+  set_sampling_request(settings, r, {ScheduleKind::LogLinear, 0.01, 50, 5});
+  const auto back = sampling_request(settings);
   EXPECT_EQ(back.sampler, r.sampler);
   EXPECT_EQ(back.steps, r.steps);
   EXPECT_EQ(back.schedule, r.schedule);

@@ -76,7 +76,7 @@ void run_report(const ReportOptions& o) {
   student_sampling.labels = recorded.labels;
   student_sampling.num = o.num;
   student_sampling.batch = 250;
-  const auto teacher_sampling = recorded.request();
+  const auto teacher_sampling = sampling_request(recorded);
 
   std::vector<ReportSide> sides(2);
   {

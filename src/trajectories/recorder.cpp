@@ -62,7 +62,7 @@ StoreSettings settings_for(const RecordOptions& o, const Denoiser& teacher, cons
   s.teacher_hash = teacher_fingerprint(o.teacher);
   s.sample_shape = teacher.sample_shape();
   s.num_classes = teacher.num_classes();
-  s.set_request(o.request, resolve_schedule(o.request, teacher));
+  set_sampling_request(s, o.request, resolve_schedule(o.request, teacher));
   // A conditional teacher recorded without a label policy cycles through its classes.
   if (teacher.num_classes() > 0 && o.request.labels.empty()) s.labels = "all";
   s.shard_size = o.shard_size;

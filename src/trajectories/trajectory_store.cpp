@@ -12,34 +12,17 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
-#include <stdexcept>
 #include <cstring>
 
 #include "core/error.h"
-#include "core/library_text.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "samplers/sampler.h"
 
 namespace distillery {
 
-// One list of fields for store.json in both directions (the names are the JSON keys).
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(StoreSettings, teacher, teacher_hash, sample_shape, num_classes, sampler, steps, schedule, sigma_min,
-                                   sigma_max, rho, s_churn, s_tmin, s_tmax, s_noise, labels, guidance, seed, num, shard_size, store,
-                                   denoised, dtype, compression, sigmas, stored_steps)
-
 namespace {
-
-using nlohmann::json;
-
-json settings_json(const StoreSettings& s) {
-  json j = s;
-  j["format"] = kStoreFormat;
-  j["format_version"] = kStoreFormatVersion;
-  return j;
-}
 
 H5Type storage_type(const StoreSettings& s) { return s.dtype == "float16" ? H5Type::F16 : H5Type::F32; }
 
@@ -84,118 +67,38 @@ std::string human_bytes(uint64_t bytes) {
 
 }  // namespace
 
-void StoreSettings::set_request(const SampleRequest& r, const ScheduleSpec& schedule_spec) {
-  sampler = r.sampler;
-  steps = r.steps;
-  schedule = std::string(schedule_name(schedule_spec.kind));
-  sigma_min = schedule_spec.sigma_min;
-  sigma_max = schedule_spec.sigma_max;
-  rho = schedule_spec.rho;
-  s_churn = r.options.s_churn;
-  s_tmin = r.options.s_tmin;
-  s_tmax = r.options.s_tmax;
-  s_noise = r.options.s_noise;
-  labels = r.labels;
-  guidance = r.guidance;
-  seed = r.seed;
-  num = r.num;
+void set_sampling_request(StoreSettings& s, const SampleRequest& r, const ScheduleSpec& schedule_spec) {
+  s.sampler = r.sampler;
+  s.steps = r.steps;
+  s.schedule = std::string(schedule_name(schedule_spec.kind));
+  s.sigma_min = schedule_spec.sigma_min;
+  s.sigma_max = schedule_spec.sigma_max;
+  s.rho = schedule_spec.rho;
+  s.s_churn = r.options.s_churn;
+  s.s_tmin = r.options.s_tmin;
+  s.s_tmax = r.options.s_tmax;
+  s.s_noise = r.options.s_noise;
+  s.labels = r.labels;
+  s.guidance = r.guidance;
+  s.seed = r.seed;
+  s.num = r.num;
 }
 
-SampleRequest StoreSettings::request() const {
+SampleRequest sampling_request(const StoreSettings& s) {
   SampleRequest r;
-  r.sampler = sampler;
-  r.steps = static_cast<int>(steps);
-  r.schedule = schedule_from_name(schedule);
-  r.sigma_min = sigma_min;
-  r.sigma_max = sigma_max;
-  r.rho = rho;
-  r.options = {s_churn, s_tmin, s_tmax, s_noise};
-  r.labels = labels;
-  r.guidance = guidance;
-  r.seed = seed;
-  r.num = num;
+  r.sampler = s.sampler;
+  r.steps = static_cast<int>(s.steps);
+  r.schedule = schedule_from_name(s.schedule);
+  r.sigma_min = s.sigma_min;
+  r.sigma_max = s.sigma_max;
+  r.rho = s.rho;
+  r.options = {s.s_churn, s.s_tmin, s.s_tmax, s.s_noise};
+  r.labels = s.labels;
+  r.guidance = s.guidance;
+  r.seed = s.seed;
+  r.num = s.num;
   return r;
 }
-
-std::string StoreSettings::to_json() const { return settings_json(*this).dump(2) + "\n"; }
-
-StoreSettings StoreSettings::from_json(const std::string& text, const std::string& source) {
-  const auto j = json::parse(text, nullptr, false);
-  DISTILLERY_CHECK(j.is_object(), Error("store settings are not a JSON object").file(source));
-  DISTILLERY_CHECK(j.value("format", "") == kStoreFormat, Error("not a trajectory store").file(source).expected(std::string("format ") + kStoreFormat)
-                                                              .got(j.value("format", std::string("none"))));
-  DISTILLERY_CHECK(j.value("format_version", -1) == kStoreFormatVersion,
-                   Error("unsupported trajectory store version").file(source).expected(std::to_string(kStoreFormatVersion))
-                       .got(j.contains("format_version") ? j["format_version"].dump() : "none"));
-  try {
-    const auto s = j.get<StoreSettings>();
-    DISTILLERY_CHECK(s.num > 0 && s.shard_size > 0 && s.stored_steps.size() >= 2 && s.sigmas.size() == static_cast<size_t>(s.steps + 1),
-                     Error("store settings are inconsistent").file(source).expected("num > 0, shard_size > 0, steps + 1 sigmas, ≥ 2 stored states"));
-    // Readers and `inspect` keep per-shard state: a count no recording could reach would take
-    // all memory before the first shard is looked at.
-    constexpr int64_t kMaxShards = int64_t{1} << 24, kMaxTrajectories = int64_t{1} << 40;
-    DISTILLERY_CHECK(s.num <= kMaxTrajectories && s.shard_count() <= kMaxShards,
-                     Error("store settings declare more trajectories or shards than a store can hold").file(source)
-                         .expected(fmt::format("at most {} trajectories in at most {} shards", kMaxTrajectories, kMaxShards))
-                         .got(fmt::format("{} trajectories in {} shards of {}", s.num, s.shard_count(), s.shard_size)));
-    return s;
-  } catch (const json::exception& e) {
-    throw Error("store settings lack a field or have a wrong type").file(source).got(library_text(e.what()));
-  }
-}
-
-std::optional<std::string> StoreSettings::difference(const StoreSettings& other) const {
-  auto a = settings_json(*this), b = settings_json(other);
-  a.erase("teacher");
-  b.erase("teacher");
-  // The teacher first: it explains the other differences when it is among them.
-  std::vector<std::string> differences;
-  if (a["teacher_hash"] != b["teacher_hash"]) differences.push_back(fmt::format("teacher_hash: {} vs {}", a["teacher_hash"].dump(), b["teacher_hash"].dump()));
-  for (const auto& [key, value] : a.items())
-    if (key != "teacher_hash" && b[key] != value) differences.push_back(fmt::format("{}: {} vs {}", key, value.dump(), b[key].dump()));
-  if (differences.empty()) return std::nullopt;
-  return fmt::format("{}", fmt::join(differences, "; "));
-}
-
-int64_t StoreSettings::shard_length(int64_t shard) const { return std::min(shard_size, num - shard_first(shard)); }
-
-std::vector<double> StoreSettings::stored_sigmas() const {
-  std::vector<double> out;
-  for (auto step : stored_steps) out.push_back(sigmas.at(static_cast<size_t>(step)));
-  return out;
-}
-
-int64_t StoreSettings::denoised_states() const {
-  int64_t n = 0;
-  for (double sigma : stored_sigmas()) n += sigma > 0;
-  return n;
-}
-
-std::vector<int64_t> stored_steps_for(const std::string& mode, int64_t steps) {
-  std::vector<int64_t> kept;
-  if (mode == "full") {
-    for (int64_t i = 0; i <= steps; ++i) kept.push_back(i);
-  } else if (mode == "endpoints") {
-    kept = {0, steps};
-  } else if (mode.starts_with("every:")) {
-    int64_t k = 0;
-    try {
-      size_t used = 0;
-      k = std::stoll(mode.substr(6), &used);
-      if (used != mode.size() - 6) k = 0;
-    } catch (const std::exception&) {
-      k = 0;
-    }
-    DISTILLERY_CHECK(k >= 1, Error(fmt::format("bad store mode '{}'", mode)).field("--store").expected("every:K with an integer K ≥ 1"));
-    for (int64_t i = 0; i <= steps; i += k) kept.push_back(i);
-    if (kept.back() != steps) kept.push_back(steps);
-  } else {
-    throw Error(fmt::format("unknown store mode '{}'", mode)).field("--store").expected("full, endpoints or every:K");
-  }
-  return kept;
-}
-
-std::string shard_file_name(int64_t shard) { return fmt::format("shard-{:06d}.h5", shard); }
 
 ShardEntry write_shard(const std::filesystem::path& dir, const StoreSettings& settings, int64_t shard, const ShardContents& c) {
   const int64_t n = settings.shard_length(shard), T = static_cast<int64_t>(settings.stored_steps.size());
@@ -234,7 +137,7 @@ ShardEntry write_shard(const std::filesystem::path& dir, const StoreSettings& se
     file.write_dataset("labels", H5Type::I64, {static_cast<uint64_t>(n)}, labels.data_ptr());
     file.write_attribute("format", std::string(kStoreFormat));
     file.write_attribute("format_version", int64_t{kStoreFormatVersion});
-    file.write_attribute("settings", settings_json(settings).dump());
+    file.write_attribute("settings", settings.to_json(/*pretty=*/false));
     file.write_attribute("shard", shard);
     file.write_attribute("first_index", settings.shard_first(shard));
     file.write_attribute("count", n);
@@ -261,38 +164,15 @@ void append_manifest(const std::filesystem::path& dir, const ShardEntry& entry) 
       (void)!::ftruncate(fd.get(), last_newline == std::string::npos ? 0 : static_cast<off_t>(last_newline + 1));
     }
   }
-  const std::string line = json{{"file", entry.file}, {"shard", entry.shard}, {"first_index", entry.first_index}, {"count", entry.count},
-                                {"bytes", entry.bytes}, {"crc32", crc_hex(entry.crc32)}}.dump() + "\n";
+  const std::string line = manifest_line(entry);
   const bool written = ::write(fd.get(), line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd.get()) == 0;
   ::flock(fd.get(), LOCK_UN);
   DISTILLERY_CHECK(written, Error("cannot append to the manifest").file(path.string()).got(std::strerror(errno)));
 }
 
 std::vector<ShardEntry> read_manifest(const std::filesystem::path& dir, std::vector<std::string>* problems) {
-  std::vector<ShardEntry> entries;
-  std::ifstream in(dir / "manifest.jsonl");
-  int line_number = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++line_number;
-    if (line.empty()) continue;
-    const auto j = json::parse(line, nullptr, false);
-    try {
-      if (!j.is_object()) throw std::runtime_error("not a JSON object");
-      ShardEntry e;
-      j.at("file").get_to(e.file);
-      j.at("shard").get_to(e.shard);
-      j.at("first_index").get_to(e.first_index);
-      j.at("count").get_to(e.count);
-      j.at("bytes").get_to(e.bytes);
-      e.crc32 = static_cast<uint32_t>(std::stoul(j.at("crc32").get<std::string>(), nullptr, 16));
-      entries.push_back(e);
-    } catch (const std::exception&) {
-      if (problems)
-        problems->push_back(fmt::format("manifest.jsonl line {} is not a complete entry (cut short by a kill, or edited): '{}'", line_number,
-                                        line.substr(0, 60)));
-    }
-  }
-  return entries;
+  std::ifstream in(dir / "manifest.jsonl", std::ios::binary);
+  return parse_manifest(std::string((std::istreambuf_iterator<char>(in)), {}), problems);
 }
 
 uint32_t file_crc32(const std::filesystem::path& path) {
