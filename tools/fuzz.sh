@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and fuzzes the
-# safetensors reader, the .npy preamble parser, the IDX header parser, the .npz zip layer and
-# YAML configs through the schema, each for the given number of seconds (default 60), starting
+# safetensors reader, the .npy preamble parser, the IDX header parser, the .npz zip layer,
+# YAML configs through the schema and the trajectory store's store.json and manifest, each for the given number of seconds (default 60), starting
 # from corpora of valid files (written by the reference Python packages where there are any).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,7 +10,7 @@ seconds=${1:-60}
 source "$root/tools/build_env.sh"
 build="$root/build-fuzz"
 CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DDISTILLERY_FUZZ=ON -DDISTILLERY_TESTS=OFF -DDISTILLERY_BENCHMARKS=OFF
-cmake --build "$build" -j2 --target fuzz_safetensors fuzz_npy fuzz_idx fuzz_npz fuzz_config
+cmake --build "$build" -j2 --target fuzz_safetensors fuzz_npy fuzz_idx fuzz_npz fuzz_config fuzz_store
 py="$root/.venv/bin/python"
 # Each target's corpus starts from valid inputs, written into the folder given.
 seed_safetensors() { "$py" "$root/tests/python/safetensors_interop.py" write "$1/seed.safetensors"; }
@@ -18,7 +18,8 @@ seed_npy() { "$py" -c "import numpy as np, sys; d = sys.argv[1]; np.save(d + '/f
 seed_idx() { "$py" -c "import struct, sys; d = sys.argv[1]; open(d + '/images', 'wb').write(struct.pack('>4I', 0x803, 2, 3, 3) + bytes(18)); open(d + '/labels', 'wb').write(struct.pack('>2I', 0x801, 4) + bytes([0, 1, 2, 9]))" "$1"; }
 seed_npz() { "$py" -c "import numpy as np, sys; d = sys.argv[1]; np.savez(d + '/stored.npz', mu=np.zeros(3), sigma=np.eye(3)); np.savez_compressed(d + '/deflated.npz', mu=np.ones(2, np.float32), count=np.int64(5))" "$1"; }
 seed_config() { cp "$root"/configs/*/*.yaml "$1/"; }
-for target in safetensors npy idx npz config; do
+seed_store() { cp "$root"/tests/corpus/store/shard-missing/store.json "$1/"; cp "$root"/tests/corpus/store/shard-missing/manifest.jsonl "$1/"; }
+for target in safetensors npy idx npz config store; do
   corpus="$build/corpus-$target"
   mkdir -p "$corpus"
   "seed_$target" "$corpus"
