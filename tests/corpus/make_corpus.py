@@ -16,6 +16,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -350,9 +351,14 @@ def store_cases(cli):
     variant("store-json-version-9", edit("store.json", lambda b: b.replace(b'"format_version": 1', b'"format_version": 9')))
     variant("store-json-negative-num", edit("store.json", lambda b: b.replace(b'"num": 16', b'"num": -16')))
     variant("store-json-huge-num", edit("store.json", lambda b: b.replace(b'"num": 16', b'"num": 99999999999999')))
+    variant("store-json-huge-shard-size", edit("store.json", lambda b: b.replace(b'"shard_size": 8', b'"shard_size": 9223372036854775807')))
+    variant("store-json-format-a-number", edit("store.json", lambda b: b.replace(b'"distillery.trajectories"', b"1")))
+    variant("store-json-stored-step-outside", edit("store.json", lambda b: re.sub(rb'("stored_steps": \[\s*0,\s*)\d+', rb"\g<1>99", b)))
+    variant("store-json-unknown-dtype", edit("store.json", lambda b: b.replace(b'"float32"', b'"int8"')))
     variant("manifest-not-json", edit("manifest.jsonl", lambda b: b"{shard" + b))
     variant("manifest-shard-outside", edit("manifest.jsonl", lambda b: b.replace(b'"shard":1', b'"shard":7')))
-    variant("manifest-wrong-crc", edit("manifest.jsonl", lambda b: b.replace(b'","file"', b'0","file"', 1)))
+    variant("manifest-wrong-crc", edit("manifest.jsonl", lambda b: re.sub(rb'"crc32":"[0-9a-f]{8}"', b'"crc32":"0badc0de"', b, count=1)))
+    variant("manifest-crc-nine-digits", edit("manifest.jsonl", lambda b: b.replace(b'","file"', b'0","file"', 1)))
     variant("shard-missing", lambda f: (f / shard).unlink())
     variant("shard-truncated", edit(shard, lambda b: b[: len(b) // 2]))
     variant("shard-not-hdf5", edit(shard, lambda b: b"\0" * len(b)))
