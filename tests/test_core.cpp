@@ -11,6 +11,7 @@
 #include "core/allocation_budget.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/memory_check.h"
 #include "core/progress.h"
 #include "data/label_policy.h"
 #include "io/atomic_file.h"
@@ -51,6 +52,38 @@ TEST(AllocationBudget, RefusesTheFirstAllocationPastTheLimitAndCountsOnlyItsThre
   }
   // Out of scope, nothing is counted.
   EXPECT_EQ(torch::empty({1 << 20}, torch::kFloat32).numel(), 1 << 20);
+}
+
+// The memory a piece of work takes is what it holds at its peak: 64 MiB written and kept, and
+// 64 MiB more made and freed while the first is held, take 128 MiB, not 192.
+TEST(MemoryCheck, WorkingBytesIsThePeakTheWorkAddsOnTheCpu) {
+  const c10::Device cpu(c10::DeviceType::CPU);
+  at::Tensor kept;
+  const auto taken = working_bytes(cpu, [&] {
+    kept = torch::ones({16 << 20}, torch::kFloat32);
+    for (int i = 0; i < 2; ++i) torch::ones({16 << 20}, torch::kFloat32);
+  });
+  EXPECT_GE(taken, 120u << 20);
+  EXPECT_LE(taken, 160u << 20);
+  EXPECT_GT(available_memory(cpu), 0u);
+}
+
+TEST(MemoryCheck, ARefusalNamesEveryPartTheSumAndTheOverride) {
+  const c10::Device cpu(c10::DeviceType::CPU);
+  const std::vector<MemoryPart> parts = {{"the results", 3.0 * (1ull << 50)}, {"the batch", 1 << 20}};
+  try {
+    require_memory(parts, cpu, true, "--no-memory-check");
+    ADD_FAILURE() << "3 PiB cannot be free";
+  } catch (const Error& e) {
+    const std::string text = e.what();
+    EXPECT_EQ(e.message(), "this would need about 3072.0 TiB of memory on cpu, more than is free");
+    EXPECT_NE(text.find("\n    3072.0 TiB for the results\n    1.0 MiB for the batch"), std::string::npos) << text;
+    EXPECT_NE(text.find("hint: lower --num or --batch, or give --no-memory-check to run anyway"), std::string::npos) << text;
+  }
+  EXPECT_NO_THROW(require_memory(parts, cpu, false, "--no-memory-check"));
+  EXPECT_NO_THROW(require_memory({{"a little", 1 << 20}}, cpu, true, "--no-memory-check"));
+  EXPECT_EQ(human_bytes(1536), "1.5 KiB");
+  EXPECT_EQ(human_bytes(3.0 * (1 << 30)), "3.00 GiB");
 }
 
 TEST(Progress, FormatsRatesAndDurations) {

@@ -23,6 +23,8 @@ class AllocationBudget {
   AllocationBudget(const AllocationBudget&) = delete;
   AllocationBudget& operator=(const AllocationBudget&) = delete;
 
+  size_t allocated() const { return allocated_; }
+
  private:
   friend class BudgetedAllocator;
   size_t limit_;

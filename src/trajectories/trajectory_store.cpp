@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/memory_check.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "samplers/sampler.h"
@@ -59,11 +60,6 @@ std::string ranges_text(const std::vector<int64_t>& sorted) {
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
-std::string human_bytes(uint64_t bytes) {
-  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1ull << 30));
-  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1ull << 20));
-  return fmt::format("{:.1f} KiB", static_cast<double>(bytes) / 1024.0);
-}
 
 }  // namespace
 
@@ -309,7 +305,7 @@ std::string StoreReport::summary() const {
   text += fmt::format("samples       shape [{}], {} classes\n", fmt::join(s.sample_shape, ", "), s.num_classes);
   text += fmt::format("trajectories  {} of {} in {} of {} shards of {}\n", trajectories_present, s.num, shards_present, s.shard_count(), s.shard_size);
   text += fmt::format("storage       {}{}, compression {}, size on disk {}\n", s.dtype, s.denoised ? " + denoised" : "",
-                      s.compression ? fmt::format("deflate {}", s.compression) : "none", human_bytes(bytes_on_disk));
+                      s.compression ? fmt::format("deflate {}", s.compression) : "none", human_bytes(static_cast<double>(bytes_on_disk)));
   text += problems.empty() ? "status        OK: complete and intact\n" : fmt::format("status        {} problem(s)\n", problems.size());
   return text;
 }
