@@ -56,27 +56,69 @@ BatchSampler::Batch BatchSampler::run(const std::vector<int64_t>& indices, Sampl
   return batch;
 }
 
+double BatchSampler::sample_bytes() const {
+  const auto shape = denoiser_.sample_shape();
+  const double elements = std::accumulate(shape.begin(), shape.end(), 1.0, std::multiplies<>());
+  return elements * (request_.float64 ? 8 : 4);
+}
+
+std::vector<MemoryPart> BatchSampler::working_memory(int64_t batch) {
+  const auto options = torch::TensorOptions(request_.float64 ? torch::kFloat64 : torch::kFloat32).device(denoiser_.device());
+  const auto evaluation_bytes = [&](int64_t n) {
+    std::vector<int64_t> shape = denoiser_.sample_shape();
+    shape.insert(shape.begin(), n);
+    const auto x = torch::zeros(shape, options);
+    const auto sigma = torch::full({n}, sigmas_.front(), options);
+    const auto labels = denoiser_.num_classes() > 0 ? torch::zeros({n}, options.dtype(torch::kInt64)) : at::Tensor();
+    torch::NoGradGuard no_grad;
+    return static_cast<double>(working_bytes(denoiser_.device(), [&] { model_->denoise(x, sigma, labels); }));
+  };
+  // One probe only: a second would reuse the memory the first freed, and measure nothing.
+  const int64_t probe = std::min<int64_t>(batch, 16);
+  const double per_sample = evaluation_bytes(probe) / static_cast<double>(probe);
+  // Heun, the widest solver, holds the state, its noise, two derivatives, the next state and
+  // the denoised output at once.
+  constexpr int kSolverStates = 6;
+  return {{fmt::format("network evaluations of {} sample(s) ({} per sample, measured)", batch, human_bytes(per_sample)),
+           per_sample * static_cast<double>(batch)},
+          {fmt::format("solver states: {} × {} sample(s) × {}", kSolverStates, batch, human_bytes(sample_bytes())),
+           kSolverStates * static_cast<double>(batch) * sample_bytes()}};
+}
+
 SampleResult draw_samples(Denoiser& denoiser, const SampleRequest& request, Progress* progress) {
   DISTILLERY_CHECK(request.num > 0, Error("the number of samples must be positive").field("--num").got(std::to_string(request.num)));
   DISTILLERY_CHECK(request.batch > 0, Error("the batch size must be positive").field("--batch").got(std::to_string(request.batch)));
   DISTILLERY_CHECK(request.first_index >= 0, Error("the first sample index must be non-negative").got(std::to_string(request.first_index)));
   BatchSampler sampler(denoiser, request);
+  const int64_t batch_size = std::min(request.batch, request.num);
+  auto memory = sampler.working_memory(batch_size);
+  memory.push_back({fmt::format("the results: samples and noise, 2 × {} × {}", request.num, human_bytes(sampler.sample_bytes())),
+                    2.0 * static_cast<double>(request.num) * sampler.sample_bytes()});
+  require_memory(memory, denoiser.device(), request.check_memory, "--no-memory-check");
   SampleResult result;
   result.sigmas = sampler.sigmas();
   result.nfe = sampler.nfe();
-  std::vector<at::Tensor> samples, noises, labels;
+  // Filled batch by batch, so that the results are held once, not once more while concatenated.
   for (int64_t start = 0; start < request.num; start += request.batch) {
     std::vector<int64_t> indices(static_cast<size_t>(std::min(request.batch, request.num - start)));
     std::iota(indices.begin(), indices.end(), request.first_index + start);
     auto batch = sampler.run(indices);
-    samples.push_back(batch.samples);
-    noises.push_back(batch.noise);
-    if (batch.labels.defined()) labels.push_back(batch.labels);
-    if (progress) progress->advance(static_cast<int64_t>(indices.size()));
+    if (start == 0) {
+      const auto whole = [&](const at::Tensor& like) {
+        auto shape = like.sizes().vec();
+        shape[0] = request.num;
+        return at::empty(shape, like.options());
+      };
+      result.samples = whole(batch.samples);
+      result.noise = whole(batch.noise);
+      if (batch.labels.defined()) result.labels = whole(batch.labels);
+    }
+    const auto rows = static_cast<int64_t>(indices.size());
+    result.samples.narrow(0, start, rows).copy_(batch.samples);
+    result.noise.narrow(0, start, rows).copy_(batch.noise);
+    if (batch.labels.defined()) result.labels.narrow(0, start, rows).copy_(batch.labels);
+    if (progress) progress->advance(rows);
   }
-  result.samples = torch::cat(samples);
-  result.noise = torch::cat(noises);
-  if (!labels.empty()) result.labels = torch::cat(labels);
   return result;
 }
 

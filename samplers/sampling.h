@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/memory_check.h"
 #include "models/denoiser.h"
 #include "samplers/sampler.h"
 #include "samplers/schedule.h"
@@ -34,6 +35,7 @@ struct SampleRequest {
   double guidance = 1.0;       // classifier-free guidance scale w (1: plain conditional)
   SamplerOptions options;      // stochastic solvers' churn
   bool float64 = false;        // integrate in float64 (tests, references)
+  bool check_memory = true;    // refuse a num and batch whose estimate exceeds the free memory
 };
 
 // On the denoiser's device.
@@ -69,6 +71,12 @@ class BatchSampler {
   int64_t nfe() const { return nfe_; }
   // The denoiser the solver evaluates (the guided one when guidance ≠ 1).
   Denoiser& model() { return *model_; }
+  // What running batches of `batch` samples takes on the denoiser's device: one network
+  // evaluation, measured on up to sixteen samples and scaled, and the solver's states. Call it
+  // before sampling, while little freed memory waits for reuse.
+  std::vector<MemoryPart> working_memory(int64_t batch);
+  // Bytes of one sample in the integration's precision.
+  double sample_bytes() const;
 
  private:
   Denoiser& denoiser_;

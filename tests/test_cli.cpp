@@ -142,6 +142,34 @@ TEST(Cli, AStudentWhoseMetadataDeclaresAFarLargerNetworkIsRefusedBeforeItIsBuilt
   EXPECT_FALSE(std::filesystem::exists(dir / "g.png"));
 }
 
+// Counts far beyond the machine are refused at once, naming the part that needs the memory and
+// the flag that runs anyway, instead of ending in the OOM killer hours in.
+TEST(Cli, WorkThatCannotFitInMemoryIsRefusedBeforeItStarts) {
+  const auto dir = testing::scratch_dir();
+  const std::string teacher = (kSourceDir / "assets/teachers/fmnist.safetensors").string();
+  const std::string student = (kSourceDir / "assets/students/fmnist-dmd2.safetensors").string();
+  const struct {
+    std::string command, part;
+  } cases[] = {
+      {"sample --teacher " + teacher + " --num 1000000000000 --out " + shell_quoted(dir / "s.safetensors"),
+       "for the results: samples and noise, 2 × 1000000000000 × 3.1 KiB"},
+      {"sample --teacher " + teacher + " --num 100000000 --batch 100000000 --out " + shell_quoted(dir / "s.png"),
+       "for network evaluations of 100000000 sample(s)"},
+      {"generate --model " + student + " --num 1000000000000 --out " + shell_quoted(dir / "g.png"), "for the results"},
+      {"record --teacher " + teacher + " --num 100000000 --shard-size 100000000 --out " + shell_quoted(dir / "store"),
+       "for trajectory shards: 3 × 100000000 trajectories × 19 states × 3.1 KiB"},
+  };
+  for (const auto& c : cases) {
+    const auto result = run_command(kCli + " " + c.command + " --device cpu");
+    EXPECT_EQ(result.exit_code, 1) << c.command << "\n" << result.output;
+    EXPECT_NE(result.output.find("more than is free\n  expected: at most "), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find(c.part), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find("hint: lower --num or --batch, or give --no-memory-check to run anyway"), std::string::npos) << result.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "s.safetensors") || std::filesystem::exists(dir / "g.png") ||
+               std::filesystem::exists(dir / "store" / "store.json"));
+}
+
 // A NaN weight would make every output NaN: it is named when the file is read.
 TEST(Cli, AModelWithANonFiniteWeightIsRefusedNamingTheTensor) {
   const auto dir = testing::scratch_dir();

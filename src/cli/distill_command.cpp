@@ -34,6 +34,7 @@ struct GenerateOptions {
   std::optional<int64_t> steps;
   int64_t num = 64, batch = 256;
   uint64_t seed = 0;
+  bool check_memory = true;
 };
 
 void write_png_folder(const std::filesystem::path& dir, const SampleResult& result, int64_t first_index) {
@@ -58,6 +59,7 @@ void run_generate(const GenerateOptions& options) {
   student->to(make_runtime(options.device).device);
   request.num = options.num;
   request.batch = options.batch;
+  request.check_memory = options.check_memory;
   request.seed = options.seed;
   request.labels = options.labels;
   SampleResult result;
@@ -109,6 +111,7 @@ void add_distill_command(CLI::App& app) {
   generate->add_option("--seed", options->seed, "image i depends only on (seed, i)")->check(seed_check());
   generate->add_option("--labels", options->labels, "conditional students: all (sample i gets class i mod classes; the default), one class (3) or a list (0,2,5)");
   generate->add_option("--batch", options->batch, "images per network call (does not change the images)")->check(count_check());
+  add_memory_check_option(*generate, options->check_memory);
   add_device_option(*generate, options->device);
   generate->add_option("--out", options->out, "FILE.png (grid), FILE.safetensors (samples, noise, labels) or DIR (one PNG per image + dataset.json)")
       ->required();

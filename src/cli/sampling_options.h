@@ -19,7 +19,7 @@ struct SamplingCliOptions {
   SampleRequest resolved() const;  // the request with the schedule options applied
 };
 
-// --sampler --steps --num --seed --batch --schedule --rho --sigma-min --sigma-max --labels
+// --sampler --steps --num --seed --batch --no-memory-check --schedule --rho --sigma-min --sigma-max --labels
 // --guidance --s-churn --s-tmin --s-tmax --s-noise
 void add_sampling_options(CLI::App& command, SamplingCliOptions& options);
 

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/memory_check.h"
 #include "core/progress.h"
 #include "data/label_policy.h"
 #include "io/directory_lock.h"
@@ -113,6 +114,24 @@ void claim_store(const RecordOptions& o, const StoreSettings& settings) {
   if (linked) check_existing();
 }
 
+// A shard is held on the host while its batches are sampled, once more while they are joined,
+// and the previous one while the writer stores it; the batches themselves run on the device.
+void require_recording_memory(const RecordOptions& o, const StoreSettings& s, BatchSampler& sampler) {
+  if (!o.request.check_memory) return;
+  const int64_t count = std::min(s.shard_size, s.num);
+  const auto states = static_cast<int64_t>(s.stored_steps.size()) + (s.denoised ? s.denoised_states() : 0);
+  const MemoryPart shards{fmt::format("trajectory shards: 3 × {} trajectories × {} states × {}", count, states, human_bytes(sampler.sample_bytes())),
+                          3.0 * static_cast<double>(count * states) * sampler.sample_bytes()};
+  auto on_device = sampler.working_memory(std::min(o.request.batch, count));
+  const c10::Device host(c10::DeviceType::CPU);
+  if (o.device == host) {
+    on_device.push_back(shards);
+  } else {
+    require_memory({shards}, host, true, "--no-memory-check");
+  }
+  require_memory(on_device, o.device, true, "--no-memory-check");
+}
+
 bool owned(const RecordOptions& o, int64_t shard) { return shard % o.parts == o.part; }
 
 }  // namespace
@@ -124,6 +143,7 @@ RecordSummary record_trajectories(const RecordOptions& o) {
   labels_for(o.request.labels, teacher->num_classes(), {0});  // a bad policy fails before anything is written
   BatchSampler sampler(*teacher, o.request);
   const auto settings = settings_for(o, *teacher, sampler);
+  require_recording_memory(o, settings, sampler);
   // Parts of one store run at once by design; two runs of the same part would record every
   // shard twice and list each twice in the manifest.
   const DirectoryLock lock(o.out, fmt::format(".lock-part-{}-of-{}", o.part, o.parts), fmt::format("recording of part {}/{}", o.part, o.parts));
