@@ -175,8 +175,10 @@ void NetworkDenoiser::save(const std::filesystem::path& path, const std::map<std
   save_tensor_file(path, module_tensors(*module_), file_metadata(extra_metadata));
 }
 
-std::unique_ptr<NetworkDenoiser> NetworkDenoiser::clone() const {
-  auto copy = from_config(Config::parse(denoiser_schema(), config_json(), "a denoiser's config"));
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::clone(std::optional<Parameterization> parameterization) const {
+  auto config = nlohmann::json::parse(config_json());
+  if (parameterization) config["precond"]["parameterization"] = parameterization_name(*parameterization);
+  auto copy = from_config(Config::parse(denoiser_schema(), config.dump(), "a denoiser's config"));
   copy->to(device());
   std::map<std::string, at::Tensor> tensors;
   for (auto& [name, tensor] : module_tensors(*module_)) tensors.emplace(name, tensor);

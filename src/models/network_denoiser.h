@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "models/denoiser.h"
@@ -43,8 +44,10 @@ class NetworkDenoiser final : public Denoiser {
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
   static std::unique_ptr<NetworkDenoiser> load(const std::filesystem::path& path);
   void save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
-  // A copy with the same architecture, weights and device (independent parameters, eval mode).
-  std::unique_ptr<NetworkDenoiser> clone() const;
+  // A copy with the same architecture, weights and device (independent parameters, eval mode);
+  // given a parameterisation, the same network F under that preconditioning instead (a
+  // consistency student starts from an EDM teacher's weights, Song et al. 2023).
+  std::unique_ptr<NetworkDenoiser> clone(std::optional<Parameterization> parameterization = std::nullopt) const;
   // The metadata save() writes (format, version, config), for files written elsewhere (checkpoints).
   std::map<std::string, std::string> file_metadata(const std::map<std::string, std::string>& extra = {}) const;
 
