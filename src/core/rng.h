@@ -43,6 +43,11 @@ inline constexpr uint64_t dmd2_critic_sigma = 3004, dmd2_critic_noise = 3005;  /
 inline constexpr uint64_t dmd2_gan_fake_sigma = 3006, dmd2_gan_fake_noise = 3007, dmd2_gan_real_sigma = 3008, dmd2_gan_real_noise = 3009;
 inline constexpr uint64_t dmd2_real_flip = 3010;        //   flips of real images
 inline constexpr uint64_t dmd2_simulation = 3100;       //   + student step (< 100): backward simulation's re-noising
+inline constexpr uint64_t consistency_pair = 4000;      // consistency models: which adjacent σ pair (or time) a row trains at
+inline constexpr uint64_t consistency_noise = 4001;     //   the noise that takes the row's example to its σ
+inline constexpr uint64_t consistency_time = 4002, consistency_second_time = 4003;  //   continuous times (ECT, sCM, CTM)
+inline constexpr uint64_t consistency_dsm_sigma = 4004, consistency_dsm_noise = 4005;  //   CTM's denoising auxiliary loss
+inline constexpr uint64_t consistency_flip = 4006;      //   flips of the training examples
 
 struct Range {
   uint64_t base, width;
@@ -62,7 +67,14 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {dmd2_gan_real_sigma, 1},
                                     {dmd2_gan_real_noise, 1},
                                     {dmd2_real_flip, 1},
-                                    {dmd2_simulation, 100}};
+                                    {dmd2_simulation, 100},
+                                    {consistency_pair, 1},
+                                    {consistency_noise, 1},
+                                    {consistency_time, 1},
+                                    {consistency_second_time, 1},
+                                    {consistency_dsm_sigma, 1},
+                                    {consistency_dsm_noise, 1},
+                                    {consistency_flip, 1}};
 constexpr bool disjoint() {
   for (const auto& a : kRanges)
     for (const auto& b : kRanges)
