@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "data/training_data.h"
+#include "distill/cd.h"
 #include "distill/dmd2.h"
 #include "eval/in_loop_evaluation.h"
 #include "models/network_denoiser.h"
@@ -22,7 +23,7 @@ struct MethodEntry {
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
-constexpr std::array<MethodEntry, 1> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields}}};
+constexpr std::array<MethodEntry, 2> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields}, {"cd", make_cd, add_cd_fields}}};
 }  // namespace
 
 void add_student_fields(ConfigSchema& s) {

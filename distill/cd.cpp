@@ -1,0 +1,177 @@
+#include "distill/cd.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <optional>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "distill/common/distances.h"
+#include "distill/common/real_data_stream.h"
+#include "distill/common/sigma_sampling.h"
+#include "models/network_denoiser.h"
+#include "samplers/sampler.h"
+#include "samplers/schedule.h"
+#include "teachers/teacher.h"
+#include "train/trainer.h"
+
+namespace distillery {
+
+void add_cd_fields(ConfigSchema& s) {
+  s.add({"cd.lr", ConfigType::Float, "student learning rate (its optimiser: optimizer.*)", "1e-4"}, NumberRange::above(0));
+  s.add({"cd.grid_points", ConfigType::Int, "N, the points of the Karras σ grid whose adjacent pairs the loss compares (CD on CIFAR-10: 18)", "18"},
+        NumberRange::between(2, 100000));
+  s.add({"cd.rho", ConfigType::Float, "ρ of that grid", "7"}, NumberRange::above(0));
+  s.add({"cd.target_decay", ConfigType::Float, "μ of the target network: θ⁻ ← μ·θ⁻ + (1 − μ)·θ after every step (CD: 0.95)", "0.95"},
+        NumberRange::between(0, 1));
+  s.add({"cd.solver", ConfigType::String, "the teacher's ODE step from σ_{n+1} to σ_n", "heun", false, {"heun", "euler"}});
+  s.add({"cd.distance", ConfigType::String, "d(student, target): squared L2, pseudo-Huber, or the classifier's feature distance (Fashion-MNIST)",
+         "l2", false, {"l2", "pseudo-huber", "feature"}});
+  s.add({"cd.huber_c", ConfigType::Float, "pseudo-Huber c (0: iCT's 0.00054·√d)", "0"}, NumberRange::at_least(0));
+  s.add({"cd.feature_classifier", ConfigType::String, "the frozen classifier of the feature distance", "assets/eval/fmnist-classifier.safetensors"});
+}
+
+CdSettings cd_settings_from(const Config& c) {
+  CdSettings s;
+  s.student_sigmas = c.get_float_list("student.sigmas");
+  s.init_from_teacher = c.get_string("student.init") == "teacher";
+  s.lr = c.get_float("cd.lr");
+  s.grid_points = c.get_int("cd.grid_points");
+  s.rho = c.get_float("cd.rho");
+  s.target_decay = c.get_float("cd.target_decay");
+  s.solver = c.get_string("cd.solver");
+  s.distance = c.get_string("cd.distance");
+  s.huber_c = c.get_float("cd.huber_c");
+  s.feature_classifier = c.get_string("cd.feature_classifier");
+  return s;
+}
+
+std::vector<double> karras_grid_ascending(double sigma_min, double sigma_max, double rho, int64_t points) {
+  auto grid = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, rho}, static_cast<int>(points));
+  grid.pop_back();  // the final 0
+  std::reverse(grid.begin(), grid.end());
+  return grid;
+}
+
+at::Tensor consistency_teacher_estimate(Denoiser& teacher, const Sampler& solver, const at::Tensor& x_next, const std::vector<double>& sigma_next,
+                                        const std::vector<double>& sigma_now, const SampleContext& context) {
+  torch::NoGradGuard no_grad;
+  return solver.step(teacher, x_next, RowStep{sigma_next, sigma_now}, context).x;
+}
+
+namespace {
+
+class ConsistencyDistillation final : public TrainingMethod {
+ public:
+  ConsistencyDistillation(const Config& config, const std::string& teacher_spec, const c10::Device& device)
+      : settings_(cd_settings_from(config)), device_(device), teacher_(load_teacher(teacher_spec, device)), solver_(make_sampler(settings_.solver)) {
+    if (settings_.init_from_teacher) {
+      auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
+      DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
+                                            .hint("an analytic teacher has no weights: set student.init=scratch and model.*"));
+      student_ = teacher_network->clone(Parameterization::Consistency);
+    } else {
+      torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
+      student_ = NetworkDenoiser::from_config(config);
+      student_->to(device);
+      DISTILLERY_CHECK(config.get_string("precond.parameterization") == "consistency",
+                       Error("a consistency student needs the consistency preconditioning, whose boundary condition f(x; σ_min) = x holds exactly")
+                           .file(config.source()).field("precond.parameterization").expected("consistency")
+                           .got(config.get_string("precond.parameterization")));
+    }
+    DISTILLERY_CHECK(student_->sample_shape() == teacher_->sample_shape(),
+                     Error("the student network does not fit the teacher").field("model")
+                         .expected(fmt::format("samples of shape [{}]", fmt::join(teacher_->sample_shape(), ", ")))
+                         .got(fmt::format("[{}]", fmt::join(student_->sample_shape(), ", "))));
+    DISTILLERY_CHECK(student_->num_classes() == teacher_->num_classes(),
+                     Error("the student and the teacher disagree on the classes").field("model.num_classes")
+                         .expected(std::to_string(teacher_->num_classes())).got(std::to_string(student_->num_classes())));
+    // No dropout, and never a dropped label: the target must be the same function as the student.
+    student_->module().eval();
+    target_ = student_->clone();
+    grid_ = karras_grid_ascending(teacher_->sigma_min(), teacher_->sigma_max(), settings_.rho, settings_.grid_points);
+    if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
+    request_.sampler = "multistep";
+    request_.sigmas = settings_.student_sigmas;
+    request_.steps = static_cast<int>(settings_.student_sigmas.size());
+
+    const auto shape = student_->sample_shape();
+    const int64_t dimension = std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
+    if (settings_.distance == "l2") {
+      distance_ = squared_l2_distance;
+    } else if (settings_.distance == "pseudo-huber") {
+      const double c = settings_.huber_c > 0 ? settings_.huber_c : ict_pseudo_huber_c(dimension);
+      distance_ = [c](const at::Tensor& x, const at::Tensor& y) { return pseudo_huber_distance(x, y, c); };
+    } else {
+      DISTILLERY_CHECK(shape == std::vector<int64_t>({1, 28, 28}),
+                       Error("the feature distance compares Fashion-MNIST classifier features").file(config.source()).field("cd.distance")
+                           .expected("samples of shape [1, 28, 28]").got(fmt::format("[{}]", fmt::join(shape, ", "))));
+      distance_ = FeatureDistance(settings_.feature_classifier, device);
+    }
+    data_.emplace(config, shape, student_->num_classes(), noise_stream::consistency_flip, device);
+  }
+
+  NetworkDenoiser* generator() override { return student_.get(); }
+  SampleRequest sampling() const override { return request_; }
+  std::vector<CheckpointModule> checkpoint_modules() override {
+    return {{"generator", &student_->module(), student_->file_metadata()}, {"target", &target_->module(), target_->file_metadata()}};
+  }
+  std::vector<OptimizerSlot> optimizers() override { return {{"generator", &student_->module(), settings_.lr}}; }
+  std::vector<EmaSlot> averages() override {
+    const double mu = settings_.target_decay;
+    return {{"target", &target_->module(), &student_->module(), [mu](int64_t) { return mu; }}};
+  }
+
+  std::map<std::string, double> step(StepContext& context) override {
+    const auto positions = context.positions();
+    const auto [x0, labels] = data_->batch(context.seed, positions);
+    // The pair index n ∈ {0, …, N−2} of each row, uniform.
+    const auto u = uniform_per_sample(context.seed, noise_stream::consistency_pair, positions).contiguous();
+    const double* uniform = u.data_ptr<double>();
+    std::vector<double> sigma_now(positions.size()), sigma_next(positions.size());
+    const auto pairs = static_cast<double>(grid_.size() - 1);
+    for (size_t r = 0; r < positions.size(); ++r) {
+      const auto n = std::min(static_cast<size_t>(uniform[r] * pairs), grid_.size() - 2);
+      sigma_now[r] = grid_[n];
+      sigma_next[r] = grid_[n + 1];
+    }
+    const auto noise = per_sample_normal(context.seed, noise_stream::consistency_noise, positions, student_->sample_shape(), x0.options());
+    const auto x_next = x0 + per_row(sigma_next, x0) * noise;
+    const SampleContext sample_context{labels, context.seed, positions};
+    at::Tensor target;
+    {
+      torch::NoGradGuard no_grad;
+      const auto x_now = consistency_teacher_estimate(*teacher_, *solver_, x_next, sigma_next, sigma_now, sample_context);
+      target = denoise_rows(*target_, x_now, sigma_now, labels);
+    }
+    const auto predicted = denoise_rows(*student_, x_next, sigma_next, labels);
+    const auto loss = distance_(predicted, target).mean();
+    context.update("generator", loss);
+    return {{"consistency_loss", loss.item<double>()}};
+  }
+
+ private:
+  CdSettings settings_;
+  c10::Device device_;
+  std::unique_ptr<Denoiser> teacher_;
+  std::unique_ptr<Sampler> solver_;
+  std::unique_ptr<NetworkDenoiser> student_, target_;
+  std::vector<double> grid_;
+  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> distance_;
+  std::optional<RealDataStream> data_;
+  SampleRequest request_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainingMethod> make_cd(const Config& config, const std::string& teacher, const c10::Device& device) {
+  return std::make_unique<ConsistencyDistillation>(config, teacher, device);
+}
+
+}  // namespace distillery
