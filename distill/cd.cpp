@@ -15,6 +15,7 @@
 #include "distill/common/distances.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampler.h"
 #include "samplers/schedule.h"
@@ -40,7 +41,6 @@ void add_cd_fields(ConfigSchema& s) {
 CdSettings cd_settings_from(const Config& c) {
   CdSettings s;
   s.student_sigmas = c.get_float_list("student.sigmas");
-  s.init_from_teacher = c.get_string("student.init") == "teacher";
   s.lr = c.get_float("cd.lr");
   s.grid_points = c.get_int("cd.grid_points");
   s.rho = c.get_float("cd.rho");
@@ -71,29 +71,8 @@ class ConsistencyDistillation final : public TrainingMethod {
  public:
   ConsistencyDistillation(const Config& config, const std::string& teacher_spec, const c10::Device& device)
       : settings_(cd_settings_from(config)), device_(device), teacher_(load_teacher(teacher_spec, device)), solver_(make_sampler(settings_.solver)) {
-    if (settings_.init_from_teacher) {
-      auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
-      DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
-                                            .hint("an analytic teacher has no weights: set student.init=scratch and model.*"));
-      student_ = teacher_network->clone(Parameterization::Consistency);
-    } else {
-      torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
-      student_ = NetworkDenoiser::from_config(config);
-      student_->to(device);
-      DISTILLERY_CHECK(config.get_string("precond.parameterization") == "consistency",
-                       Error("a consistency student needs the consistency preconditioning, whose boundary condition f(x; σ_min) = x holds exactly")
-                           .file(config.source()).field("precond.parameterization").expected("consistency")
-                           .got(config.get_string("precond.parameterization")));
-    }
-    DISTILLERY_CHECK(student_->sample_shape() == teacher_->sample_shape(),
-                     Error("the student network does not fit the teacher").field("model")
-                         .expected(fmt::format("samples of shape [{}]", fmt::join(teacher_->sample_shape(), ", ")))
-                         .got(fmt::format("[{}]", fmt::join(student_->sample_shape(), ", "))));
-    DISTILLERY_CHECK(student_->num_classes() == teacher_->num_classes(),
-                     Error("the student and the teacher disagree on the classes").field("model.num_classes")
-                         .expected(std::to_string(teacher_->num_classes())).got(std::to_string(student_->num_classes())));
-    // No dropout, and never a dropped label: the target must be the same function as the student.
-    student_->module().eval();
+    // The consistency preconditioning makes the boundary condition f(x; σ_min) = x exact.
+    student_ = make_student_network(config, teacher_spec, *teacher_, Parameterization::Consistency);
     target_ = student_->clone();
     grid_ = karras_grid_ascending(teacher_->sigma_min(), teacher_->sigma_max(), settings_.rho, settings_.grid_points);
     if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};

@@ -16,6 +16,7 @@
 #include "distill/common/few_step_generator.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/common/student_network.h"
 #include "models/guidance.h"
 #include "models/network_denoiser.h"
 #include "samplers/schedule.h"
@@ -46,7 +47,6 @@ void add_dmd2_fields(ConfigSchema& s) {
 Dmd2Settings dmd2_settings_from(const Config& c) {
   Dmd2Settings s;
   s.student_sigmas = c.get_float_list("student.sigmas");
-  s.init_from_teacher = c.get_string("student.init") == "teacher";
   s.generator_lr = c.get_float("dmd2.generator_lr");
   s.critic_lr = c.get_float("dmd2.critic_lr");
   s.critic_steps = c.get_int("dmd2.critic_steps");
@@ -105,30 +105,11 @@ class Dmd2 final : public TrainingMethod {
  public:
   Dmd2(const Config& config, const std::string& teacher_spec, const c10::Device& device)
       : settings_(dmd2_settings_from(config)), device_(device), teacher_(load_teacher(teacher_spec, device)) {
-    auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
-    if (settings_.init_from_teacher) {
-      DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
-                                            .hint("an analytic teacher has no weights: set student.init=scratch and model.*"));
-      generator_ = teacher_network->clone();
-    } else {
-      torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
-      generator_ = NetworkDenoiser::from_config(config);
-      generator_->to(device);
-    }
+    generator_ = make_student_network(config, teacher_spec, *teacher_);
     // The critic starts as the generator's initial network: at step 0 it is exactly the
-    // teacher's score when initialised from the teacher, as in DMD2.
+    // teacher's score when initialised from the teacher, as in DMD2. Like the generator it
+    // stays in eval mode.
     critic_ = generator_->clone();
-    DISTILLERY_CHECK(generator_->sample_shape() == teacher_->sample_shape(),
-                     Error("the student network does not fit the teacher").field("model")
-                         .expected(fmt::format("samples of shape [{}]", fmt::join(teacher_->sample_shape(), ", ")))
-                         .got(fmt::format("[{}]", fmt::join(generator_->sample_shape(), ", "))));
-    DISTILLERY_CHECK(generator_->num_classes() == teacher_->num_classes(),
-                     Error("the student and the teacher disagree on the classes").field("model.num_classes")
-                         .expected(std::to_string(teacher_->num_classes())).got(std::to_string(generator_->num_classes())));
-    // Both networks stay in eval mode: no dropout, and never a dropped label (a conditional
-    // generator must always see its class).
-    generator_->module().eval();
-    critic_->module().eval();
     if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
     few_step_.emplace(*generator_, settings_.student_sigmas,
                       GeneratorStreams{noise_stream::dmd2_generator_noise, noise_stream::dmd2_student_step, noise_stream::dmd2_simulation});

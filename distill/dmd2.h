@@ -25,7 +25,6 @@ class TrainingMethod;
 
 struct Dmd2Settings {
   std::vector<double> student_sigmas;  // the student's σ grid (first: where noise enters)
-  bool init_from_teacher = true;       // else the model.* network from scratch
   double generator_lr = 1e-5, critic_lr = 1e-5;
   int64_t critic_steps = 5;            // critic updates per generator update
   double guidance = 1.0;               // classifier-free guidance of the real score

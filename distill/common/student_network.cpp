@@ -1,0 +1,42 @@
+#include "distill/common/student_network.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/types.h>
+
+#include "core/config.h"
+#include "core/error.h"
+
+namespace distillery {
+
+std::unique_ptr<NetworkDenoiser> make_student_network(const Config& config, const std::string& teacher_spec, Denoiser& teacher,
+                                                      std::optional<Parameterization> parameterization) {
+  std::unique_ptr<NetworkDenoiser> student;
+  if (config.get_string("student.init") == "teacher") {
+    auto* teacher_network = dynamic_cast<NetworkDenoiser*>(&teacher);
+    DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
+                                          .hint("an analytic teacher has no weights: set student.init=scratch and model.*"));
+    student = teacher_network->clone(parameterization);
+  } else {
+    if (parameterization) {
+      const auto declared = config.get_string("precond.parameterization");
+      DISTILLERY_CHECK(declared == parameterization_name(*parameterization),
+                       Error("this method's student needs another preconditioning").file(config.source()).field("precond.parameterization")
+                           .expected(std::string(parameterization_name(*parameterization))).got(declared));
+    }
+    torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
+    student = NetworkDenoiser::from_config(config);
+    student->to(teacher.device());
+  }
+  DISTILLERY_CHECK(student->sample_shape() == teacher.sample_shape(),
+                   Error("the student network does not fit the teacher").field("model")
+                       .expected(fmt::format("samples of shape [{}]", fmt::join(teacher.sample_shape(), ", ")))
+                       .got(fmt::format("[{}]", fmt::join(student->sample_shape(), ", "))));
+  DISTILLERY_CHECK(student->num_classes() == teacher.num_classes(),
+                   Error("the student and the teacher disagree on the classes").field("model.num_classes")
+                       .expected(std::to_string(teacher.num_classes())).got(std::to_string(student->num_classes())));
+  student->module().eval();
+  return student;
+}
+
+}  // namespace distillery
