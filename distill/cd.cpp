@@ -5,7 +5,6 @@
 #include <torch/types.h>
 
 #include <algorithm>
-#include <cmath>
 #include <numeric>
 #include <optional>
 
@@ -70,7 +69,7 @@ namespace {
 class ConsistencyDistillation final : public TrainingMethod {
  public:
   ConsistencyDistillation(const Config& config, const std::string& teacher_spec, const c10::Device& device)
-      : settings_(cd_settings_from(config)), device_(device), teacher_(load_teacher(teacher_spec, device)), solver_(make_sampler(settings_.solver)) {
+      : settings_(cd_settings_from(config)), teacher_(load_teacher(teacher_spec, device)), solver_(make_sampler(settings_.solver)) {
     // The consistency preconditioning makes the boundary condition f(x; σ_min) = x exact.
     student_ = make_student_network(config, teacher_spec, *teacher_, Parameterization::Consistency);
     target_ = student_->clone();
@@ -137,7 +136,6 @@ class ConsistencyDistillation final : public TrainingMethod {
 
  private:
   CdSettings settings_;
-  c10::Device device_;
   std::unique_ptr<Denoiser> teacher_;
   std::unique_ptr<Sampler> solver_;
   std::unique_ptr<NetworkDenoiser> student_, target_;

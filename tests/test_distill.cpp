@@ -172,7 +172,8 @@ TEST(Cd, OneStepStudentApproachesTheMixturesExactFlowMap) {
   at::Tensor one_step;
   {
     torch::NoGradGuard no_grad;
-    one_step = student->denoise(x_max.to(torch::kFloat32), torch::full({exact.num}, 80.0), {}).to(torch::kFloat64);
+    const auto x = x_max.to(torch::kFloat32);
+    one_step = student->denoise(x, torch::full({exact.num}, 80.0, x.options()), {}).to(torch::kFloat64);
   }
   SampleRequest euler = exact;
   euler.sampler = "euler";
