@@ -51,13 +51,6 @@ CdSettings cd_settings_from(const Config& c) {
   return s;
 }
 
-std::vector<double> karras_grid_ascending(double sigma_min, double sigma_max, double rho, int64_t points) {
-  auto grid = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, rho}, static_cast<int>(points));
-  grid.pop_back();  // the final 0
-  std::reverse(grid.begin(), grid.end());
-  return grid;
-}
-
 at::Tensor consistency_teacher_estimate(Denoiser& teacher, const Sampler& solver, const at::Tensor& x_next, const std::vector<double>& sigma_next,
                                         const std::vector<double>& sigma_now, const SampleContext& context) {
   torch::NoGradGuard no_grad;

@@ -1,4 +1,4 @@
-// defines: CdSettings, cd_settings_from, add_cd_fields, karras_grid_ascending, consistency_teacher_estimate, make_cd
+// defines: CdSettings, cd_settings_from, add_cd_fields, consistency_teacher_estimate, make_cd
 // Consistency distillation, CD (Song, Dhariwal, Chen & Sutskever 2023, "Consistency Models",
 // Algorithm 2). The student f_θ, initialised from the teacher's network under the consistency
 // preconditioning (f(x; σ_min) = x exactly), maps any point of a probability-flow ODE
@@ -40,9 +40,6 @@ struct CdSettings {
 
 void add_cd_fields(ConfigSchema& schema);
 CdSettings cd_settings_from(const Config& config);
-
-// The N points of a Karras grid between σ_min and σ_max, ascending (σ_0 = σ_min, σ_{N−1} = σ_max).
-std::vector<double> karras_grid_ascending(double sigma_min, double sigma_max, double rho, int64_t points);
 
 // x̂_n: one step of `solver` per row from σ_next[r] to σ_now[r] on the teacher's ODE, without
 // gradient; exactly the solver's own step on that grid.

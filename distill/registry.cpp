@@ -10,6 +10,8 @@
 #include "data/training_data.h"
 #include "distill/cd.h"
 #include "distill/dmd2.h"
+#include "distill/ect.h"
+#include "distill/ict.h"
 #include "eval/in_loop_evaluation.h"
 #include "models/network_denoiser.h"
 #include "teachers/teacher.h"
@@ -23,7 +25,8 @@ struct MethodEntry {
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
-constexpr std::array<MethodEntry, 2> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields}, {"cd", make_cd, add_cd_fields}}};
+constexpr std::array<MethodEntry, 4> kMethods = {
+    {{"dmd2", make_dmd2, add_dmd2_fields}, {"cd", make_cd, add_cd_fields}, {"ect", make_ect, add_ect_fields}, {"ict", make_ict, add_ict_fields}}};
 }  // namespace
 
 void add_student_fields(ConfigSchema& s) {

@@ -14,7 +14,10 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "distill/cd.h"
+#include "distill/common/consistency_training.h"
+#include "distill/common/sigma_sampling.h"
 #include "distill/dmd2.h"
+#include "distill/ect.h"
 #include "distill/registry.h"
 #include "io/directory_lock.h"
 #include "io/image.h"
@@ -102,24 +105,32 @@ TEST(Dmd2, OneStepStudentOfTheMixtureCutsItsFrechetDistanceFivefold) {
 
 // A CD recipe for the three-mode mixture: an MLP consistency student from scratch, examples
 // drawn from the mixture itself, the analytic teacher's Heun step.
-MixtureRun cd_mixture_run(const std::filesystem::path& dir, const std::string& name, int64_t steps, std::vector<std::string> overrides = {}) {
+// A consistency recipe for the mixture: `method` (cd, ect or ict) with its own keys
+// `method_keys`, an MLP student from scratch under the consistency preconditioning, trained on
+// samples of the mixture.
+MixtureRun consistency_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& method, const std::string& method_keys,
+                                   int64_t steps, std::vector<std::string> overrides = {}) {
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
   const auto recipe = dir / (name + ".yaml");
   std::ofstream(recipe) << fmt::format(R"(
-method: cd
+method: {}
 student: {{init: scratch}}
 model: {{kind: mlp, shape: [2], hidden: 128, layers: 3, num_classes: 0}}
 precond: {{parameterization: consistency, sigma_data: 1.5}}
 data: {{dataset: gmm, path: "{}", size: 16384}}
-cd: {{lr: 1.0e-3, grid_points: 18, target_decay: 0.95}}
+{}: {{{}}}
 train: {{batch: 256, steps: {}}}
 eval: {{every: {}, num: 1000, reference: "gmm:{}", features: raw}}
 grid: {{every: 0, num: 500}}
 log: {{every: 10}}
 checkpoint: {{every: 100}}
 )",
-                                       (dir / "three_modes.yaml").string(), steps, steps, (dir / "three_modes.yaml").string());
+                                       method, (dir / "three_modes.yaml").string(), method, method_keys, steps, steps, (dir / "three_modes.yaml").string());
   return run_in(dir, name, dir / "three_modes.yaml", recipe, std::move(overrides));
+}
+
+MixtureRun cd_mixture_run(const std::filesystem::path& dir, const std::string& name, int64_t steps, std::vector<std::string> overrides = {}) {
+  return consistency_mixture_run(dir, name, "cd", "lr: 1.0e-3, grid_points: 18, target_decay: 0.95", steps, std::move(overrides));
 }
 
 // CD's x̂_n is one step of the teacher's solver from σ_{n+1} to σ_n: for rows at different pairs
@@ -187,6 +198,58 @@ TEST(Cd, OneStepStudentApproachesTheMixturesExactFlowMap) {
   // rounding and still ask for a map four times closer than the teacher's one step.
   EXPECT_LT(student_error, 0.5);
   EXPECT_LT(student_error, teacher_error / 4);
+}
+
+// ECT's r = t·(1 − q^−(stage+1)·(1 + k·sigmoid(−b·t))), clamped at 0: checked at values worked
+// out by hand, and by what the schedule is for: every stage divides the gap t − r by q.
+TEST(Ect, SmallerTimeFollowsItsClosedFormAndEachStageDividesTheGapByQ) {
+  const EctSchedule ect;  // q 2, k 8, b 1
+  // t = 1: sigmoid(−1) = 0.2689414, 1 + 8·0.2689414 = 3.1515313.
+  EXPECT_EQ(ect_smaller_time(1.0, 0, ect), 0.0);  // 1 − 3.15/2 < 0
+  EXPECT_NEAR(ect_smaller_time(1.0, 1, ect), 1.0 - 3.1515313 / 4, 1e-7);
+  EXPECT_NEAR(ect_smaller_time(1.0, 2, ect), 1.0 - 3.1515313 / 8, 1e-7);
+  EXPECT_NEAR(ect_smaller_time(1.0, 3, ect), 1.0 - 3.1515313 / 16, 1e-7);
+  // t = 80: sigmoid(−80) ≈ 1.8e-35, so the factor is 1 and r = t·(1 − 2^−(stage+1)).
+  EXPECT_NEAR(ect_smaller_time(80.0, 0, ect), 40.0, 1e-12);
+  EXPECT_NEAR(ect_smaller_time(80.0, 4, ect), 80.0 * (1 - 1.0 / 32), 1e-12);
+  for (const double t : {0.01, 0.3, 2.0, 17.0})
+    for (int64_t stage = 0; stage < 12; ++stage) {
+      const double r = ect_smaller_time(t, stage, ect), next = ect_smaller_time(t, stage + 1, ect);
+      EXPECT_GE(r, 0.0);
+      EXPECT_LT(r, t);
+      if (r > 0) {
+        EXPECT_NEAR(t - next, (t - r) / 2, 1e-12 * t) << "t " << t << " stage " << stage;
+      }
+    }
+  EctSchedule q4 = ect;
+  q4.q = 4;
+  EXPECT_NEAR(80.0 - ect_smaller_time(80.0, 1, q4), 80.0 / 16, 1e-12);
+}
+
+// The consistency-training loss per row: λ = 1/(t − r) times the pseudo-Huber distance between
+// the student at (x + t·z, t) and its own output at (x + r·z, r), or x itself where r < σ_min.
+TEST(ConsistencyTraining, LossPullsTowardTheStudentAtRAndTowardTheExampleBelowSigmaMin) {
+  torch::manual_seed(3);
+  NetworkDenoiser student(MLPConfig{.shape = {2}, .hidden = 16, .layers = 1}, {.parameterization = Parameterization::Consistency});
+  student.module().eval();
+  const std::vector<int64_t> rows = {0, 1, 2, 3};
+  const auto x0 = per_sample_normal(1, 0, rows, {2}, torch::TensorOptions(torch::kFloat32));
+  const auto z = per_sample_normal(1, 1, rows, {2}, torch::TensorOptions(torch::kFloat32));
+  const ConsistencyTimes times{{0.5, 3.0, 0.01, 80.0}, {0.0, 2.0, 0.001, 60.0}};  // rows 0 and 2: r below σ_min = 0.002
+  const double c = 0.03;
+  const auto loss = consistency_training_loss(student, x0, {}, z, times, c);
+  ASSERT_EQ(loss.sizes(), torch::IntArrayRef({4}));
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto row = static_cast<int64_t>(i);
+    const auto at = [&](double sigma) { return student.denoise(x0[row].unsqueeze(0) + sigma * z[row].unsqueeze(0), torch::full({1}, sigma), {}); };
+    const auto target = times.r[i] < 0.002 ? x0[row].unsqueeze(0) : at(times.r[i]);
+    const double squared = (at(times.t[i]) - target).pow(2).sum().item<double>();
+    const double expected = (std::sqrt(squared + c * c) - c) / (times.t[i] - times.r[i]);
+    // Relative float32 rounding, plus an absolute part for √(‖Δ‖² + c²) − c cancelling when ‖Δ‖ ≪ c.
+    EXPECT_NEAR(loss[row].item<double>(), expected, 1e-5 * expected + 1e-9) << "row " << i;
+  }
+  EXPECT_THROW(consistency_training_loss(student, x0, {}, z, {{0.5, 3.0, 0.01, 80.0}, {0.5, 2.0, 0.001, 60.0}}, c), Error);  // r = t
 }
 
 TEST(Dmd2, DistributionMatchingGradientEqualsItsClosedFormForGaussians) {
@@ -383,6 +446,22 @@ TEST(Trainer, ConsistencyDistillationStopAndResumeEqualsUninterruptedBitForBit) 
   expect_resume_equals_straight(cd_mixture_run(dir, "straight", 6, small), cd_mixture_run(dir, "resumed", 6, small), 6,
                                 {"generator.safetensors", "target.safetensors", "generator_optimizer.safetensors", "ema.safetensors", "state.json"},
                                 {"step", "consistency_loss", "fd_raw"});
+}
+
+// Consistency training keeps no target network: the student, its optimiser and the output EMA
+// carry the run across the stop; ECT's stage and iCT's curriculum are functions of the step, and
+// both change inside the resumed half.
+TEST(Trainer, ConsistencyTrainingStopAndResumeEqualsUninterruptedBitForBit) {
+  const auto dir = testing::scratch_dir();
+  const std::vector<std::string> small = {"student.sigmas=[80.0, 1.0]", "model.hidden=32", "train.batch=16", "train.ema_halflife_images=50",
+                                          "eval.every=3", "eval.num=200", "log.every=1", "checkpoint.every=3"};
+  for (const auto& [method, keys] : std::vector<std::pair<std::string, std::string>>{{"ect", "lr: 1.0e-3, stage_steps: 2"},
+                                                                                      {"ict", "lr: 1.0e-3, s0: 2, s1: 16, curriculum_steps: 6"}}) {
+    expect_resume_equals_straight(consistency_mixture_run(dir, method + "-straight", method, keys, 6, small),
+                                  consistency_mixture_run(dir, method + "-resumed", method, keys, 6, small), 6,
+                                  {"generator.safetensors", "generator_optimizer.safetensors", "ema.safetensors", "state.json"},
+                                  {"step", "consistency_loss", "boundary_fraction", "fd_raw"});
+  }
 }
 
 // Small and fast: what these tests check does not depend on the student's quality.

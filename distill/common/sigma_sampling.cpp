@@ -18,10 +18,14 @@ at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<
   return (0.5 * torch::erfc(-normal / std::sqrt(2.0))).clamp(0.0, 1.0 - 1e-12);
 }
 
-KarrasGridSampler::KarrasGridSampler(double sigma_min, double sigma_max, int points) {
-  auto grid = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, 7.0}, points);
+std::vector<double> karras_grid_ascending(double sigma_min, double sigma_max, double rho, int64_t points) {
+  auto grid = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, rho}, static_cast<int>(points));
   grid.pop_back();  // the appended 0
-  ascending_.assign(grid.rbegin(), grid.rend());
+  std::reverse(grid.begin(), grid.end());
+  return grid;
+}
+
+KarrasGridSampler::KarrasGridSampler(double sigma_min, double sigma_max, int points) : ascending_(karras_grid_ascending(sigma_min, sigma_max, 7.0, points)) {
   ascending_tensor_ = torch::tensor(ascending_, torch::kFloat64);
 }
 
