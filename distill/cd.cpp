@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/common/distances.h"
+#include "distill/common/multistep_grids.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
 #include "distill/common/student_network.h"
@@ -34,6 +35,7 @@ void add_cd_fields(ConfigSchema& s) {
   s.add({"cd.distance", ConfigType::String, "d(student, target): squared L2, pseudo-Huber, or the classifier's feature distance (Fashion-MNIST)",
          "l2", false, {"l2", "pseudo-huber", "feature"}});
   s.add({"cd.huber_c", ConfigType::Float, "pseudo-Huber c (0: iCT's 0.00054·√d)", "0"}, NumberRange::at_least(0));
+  add_multistep_fields(s);
   s.add({"cd.feature_classifier", ConfigType::String, "the frozen classifier of the feature distance", "assets/eval/fmnist-classifier.safetensors"});
 }
 
@@ -71,6 +73,7 @@ class ConsistencyDistillation final : public TrainingMethod {
     request_.sampler = "multistep";
     request_.sigmas = settings_.student_sigmas;
     request_.steps = static_cast<int>(settings_.student_sigmas.size());
+    multistep_grids_ = multistep_grids(config, teacher_->sigma_max());
 
     const auto shape = student_->sample_shape();
     const int64_t dimension = std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
@@ -90,6 +93,11 @@ class ConsistencyDistillation final : public TrainingMethod {
 
   NetworkDenoiser* generator() override { return student_.get(); }
   SampleRequest sampling() const override { return request_; }
+  std::map<std::string, std::string> output_metadata() const override {
+    auto metadata = TrainingMethod::output_metadata();
+    add_multistep_metadata(metadata, multistep_grids_);
+    return metadata;
+  }
   std::vector<CheckpointModule> checkpoint_modules() override {
     return {{"generator", &student_->module(), student_->file_metadata()}, {"target", &target_->module(), target_->file_metadata()}};
   }
@@ -136,6 +144,7 @@ class ConsistencyDistillation final : public TrainingMethod {
   std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> distance_;
   std::optional<RealDataStream> data_;
   SampleRequest request_;
+  std::map<int, std::vector<double>> multistep_grids_;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/common/consistency_training.h"
+#include "distill/common/multistep_grids.h"
 #include "distill/common/sigma_sampling.h"
 
 namespace distillery {
@@ -26,6 +27,7 @@ void add_ect_fields(ConfigSchema& s) {
   s.add({"ect.k", ConfigType::Float, "k of the mapping's 1 + k·sigmoid(−b·t)", "8"}, NumberRange::at_least(0));
   s.add({"ect.b", ConfigType::Float, "b of the mapping's 1 + k·sigmoid(−b·t)", "1"}, NumberRange::at_least(0));
   s.add({"ect.stage_steps", ConfigType::Int, "training steps per stage (ECT on CIFAR-10: 250k images)", "2000"}, NumberRange::between(1, 1e12));
+  add_multistep_fields(s);
   s.add({"ect.huber_c", ConfigType::Float, "pseudo-Huber c (0: iCT's 0.00054·√d)", "0"}, NumberRange::at_least(0));
 }
 

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/common/consistency_training.h"
+#include "distill/common/multistep_grids.h"
 #include "distill/common/sigma_sampling.h"
 
 namespace distillery {
@@ -18,6 +19,7 @@ void add_ict_fields(ConfigSchema& s) {
   s.add({"ict.s1", ConfigType::Int, "the curriculum's last N", "1280"}, NumberRange::between(1, 100000));
   s.add({"ict.curriculum_steps", ConfigType::Int, "K of the curriculum (0: train.steps)", "0"}, NumberRange::between(0, 1e12));
   s.add({"ict.rho", ConfigType::Float, "ρ of the Karras grid", "7"}, NumberRange::above(0));
+  add_multistep_fields(s);
   s.add({"ict.huber_c", ConfigType::Float, "pseudo-Huber c (0: iCT's 0.00054·√d)", "0"}, NumberRange::at_least(0));
 }
 

@@ -9,7 +9,9 @@
 
 #include "core/rng.h"
 #include "io/tensor_file.h"
+#include "models/network_denoiser.h"
 #include "samplers/sampler.h"
+#include "samplers/sampling.h"
 #include "samplers/schedule.h"
 #include "teachers/gaussian_mixture.h"
 #include "test_support.h"
@@ -140,6 +142,45 @@ TEST(Cli, AStudentWhoseMetadataDeclaresAFarLargerNetworkIsRefusedBeforeItIsBuilt
             std::string::npos)
       << result.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "g.png"));
+}
+
+// A consistency student samples at any of the step counts its file lists: `generate --steps k`
+// walks that grid with the multistep sampler, exactly as the library does; a count the file does
+// not offer, or a DMD2 student asked for another count, is refused naming the counts there are.
+TEST(Cli, AConsistencyStudentGeneratesWithTheStepCountsItsFileOffers) {
+  const auto dir = testing::scratch_dir();
+  const auto trained = run_command(kCli + " distill --config " + shell_quoted(kSourceDir / "configs/distill/ect_gmm2d.yaml") + " --teacher " + kGmm2d +
+                                   " --out " + shell_quoted(dir / "ect") + " --set train.steps=2 --set eval.every=0 --set grid.every=0 --set model.hidden=16" +
+                                   " --set data.path=" + shell_quoted(kSourceDir / "configs/toy/gmm2d.yaml"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const auto student = NetworkDenoiser::load(dir / "ect/student.safetensors");
+  for (const auto& [arguments, sigmas] : std::vector<std::pair<std::string, std::vector<double>>>{
+           {"", {80.0}}, {"--steps 2", {80.0, 0.821}}, {"--steps 4", {80.0, 2.0, 0.821, 0.3}}, {"--sigmas 80,1.5,0.1", {80.0, 1.5, 0.1}}}) {
+    const auto out = dir / "g.safetensors";
+    const auto result = run_command(kCli + " generate --model " + shell_quoted(dir / "ect") + " " + arguments + " --num 37 --seed 5 --out " + shell_quoted(out));
+    ASSERT_EQ(result.exit_code, 0) << arguments << ":\n" << result.output;
+    const auto file = load_tensor_file(out);
+    auto walked = sigmas;
+    walked.push_back(0.0);
+    EXPECT_EQ(nlohmann::json::parse(file.metadata.at("sigmas")).get<std::vector<double>>(), walked) << arguments;
+    EXPECT_EQ(file.metadata.at("nfe"), std::to_string(sigmas.size())) << arguments;
+    SampleRequest request;
+    request.sampler = "multistep";
+    request.sigmas = sigmas;
+    request.steps = static_cast<int>(sigmas.size());
+    request.num = 37;
+    request.seed = 5;
+    EXPECT_TRUE(torch::equal(file.tensors.at("samples"), draw_samples(*student, request).samples)) << arguments;
+  }
+  const auto refused = run_command(kCli + " generate --model " + shell_quoted(dir / "ect") + " --steps 3 --num 2 --out " + shell_quoted(dir / "h.png"));
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.output.find("the student has no σ grid for this number of steps"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("expected: one of: 1, 2, 4\n  got: 3"), std::string::npos) << refused.output;
+  const auto dmd2 = run_command(kCli + " generate --model " + shell_quoted(kSourceDir / "assets/students/fmnist-dmd2.safetensors") +
+                                " --steps 2 --num 2 --out " + shell_quoted(dir / "h.png"));
+  EXPECT_EQ(dmd2.exit_code, 1);
+  EXPECT_NE(dmd2.output.find("expected: one of: 1\n  got: 2"), std::string::npos) << dmd2.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "h.png"));
 }
 
 // Counts far beyond the machine are refused at once, naming the part that needs the memory and

@@ -449,8 +449,8 @@ TEST(Trainer, ConsistencyDistillationStopAndResumeEqualsUninterruptedBitForBit) 
 }
 
 // Consistency training keeps no target network: the student, its optimiser and the output EMA
-// carry the run across the stop; ECT's stage and iCT's curriculum are functions of the step, and
-// both change inside the resumed half.
+// carry the run across the stop; ECT's stage, iCT's curriculum and sCM's tangent warm-up are
+// functions of the step, and each changes inside the resumed half.
 TEST(Trainer, ConsistencyTrainingStopAndResumeEqualsUninterruptedBitForBit) {
   const auto dir = testing::scratch_dir();
   const std::vector<std::string> small = {"student.sigmas=[80.0, 1.0]", "model.hidden=32", "train.batch=16", "train.ema_halflife_images=50",
@@ -858,7 +858,7 @@ TEST(Generate, SameSeedAndIndexGiveTheSameImageWhateverTheBatch) {
   EXPECT_FALSE(torch::equal(a.get("samples"), load_tensor_file(dir / "c.safetensors").get("samples")));
   const auto wrong = testing::run_command(fmt::format("{} generate --model {} --steps 1 --out {}", testing::kCli, student, (dir / "d.png").string()));
   EXPECT_NE(wrong.exit_code, 0);
-  EXPECT_NE(wrong.output.find("trained for another number of steps"), std::string::npos) << wrong.output;
+  EXPECT_NE(wrong.output.find("the student has no σ grid for this number of steps"), std::string::npos) << wrong.output;
 }
 
 // `method` is read first and chooses the schema: the shared keys plus the method's own, so

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/common/distances.h"
+#include "distill/common/multistep_grids.h"
 #include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampler.h"
@@ -54,6 +55,13 @@ ConsistencyTraining::ConsistencyTraining(const Config& config, const std::string
   request_.sigmas = config.get_float_list("student.sigmas");
   if (request_.sigmas.empty()) request_.sigmas = {sigma_max_};
   request_.steps = static_cast<int>(request_.sigmas.size());
+  multistep_grids_ = multistep_grids(config, sigma_max_);
+}
+
+std::map<std::string, std::string> ConsistencyTraining::output_metadata() const {
+  auto metadata = TrainingMethod::output_metadata();
+  add_multistep_metadata(metadata, multistep_grids_);
+  return metadata;
 }
 
 ConsistencyTraining::~ConsistencyTraining() = default;

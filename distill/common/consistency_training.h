@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +50,7 @@ class ConsistencyTraining : public TrainingMethod {
   std::vector<CheckpointModule> checkpoint_modules() override;
   std::vector<OptimizerSlot> optimizers() override;
   std::map<std::string, double> step(StepContext& context) override;
+  std::map<std::string, std::string> output_metadata() const override;
 
  protected:
   // The (t, r) of each row of this step, given the sample positions.
@@ -60,6 +62,7 @@ class ConsistencyTraining : public TrainingMethod {
   std::unique_ptr<NetworkDenoiser> student_;
   std::optional<RealDataStream> data_;
   SampleRequest request_;
+  std::map<int, std::vector<double>> multistep_grids_;
   double sigma_min_, sigma_max_, lr_, huber_c_;
 };
 

@@ -31,7 +31,8 @@ namespace {
 
 struct GenerateOptions {
   std::string model, out, labels, device;  // labels: empty is "all" for a conditional student
-  std::optional<int64_t> steps;
+  std::optional<int> steps;
+  std::vector<double> sigmas;  // an explicit multistep grid instead of the student's own
   int64_t num = 64, batch = 256;
   uint64_t seed = 0;
   bool check_memory = true;
@@ -51,10 +52,15 @@ void write_png_folder(const std::filesystem::path& dir, const SampleResult& resu
 
 void run_generate(const GenerateOptions& options) {
   const auto path = student_file(options.model);
-  auto request = student_request(path);
-  DISTILLERY_CHECK(!options.steps || *options.steps == request.steps,
-                   Error("the student was trained for another number of steps").field("--steps").expected(std::to_string(request.steps))
-                       .got(std::to_string(*options.steps)));
+  auto request = student_request(path, options.steps);
+  if (!options.sigmas.empty()) {
+    DISTILLERY_CHECK(!options.steps || *options.steps == static_cast<int>(options.sigmas.size()),
+                     Error("--steps and --sigmas disagree").field("--sigmas").expected(fmt::format("{} σ values", *options.steps))
+                         .got(std::to_string(options.sigmas.size())));
+    request.sampler = "multistep";
+    request.sigmas = options.sigmas;
+    request.steps = static_cast<int>(options.sigmas.size());
+  }
   const auto student = NetworkDenoiser::load(path);
   student->to(make_runtime(options.device).device);
   request.num = options.num;
@@ -106,7 +112,10 @@ void add_distill_command(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
   auto* generate = app.add_subcommand("generate", "draw images from a distilled student with the σ grid it was trained on");
   generate->add_option("--model", options->model, "a student .safetensors, or a distillation run directory")->required();
-  generate->add_option("--steps", options->steps, "network evaluations per image (checked against the student's)");
+  generate->add_option("--steps", options->steps, "network evaluations per image: the student's own, or another count its file offers "
+                                                  "(consistency students: 1, 2 and 4 by default)")->check(CLI::Range(1, 100));
+  generate->add_option("--sigmas", options->sigmas, "multistep sampling at these σ, largest first (e.g. 80,0.821): for choosing a consistency "
+                                                    "student's grid")->delimiter(',');
   generate->add_option("--num", options->num, "number of images")->check(count_check());
   generate->add_option("--seed", options->seed, "image i depends only on (seed, i)")->check(seed_check());
   generate->add_option("--labels", options->labels, "conditional students: all (sample i gets class i mod classes; the default), one class (3) or a list (0,2,5)");
@@ -125,6 +134,7 @@ void add_distill_command(CLI::App& app) {
   cmd->add_option("--store", report->store, "the teacher's trajectory store: its samples are the teacher's side")->required();
   cmd->add_option("--out", report->out, "report directory (report.md, report.json, PNGs)")->required();
   cmd->add_option("--num", report->num, "samples per side")->check(count_check());
+  cmd->add_option("--steps", report->steps, "the student's steps: its own (default) or another count its file offers")->check(CLI::Range(1, 100));
   cmd->add_option("--classifier", report->classifier, "domain classifier weights");
   cmd->add_option("--reference", report->reference, "reference statistics (.npz)");
   cmd->add_option("--speed-batch", report->speed_batch, "batch for images/s")->check(count_check());

@@ -71,7 +71,7 @@ void run_report(const ReportOptions& o) {
   DISTILLERY_CHECK(store.size() >= o.num, Error("the trajectory store holds fewer samples than the report needs").file(o.store)
                                               .expected(fmt::format("at least {}", o.num)).got(std::to_string(store.size())).hint("lower --num"));
   const auto student_path = student_file(o.student);
-  auto student_sampling = student_request(student_path);
+  auto student_sampling = student_request(student_path, o.steps);
   student_sampling.seed = recorded.seed;
   student_sampling.labels = recorded.labels;
   student_sampling.num = o.num;

@@ -8,6 +8,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace distillery {
@@ -19,6 +20,7 @@ struct ReportOptions {
   std::string out;      // report directory
   std::string classifier = "assets/eval/fmnist-classifier.safetensors", reference = "assets/eval/fmnist-test.npz";
   int64_t num = 500, speed_batch = 64, speed_rounds = 3;
+  std::optional<int> steps;  // the student's step count: its own, or another its file offers
   c10::Device device = c10::Device(c10::DeviceType::CPU);
 };
 

@@ -1,9 +1,11 @@
 // defines: student_file, student_request
 // A distilled student as `generate` and `report` find it: its file (or a run directory's
-// student.safetensors) and the σ grid and sampler it was trained for, from the file's metadata.
+// student.safetensors) and the σ grid and sampler it was trained for, from the file's metadata;
+// a consistency student also lists grids for other step counts (student_step_sigmas).
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "samplers/sampling.h"
@@ -11,6 +13,7 @@
 namespace distillery {
 
 std::filesystem::path student_file(const std::string& model);
-SampleRequest student_request(const std::filesystem::path& path);
+// `steps`: the grid of that many steps (Error naming the counts the file offers), else the trained one.
+SampleRequest student_request(const std::filesystem::path& path, std::optional<int> steps = std::nullopt);
 
 }  // namespace distillery
