@@ -12,6 +12,7 @@
 #include "distill/dmd2.h"
 #include "distill/ect.h"
 #include "distill/ict.h"
+#include "distill/scm.h"
 #include "eval/in_loop_evaluation.h"
 #include "models/network_denoiser.h"
 #include "teachers/teacher.h"
@@ -25,8 +26,11 @@ struct MethodEntry {
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
-constexpr std::array<MethodEntry, 4> kMethods = {
-    {{"dmd2", make_dmd2, add_dmd2_fields}, {"cd", make_cd, add_cd_fields}, {"ect", make_ect, add_ect_fields}, {"ict", make_ict, add_ict_fields}}};
+constexpr std::array<MethodEntry, 5> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
+                                                 {"cd", make_cd, add_cd_fields},
+                                                 {"ect", make_ect, add_ect_fields},
+                                                 {"ict", make_ict, add_ict_fields},
+                                                 {"scm", make_scm, add_scm_fields}}};
 }  // namespace
 
 void add_student_fields(ConfigSchema& s) {

@@ -18,6 +18,9 @@
 #include "distill/common/sigma_sampling.h"
 #include "distill/dmd2.h"
 #include "distill/ect.h"
+#include "distill/scm.h"
+#include "distill/common/trigflow.h"
+#include "models/jvp.h"
 #include "distill/registry.h"
 #include "io/directory_lock.h"
 #include "io/image.h"
@@ -224,6 +227,69 @@ TEST(Ect, SmallerTimeFollowsItsClosedFormAndEachStageDividesTheGapByQ) {
   EctSchedule q4 = ect;
   q4.q = 4;
   EXPECT_NEAR(80.0 - ect_smaller_time(80.0, 1, q4), 80.0 / 16, 1e-12);
+}
+
+// For data N(μ, s²) per coordinate the probability-flow ODE's flow map to σ = 0 is linear:
+// f(x; σ) = μ + (x − μ)·s/√(s² + σ²). As a denoiser it is an exact consistency function.
+class GaussianFlowMap final : public Denoiser {
+ public:
+  GaussianFlowMap(double mean, double std) : mean_(mean), std_(std) {}
+  at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor&) override {
+    return mean_ + (x - mean_) * (std_ / (std_ * std_ + sigma.square()).sqrt()).view({-1, 1});
+  }
+  c10::Device device() const override { return c10::Device(c10::DeviceType::CPU); }
+  void to(const c10::Device&) override {}
+  std::vector<int64_t> sample_shape() const override { return {2}; }
+  std::string describe() const override { return "gaussian flow map"; }
+
+ private:
+  double mean_, std_;
+};
+
+// The TrigFlow edge (distill/common/trigflow.h): the consistency function cos t̂·x̂ − sin t̂·σ_d·F
+// is the EDM denoiser itself, and the chain-rule tangent equals a finite difference taken in
+// TrigFlow coordinates directly.
+TEST(Scm, TrigFlowOutputAndTangentMatchTheDenoiserAndAFiniteDifference) {
+  GaussianMixtureDenoiser gmm(GaussianMixtureSpec::parse(testing::kThreeModes2d, "three_modes.yaml"));
+  const std::vector<int64_t> rows = {0, 1, 2, 3, 4, 5};
+  const double sigma_data = 1.5;
+  const auto t_hat = torch::tensor({0.05, 0.3, 0.7, 1.0, 1.3, 1.5}, torch::kFloat64);
+  const auto x_hat = 1.5 * per_sample_normal(2, 0, rows, {2}, torch::kFloat64);
+  const auto x_direction = per_sample_normal(2, 1, rows, {2}, torch::kFloat64), t_direction = torch::tensor({0.3, -0.5, 1.0, 0.2, -0.1, 0.05}, torch::kFloat64);
+  const auto output = trigflow_output(gmm, x_hat, t_hat, {}, sigma_data);
+  const auto consistency = t_hat.cos().view({-1, 1}) * x_hat - t_hat.sin().view({-1, 1}) * sigma_data * output;
+  EXPECT_LT((consistency - gmm.denoise(x_hat / t_hat.cos().view({-1, 1}), sigma_data * t_hat.tan(), {})).abs().max().item<double>(), 1e-12);
+  const auto jvp = trigflow_jvp(gmm, x_hat, t_hat, {}, sigma_data, x_direction, t_direction);
+  EXPECT_TRUE(torch::allclose(jvp.output, output, 0, 1e-14));
+  const double h = 1e-6;
+  const auto difference = (trigflow_output(gmm, x_hat + h * x_direction, t_hat + h * t_direction, {}, sigma_data) -
+                           trigflow_output(gmm, x_hat - h * x_direction, t_hat - h * t_direction, {}, sigma_data)) / (2 * h);
+  const double relative = ((jvp.tangent - difference).abs().max() / difference.abs().max()).item<double>();
+  std::printf("TrigFlow tangent against a finite difference (h = 1e-6, float64): relative %.2e\n", relative);
+  EXPECT_LT(relative, 1e-7);
+  const auto by_difference = trigflow_jvp(gmm, x_hat, t_hat, {}, sigma_data, x_direction, t_direction, JvpMode::FiniteDifference, 1e-6);
+  EXPECT_LT(((by_difference.tangent - difference).abs().max() / difference.abs().max()).item<double>(), 1e-6);
+}
+
+// sCM's g is cos t̂ times the time derivative of the consistency function along the teacher's
+// ODE: for data N(μ, s²), whose exact flow map is known, g vanishes once r = 1 (and is far
+// from zero with the warm-up's r = 0, which drops the JVP term).
+TEST(Scm, TangentVanishesForTheExactConsistencyFunctionOfAGaussian) {
+  const double mean = 0.7, std = 0.4, sigma_data = 0.5;
+  GaussianMixtureDenoiser teacher(GaussianMixtureSpec::parse("dim: 2\nweights: [1]\nmeans: [[0.7, 0.7]]\nstds: [0.4]\n", "gaussian"));
+  GaussianFlowMap student(mean, std);
+  const std::vector<int64_t> rows = {0, 1, 2, 3, 4};
+  const auto t_hat = torch::tensor({0.02, 0.4, 0.8, 1.2, 1.55}, torch::kFloat64);
+  const auto x_hat = per_sample_normal(4, 0, rows, {2}, torch::kFloat64) * 0.8 + 0.3;
+  const auto velocity = sigma_data * trigflow_output(teacher, x_hat, t_hat, {}, sigma_data);
+  const auto scale = t_hat.cos() * t_hat.sin();
+  const auto jvp = trigflow_jvp(student, x_hat, t_hat, {}, sigma_data, scale.view({-1, 1}) * velocity, scale);
+  const auto g = scm_tangent(jvp.output, jvp.tangent, x_hat, velocity, t_hat, sigma_data, 1.0);
+  const auto first_term = scm_tangent(jvp.output, jvp.tangent, x_hat, velocity, t_hat, sigma_data, 0.0);
+  const double size = first_term.abs().max().item<double>();
+  std::printf("sCM tangent of the exact Gaussian flow map: max |g| %.2e against max |g(r = 0)| %.2e\n", g.abs().max().item<double>(), size);
+  EXPECT_GT(size, 1e-2);
+  EXPECT_LT(g.abs().max().item<double>(), 1e-10 * std::max(size, 1.0));
 }
 
 // The consistency-training loss per row: λ = 1/(t − r) times the pseudo-Huber distance between
@@ -462,6 +528,13 @@ TEST(Trainer, ConsistencyTrainingStopAndResumeEqualsUninterruptedBitForBit) {
                                   {"generator.safetensors", "generator_optimizer.safetensors", "ema.safetensors", "state.json"},
                                   {"step", "consistency_loss", "boundary_fraction", "fd_raw"});
   }
+  // sCM: the adaptive weighting is a module of its own, and the tangent's warm-up crosses the stop.
+  auto scm = small;
+  scm.push_back("precond.parameterization=edm");
+  const std::string scm_keys = "lr: 1.0e-3, tangent_warmup_steps: 4";
+  expect_resume_equals_straight(consistency_mixture_run(dir, "scm-straight", "scm", scm_keys, 6, scm), consistency_mixture_run(dir, "scm-resumed", "scm", scm_keys, 6, scm),
+                                6, {"generator.safetensors", "adaptive_weighting.safetensors", "generator_optimizer.safetensors", "ema.safetensors", "state.json"},
+                                {"step", "scm_loss", "tangent_norm", "tangent_warmup", "fd_raw"});
 }
 
 // Small and fast: what these tests check does not depend on the student's quality.
