@@ -183,6 +183,29 @@ TEST(Cli, AConsistencyStudentGeneratesWithTheStepCountsItsFileOffers) {
   EXPECT_FALSE(std::filesystem::exists(dir / "h.png"));
 }
 
+// `plot` draws what scripts measured (FD against NFE); its data file's problems are named.
+TEST(Cli, PlotDrawsNamedSeriesAndNamesWhatIsWrongWithItsData) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "good.json") << R"({"title": "FD against NFE", "series": [{"name": "teacher", "x": [5, 9, 17, 35], "y": [40, 15, 9, 8.6]},
+                                          {"name": "student", "x": [1, 2, 4], "y": [30, 10, 5]}]})";
+  const auto drawn = run_command(kCli + " plot --data " + shell_quoted(dir / "good.json") + " --out " + shell_quoted(dir / "plot.png") + " --log-x --log-y");
+  ASSERT_EQ(drawn.exit_code, 0) << drawn.output;
+  EXPECT_EQ(png_size(dir / "plot.png"), std::make_pair(800u, 800u));
+  std::ofstream(dir / "text.json") << R"({"series": [{"name": "a", "x": [1, 2], "y": [1, "x"]}]})";
+  std::ofstream(dir / "zero.json") << R"({"series": [{"name": "a", "x": [0, 2], "y": [1, 2]}]})";
+  std::ofstream(dir / "cut.json") << R"({"series": [)";
+  for (const auto& [file, message] : std::vector<std::pair<std::string, std::string>>{
+           {"text.json", "error: a series' values must be a list of numbers\n  file: " + (dir / "text.json").string() + "\n  field: series[0].y"},
+           {"zero.json", "error: plotted values must be finite (and positive on a log scale)"},
+           {"cut.json", "error: the plot's data is not a JSON object with a list of series"},
+           {"absent.json", "error: cannot read the plot's data"}}) {
+    const auto result = run_command(kCli + " plot --data " + shell_quoted(dir / file) + " --out " + shell_quoted(dir / "bad.png") + " --log-x");
+    EXPECT_EQ(result.exit_code, 1) << file;
+    EXPECT_NE(result.output.find(message), std::string::npos) << file << ":\n" << result.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "bad.png"));
+}
+
 // Counts far beyond the machine are refused at once, naming the part that needs the memory and
 // the flag that runs anyway, instead of ending in the OOM killer hours in.
 TEST(Cli, WorkThatCannotFitInMemoryIsRefusedBeforeItStarts) {

@@ -1,4 +1,4 @@
-// defines: add_training_subcommand, add_training_options, add_distill_command, add_sample_command, add_teacher_command, add_record_command, add_inspect_command, add_eval_command
+// defines: add_training_subcommand, add_training_options, add_distill_command, add_sample_command, add_teacher_command, add_record_command, add_inspect_command, add_eval_command, add_plot_command
 // Each subcommand registers its options and its action on the top-level CLI11 app.
 #pragma once
 
@@ -22,5 +22,6 @@ void add_teacher_command(CLI::App& app);
 void add_record_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_eval_command(CLI::App& app);  // `classifier train` and `eval`
+void add_plot_command(CLI::App& app);
 
 }  // namespace distillery

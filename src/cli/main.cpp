@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   distillery::add_inspect_command(app);
   distillery::add_eval_command(app);
   distillery::add_distill_command(app);
+  distillery::add_plot_command(app);
 
   // Subcommand actions run inside parse(), once the whole command line has been checked.
   try {

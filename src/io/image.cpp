@@ -54,20 +54,20 @@ void write_image_grid(const std::filesystem::path& path, const at::Tensor& image
 namespace {
 
 // A white canvas with a boxed plot area, grid lines and tick labels for the given ranges;
-// `to_pixel` maps data coordinates (y on a log10 scale when asked) into it.
+// `to_pixel` maps data coordinates (either axis on a log10 scale when asked) into it.
 class PlotFrame {
  public:
   static constexpr int kWidth = 800, kHeight = 800, kMargin = 70;
 
-  PlotFrame(double x0, double x_span, double y0, double y_span, const std::string& title, bool log_y = false)
-      : canvas(kHeight, kWidth, CV_8UC3, cv::Scalar(255, 255, 255)), x0_(x0), x_span_(x_span), y0_(y0), y_span_(y_span), log_y_(log_y) {
+  PlotFrame(double x0, double x_span, double y0, double y_span, const std::string& title, bool log_y = false, bool log_x = false)
+      : canvas(kHeight, kWidth, CV_8UC3, cv::Scalar(255, 255, 255)), x0_(x0), x_span_(x_span), y0_(y0), y_span_(y_span), log_x_(log_x), log_y_(log_y) {
     const cv::Scalar grey(200, 200, 200), black(0, 0, 0);
     const double x_step = tick_step(0, x_span, 6), y_step = tick_step(0, y_span, 6);
     for (double t = std::ceil(x0 / x_step) * x_step; t <= x0 + x_span; t += x_step) {
       const int px = axis_x(t);
       cv::line(canvas, {px, kMargin}, {px, kHeight - kMargin}, grey, 1);
-      cv::putText(canvas, fmt::format("{:g}", std::abs(t) < x_step / 2 ? 0.0 : t), {px - 15, kHeight - kMargin + 22}, cv::FONT_HERSHEY_SIMPLEX, 0.45,
-                  black, 1, cv::LINE_AA);
+      const double value = log_x ? std::pow(10.0, t) : (std::abs(t) < x_step / 2 ? 0.0 : t);
+      cv::putText(canvas, fmt::format("{:.3g}", value), {px - 15, kHeight - kMargin + 22}, cv::FONT_HERSHEY_SIMPLEX, 0.45, black, 1, cv::LINE_AA);
     }
     for (double t = std::ceil(y0 / y_step) * y_step; t <= y0 + y_span; t += y_step) {
       const int py = axis_y(t);
@@ -79,7 +79,7 @@ class PlotFrame {
     cv::putText(canvas, title, {kMargin, kMargin - 25}, cv::FONT_HERSHEY_SIMPLEX, 0.55, black, 1, cv::LINE_AA);
   }
 
-  cv::Point to_pixel(double x, double y) const { return {axis_x(x), axis_y(log_y_ ? std::log10(y) : y)}; }
+  cv::Point to_pixel(double x, double y) const { return {axis_x(log_x_ ? std::log10(x) : x), axis_y(log_y_ ? std::log10(y) : y)}; }
 
   cv::Mat canvas;
 
@@ -88,7 +88,7 @@ class PlotFrame {
   int axis_y(double y) const { return kHeight - kMargin - static_cast<int>(std::lround((y - y0_) / y_span_ * (kHeight - 2 * kMargin))); }
 
   double x0_, x_span_, y0_, y_span_;
-  bool log_y_;
+  bool log_x_, log_y_;
 };
 
 }  // namespace
@@ -119,21 +119,22 @@ void write_scatter_plot(const std::filesystem::path& path, const at::Tensor& poi
   write_png(path, canvas);
 }
 
-void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y) {
+void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y, bool log_x) {
   double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
   for (const auto& s : series) {
     DISTILLERY_CHECK(s.x.size() == s.y.size(), Error("a plotted series needs as many x as y values").file(path.string()).field(s.name));
     for (size_t i = 0; i < s.x.size(); ++i) {
-      DISTILLERY_CHECK(std::isfinite(s.x[i]) && std::isfinite(s.y[i]) && (!log_y || s.y[i] > 0),
+      DISTILLERY_CHECK(std::isfinite(s.x[i]) && std::isfinite(s.y[i]) && (!log_y || s.y[i] > 0) && (!log_x || s.x[i] > 0),
                        Error("plotted values must be finite (and positive on a log scale)").file(path.string()).field(s.name));
-      const double y = log_y ? std::log10(s.y[i]) : s.y[i];
-      x_lo = std::min(x_lo, s.x[i]), x_hi = std::max(x_hi, s.x[i]), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
+      const double x = log_x ? std::log10(s.x[i]) : s.x[i], y = log_y ? std::log10(s.y[i]) : s.y[i];
+      x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
     }
   }
   DISTILLERY_CHECK(std::isfinite(x_lo), Error("nothing to plot").file(path.string()));
   const double x_span = std::max(x_hi - x_lo, 1e-9) * 1.05, y_span = std::max(y_hi - y_lo, 1e-9) * 1.1;
-  PlotFrame frame(x_lo - 0.025 * x_span, x_span, y_lo - 0.05 * y_span, y_span, title, log_y);
-  const std::array<cv::Scalar, 4> colours = {cv::Scalar(180, 90, 20), cv::Scalar(30, 30, 220), cv::Scalar(40, 150, 40), cv::Scalar(150, 40, 150)};
+  PlotFrame frame(x_lo - 0.025 * x_span, x_span, y_lo - 0.05 * y_span, y_span, title, log_y, log_x);
+  const std::array<cv::Scalar, 8> colours = {cv::Scalar(180, 90, 20), cv::Scalar(30, 30, 220),  cv::Scalar(40, 150, 40),  cv::Scalar(150, 40, 150),
+                                             cv::Scalar(0, 140, 255), cv::Scalar(140, 140, 0), cv::Scalar(80, 80, 80), cv::Scalar(200, 100, 200)};
   for (size_t k = 0; k < series.size(); ++k) {
     const auto colour = colours[k % colours.size()];
     const auto& s = series[k];

@@ -30,7 +30,8 @@ struct PlotSeries {
   std::vector<double> x, y;
 };
 
-// Each series as points joined by lines, with a legend; y on a log10 scale when asked.
-void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y = false);
+// Each series as points joined by lines, with a legend; either axis on a log10 scale when asked.
+void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y = false,
+                     bool log_x = false);
 
 }  // namespace distillery
