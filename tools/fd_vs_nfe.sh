@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# FD_fmnist, precision/recall and class accuracy against NFE: the Fashion-MNIST teacher with Heun
+# at 9, 17 and 35 NFE and with DPM-Solver++(2M) at 4 and 8 (Heun below 9 NFE is far worse: 804
+# at 5 NFE on 200 samples), and each student given at 1, 2 and 4 steps (the counts its file
+# offers: a DMD2 student only its own), NUM samples per point (seed 2000, labels cycling, as the
+# README's 10,000-sample rows). Writes OUT/points.jsonl (one line per point, kept across runs so
+# an interrupted sweep resumes), OUT/table.md and OUT/fd_vs_nfe.png.
+# Usage: tools/fd_vs_nfe.sh OUT NUM [NAME=STUDENT_FILE_OR_RUN_DIR ...]
+#   tools/fd_vs_nfe.sh runs/fd-vs-nfe 10000 DMD2=assets/students/fmnist-dmd2.safetensors ECT=runs/ect-fmnist
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { sed -n '2,8p' "$0"; exit 2; }
+out=$1 num=$2
+shift 2
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+cli=build/distillery
+mkdir -p "$out"
+points="$out/points.jsonl"
+touch "$points"
+
+# measure NAME NFE SAMPLES: one line of points.jsonl, unless that point is there already.
+measure() {
+  local name=$1 nfe=$2 samples=$3
+  grep -q "\"name\": \"$name\", \"nfe\": $nfe," "$points" && return 0
+  local fd pr accuracy
+  fd=$("$cli" eval fd assets/eval/fmnist-test.npz "$samples" --quiet)
+  pr=$("$cli" eval pr dataset:fmnist-test "$samples" --num "$num" --quiet)
+  accuracy=$("$cli" eval accuracy "$samples" --quiet)
+  "$python" - "$name" "$nfe" "$fd" "$pr" "$accuracy" >> "$points" <<'PY'
+import json, sys
+name, nfe, fd, pr, accuracy = sys.argv[1], int(sys.argv[2]), *map(json.loads, sys.argv[3:])
+print(json.dumps({"name": name, "nfe": nfe, "fd_fmnist": fd["value"], "precision": pr["precision"], "recall": pr["recall"],
+                  "class_accuracy": accuracy["value"]}))
+PY
+  rm -f "$samples"
+}
+
+# teacher SAMPLER STEPS NFE
+teacher() {
+  local name="teacher ($1)"
+  grep -q "\"name\": \"$name\", \"nfe\": $3," "$points" && return 0
+  "$cli" sample --teacher assets/teachers/fmnist.safetensors --sampler "$1" --steps "$2" --num "$num" --seed 2000 --labels all \
+    --out "$out/samples.safetensors"
+  measure "$name" "$3" "$out/samples.safetensors"
+}
+teacher dpmpp-2m 4 4
+teacher dpmpp-2m 8 8
+for steps in 5 9 18; do teacher heun "$steps" $((2 * steps - 1)); done
+for student in "$@"; do
+  name=${student%%=*} model=${student#*=}
+  for steps in 1 2 4; do
+    grep -q "\"name\": \"$name\", \"nfe\": $steps," "$points" && continue
+    # A student offers only the step counts its file lists; the others are skipped.
+    "$cli" generate --model "$model" --steps "$steps" --num "$num" --seed 2000 --labels all --out "$out/samples.safetensors" \
+      > "$out/generate.log" 2>&1 || { grep -q "no σ grid for this number of steps" "$out/generate.log" && continue; cat "$out/generate.log"; exit 1; }
+    measure "$name" "$steps" "$out/samples.safetensors"
+  done
+done
+
+"$python" - "$out" "$num" <<'PY'
+import collections, json, sys
+out, num = sys.argv[1], int(sys.argv[2])
+rows = [json.loads(line) for line in open(f"{out}/points.jsonl")]
+series = collections.OrderedDict()
+for row in rows:
+    series.setdefault(row["name"], []).append(row)
+with open(f"{out}/table.md", "w") as table:
+    table.write(f"| model | NFE | FD_fmnist | precision | recall | class accuracy |\n|---|---|---|---|---|---|\n")
+    for name, points in series.items():
+        for p in sorted(points, key=lambda p: p["nfe"]):
+            table.write(f"| {name} | {p['nfe']} | {p['fd_fmnist']:.2f} | {p['precision']:.3f} | {p['recall']:.3f} | {100 * p['class_accuracy']:.1f}% |\n")
+plot = {"title": f"FD_fmnist against NFE ({num:,} samples per point)",
+        "series": [{"name": name, "x": [p["nfe"] for p in sorted(points, key=lambda p: p["nfe"])],
+                    "y": [p["fd_fmnist"] for p in sorted(points, key=lambda p: p["nfe"])]} for name, points in series.items()]}
+json.dump(plot, open(f"{out}/plot.json", "w"))
+PY
+"$cli" plot --data "$out/plot.json" --out "$out/fd_vs_nfe.png" --log-x --log-y
+cat "$out/table.md"
