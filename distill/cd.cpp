@@ -41,7 +41,6 @@ void add_cd_fields(ConfigSchema& s) {
 
 CdSettings cd_settings_from(const Config& c) {
   CdSettings s;
-  s.student_sigmas = c.get_float_list("student.sigmas");
   s.lr = c.get_float("cd.lr");
   s.grid_points = c.get_int("cd.grid_points");
   s.rho = c.get_float("cd.rho");
@@ -69,11 +68,7 @@ class ConsistencyDistillation final : public TrainingMethod {
     student_ = make_student_network(config, teacher_spec, *teacher_, Parameterization::Consistency);
     target_ = student_->clone();
     grid_ = karras_grid_ascending(teacher_->sigma_min(), teacher_->sigma_max(), settings_.rho, settings_.grid_points);
-    if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
-    request_.sampler = "multistep";
-    request_.sigmas = settings_.student_sigmas;
-    request_.steps = static_cast<int>(settings_.student_sigmas.size());
-    multistep_grids_ = multistep_grids(config, teacher_->sigma_max());
+    sampling_.emplace(config, teacher_->sigma_max());
 
     const auto shape = student_->sample_shape();
     const int64_t dimension = std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
@@ -92,12 +87,8 @@ class ConsistencyDistillation final : public TrainingMethod {
   }
 
   NetworkDenoiser* generator() override { return student_.get(); }
-  SampleRequest sampling() const override { return request_; }
-  std::map<std::string, std::string> output_metadata() const override {
-    auto metadata = TrainingMethod::output_metadata();
-    add_multistep_metadata(metadata, multistep_grids_);
-    return metadata;
-  }
+  SampleRequest sampling() const override { return sampling_->request(); }
+  std::map<std::string, std::string> output_metadata() const override { return sampling_->with_grids(TrainingMethod::output_metadata()); }
   std::vector<CheckpointModule> checkpoint_modules() override {
     return {{"generator", &student_->module(), student_->file_metadata()}, {"target", &target_->module(), target_->file_metadata()}};
   }
@@ -143,8 +134,7 @@ class ConsistencyDistillation final : public TrainingMethod {
   std::vector<double> grid_;
   std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> distance_;
   std::optional<RealDataStream> data_;
-  SampleRequest request_;
-  std::map<int, std::vector<double>> multistep_grids_;
+  std::optional<ConsistencySampling> sampling_;
 };
 
 }  // namespace

@@ -27,7 +27,6 @@ class TrainingMethod;
 struct SampleContext;
 
 struct CdSettings {
-  std::vector<double> student_sigmas;  // the student's σ grid for sampling (first: where noise enters)
   double lr = 1e-4;
   int64_t grid_points = 18;            // N of the Karras grid (σ_min..σ_max, ρ)
   double rho = 7.0;

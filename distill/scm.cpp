@@ -22,18 +22,9 @@
 
 namespace distillery {
 
-namespace {
-// [N] → [N, 1, …] to scale the rows of `like`.
-at::Tensor rows_of(const at::Tensor& per_row, const at::Tensor& like) {
-  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
-  shape[0] = per_row.size(0);
-  return per_row.view(shape);
-}
-}  // namespace
-
 at::Tensor scm_tangent(const at::Tensor& held_output, const at::Tensor& scaled_output_tangent, const at::Tensor& x_hat, const at::Tensor& x_hat_velocity,
                        const at::Tensor& t_hat, double sigma_data, double warmup) {
-  const auto cos = rows_of(t_hat.cos(), x_hat), sin = rows_of(t_hat.sin(), x_hat);
+  const auto cos = row_scale(t_hat.cos(), x_hat), sin = row_scale(t_hat.sin(), x_hat);
   return -cos.square() * (sigma_data * held_output - x_hat_velocity) - warmup * (cos * sin * x_hat + sigma_data * scaled_output_tangent);
 }
 
@@ -106,20 +97,12 @@ class ContinuousTimeConsistency final : public TrainingMethod {
     optimized_ = std::make_shared<StudentWithWeighting>(student_->shared_module(), std::make_shared<AdaptiveWeighting>());
     optimized_->weighting->to(device);
     data_.emplace(config, student_->sample_shape(), student_->num_classes(), noise_stream::consistency_flip, device);
-    request_.sampler = "multistep";
-    request_.sigmas = config.get_float_list("student.sigmas");
-    if (request_.sigmas.empty()) request_.sigmas = {sigma_max_};
-    request_.steps = static_cast<int>(request_.sigmas.size());
-    multistep_grids_ = multistep_grids(config, sigma_max_);
+    sampling_.emplace(config, sigma_max_);
   }
 
   NetworkDenoiser* generator() override { return student_.get(); }
-  SampleRequest sampling() const override { return request_; }
-  std::map<std::string, std::string> output_metadata() const override {
-    auto metadata = TrainingMethod::output_metadata();
-    add_multistep_metadata(metadata, multistep_grids_);
-    return metadata;
-  }
+  SampleRequest sampling() const override { return sampling_->request(); }
+  std::map<std::string, std::string> output_metadata() const override { return sampling_->with_grids(TrainingMethod::output_metadata()); }
   std::vector<CheckpointModule> checkpoint_modules() override {
     return {{"generator", &student_->module(), student_->file_metadata()}, {"adaptive_weighting", optimized_->weighting.get()}};
   }
@@ -132,7 +115,7 @@ class ContinuousTimeConsistency final : public TrainingMethod {
     const auto sigma = lognormal_sigmas(context.seed, noise_stream::consistency_time, positions, p_mean_, p_std_, x0.options().dtype(at::kDouble))
                            .clamp(sigma_min_, sigma_max_);
     const auto t_hat = (sigma / sigma_data_).atan().to(x0.scalar_type());
-    const auto cos = rows_of(t_hat.cos(), x0), sin = rows_of(t_hat.sin(), x0);
+    const auto cos = row_scale(t_hat.cos(), x0), sin = row_scale(t_hat.sin(), x0);
     const auto x_hat = cos * x0 + sin * sigma_data_ * noise;
     at::Tensor velocity;
     if (distill_) {
@@ -143,13 +126,13 @@ class ContinuousTimeConsistency final : public TrainingMethod {
     }
     const auto output = trigflow_output(*student_, x_hat, t_hat, labels, sigma_data_);
     const auto time_scale = t_hat.cos() * t_hat.sin();
-    const auto held = trigflow_jvp(*student_, x_hat, t_hat, labels, sigma_data_, rows_of(time_scale, x0) * velocity, time_scale, jvp_mode_, jvp_step_);
+    const auto held = trigflow_jvp(*student_, x_hat, t_hat, labels, sigma_data_, row_scale(time_scale, x0) * velocity, time_scale, jvp_mode_, jvp_step_);
     const double warmup = warmup_steps_ > 0 ? std::min(1.0, static_cast<double>(context.step) / static_cast<double>(warmup_steps_)) : 1.0;
     const auto tangent = scm_tangent(output.detach(), held.tangent, x_hat, velocity, t_hat, sigma_data_, warmup);
     std::vector<int64_t> sample_dims(static_cast<size_t>(x0.dim() - 1));
     std::iota(sample_dims.begin(), sample_dims.end(), 1);
     const auto tangent_norm = tangent.square().sum(sample_dims).sqrt();
-    const auto normalized = tangent / (rows_of(tangent_norm, x0) + norm_c_);
+    const auto normalized = tangent / (row_scale(tangent_norm, x0) + norm_c_);
     const auto per_row = (output - output.detach() - normalized).square().mean(sample_dims);
     at::Tensor weight = prior_weighting_ ? (1.0 / sigma).to(per_row.options()) : torch::ones_like(per_row);
     at::Tensor loss;
@@ -176,8 +159,7 @@ class ContinuousTimeConsistency final : public TrainingMethod {
   std::unique_ptr<NetworkDenoiser> student_;
   std::shared_ptr<StudentWithWeighting> optimized_;
   std::optional<RealDataStream> data_;
-  SampleRequest request_;
-  std::map<int, std::vector<double>> multistep_grids_;
+  std::optional<ConsistencySampling> sampling_;
 };
 
 }  // namespace

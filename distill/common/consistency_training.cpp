@@ -8,7 +8,6 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/common/distances.h"
-#include "distill/common/multistep_grids.h"
 #include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampler.h"
@@ -51,17 +50,11 @@ ConsistencyTraining::ConsistencyTraining(const Config& config, const std::string
   const auto shape = student_->sample_shape();
   huber_c_ = huber_c > 0 ? huber_c : ict_pseudo_huber_c(std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>()));
   data_.emplace(config, shape, student_->num_classes(), noise_stream::consistency_flip, device);
-  request_.sampler = "multistep";
-  request_.sigmas = config.get_float_list("student.sigmas");
-  if (request_.sigmas.empty()) request_.sigmas = {sigma_max_};
-  request_.steps = static_cast<int>(request_.sigmas.size());
-  multistep_grids_ = multistep_grids(config, sigma_max_);
+  sampling_.emplace(config, sigma_max_);
 }
 
 std::map<std::string, std::string> ConsistencyTraining::output_metadata() const {
-  auto metadata = TrainingMethod::output_metadata();
-  add_multistep_metadata(metadata, multistep_grids_);
-  return metadata;
+  return sampling_->with_grids(TrainingMethod::output_metadata());
 }
 
 ConsistencyTraining::~ConsistencyTraining() = default;

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "distill/common/multistep_grids.h"
 #include "distill/common/real_data_stream.h"
 #include "samplers/sampling.h"
 #include "train/trainer.h"
@@ -46,7 +47,7 @@ class ConsistencyTraining : public TrainingMethod {
   ~ConsistencyTraining() override;
 
   NetworkDenoiser* generator() override { return student_.get(); }
-  SampleRequest sampling() const override { return request_; }
+  SampleRequest sampling() const override { return sampling_->request(); }
   std::vector<CheckpointModule> checkpoint_modules() override;
   std::vector<OptimizerSlot> optimizers() override;
   std::map<std::string, double> step(StepContext& context) override;
@@ -61,8 +62,7 @@ class ConsistencyTraining : public TrainingMethod {
  private:
   std::unique_ptr<NetworkDenoiser> student_;
   std::optional<RealDataStream> data_;
-  SampleRequest request_;
-  std::map<int, std::vector<double>> multistep_grids_;
+  std::optional<ConsistencySampling> sampling_;
   double sigma_min_, sigma_max_, lr_, huber_c_;
 };
 

@@ -35,6 +35,18 @@ std::map<int, std::vector<double>> multistep_grids(const Config& config, double 
   return grids;
 }
 
+ConsistencySampling::ConsistencySampling(const Config& config, double sigma_max) : grids_(multistep_grids(config, sigma_max)) {
+  request_.sampler = "multistep";
+  request_.sigmas = config.get_float_list("student.sigmas");
+  if (request_.sigmas.empty()) request_.sigmas = {sigma_max};
+  request_.steps = static_cast<int>(request_.sigmas.size());
+}
+
+std::map<std::string, std::string> ConsistencySampling::with_grids(std::map<std::string, std::string> metadata) const {
+  add_multistep_metadata(metadata, grids_);
+  return metadata;
+}
+
 void add_multistep_metadata(std::map<std::string, std::string>& metadata, const std::map<int, std::vector<double>>& grids) {
   nlohmann::json by_steps = nlohmann::json::object();
   for (const auto& [steps, sigmas] : grids) by_steps[std::to_string(steps)] = sigmas;

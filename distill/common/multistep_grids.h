@@ -1,4 +1,4 @@
-// defines: add_multistep_fields, multistep_grids, add_multistep_metadata
+// defines: add_multistep_fields, multistep_grids, add_multistep_metadata, ConsistencySampling
 // The σ points a consistency student samples at with 1, 2 or 4 steps (multistep consistency
 // sampling, Song et al. 2023, Algorithm 1). A consistency model maps any σ to the data, so one
 // student serves every step count; these grids travel in its file's metadata
@@ -9,6 +9,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include "samplers/sampling.h"
 
 namespace distillery {
 
@@ -24,5 +26,19 @@ std::map<int, std::vector<double>> multistep_grids(const Config& config, double 
 
 // Adds student_step_sigmas ({"1": [...], "2": [...], ...}) to a student file's metadata.
 void add_multistep_metadata(std::map<std::string, std::string>& metadata, const std::map<int, std::vector<double>>& grids);
+
+// How a consistency method's student samples: multistep sampling on student.sigmas (default
+// [σ_max], one step) during training, and the grids for other step counts in its file.
+class ConsistencySampling {
+ public:
+  ConsistencySampling(const Config& config, double sigma_max);
+  const SampleRequest& request() const { return request_; }
+  // `metadata` (a method's TrainingMethod::output_metadata()) with student_step_sigmas added.
+  std::map<std::string, std::string> with_grids(std::map<std::string, std::string> metadata) const;
+
+ private:
+  SampleRequest request_;
+  std::map<int, std::vector<double>> grids_;
+};
 
 }  // namespace distillery

@@ -6,24 +6,21 @@
 
 namespace distillery {
 
-namespace {
-// [N] → [N, 1, …] to scale x̂'s rows.
-at::Tensor rows_of(const at::Tensor& per_row, const at::Tensor& like) {
+at::Tensor row_scale(const at::Tensor& per_row, const at::Tensor& like) {
   std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
   shape[0] = per_row.size(0);
   return per_row.view(shape);
 }
-}  // namespace
 
 at::Tensor trigflow_output(Denoiser& denoiser, const at::Tensor& x_hat, const at::Tensor& t_hat, const at::Tensor& labels, double sigma_data) {
-  const auto cos = rows_of(t_hat.cos(), x_hat), sin = rows_of(t_hat.sin(), x_hat);
+  const auto cos = row_scale(t_hat.cos(), x_hat), sin = row_scale(t_hat.sin(), x_hat);
   const auto denoised = denoiser.denoise(x_hat / cos, sigma_data * t_hat.tan(), labels);
   return (cos * x_hat - denoised) / (sigma_data * sin);
 }
 
 TrigFlowJvp trigflow_jvp(Denoiser& denoiser, const at::Tensor& x_hat, const at::Tensor& t_hat, const at::Tensor& labels, double sigma_data,
                          const at::Tensor& x_hat_tangent, const at::Tensor& t_hat_tangent, JvpMode mode, double step) {
-  const auto cos = rows_of(t_hat.cos(), x_hat), sin = rows_of(t_hat.sin(), x_hat), dt = rows_of(t_hat_tangent, x_hat);
+  const auto cos = row_scale(t_hat.cos(), x_hat), sin = row_scale(t_hat.sin(), x_hat), dt = row_scale(t_hat_tangent, x_hat);
   const auto x_tangent = x_hat_tangent / cos + x_hat * sin / cos.square() * dt;
   const auto sigma_tangent = sigma_data * t_hat_tangent / t_hat.cos().square();
   const auto d = denoiser_jvp(denoiser, x_hat / cos, sigma_data * t_hat.tan(), labels, x_tangent, sigma_tangent, mode, step);

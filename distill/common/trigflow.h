@@ -1,4 +1,4 @@
-// defines: TrigFlowJvp, trigflow_output, trigflow_jvp
+// defines: row_scale, TrigFlowJvp, trigflow_output, trigflow_jvp
 // The TrigFlow view (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time
 // Consistency Models", §2) of an EDM denoiser, converted at the edge: with x̂ = cos t̂·x₀ +
 // sin t̂·σ_d·ε, the EDM state is x = x̂ / cos t̂ at σ = σ_d·tan t̂, and the network's flow output is
@@ -14,6 +14,9 @@
 namespace distillery {
 
 class Denoiser;
+
+// A per-row tensor [N] viewed as [N, 1, …] to scale the rows of `like`.
+at::Tensor row_scale(const at::Tensor& per_row, const at::Tensor& like);
 
 // t̂ per row [N] in (0, π/2), in x̂'s dtype and device.
 at::Tensor trigflow_output(Denoiser& denoiser, const at::Tensor& x_hat, const at::Tensor& t_hat, const at::Tensor& labels, double sigma_data);
