@@ -1,15 +1,12 @@
 #include "distill/scm.h"
 
-#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <cmath>
 #include <numeric>
 #include <optional>
 
 #include "core/config.h"
-#include "core/error.h"
 #include "core/rng.h"
 #include "distill/common/multistep_grids.h"
 #include "distill/common/real_data_stream.h"

@@ -12,12 +12,7 @@
 
 namespace distillery {
 
-void add_multistep_fields(ConfigSchema& s) {
-  s.add({"student.multistep_sigmas", ConfigType::FloatMatrix,
-         "σ points for sampling the consistency student with other step counts, one list per count, largest σ first "
-         "(default: [[σ_max], [σ_max, 0.821], [σ_max, 2, 0.821, 0.3]]); `generate --steps k` walks the list of length k",
-         "[]"});
-}
+namespace {
 
 std::map<int, std::vector<double>> multistep_grids(const Config& config, double sigma_max) {
   auto lists = config.get_float_matrix("student.multistep_sigmas");
@@ -35,6 +30,15 @@ std::map<int, std::vector<double>> multistep_grids(const Config& config, double 
   return grids;
 }
 
+}  // namespace
+
+void add_multistep_fields(ConfigSchema& s) {
+  s.add({"student.multistep_sigmas", ConfigType::FloatMatrix,
+         "σ points for sampling the consistency student with other step counts, one list per count, largest σ first "
+         "(default: [[σ_max], [σ_max, 0.821], [σ_max, 2, 0.821, 0.3]]); `generate --steps k` walks the list of length k",
+         "[]"});
+}
+
 ConsistencySampling::ConsistencySampling(const Config& config, double sigma_max) : grids_(multistep_grids(config, sigma_max)) {
   request_.sampler = "multistep";
   request_.sigmas = config.get_float_list("student.sigmas");
@@ -43,14 +47,10 @@ ConsistencySampling::ConsistencySampling(const Config& config, double sigma_max)
 }
 
 std::map<std::string, std::string> ConsistencySampling::with_grids(std::map<std::string, std::string> metadata) const {
-  add_multistep_metadata(metadata, grids_);
-  return metadata;
-}
-
-void add_multistep_metadata(std::map<std::string, std::string>& metadata, const std::map<int, std::vector<double>>& grids) {
   nlohmann::json by_steps = nlohmann::json::object();
-  for (const auto& [steps, sigmas] : grids) by_steps[std::to_string(steps)] = sigmas;
+  for (const auto& [steps, sigmas] : grids_) by_steps[std::to_string(steps)] = sigmas;
   metadata["student_step_sigmas"] = by_steps.dump();
+  return metadata;
 }
 
 }  // namespace distillery

@@ -1,4 +1,4 @@
-// defines: add_multistep_fields, multistep_grids, add_multistep_metadata, ConsistencySampling
+// defines: add_multistep_fields, ConsistencySampling
 // The σ points a consistency student samples at with 1, 2 or 4 steps (multistep consistency
 // sampling, Song et al. 2023, Algorithm 1). A consistency model maps any σ to the data, so one
 // student serves every step count; these grids travel in its file's metadata
@@ -19,21 +19,17 @@ class ConfigSchema;
 
 void add_multistep_fields(ConfigSchema& schema);
 
-// Step count → σ points, first σ_max: student.multistep_sigmas, or by default
+// How a consistency method's student samples: multistep sampling on student.sigmas (default
+// [σ_max], one step) during training, and the grids for other step counts in its file: step
+// count → σ points, first σ_max, from student.multistep_sigmas or by default
 // {1: [σ_max], 2: [σ_max, 0.821], 4: [σ_max, 2, 0.821, 0.3]}. Error for a grid that is not
 // positive and strictly decreasing, or for two grids with the same step count.
-std::map<int, std::vector<double>> multistep_grids(const Config& config, double sigma_max);
-
-// Adds student_step_sigmas ({"1": [...], "2": [...], ...}) to a student file's metadata.
-void add_multistep_metadata(std::map<std::string, std::string>& metadata, const std::map<int, std::vector<double>>& grids);
-
-// How a consistency method's student samples: multistep sampling on student.sigmas (default
-// [σ_max], one step) during training, and the grids for other step counts in its file.
 class ConsistencySampling {
  public:
   ConsistencySampling(const Config& config, double sigma_max);
   const SampleRequest& request() const { return request_; }
-  // `metadata` (a method's TrainingMethod::output_metadata()) with student_step_sigmas added.
+  // `metadata` (a method's TrainingMethod::output_metadata()) with student_step_sigmas
+  // ({"1": [...], "2": [...], ...}) added.
   std::map<std::string, std::string> with_grids(std::map<std::string, std::string> metadata) const;
 
  private:
