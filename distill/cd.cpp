@@ -65,7 +65,7 @@ class ConsistencyDistillation final : public TrainingMethod {
   ConsistencyDistillation(const Config& config, const std::string& teacher_spec, const c10::Device& device)
       : settings_(cd_settings_from(config)), teacher_(load_teacher(teacher_spec, device)), solver_(make_sampler(settings_.solver)) {
     // The consistency preconditioning makes the boundary condition f(x; σ_min) = x exact.
-    student_ = make_student_network(config, teacher_spec, *teacher_, Parameterization::Consistency);
+    student_ = make_student_network(config, teacher_spec, *teacher_, {.parameterization = Parameterization::Consistency});
     target_ = student_->clone();
     grid_ = karras_grid_ascending(teacher_->sigma_min(), teacher_->sigma_max(), settings_.rho, settings_.grid_points);
     sampling_.emplace(config, teacher_->sigma_max());

@@ -88,7 +88,7 @@ class ContinuousTimeConsistency final : public TrainingMethod {
     sigma_min_ = teacher->sigma_min();
     sigma_max_ = teacher->sigma_max();
     // TrigFlow is EDM's preconditioning read in other coordinates: D is the consistency function.
-    student_ = make_student_network(config, teacher_spec, *teacher, Parameterization::EDM);
+    student_ = make_student_network(config, teacher_spec, *teacher, {.parameterization = Parameterization::EDM});
     sigma_data_ = student_->sigma_data();
     if (distill_) teacher_ = std::move(teacher);
     optimized_ = std::make_shared<StudentWithWeighting>(student_->shared_module(), std::make_shared<AdaptiveWeighting>());

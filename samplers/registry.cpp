@@ -97,4 +97,11 @@ at::Tensor denoise_rows(Denoiser& denoiser, const at::Tensor& x, const std::vect
   return denoiser.denoise(x, per_row(sigma, x).flatten(), labels);
 }
 
+at::Tensor jump(Denoiser& denoiser, const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& sigma_target, const at::Tensor& labels) {
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[0] = x.size(0);
+  const auto kept = (sigma_target / sigma).to(x.scalar_type()).view(shape);
+  return kept * x + (1 - kept) * denoiser.denoise_toward(x, sigma, sigma_target, labels);
+}
+
 }  // namespace distillery

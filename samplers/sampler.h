@@ -1,7 +1,7 @@
 // defines: SamplerObserver, SampleContext, SamplerOptions, Sampler, make_sampler, sampler_names,
 //          make_euler_sampler, make_heun_sampler, make_dpmpp_2m_sampler, make_ddim_sampler,
 //          make_edm_stochastic_sampler, make_multistep_sampler, denoise_at, OneEvaluationPerStepSampler,
-//          RowStep, StepResult, per_row, denoise_rows
+//          RowStep, StepResult, per_row, denoise_rows, jump
 // Every solver has one signature: a denoiser, the state at sigmas[0], the σ grid and the
 // context (labels, per-sample noise) in; the state at sigmas.back() out. An observer sees
 // every state on the way, which is how trajectories are recorded. The ODE solvers also take
@@ -60,6 +60,9 @@ struct SamplerOptions {
   double s_tmin = 0.0;        // churn only for σ in [s_tmin, s_tmax]
   double s_tmax = 1e30;
   double s_noise = 1.0;       // scale of the added noise (slightly > 1 counters over-denoising)
+  // γ-sampling of the multistep sampler (Kim et al. 2024): each step jumps to √(1−γ²)·σ_next and
+  // adds fresh noise of σ γ·σ_next. 1: consistency models' multistep sampling; 0: deterministic.
+  double gamma = 1.0;
 };
 
 class Sampler {
@@ -110,6 +113,10 @@ std::vector<std::string> sampler_names();
 at::Tensor denoise_at(Denoiser& denoiser, const at::Tensor& x, double sigma, const at::Tensor& labels);
 // D(x; σ_r) for row r.
 at::Tensor denoise_rows(Denoiser& denoiser, const at::Tensor& x, const std::vector<double>& sigma, const at::Tensor& labels);
+// The jump of each row from σ to σ_target along the ODE ([N] each, 0 ≤ σ_target ≤ σ):
+// (σ_target/σ)·x + (1 − σ_target/σ)·denoise_toward(x; σ, σ_target) (CTM's G(x, t, s); for a
+// denoiser without a target time, an Euler step).
+at::Tensor jump(Denoiser& denoiser, const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& sigma_target, const at::Tensor& labels);
 // Per-row coefficients computed on the host in float64, as [N, 1, ...] in like's dtype and
 // device: a step with every row alike then rounds exactly as one with scalar coefficients.
 at::Tensor per_row(const std::vector<double>& values, const at::Tensor& like);

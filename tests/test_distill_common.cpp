@@ -206,7 +206,7 @@ TEST(FeatureTaps, UNetTapsAreItsOwnPassFromInputConvolutionToLastBlock) {
   EXPECT_TRUE(torch::equal(network.features(x, sigma, {}, {"enc.2"}).at("enc.2"), all.at("enc.2")));
   std::vector<std::string> visited;
   auto& unet = *network.shared_module()->as<UNetImpl>();
-  unet.features(c_in * x, torch::zeros({3}), {}, [&](const std::string& tap, const at::Tensor&) {
+  unet.features(c_in * x, torch::zeros({3}), {}, {}, [&](const std::string& tap, const at::Tensor&) {
     visited.push_back(tap);
     return tap != "enc.1";
   });

@@ -66,7 +66,7 @@ TEST(Precondition, EveryParameterizationRecoversTheCleanSample) {
     const auto p = static_cast<Parameterization>(i);
     SCOPED_TRACE(std::string(parameterization_name(p)));
     const auto F = ideal_output(p, x0, n, sigma);
-    auto network = [&](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor&) {
+    auto network = [&](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor&, const at::Tensor&) {
       // The network sees its own family's input scaling and noise label.
       const auto c = precondition(p, sigma, 0.5);
       EXPECT_TRUE(torch::allclose(x_in, c.c_in.view({-1, 1}) * (x0 + sigma.view({-1, 1}) * n)));
@@ -83,7 +83,7 @@ TEST(Precondition, EveryParameterizationRecoversTheCleanSample) {
 TEST(Precondition, TheConsistencyParameterizationIsTheIdentityAtSigmaMin) {
   torch::manual_seed(1);
   const auto x = torch::randn({3, 4}, torch::kFloat64);
-  const auto wild = [](const at::Tensor& x_in, const at::Tensor&, const at::Tensor&) { return 1e3 * x_in.sin() + 7.0; };
+  const auto wild = [](const at::Tensor& x_in, const at::Tensor&, const at::Tensor&, const at::Tensor&) { return 1e3 * x_in.sin() + 7.0; };
   PreconditionedDenoiser D(Parameterization::Consistency, wild, {.sample_shape = {4}, .sigma_min = 0.002});
   EXPECT_TRUE(torch::equal(D.denoise(x, torch::full({3}, 0.002, torch::kFloat64), {}), x));
   // Above σ_min the network does count, and far above it the coefficients approach EDM's.

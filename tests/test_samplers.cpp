@@ -183,6 +183,31 @@ TEST(Samplers, DdimWithEtaZeroIsEulerInSigmaSpace) {
   }
 }
 
+// γ-sampling's jump of a denoiser without a target time is an Euler step, so with γ = 0 the
+// multistep sampler is the Euler solver; with γ = 1 each step is D re-noised to the next σ
+// (Song et al.'s multistep consistency sampling), and between them the re-noising shrinks.
+TEST(Samplers, GammaSamplingRunsFromEulerAtZeroToConsistencySamplingAtOne) {
+  auto gmm = three_modes();
+  const auto x = initial_state(32);
+  const auto sigmas = make_sigmas({}, 5);
+  std::vector<int64_t> indices(32);
+  std::iota(indices.begin(), indices.end(), 0);
+  const SampleContext context{{}, 3, indices};
+  const auto deterministic = make_sampler("multistep", {.gamma = 0})->run(gmm, x, sigmas, context);
+  EXPECT_LT((deterministic - make_sampler("euler")->run(gmm, x, sigmas, context)).abs().max().item<double>(), 1e-12);
+
+  // One γ = 1 step by hand: D at σ_0, plus σ_1 times the step's fresh noise.
+  const auto first = make_sampler("multistep")->run(gmm, x, {sigmas[0], sigmas[1]}, context);
+  const auto by_hand = denoise_at(gmm, x, sigmas[0], {}) + sigmas[1] * context.fresh_noise(0, x);
+  EXPECT_LT((first - by_hand).abs().max().item<double>(), 1e-12);
+  // γ = 0.6: the jump lands at 0.8·σ_1 with noise 0.6·σ_1 added.
+  const auto partial = make_sampler("multistep", {.gamma = 0.6})->run(gmm, x, {sigmas[0], sigmas[1]}, context);
+  const double kept = 0.8 * sigmas[1] / sigmas[0];
+  const auto partial_by_hand = kept * x + (1 - kept) * denoise_at(gmm, x, sigmas[0], {}) + 0.6 * sigmas[1] * context.fresh_noise(0, x);
+  EXPECT_LT((partial - partial_by_hand).abs().max().item<double>(), 1e-12);
+  EXPECT_THROW(make_sampler("multistep", {.gamma = 1.5}), Error);
+}
+
 TEST(Samplers, StochasticSamplerWithoutChurnIsHeunAndWithChurnIsBatchIndependent) {
   auto gmm = three_modes();
   const auto x = initial_state(12);

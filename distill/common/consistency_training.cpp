@@ -46,7 +46,7 @@ ConsistencyTraining::ConsistencyTraining(const Config& config, const std::string
   const auto teacher = load_teacher(teacher_spec, device);
   sigma_min_ = teacher->sigma_min();
   sigma_max_ = teacher->sigma_max();
-  student_ = make_student_network(config, teacher_spec, *teacher, Parameterization::Consistency);
+  student_ = make_student_network(config, teacher_spec, *teacher, {.parameterization = Parameterization::Consistency});
   const auto shape = student_->sample_shape();
   huber_c_ = huber_c > 0 ? huber_c : ict_pseudo_huber_c(std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>()));
   data_.emplace(config, shape, student_->num_classes(), noise_stream::consistency_flip, device);

@@ -10,20 +10,23 @@
 namespace distillery {
 
 std::unique_ptr<NetworkDenoiser> make_student_network(const Config& config, const std::string& teacher_spec, Denoiser& teacher,
-                                                      std::optional<Parameterization> parameterization) {
+                                                      const NetworkChanges& needs) {
   std::unique_ptr<NetworkDenoiser> student;
   if (config.get_string("student.init") == "teacher") {
     auto* teacher_network = dynamic_cast<NetworkDenoiser*>(&teacher);
     DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
                                           .hint("an analytic teacher has no weights: set student.init=scratch and model.*"));
-    student = teacher_network->clone(parameterization);
+    student = teacher_network->clone(needs);
   } else {
-    if (parameterization) {
+    if (needs.parameterization) {
       const auto declared = config.get_string("precond.parameterization");
-      DISTILLERY_CHECK(declared == parameterization_name(*parameterization),
+      DISTILLERY_CHECK(declared == parameterization_name(*needs.parameterization),
                        Error("this method's student needs another preconditioning").file(config.source()).field("precond.parameterization")
-                           .expected(std::string(parameterization_name(*parameterization))).got(declared));
+                           .expected(std::string(parameterization_name(*needs.parameterization))).got(declared));
     }
+    DISTILLERY_CHECK(!needs.target_time || config.get_bool("model.target_time"),
+                     Error("this method's student jumps to a target time: its network needs that input").file(config.source())
+                         .field("model.target_time").expected("true").got("false"));
     torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
     student = NetworkDenoiser::from_config(config);
     student->to(teacher.device());

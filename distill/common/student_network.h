@@ -15,9 +15,10 @@ namespace distillery {
 
 class Config;
 
-// `parameterization`: the preconditioning the student must have (CD's consistency boundary
-// condition): the teacher's network is cloned under it, and a scratch network must declare it.
+// `needs`: the preconditioning the student must have (CD's consistency boundary condition) and
+// whether it takes a target time (CTM): the teacher's network is cloned with them, and a
+// scratch network must declare them.
 std::unique_ptr<NetworkDenoiser> make_student_network(const Config& config, const std::string& teacher_spec, Denoiser& teacher,
-                                                      std::optional<Parameterization> parameterization = std::nullopt);
+                                                      const NetworkChanges& needs = {});
 
 }  // namespace distillery

@@ -33,6 +33,7 @@ struct GenerateOptions {
   std::string model, out, labels, device;  // labels: empty is "all" for a conditional student
   std::optional<int> steps;
   std::vector<double> sigmas;  // an explicit multistep grid instead of the student's own
+  std::optional<double> gamma;
   int64_t num = 64, batch = 256;
   uint64_t seed = 0;
   bool check_memory = true;
@@ -60,6 +61,11 @@ void run_generate(const GenerateOptions& options) {
     request.sampler = "multistep";
     request.sigmas = options.sigmas;
     request.steps = static_cast<int>(options.sigmas.size());
+  }
+  if (options.gamma) {
+    DISTILLERY_CHECK(request.sampler == "multistep", Error("--gamma is γ-sampling's, which this student does not use").file(path.string())
+                                                         .field("--gamma").expected("a consistency or trajectory student (sampler multistep)").got(request.sampler));
+    request.options.gamma = *options.gamma;
   }
   const auto student = NetworkDenoiser::load(path);
   student->to(make_runtime(options.device).device);
@@ -116,6 +122,8 @@ void add_distill_command(CLI::App& app) {
                                                   "(consistency students: 1, 2 and 4 by default)")->check(CLI::Range(1, 100));
   generate->add_option("--sigmas", options->sigmas, "multistep sampling at these σ, largest first (e.g. 80,0.821): for choosing a consistency "
                                                     "student's grid")->delimiter(',');
+  generate->add_option("--gamma", options->gamma, "γ-sampling (consistency and trajectory students): 1 re-noises fully after every jump, "
+                                                  "0 jumps deterministically (default: the student's own, else 1)")->check(CLI::Range(0.0, 1.0));
   generate->add_option("--num", options->num, "number of images")->check(count_check());
   generate->add_option("--seed", options->seed, "image i depends only on (seed, i)")->check(seed_check());
   generate->add_option("--labels", options->labels, "conditional students: all (sample i gets class i mod classes; the default), one class (3) or a list (0,2,5)");

@@ -20,6 +20,13 @@ class Denoiser {
   // x: [N, *sample_shape()] on device(); sigma: [N] in x's dtype; labels: [N] int64 class
   // indices, or an undefined tensor for unconditional use. Returns D(x; σ, labels) shaped like x.
   virtual at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) = 0;
+  // The estimate of x0 for a jump from σ to sigma_target ([N], 0 ≤ σ_target ≤ σ) along the ODE:
+  // x_target = (σ_target/σ)·x + (1 − σ_target/σ)·estimate, Kim et al. 2024's g(x, t, s). A network
+  // with a target-time input (a trajectory model) learns it; every other denoiser gives D(x; σ),
+  // which makes the jump an Euler (DDIM) step.
+  virtual at::Tensor denoise_toward(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& /*sigma_target*/, const at::Tensor& labels) {
+    return denoise(x, sigma, labels);
+  }
 
   // Where it computes: its inputs must be there, and its outputs are.
   virtual c10::Device device() const = 0;

@@ -12,11 +12,22 @@ GuidedDenoiser::GuidedDenoiser(Denoiser& conditional, double scale) : base_(cond
                                                 .got(fmt::format("{} (the model is unconditional)", scale)));
 }
 
-at::Tensor GuidedDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
+at::Tensor GuidedDenoiser::guided(const at::Tensor& labels, const std::function<at::Tensor(const at::Tensor& both_labels)>& evaluate) const {
   DISTILLERY_CHECK(labels.defined(), Error("classifier-free guidance needs labels"));
-  const auto both = base_.denoise(torch::cat({x, x}), torch::cat({sigma, sigma}), torch::cat({labels, torch::full_like(labels, -1)}));
-  const auto conditional = both.narrow(0, 0, x.size(0)), unconditional = both.narrow(0, x.size(0), x.size(0));
+  const int64_t n = labels.size(0);
+  const auto both = evaluate(torch::cat({labels, torch::full_like(labels, -1)}));
+  const auto conditional = both.narrow(0, 0, n), unconditional = both.narrow(0, n, n);
   return unconditional + scale_ * (conditional - unconditional);
+}
+
+at::Tensor GuidedDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
+  return guided(labels, [&](const at::Tensor& both) { return base_.denoise(torch::cat({x, x}), torch::cat({sigma, sigma}), both); });
+}
+
+at::Tensor GuidedDenoiser::denoise_toward(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& sigma_target, const at::Tensor& labels) {
+  return guided(labels, [&](const at::Tensor& both) {
+    return base_.denoise_toward(torch::cat({x, x}), torch::cat({sigma, sigma}), torch::cat({sigma_target, sigma_target}), both);
+  });
 }
 
 std::string GuidedDenoiser::describe() const { return fmt::format("cfg(scale={}) of {}", scale_, base_.describe()); }

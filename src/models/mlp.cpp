@@ -24,8 +24,9 @@ void add_mlp_fields(ConfigSchema& schema, const std::string& prefix) {
 }
 
 MLPConfig mlp_config_from(const Config& config, const std::string& prefix) {
-  return {config.get_int_list(prefix + "shape"), config.get_int(prefix + "hidden"), config.get_int(prefix + "layers"),
-          config.get_int(prefix + "embedding"), config.get_int(prefix + "num_classes"), config.get_float(prefix + "label_dropout")};
+  return {config.get_int_list(prefix + "shape"), config.get_int(prefix + "hidden"),         config.get_int(prefix + "layers"),
+          config.get_int(prefix + "embedding"),  config.get_int(prefix + "num_classes"),    config.get_float(prefix + "label_dropout"),
+          config.get_bool(prefix + "target_time")};
 }
 
 MLPImpl::MLPImpl(MLPConfig config) : config_(std::move(config)) {
@@ -34,6 +35,12 @@ MLPImpl::MLPImpl(MLPConfig config) : config_(std::move(config)) {
                    Error("invalid MLP configuration").field("model").expected("a non-empty positive shape; hidden > 0; layers ≥ 1; an even embedding size"));
   input_ = register_module("input", torch::nn::Linear(config_.dim(), config_.hidden));
   noise_ = register_module("noise", torch::nn::Linear(config_.embedding, config_.hidden));
+  if (config_.target_time) {
+    target_noise_ = register_module("target_noise", torch::nn::Linear(config_.embedding, config_.hidden));
+    torch::NoGradGuard no_grad;
+    target_noise_->weight.zero_();
+    target_noise_->bias.zero_();
+  }
   if (config_.num_classes > 0) label_ = register_module("label", torch::nn::Linear(torch::nn::LinearOptions(config_.num_classes, config_.hidden).bias(false)));
   hidden_ = register_module("hidden", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.layers; ++i) hidden_->push_back(torch::nn::Linear(config_.hidden, config_.hidden));
@@ -41,13 +48,21 @@ MLPImpl::MLPImpl(MLPConfig config) : config_(std::move(config)) {
   output_ = register_module("output", torch::nn::Linear(config_.hidden, config_.dim()));
 }
 
-at::Tensor MLPImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor* visit) {
+at::Tensor MLPImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target,
+                        const FeatureVisitor* visit) {
   size_t next_tap = 0;
   const auto ends_here = [&](const at::Tensor& features) { return visit && !(*visit)(taps_[next_tap++].name, features); };
   const int64_t half = config_.embedding / 2;
   const auto frequencies = torch::pow(1e-4f, torch::arange(half, x_in.options().dtype(torch::kFloat32)) / static_cast<float>(std::max<int64_t>(half - 1, 1)));
-  const auto angles = torch::outer(c_noise.to(x_in.scalar_type()), frequencies.to(x_in.scalar_type()));
-  auto h = input_->forward(x_in.reshape({x_in.size(0), -1})) + noise_->forward(torch::cat({angles.cos(), angles.sin()}, 1));
+  const auto noise_features = [&](const at::Tensor& c) {
+    const auto angles = torch::outer(c.to(x_in.scalar_type()), frequencies.to(x_in.scalar_type()));
+    return torch::cat({angles.cos(), angles.sin()}, 1);
+  };
+  auto h = input_->forward(x_in.reshape({x_in.size(0), -1})) + noise_->forward(noise_features(c_noise));
+  if (target_noise_) {
+    DISTILLERY_CHECK(c_noise_target.defined(), Error("this network has a target-time input: the σ to jump to is required"));
+    h = h + target_noise_->forward(noise_features(c_noise_target));
+  }
   if (label_) {
     DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
     auto one_hot = torch::nn::functional::one_hot(labels.clamp_min(0), config_.num_classes).to(x_in.scalar_type()) * labels.ge(0).unsqueeze(1);
@@ -62,12 +77,13 @@ at::Tensor MLPImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const
   return output_->forward(torch::silu(h)).reshape(x_in.sizes());
 }
 
-at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
-  return run(x_in, c_noise, labels, nullptr);
+at::Tensor MLPImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target) {
+  return run(x_in, c_noise, labels, c_noise_target, nullptr);
 }
 
-void MLPImpl::features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) {
-  run(x_in, c_noise, labels, &visit);
+void MLPImpl::features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target,
+                       const FeatureVisitor& visit) {
+  run(x_in, c_noise, labels, c_noise_target, &visit);
 }
 
 }  // namespace distillery

@@ -53,6 +53,8 @@ void add_network_fields(ConfigSchema& schema) {
   schema.add({"model.kind", ConfigType::String, "network: a UNet for images, an MLP for low-dimensional data", "unet", false, {"unet", "mlp"}});
   schema.add({"model.num_classes", ConfigType::Int, "number of classes (0: unconditional)", "0"}, NumberRange::between(0, 1000000));
   schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"}, NumberRange::between(0, 1));
+  schema.add({"model.target_time", ConfigType::Bool,
+              "a second time input, the σ a trajectory model (CTM) jumps to; its layer starts at zero, so the network starts as the one without", "false"});
   add_unet_fields(schema, "model.");
   add_mlp_fields(schema, "model.");
   std::vector<std::string> parameterizations;
@@ -66,39 +68,45 @@ void add_network_fields(ConfigSchema& schema) {
 
 NetworkDenoiser::Parts NetworkDenoiser::parts_of(const UNetConfig& c) {
   UNet net(c);
-  const nlohmann::json model = {{"kind", "unet"},
+  nlohmann::json model = {{"kind", "unet"},
                                 {"in_channels", c.in_channels},       {"out_channels", c.out_channels},
                                 {"resolution", c.resolution},         {"model_channels", c.model_channels},
                                 {"channel_mult", c.channel_mult},     {"blocks_per_level", c.blocks_per_level},
                                 {"attn_resolutions", c.attn_resolutions}, {"channels_per_head", c.channels_per_head},
                                 {"dropout", c.dropout},               {"num_classes", c.num_classes},
                                 {"label_dropout", c.label_dropout},   {"noise_embedding", c.noise_embedding}};
+  if (c.target_time) model["target_time"] = true;
   return {net.ptr(),
-          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
-          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) mutable {
-            net->features(x_in, c_noise, labels, visit);
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target) mutable {
+            return net->forward(x_in, c_noise, labels, c_noise_target);
           },
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target,
+                const FeatureVisitor& visit) mutable { net->features(x_in, c_noise, labels, c_noise_target, visit); },
           net->feature_taps(),
           model.dump(),
           {c.in_channels, c.resolution, c.resolution},
-          c.num_classes};
+          c.num_classes,
+          c.target_time};
 }
 
 NetworkDenoiser::Parts NetworkDenoiser::parts_of(const MLPConfig& c) {
   MLP net(c);
-  const nlohmann::json model = {{"kind", "mlp"},         {"shape", c.shape},
+  nlohmann::json model = {{"kind", "mlp"},         {"shape", c.shape},
                                 {"hidden", c.hidden},    {"layers", c.layers},
                                 {"embedding", c.embedding}, {"num_classes", c.num_classes},
                                 {"label_dropout", c.label_dropout}};
+  if (c.target_time) model["target_time"] = true;
   return {net.ptr(),
-          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) mutable { return net->forward(x_in, c_noise, labels); },
-          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) mutable {
-            net->features(x_in, c_noise, labels, visit);
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target) mutable {
+            return net->forward(x_in, c_noise, labels, c_noise_target);
           },
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target,
+                const FeatureVisitor& visit) mutable { net->features(x_in, c_noise, labels, c_noise_target, visit); },
           net->feature_taps(),
           model.dump(),
           c.shape,
-          c.num_classes};
+          c.num_classes,
+          c.target_time};
 }
 
 NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
@@ -108,6 +116,7 @@ NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
       model_json_(std::move(parts.model_json)),
       sample_shape_(std::move(parts.sample_shape)),
       num_classes_(parts.num_classes),
+      target_time_(parts.target_time),
       precond_(precond),
       preconditioned_(precond.parameterization, std::move(parts.forward), {.sigma_min = precond.sigma_min, .sigma_data = precond.sigma_data}) {}
 
@@ -129,6 +138,11 @@ at::Tensor NetworkDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma
   return preconditioned_.denoise(x, sigma.to(torch::kFloat32), labels);
 }
 
+at::Tensor NetworkDenoiser::denoise_toward(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& sigma_target, const at::Tensor& labels) {
+  if (!target_time_) return denoise(x, sigma, labels);
+  return preconditioned_.denoise_toward(x, sigma.to(torch::kFloat32), sigma_target.to(torch::kFloat32), labels);
+}
+
 const FeatureTap& NetworkDenoiser::feature_tap(const std::string& name) const {
   const auto tap = std::find_if(taps_.begin(), taps_.end(), [&](const FeatureTap& t) { return t.name == name; });
   if (tap != taps_.end()) return *tap;
@@ -143,7 +157,7 @@ FeatureMap NetworkDenoiser::features(const at::Tensor& x, const at::Tensor& sigm
   FeatureMap found;
   if (wanted.empty()) return found;
   const auto [x_in, c_noise] = preconditioned_.network_inputs(x, sigma.to(torch::kFloat32));
-  raw_features_(x_in, c_noise, labels, [&](const std::string& tap, const at::Tensor& features) {
+  raw_features_(x_in, c_noise, labels, c_noise, [&](const std::string& tap, const at::Tensor& features) {
     if (wanted.count(tap)) found.emplace(tap, features);
     return found.size() < wanted.size();
   });
@@ -175,13 +189,16 @@ void NetworkDenoiser::save(const std::filesystem::path& path, const std::map<std
   save_tensor_file(path, module_tensors(*module_), file_metadata(extra_metadata));
 }
 
-std::unique_ptr<NetworkDenoiser> NetworkDenoiser::clone(std::optional<Parameterization> parameterization) const {
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::clone(const NetworkChanges& changes) const {
   auto config = nlohmann::json::parse(config_json());
-  if (parameterization) config["precond"]["parameterization"] = parameterization_name(*parameterization);
+  if (changes.parameterization) config["precond"]["parameterization"] = parameterization_name(*changes.parameterization);
+  if (changes.target_time) config["model"]["target_time"] = true;
   auto copy = from_config(Config::parse(denoiser_schema(), config.dump(), "a denoiser's config"));
   copy->to(device());
+  // A target-time layer the original lacks keeps its zero initialisation.
   std::map<std::string, at::Tensor> tensors;
-  for (auto& [name, tensor] : module_tensors(*module_)) tensors.emplace(name, tensor);
+  for (auto& [name, tensor] : module_tensors(*copy->module_)) tensors.emplace(name, tensor);
+  for (auto& [name, tensor] : module_tensors(*module_)) tensors.insert_or_assign(name, tensor);
   load_module_tensors(*copy->module_, tensors, "the copied denoiser");
   copy->module_->eval();
   return copy;

@@ -28,6 +28,12 @@ class Config;
 // a key of the other kind (model.channel_mult with model.kind: mlp) is an error.
 void add_network_fields(ConfigSchema& schema);
 
+// What a copy of a network changes (clone()).
+struct NetworkChanges {
+  std::optional<Parameterization> parameterization;  // the same network F under another preconditioning
+  bool target_time = false;                           // add a target-time input (zero-initialised)
+};
+
 struct PrecondSettings {
   Parameterization parameterization = Parameterization::EDM;
   double sigma_data = 0.5;
@@ -44,14 +50,18 @@ class NetworkDenoiser final : public Denoiser {
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
   static std::unique_ptr<NetworkDenoiser> load(const std::filesystem::path& path);
   void save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
-  // A copy with the same architecture, weights and device (independent parameters, eval mode);
-  // given a parameterisation, the same network F under that preconditioning instead (a
-  // consistency student starts from an EDM teacher's weights, Song et al. 2023).
-  std::unique_ptr<NetworkDenoiser> clone(std::optional<Parameterization> parameterization = std::nullopt) const;
+  // A copy with the same architecture, weights and device (independent parameters, eval mode),
+  // with `changes`: a consistency student starts from an EDM teacher's network under the
+  // consistency preconditioning (Song et al. 2023), a trajectory model from it with a target-time
+  // input added (Kim et al. 2024).
+  std::unique_ptr<NetworkDenoiser> clone(const NetworkChanges& changes = {}) const;
   // The metadata save() writes (format, version, config), for files written elsewhere (checkpoints).
   std::map<std::string, std::string> file_metadata(const std::map<std::string, std::string>& extra = {}) const;
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  // With a target-time input: the network fed the target σ; without: D(x; σ).
+  at::Tensor denoise_toward(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& sigma_target, const at::Tensor& labels) override;
+  bool has_target_time() const { return target_time_; }
   c10::Device device() const override { return preconditioned_.device(); }
   void to(const c10::Device& device) override;
   std::vector<int64_t> sample_shape() const override { return sample_shape_; }
@@ -79,8 +89,9 @@ class NetworkDenoiser final : public Denoiser {
   std::string config_json() const;
 
  private:
-  // The network's pass with a visitor of its taps, given c_in·x and c_noise.
-  using RawFeatures = std::function<void(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit)>;
+  // The network's pass with a visitor of its taps, given c_in·x, c_noise and the target's c_noise.
+  using RawFeatures = std::function<void(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target,
+                                         const FeatureVisitor& visit)>;
   struct Parts {
     std::shared_ptr<torch::nn::Module> module;
     RawNetwork forward;
@@ -89,6 +100,7 @@ class NetworkDenoiser final : public Denoiser {
     std::string model_json;
     std::vector<int64_t> sample_shape;
     int64_t num_classes;
+    bool target_time;
   };
   static Parts parts_of(const UNetConfig& config);
   static Parts parts_of(const MLPConfig& config);
@@ -100,6 +112,7 @@ class NetworkDenoiser final : public Denoiser {
   std::string model_json_;
   std::vector<int64_t> sample_shape_;
   int64_t num_classes_;
+  bool target_time_;
   PrecondSettings precond_;
   PreconditionedDenoiser preconditioned_;  // EDM preconditioning around module_
 };

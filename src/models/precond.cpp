@@ -80,10 +80,22 @@ PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, do
 PreconditionedDenoiser::PreconditionedDenoiser(Parameterization p, RawNetwork network, Info info)
     : parameterization_(p), network_(std::move(network)), info_(std::move(info)) {}
 
+at::Tensor PreconditionedDenoiser::preconditioned(const PrecondCoefficients& c, const at::Tensor& x, const at::Tensor& labels,
+                                                  const at::Tensor& c_noise_target) {
+  const auto F = network_(per_sample(c.c_in, x) * x, c.c_noise, labels, c_noise_target);
+  return per_sample(c.c_skip, x) * x + per_sample(c.c_out, x) * F;
+}
+
 at::Tensor PreconditionedDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
   const auto c = precondition(parameterization_, sigma, info_.sigma_data, info_.sigma_min);
-  const auto F = network_(per_sample(c.c_in, x) * x, c.c_noise, labels);
-  return per_sample(c.c_skip, x) * x + per_sample(c.c_out, x) * F;
+  return preconditioned(c, x, labels, c.c_noise);
+}
+
+at::Tensor PreconditionedDenoiser::denoise_toward(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& sigma_target, const at::Tensor& labels) {
+  const auto c = precondition(parameterization_, sigma, info_.sigma_data, info_.sigma_min);
+  // Target σ = 0 (the data) has no finite noise embedding: the network sees σ_min there.
+  const auto target = precondition(parameterization_, sigma_target.clamp_min(info_.sigma_min), info_.sigma_data, info_.sigma_min);
+  return preconditioned(c, x, labels, target.c_noise);
 }
 
 std::pair<at::Tensor, at::Tensor> PreconditionedDenoiser::network_inputs(const at::Tensor& x, const at::Tensor& sigma) const {

@@ -49,8 +49,10 @@ double vp_time_from_sigma(double sigma);
 double trigflow_time_from_sigma(double sigma, double sigma_data);
 double sigma_from_trigflow_time(double t, double sigma_data);
 
-// F(c_in·x, c_noise, labels) -> raw network output, shaped like x.
-using RawNetwork = std::function<at::Tensor(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels)>;
+// F(c_in·x, c_noise, labels, c_noise_target) -> raw network output, shaped like x. A network
+// without a target-time input ignores c_noise_target; denoise() feeds it c_noise itself.
+using RawNetwork =
+    std::function<at::Tensor(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target)>;
 
 class PreconditionedDenoiser : public Denoiser {
  public:
@@ -64,6 +66,8 @@ class PreconditionedDenoiser : public Denoiser {
   PreconditionedDenoiser(Parameterization p, RawNetwork network, Info info);
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
+  // The same preconditioning around F fed c_noise(max(σ_target, σ_min)) as its target time.
+  at::Tensor denoise_toward(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& sigma_target, const at::Tensor& labels) override;
   // What the network is fed for (x, σ): c_in·x and c_noise (for readers of its inner features).
   std::pair<at::Tensor, at::Tensor> network_inputs(const at::Tensor& x, const at::Tensor& sigma) const;
   c10::Device device() const override { return info_.device; }
@@ -76,6 +80,8 @@ class PreconditionedDenoiser : public Denoiser {
   std::string describe() const override;
 
  private:
+  at::Tensor preconditioned(const PrecondCoefficients& c, const at::Tensor& x, const at::Tensor& labels, const at::Tensor& c_noise_target);
+
   Parameterization parameterization_;
   RawNetwork network_;
   Info info_;

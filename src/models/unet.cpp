@@ -112,6 +112,7 @@ UNetConfig unet_config_from(const Config& config, const std::string& prefix) {
   c.num_classes = config.get_int(prefix + "num_classes");
   c.label_dropout = config.get_float(prefix + "label_dropout");
   c.noise_embedding = config.get_string(prefix + "noise_embedding");
+  c.target_time = config.get_bool(prefix + "target_time");
   return c;
 }
 
@@ -131,6 +132,12 @@ UNetImpl::UNetImpl(UNetConfig config) : config_(std::move(config)) {
   }
   if (c.num_classes > 0) map_label_ = register_module("map_label", torch::nn::Linear(torch::nn::LinearOptions(c.num_classes, C).bias(false)));
   map_layer0_ = register_module("map_layer0", torch::nn::Linear(C, emb));
+  if (c.target_time) {
+    map_target_ = register_module("map_target", torch::nn::Linear(C, emb));
+    torch::NoGradGuard no_grad;
+    map_target_->weight.zero_();
+    map_target_->bias.zero_();
+  }
   map_layer1_ = register_module("map_layer1", torch::nn::Linear(emb, emb));
 
   conv_in_ = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, C, 3).padding(1)));
@@ -184,7 +191,7 @@ UNetImpl::UNetImpl(UNetConfig config) : config_(std::move(config)) {
   conv_out_ = register_module("conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, c.out_channels, 3).padding(1)));
 }
 
-at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) {
+at::Tensor UNetImpl::noise_features(const at::Tensor& c_noise) const {
   const int64_t half = config_.model_channels / 2;
   at::Tensor angles;
   if (fourier_frequencies_.defined()) {
@@ -194,7 +201,11 @@ at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) 
     const auto j = torch::arange(half, c_noise.options().dtype(torch::kFloat32)) / static_cast<float>(std::max<int64_t>(half - 1, 1));
     angles = torch::outer(c_noise.to(torch::kFloat32), torch::pow(1e-4f, j));
   }
-  auto emb = torch::cat({angles.cos(), angles.sin()}, 1);
+  return torch::cat({angles.cos(), angles.sin()}, 1);
+}
+
+at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target) {
+  auto emb = noise_features(c_noise);
   if (map_label_) {
     DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
     // One-hot with −1 mapped to the zero vector: "no label", the unconditional branch of CFG.
@@ -202,13 +213,19 @@ at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) 
     if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout).to(one_hot.device());
     emb = emb + map_label_->forward(one_hot * std::sqrt(static_cast<double>(config_.num_classes)));
   }
-  return torch::silu(map_layer1_->forward(torch::silu(map_layer0_->forward(emb))));
+  auto hidden = map_layer0_->forward(emb);
+  if (map_target_) {
+    DISTILLERY_CHECK(c_noise_target.defined(), Error("this network has a target-time input: the σ to jump to is required"));
+    hidden = hidden + map_target_->forward(noise_features(c_noise_target));
+  }
+  return torch::silu(map_layer1_->forward(torch::silu(hidden)));
 }
 
-at::Tensor UNetImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor* visit) {
+at::Tensor UNetImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target,
+                         const FeatureVisitor* visit) {
   size_t next_tap = 0;
   const auto ends_here = [&](const at::Tensor& features) { return visit && !(*visit)(taps_[next_tap++].name, features); };
-  const auto emb = embed(c_noise, labels);
+  const auto emb = embed(c_noise, labels, c_noise_target);
   auto x = conv_in_->forward(x_in);
   std::vector<at::Tensor> skips = {x};
   if (ends_here(x)) return {};
@@ -230,12 +247,13 @@ at::Tensor UNetImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, cons
   return conv_out_->forward(torch::silu(norm_out_->forward(x)));
 }
 
-at::Tensor UNetImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels) {
-  return run(x_in, c_noise, labels, nullptr);
+at::Tensor UNetImpl::forward(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target) {
+  return run(x_in, c_noise, labels, c_noise_target, nullptr);
 }
 
-void UNetImpl::features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const FeatureVisitor& visit) {
-  run(x_in, c_noise, labels, &visit);
+void UNetImpl::features(const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target,
+                        const FeatureVisitor& visit) {
+  run(x_in, c_noise, labels, c_noise_target, &visit);
 }
 
 }  // namespace distillery

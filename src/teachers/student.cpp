@@ -50,6 +50,13 @@ SampleRequest student_request(const std::filesystem::path& path, std::optional<i
                    Error("the student's sampler is unknown").file(path.string()).field("student_sampler")
                        .expected(fmt::format("one of: {}", fmt::join(names, ", "))).got(request.sampler));
   request.sigmas = sigma_list(nlohmann::json::parse(sigmas->second, nullptr, false), path, "student_sigmas", sigmas->second);
+  if (const auto gamma = metadata.find("student_gamma"); gamma != metadata.end()) {
+    const auto parsed = nlohmann::json::parse(gamma->second, nullptr, false);
+    DISTILLERY_CHECK(parsed.is_number() && parsed.get<double>() >= 0 && parsed.get<double>() <= 1,
+                     Error("student_gamma metadata is not a γ of γ-sampling").file(path.string()).field("student_gamma").expected("a number in [0, 1]")
+                         .got(gamma->second));
+    request.options.gamma = parsed.get<double>();
+  }
   if (steps && *steps != static_cast<int>(request.sigmas.size())) {
     // Only a student that can jump from any σ (a consistency model) offers other counts.
     std::map<int, std::vector<double>> offered = {{static_cast<int>(request.sigmas.size()), request.sigmas}};
