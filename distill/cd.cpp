@@ -32,11 +32,8 @@ void add_cd_fields(ConfigSchema& s) {
   s.add({"cd.target_decay", ConfigType::Float, "μ of the target network: θ⁻ ← μ·θ⁻ + (1 − μ)·θ after every step (CD: 0.95)", "0.95"},
         NumberRange::between(0, 1));
   s.add({"cd.solver", ConfigType::String, "the teacher's ODE step from σ_{n+1} to σ_n", "heun", false, {"heun", "euler"}});
-  s.add({"cd.distance", ConfigType::String, "d(student, target): squared L2, pseudo-Huber, or the classifier's feature distance (Fashion-MNIST)",
-         "l2", false, {"l2", "pseudo-huber", "feature"}});
-  s.add({"cd.huber_c", ConfigType::Float, "pseudo-Huber c (0: iCT's 0.00054·√d)", "0"}, NumberRange::at_least(0));
+  add_distance_fields(s, "cd");
   add_multistep_fields(s);
-  s.add({"cd.feature_classifier", ConfigType::String, "the frozen classifier of the feature distance", "assets/eval/fmnist-classifier.safetensors"});
 }
 
 CdSettings cd_settings_from(const Config& c) {
@@ -46,9 +43,6 @@ CdSettings cd_settings_from(const Config& c) {
   s.rho = c.get_float("cd.rho");
   s.target_decay = c.get_float("cd.target_decay");
   s.solver = c.get_string("cd.solver");
-  s.distance = c.get_string("cd.distance");
-  s.huber_c = c.get_float("cd.huber_c");
-  s.feature_classifier = c.get_string("cd.feature_classifier");
   return s;
 }
 
@@ -71,18 +65,7 @@ class ConsistencyDistillation final : public TrainingMethod {
     sampling_.emplace(config, teacher_->sigma_max());
 
     const auto shape = student_->sample_shape();
-    const int64_t dimension = std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
-    if (settings_.distance == "l2") {
-      distance_ = squared_l2_distance;
-    } else if (settings_.distance == "pseudo-huber") {
-      const double c = settings_.huber_c > 0 ? settings_.huber_c : ict_pseudo_huber_c(dimension);
-      distance_ = [c](const at::Tensor& x, const at::Tensor& y) { return pseudo_huber_distance(x, y, c); };
-    } else {
-      DISTILLERY_CHECK(shape == std::vector<int64_t>({1, 28, 28}),
-                       Error("the feature distance compares Fashion-MNIST classifier features").file(config.source()).field("cd.distance")
-                           .expected("samples of shape [1, 28, 28]").got(fmt::format("[{}]", fmt::join(shape, ", "))));
-      distance_ = FeatureDistance(settings_.feature_classifier, device);
-    }
+    distance_ = distance_from(config, "cd", shape, device);
     data_.emplace(config, shape, student_->num_classes(), noise_stream::consistency_flip, device);
   }
 
@@ -132,7 +115,7 @@ class ConsistencyDistillation final : public TrainingMethod {
   std::unique_ptr<Sampler> solver_;
   std::unique_ptr<NetworkDenoiser> student_, target_;
   std::vector<double> grid_;
-  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> distance_;
+  Distance distance_;
   std::optional<RealDataStream> data_;
   std::optional<ConsistencySampling> sampling_;
 };

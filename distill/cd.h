@@ -32,9 +32,6 @@ struct CdSettings {
   double rho = 7.0;
   double target_decay = 0.95;          // μ of the target network θ⁻
   std::string solver = "heun";         // the teacher's step: heun | euler
-  std::string distance = "l2";         // l2 | pseudo-huber | feature
-  double huber_c = 0.0;                // pseudo-Huber c; 0: iCT's 0.00054·√d
-  std::string feature_classifier;      // the frozen network of the feature distance
 };
 
 void add_cd_fields(ConfigSchema& schema);

@@ -1,9 +1,13 @@
 #include "distill/common/distances.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include <cmath>
+#include <numeric>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/tensor_checks.h"
 #include "eval/domain_classifier.h"
@@ -37,5 +41,26 @@ FeatureDistance::FeatureDistance(const std::filesystem::path& classifier_file, c
 }
 
 at::Tensor FeatureDistance::operator()(const at::Tensor& x, const at::Tensor& y) const { return squared_l2_distance(features_(x), features_(y)); }
+
+void add_distance_fields(ConfigSchema& s, const std::string& prefix) {
+  s.add({prefix + ".distance", ConfigType::String, "d(student, target): squared L2, pseudo-Huber, or the classifier's feature distance (Fashion-MNIST)",
+         "l2", false, {"l2", "pseudo-huber", "feature"}});
+  s.add({prefix + ".huber_c", ConfigType::Float, "pseudo-Huber c (0: iCT's 0.00054·√d)", "0"}, NumberRange::at_least(0));
+  s.add({prefix + ".feature_classifier", ConfigType::String, "the frozen classifier of the feature distance", "assets/eval/fmnist-classifier.safetensors"});
+}
+
+Distance distance_from(const Config& config, const std::string& prefix, const std::vector<int64_t>& shape, const c10::Device& device) {
+  const auto kind = config.get_string(prefix + ".distance");
+  if (kind == "l2") return squared_l2_distance;
+  if (kind == "pseudo-huber") {
+    const double set = config.get_float(prefix + ".huber_c");
+    const double c = set > 0 ? set : ict_pseudo_huber_c(std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>()));
+    return [c](const at::Tensor& x, const at::Tensor& y) { return pseudo_huber_distance(x, y, c); };
+  }
+  DISTILLERY_CHECK(shape == std::vector<int64_t>({1, 28, 28}),
+                   Error("the feature distance compares Fashion-MNIST classifier features").file(config.source()).field(prefix + ".distance")
+                       .expected("samples of shape [1, 28, 28]").got(fmt::format("[{}]", fmt::join(shape, ", "))));
+  return FeatureDistance(config.get_string(prefix + ".feature_classifier"), device);
+}
 
 }  // namespace distillery
