@@ -1,11 +1,8 @@
 #include "distill/cd.h"
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include <algorithm>
-#include <numeric>
 #include <optional>
 
 #include "core/config.h"
