@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "data/training_data.h"
 #include "distill/cd.h"
+#include "distill/ctm.h"
 #include "distill/dmd2.h"
 #include "distill/ect.h"
 #include "distill/ict.h"
@@ -26,8 +27,9 @@ struct MethodEntry {
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
-constexpr std::array<MethodEntry, 5> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
+constexpr std::array<MethodEntry, 6> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
                                                  {"cd", make_cd, add_cd_fields},
+                                                 {"ctm", make_ctm, add_ctm_fields},
                                                  {"ect", make_ect, add_ect_fields},
                                                  {"ict", make_ict, add_ict_fields},
                                                  {"scm", make_scm, add_scm_fields}}};
