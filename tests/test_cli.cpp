@@ -14,6 +14,7 @@
 #include "samplers/sampling.h"
 #include "samplers/schedule.h"
 #include "teachers/gaussian_mixture.h"
+#include "teachers/student.h"
 #include "test_support.h"
 
 namespace distillery {
@@ -180,6 +181,39 @@ TEST(Cli, AConsistencyStudentGeneratesWithTheStepCountsItsFileOffers) {
                                 " --steps 2 --num 2 --out " + shell_quoted(dir / "h.png"));
   EXPECT_EQ(dmd2.exit_code, 1);
   EXPECT_NE(dmd2.output.find("expected: one of: 1\n  got: 2"), std::string::npos) << dmd2.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "h.png"));
+}
+
+// A CTM student walks its grids with the γ its file carries, or with --gamma; --gamma is refused
+// for a student whose sampler is another, and outside [0, 1].
+TEST(Cli, ATrajectoryStudentSamplesWithItsOwnGammaOrTheOneGiven) {
+  const auto dir = testing::scratch_dir();
+  const auto trained = run_command(kCli + " distill --config " + shell_quoted(kSourceDir / "configs/distill/ctm_gmm2d.yaml") + " --teacher " + kGmm2d +
+                                   " --out " + shell_quoted(dir / "ctm") + " --set train.steps=2 --set eval.every=0 --set grid.every=0 --set model.hidden=16" +
+                                   " --set ctm.gamma=0.3 --set data.path=" + shell_quoted(kSourceDir / "configs/toy/gmm2d.yaml"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const auto student = NetworkDenoiser::load(dir / "ctm/student.safetensors");
+  ASSERT_TRUE(student->has_target_time());
+  for (const auto& [arguments, gamma] : std::vector<std::pair<std::string, double>>{{"--steps 2", 0.3}, {"--steps 4 --gamma 0", 0.0}, {"--steps 4 --gamma 1", 1.0}}) {
+    const auto out = dir / "g.safetensors";
+    const auto result = run_command(kCli + " generate --model " + shell_quoted(dir / "ctm") + " " + arguments + " --num 21 --seed 5 --out " + shell_quoted(out));
+    ASSERT_EQ(result.exit_code, 0) << arguments << ":\n" << result.output;
+    auto request = student_request(dir / "ctm/student.safetensors", arguments.starts_with("--steps 2") ? 2 : 4);
+    request.options.gamma = gamma;
+    request.num = 21;
+    request.seed = 5;
+    EXPECT_TRUE(torch::equal(load_tensor_file(out).tensors.at("samples"), draw_samples(*student, request).samples)) << arguments;
+  }
+  // A student file naming an ODE solver as its sampler (written by hand: every method's students walk by γ-sampling).
+  auto file = load_tensor_file(dir / "ctm/student.safetensors");
+  file.metadata["student_sampler"] = "heun";
+  save_tensor_file(dir / "heun-student.safetensors", {file.tensors.begin(), file.tensors.end()}, file.metadata);
+  const auto solver = run_command(kCli + " generate --model " + shell_quoted(dir / "heun-student.safetensors") + " --gamma 0.5 --num 2 --out " +
+                                  shell_quoted(dir / "h.png"));
+  EXPECT_EQ(solver.exit_code, 1);
+  EXPECT_NE(solver.output.find("--gamma is γ-sampling's, which this student does not use"), std::string::npos) << solver.output;
+  const auto outside = run_command(kCli + " generate --model " + shell_quoted(dir / "ctm") + " --gamma 1.5 --num 2 --out " + shell_quoted(dir / "h.png"));
+  EXPECT_NE(outside.exit_code, 0);
   EXPECT_FALSE(std::filesystem::exists(dir / "h.png"));
 }
 
