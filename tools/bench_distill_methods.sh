@@ -11,9 +11,10 @@ steps=${2:-20}
 shift $(( $# < 2 ? $# : 2 ))
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
+methods=(dmd2 cd ect ict scm ctm)
 rm -rf "$out"
 mkdir -p "$out"
-for method in dmd2 cd ect ict scm; do
+for method in "${methods[@]}"; do
   extra=()
   # DMD2's regression term needs a trajectory store; the iteration is timed without it.
   [ "$method" = dmd2 ] && extra=(--set dmd2.regression_weight=0)
@@ -21,11 +22,11 @@ for method in dmd2 cd ect ict scm; do
     --out "$out/$method" --set "train.steps=$steps" --set eval.every=0 --set grid.every=0 --set log.every=1 \
     --set checkpoint.every=100000 "${extra[@]}" "$@" > "$out/$method.log" 2>&1
 done
-"$python" - "$out" <<'PY'
+"$python" - "$out" "${methods[@]}" <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
 rows = {}
-for method in ["dmd2", "cd", "ect", "ict", "scm"]:
+for method in sys.argv[2:]:
     with open(f"{out}/{method}/stats.jsonl") as f:
         lines = [json.loads(l) for l in f if '"sec_per_step"' in l]
     batch = lines[0]["images"] // lines[0]["step"]
