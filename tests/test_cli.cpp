@@ -145,14 +145,20 @@ TEST(Cli, AStudentWhoseMetadataDeclaresAFarLargerNetworkIsRefusedBeforeItIsBuilt
   EXPECT_FALSE(std::filesystem::exists(dir / "g.png"));
 }
 
+// Two steps of `method`'s ring-mixture recipe (a small network) into DIR/METHOD: a student file
+// whose metadata, not its quality, the CLI tests read.
+testing::CommandResult train_ring_student(const std::filesystem::path& dir, const std::string& method, const std::string& extra = "") {
+  return run_command(kCli + " distill --config " + shell_quoted(kSourceDir / ("configs/distill/" + method + "_gmm2d.yaml")) + " --teacher " + kGmm2d +
+                     " --out " + shell_quoted(dir / method) + " --set train.steps=2 --set eval.every=0 --set grid.every=0 --set model.hidden=16" +
+                     " --set data.path=" + shell_quoted(kSourceDir / "configs/toy/gmm2d.yaml") + extra);
+}
+
 // A consistency student samples at any of the step counts its file lists: `generate --steps k`
 // walks that grid with the multistep sampler, exactly as the library does; a count the file does
 // not offer, or a DMD2 student asked for another count, is refused naming the counts there are.
 TEST(Cli, AConsistencyStudentGeneratesWithTheStepCountsItsFileOffers) {
   const auto dir = testing::scratch_dir();
-  const auto trained = run_command(kCli + " distill --config " + shell_quoted(kSourceDir / "configs/distill/ect_gmm2d.yaml") + " --teacher " + kGmm2d +
-                                   " --out " + shell_quoted(dir / "ect") + " --set train.steps=2 --set eval.every=0 --set grid.every=0 --set model.hidden=16" +
-                                   " --set data.path=" + shell_quoted(kSourceDir / "configs/toy/gmm2d.yaml"));
+  const auto trained = train_ring_student(dir, "ect");
   ASSERT_EQ(trained.exit_code, 0) << trained.output;
   const auto student = NetworkDenoiser::load(dir / "ect/student.safetensors");
   for (const auto& [arguments, sigmas] : std::vector<std::pair<std::string, std::vector<double>>>{
@@ -188,9 +194,7 @@ TEST(Cli, AConsistencyStudentGeneratesWithTheStepCountsItsFileOffers) {
 // for a student whose sampler is another, and outside [0, 1].
 TEST(Cli, ATrajectoryStudentSamplesWithItsOwnGammaOrTheOneGiven) {
   const auto dir = testing::scratch_dir();
-  const auto trained = run_command(kCli + " distill --config " + shell_quoted(kSourceDir / "configs/distill/ctm_gmm2d.yaml") + " --teacher " + kGmm2d +
-                                   " --out " + shell_quoted(dir / "ctm") + " --set train.steps=2 --set eval.every=0 --set grid.every=0 --set model.hidden=16" +
-                                   " --set ctm.gamma=0.3 --set data.path=" + shell_quoted(kSourceDir / "configs/toy/gmm2d.yaml"));
+  const auto trained = train_ring_student(dir, "ctm", " --set ctm.gamma=0.3");
   ASSERT_EQ(trained.exit_code, 0) << trained.output;
   const auto student = NetworkDenoiser::load(dir / "ctm/student.safetensors");
   ASSERT_TRUE(student->has_target_time());
