@@ -129,17 +129,18 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
     const auto [x0, labels] = data_->batch(context.seed, positions);
     const auto noise = per_sample_normal(context.seed, noise_stream::consistency_noise, positions, student_->sample_shape(), x0.options());
     const auto times = ctm_times(static_cast<int64_t>(grid_.size()), max_teacher_steps_, context.seed, positions);
-    const auto t = at_indices(grid_, times.t), u = at_indices(grid_, times.u), s = at_indices(grid_, times.s);
-    const auto rows = [&](const std::vector<double>& sigma) { return per_row(sigma, x0).flatten(); };
-    const auto data = rows(std::vector<double>(positions.size(), 0.0));
-    const auto x_t = x0 + per_row(t, x0) * noise;
+    // Each row's σ at t, u and s, built once: [N, 1, ...] for x_t, flat for the jumps.
+    const auto t_rows = per_row(at_indices(grid_, times.t), x0);
+    const auto t = t_rows.flatten(), u = per_row(at_indices(grid_, times.u), x0).flatten(), s = per_row(at_indices(grid_, times.s), x0).flatten();
+    const auto data = torch::zeros_like(s);
+    const auto x_t = x0 + t_rows * noise;
     at::Tensor target;
     {
       torch::NoGradGuard no_grad;
       const auto x_u = ctm_teacher_solve(*teacher_, *solver_, x_t, grid_, times, SampleContext{labels, context.seed, positions});
-      target = jump(*target_, jump(*target_, x_u, rows(u), rows(s), labels), rows(s), data, labels);
+      target = jump(*target_, jump(*target_, x_u, u, s, labels), s, data, labels);
     }
-    const auto estimate = jump(*target_, jump(*student_, x_t, rows(t), rows(s), labels), rows(s), data, labels);
+    const auto estimate = jump(*target_, jump(*student_, x_t, t, s, labels), s, data, labels);
     const auto ctm_loss = distance_(estimate, target).mean();
     auto loss = ctm_loss;
     std::map<std::string, double> stats = {{"ctm_loss", ctm_loss.item<double>()}, {"teacher_steps", static_cast<double>(times.k)}};
