@@ -94,7 +94,7 @@ SampleResult draw_samples(Denoiser& denoiser, const SampleRequest& request, Prog
   auto memory = sampler.working_memory(batch_size);
   memory.push_back({fmt::format("the results: samples and noise, 2 × {} × {}", request.num, human_bytes(sampler.sample_bytes())),
                     2.0 * static_cast<double>(request.num) * sampler.sample_bytes()});
-  require_memory(memory, denoiser.device(), request.check_memory, "--no-memory-check");
+  require_memory(memory, denoiser.device(), request.check_memory, "--num or --batch");
   SampleResult result;
   result.sigmas = sampler.sigmas();
   result.nfe = sampler.nfe();

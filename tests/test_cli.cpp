@@ -244,32 +244,38 @@ TEST(Cli, PlotDrawsNamedSeriesAndNamesWhatIsWrongWithItsData) {
   EXPECT_FALSE(std::filesystem::exists(dir / "bad.png"));
 }
 
-// Counts far beyond the machine are refused at once, naming the part that needs the memory and
-// the flag that runs anyway, instead of ending in the OOM killer hours in.
+// Counts far beyond the machine are refused at once, naming the part that needs the memory, what
+// to lower and the flag that runs anyway, instead of ending in the OOM killer hours in; a refused
+// training run writes nothing, so there is no directory to resume.
 TEST(Cli, WorkThatCannotFitInMemoryIsRefusedBeforeItStarts) {
   const auto dir = testing::scratch_dir();
   const std::string teacher = (kSourceDir / "assets/teachers/fmnist.safetensors").string();
   const std::string student = (kSourceDir / "assets/students/fmnist-dmd2.safetensors").string();
+  const auto recipe = [](const std::string& name) { return shell_quoted(kSourceDir / "configs" / name); };
   const struct {
-    std::string command, part;
+    std::string command, part, smaller;
   } cases[] = {
       {"sample --teacher " + teacher + " --num 1000000000000 --out " + shell_quoted(dir / "s.safetensors"),
-       "for the results: samples and noise, 2 × 1000000000000 × 3.1 KiB"},
+       "for the results: samples and noise, 2 × 1000000000000 × 3.1 KiB", "--num or --batch"},
       {"sample --teacher " + teacher + " --num 100000000 --batch 100000000 --out " + shell_quoted(dir / "s.png"),
-       "for network evaluations of 100000000 sample(s)"},
-      {"generate --model " + student + " --num 1000000000000 --out " + shell_quoted(dir / "g.png"), "for the results"},
+       "for network evaluations of 100000000 sample(s)", "--num or --batch"},
+      {"generate --model " + student + " --num 1000000000000 --out " + shell_quoted(dir / "g.png"), "for the results", "--num or --batch"},
       {"record --teacher " + teacher + " --num 100000000 --shard-size 100000000 --out " + shell_quoted(dir / "store"),
-       "for trajectory shards: 3 × 100000000 trajectories × 19 states × 3.1 KiB"},
+       "for trajectory shards: 3 × 100000000 trajectories × 19 states × 3.1 KiB", "--batch or --shard-size"},
+      {"distill --config " + recipe("distill/scm_fmnist.yaml") + " --teacher " + teacher + " --set train.batch=1000000 --out " + shell_quoted(dir / "run"),
+       "for activations: 1.5 × 1000000 row(s) × ", "train.batch"},
+      {"teacher train --config " + recipe("teacher/fmnist.yaml") + " --set train.batch=1000000 --out " + shell_quoted(dir / "run"),
+       "for activations: 1 × 1000000 row(s) × ", "train.batch"},
   };
   for (const auto& c : cases) {
     const auto result = run_command(kCli + " " + c.command + " --device cpu");
     EXPECT_EQ(result.exit_code, 1) << c.command << "\n" << result.output;
     EXPECT_NE(result.output.find("more than is free\n  expected: at most "), std::string::npos) << result.output;
     EXPECT_NE(result.output.find(c.part), std::string::npos) << result.output;
-    EXPECT_NE(result.output.find("hint: lower --num or --batch, or give --no-memory-check to run anyway"), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find("hint: lower " + c.smaller + ", or give --no-memory-check to run anyway"), std::string::npos) << result.output;
   }
   EXPECT_FALSE(std::filesystem::exists(dir / "s.safetensors") || std::filesystem::exists(dir / "g.png") ||
-               std::filesystem::exists(dir / "store" / "store.json"));
+               std::filesystem::exists(dir / "store" / "store.json") || std::filesystem::exists(dir / "run"));
 }
 
 // A NaN weight would make every output NaN: it is named when the file is read.

@@ -24,6 +24,7 @@ void add_training_options(CLI::App& train, const std::string& example_config, st
   train.add_flag("--resume", options->resume, "continue from the newest valid checkpoint in --out");
   train.add_flag("--allow-changed-inputs", options->allow_changed_inputs, "with --resume: go on although an input of the run (the teacher) differs from the one it started with");
   add_device_option(train, *device);
+  add_memory_check_option(train, options->check_memory);
   train.callback([options, device, run = std::move(run)] {
     options->runtime = make_runtime(*device);
     run(*options);

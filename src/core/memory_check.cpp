@@ -93,7 +93,7 @@ uint64_t available_memory(const c10::Device& device) {
   return std::numeric_limits<uint64_t>::max();
 }
 
-void require_memory(const std::vector<MemoryPart>& parts, const c10::Device& device, bool checked, const std::string& override_flag) {
+void require_memory(const std::vector<MemoryPart>& parts, const c10::Device& device, bool checked, const std::string& smaller) {
   if (!checked) return;
   const double needed = std::accumulate(parts.begin(), parts.end(), 0.0, [](double sum, const MemoryPart& part) { return sum + part.bytes; });
   const auto available = available_memory(device);
@@ -103,7 +103,7 @@ void require_memory(const std::vector<MemoryPart>& parts, const c10::Device& dev
   throw Error(fmt::format("this would need about {} of memory on {}, more than is free", human_bytes(needed), device.str()))
       .expected(fmt::format("at most {} (free now on {})", human_bytes(static_cast<double>(available)), device.str()))
       .got(fmt::format("an estimated {}:{}", human_bytes(needed), listed))
-      .hint(fmt::format("lower --num or --batch, or give {} to run anyway", override_flag));
+      .hint(fmt::format("lower {}, or give --no-memory-check to run anyway", smaller));
 }
 
 uint64_t working_bytes(const c10::Device& device, const std::function<void()>& work) {
@@ -126,6 +126,20 @@ uint64_t working_bytes(const c10::Device& device, const std::function<void()>& w
     const auto peak = status_bytes("VmHWM").value_or(*resident);
     return peak > *resident ? peak - *resident : 0;
   }
+  return allocated_bytes(device, work);
+}
+
+uint64_t allocated_bytes(const c10::Device& device, const std::function<void()>& work) {
+#if DISTILLERY_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    const auto total = [&] { return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[aggregate].allocated; };
+    const auto start = total();
+    work();
+    return static_cast<uint64_t>(std::max<int64_t>(total() - start, 0));
+  }
+#endif
+  (void)device;
   const AllocationBudget counter(std::numeric_limits<size_t>::max(), [](size_t) { return Error("unreachable: the counter has no limit"); });
   work();
   return counter.allocated();

@@ -22,6 +22,7 @@ struct TrainingRunOptions {
   std::map<std::string, std::string> inputs = {};
   bool allow_changed_inputs = false;
   bool show_progress = true;
+  bool check_memory = true;  // refuse a batch whose estimate exceeds the device's free memory
   Runtime runtime;
 };
 

@@ -21,6 +21,7 @@
 #include "io/image.h"
 #include "models/network_denoiser.h"
 #include "models/weights.h"
+#include "train/memory_estimate.h"
 #include "train/optimizer.h"
 
 namespace distillery {
@@ -212,6 +213,8 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   const auto s = settings_from(config, has_generator);
   const auto optimizer_spec = optimizer_spec_from(config);
   const auto& out = options.out_dir;
+  // Before anything is written: a refused run leaves no directory to resume.
+  if (options.check_memory) require_memory(training_memory(method, s.batch), options.runtime.device, true, "train.batch");
   // Rank 0 alone writes the run directory (the other ranks' share of it is their gradients).
   std::optional<DirectoryLock> lock;
   if (options.runtime.rank == 0) lock.emplace(out, ".lock", "training run");

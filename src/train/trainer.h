@@ -116,6 +116,11 @@ class TrainingMethod {
   virtual std::vector<EmaSlot> averages() { return {}; }
   // Independent noise batches the method draws per step (for StepContext::positions).
   virtual int64_t draws_per_step() const { return 1; }
+  // A step's peak memory per row as a multiple of what one differentiated evaluation of the
+  // generator allocates per row (train/memory_estimate.h). Allocations overcount what is held
+  // at once, so one evaluation's covers a step of most methods; a method whose step holds more
+  // says so, from a measurement (docs/measurements.md).
+  virtual double activation_memory_factor() const { return 1; }
 
   // Phases (progressive distillation's rounds): the method is built in phase 0; when a step
   // belongs to another phase, or a run resumes in one, the trainer calls begin_phase(k) and

@@ -127,9 +127,9 @@ void require_recording_memory(const RecordOptions& o, const StoreSettings& s, Ba
   if (o.device == host) {
     on_device.push_back(shards);
   } else {
-    require_memory({shards}, host, true, "--no-memory-check");
+    require_memory({shards}, host, true, "--shard-size");
   }
-  require_memory(on_device, o.device, true, "--no-memory-check");
+  require_memory(on_device, o.device, true, "--batch or --shard-size");
 }
 
 bool owned(const RecordOptions& o, int64_t shard) { return shard % o.parts == o.part; }
