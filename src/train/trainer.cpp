@@ -327,8 +327,18 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   std::string last_nonfinite;  // what the last skipped update found non-finite
   auto interval_start = std::chrono::steady_clock::now();
   Progress progress(curve_label, s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
+  // The trained generator (its output EMA when one is kept) with the method's metadata.
+  const auto write_result = [&](const std::filesystem::path& path) {
+    auto metadata = method.output_metadata();
+    metadata["trained_steps"] = std::to_string(state.step);
+    method.write_output(path, metadata, current.ema.get());
+    spdlog::info("wrote {}", path.string());
+  };
   for (int64_t step = state.step; step < s.steps; ++step) {
     if (const auto next = method.phase_of(step); next != phase) {
+      // Each phase's result stays usable as it ended: progressive distillation's N-step student
+      // of every round.
+      if (writes && has_generator) write_result(out / fmt::format("{}-phase-{}.safetensors", curve_label, phase));
       spdlog::info("step {}: phase {} begins", step, next);
       enter_phase(next);
       current = assemble();
@@ -403,12 +413,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
                    Error(fmt::format("every one of the {} training steps had a non-finite update (the last: {}); nothing was trained, no output is written",
                                      state.step, last_nonfinite.empty() ? "before this resume" : last_nonfinite))
                        .hint("lower the learning rates, or look for a non-finite value in the data, the teacher's weights or the recipe"));
-  if (writes) {
-    auto metadata = method.output_metadata();
-    metadata["trained_steps"] = std::to_string(state.step);
-    method.write_output(out / method.output_file(), metadata, current.ema.get());
-    spdlog::info("wrote {}", (out / method.output_file()).string());
-  }
+  if (writes) write_result(out / method.output_file());
 }
 
 }  // namespace distillery

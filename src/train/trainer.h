@@ -124,7 +124,8 @@ class TrainingMethod {
 
   // Phases (progressive distillation's rounds): the method is built in phase 0; when a step
   // belongs to another phase, or a run resumes in one, the trainer calls begin_phase(k) and
-  // then asks again for the modules, optimisers (new ones, fresh state) and averages.
+  // then asks again for the modules, optimisers (new ones, fresh state) and averages. As a
+  // phase ends, a generator's result is written as <output stem>-phase-<k>.safetensors.
   virtual int64_t phase_of(int64_t /*step*/) const { return 0; }
   virtual void begin_phase(int64_t /*phase*/) {}
   // The method's own state (a curriculum's position, counters) as a JSON object, kept in
