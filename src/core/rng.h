@@ -48,6 +48,9 @@ inline constexpr uint64_t consistency_noise = 4001;     //   the noise that take
 inline constexpr uint64_t consistency_time = 4002, consistency_second_time = 4003;  //   continuous times (ECT, sCM, CTM)
 inline constexpr uint64_t consistency_dsm_sigma = 4004, consistency_dsm_noise = 4005;  //   CTM's denoising auxiliary loss
 inline constexpr uint64_t consistency_flip = 4006;      //   flips of the training examples
+inline constexpr uint64_t pd_step = 5000;               // progressive distillation: which student step a row trains at
+inline constexpr uint64_t pd_noise = 5001;              //   the noise that takes the row's example to its σ
+inline constexpr uint64_t pd_flip = 5002;               //   flips of the training examples
 
 struct Range {
   uint64_t base, width;
@@ -74,7 +77,10 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {consistency_second_time, 1},
                                     {consistency_dsm_sigma, 1},
                                     {consistency_dsm_noise, 1},
-                                    {consistency_flip, 1}};
+                                    {consistency_flip, 1},
+                                    {pd_step, 1},
+                                    {pd_noise, 1},
+                                    {pd_flip, 1}};
 constexpr bool disjoint() {
   for (const auto& a : kRanges)
     for (const auto& b : kRanges)

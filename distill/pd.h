@@ -1,0 +1,62 @@
+// defines: ProgressiveRounds, pd_target, add_pd_fields, make_pd
+// Progressive distillation, PD (Salimans & Ho 2022, "Progressive Distillation for Fast Sampling
+// of Diffusion Models"). Round r's student takes N_r = N_0/2^r deterministic DDIM steps (in
+// EDM's formulation the Euler step x_s = D + (s/t)·(x_t − D)) on every 2^(r+1)-th point of a
+// Karras grid of 2·N_0 steps; its teacher takes two steps for each of them, on every 2^r-th
+// point: the original teacher in round 0 (with pd.solver: Heun lets round 0 start from 2·N_0
+// accurate steps instead of the paper's thousands of DDIM steps), then the previous round's
+// student, by DDIM. For a row at the student's step t → s through the teacher's t′, the
+// teacher's two steps carry x_t = x + t·z to x_s; the target is the x̃ whose one DDIM step from t
+// lands there, x̃ = (x_s − (s/t)·x_t)/(1 − s/t), and the loss max(SNR, 1)·‖D_θ(x_t; t) − x̃‖²
+// with SNR = 1/t² in EDM's coordinates (the paper's truncated-SNR weighting of the x-error).
+// The student keeps its preconditioning: EDM's and TrigFlow's are the paper's v-prediction
+// family; an ε-prediction student (VP) cannot make the last step from σ_max (the paper, §4).
+// Each round is a trainer phase of pd.round_steps steps; the student goes on into the next
+// round, where its weights as the round ended become the frozen teacher. As each round ends the
+// trainer writes student-phase-<r>.safetensors, an N_r-step student.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace distillery {
+
+class Config;
+class ConfigSchema;
+class Denoiser;
+class Sampler;
+class TrainingMethod;
+struct SampleContext;
+
+// The σ grids of the rounds, each decreasing and ending with 0: round r's student walks every
+// 2^(r+1)-th point of the Karras grid of 2·N_0 steps, its teacher every 2^r-th, from N_0 student
+// steps down to N_final (both powers of two).
+class ProgressiveRounds {
+ public:
+  ProgressiveRounds(double sigma_min, double sigma_max, double rho, int64_t start_steps, int64_t final_steps);
+  int64_t count() const { return count_; }
+  int64_t student_steps(int64_t round) const { return start_steps_ >> round; }
+  std::vector<double> student_sigmas(int64_t round) const { return every(int64_t{2} << round); }  // N_r + 1 values
+  std::vector<double> teacher_sigmas(int64_t round) const { return every(int64_t{1} << round); }  // 2·N_r + 1 values
+
+ private:
+  std::vector<double> every(int64_t stride) const;
+  std::vector<double> base_;
+  int64_t start_steps_, count_;
+};
+
+// Each row's target x̃: the teacher's two solver steps from x_t at t through t′ to s (without
+// gradient), read as the denoised value whose single DDIM step from t lands where they did.
+at::Tensor pd_target(Denoiser& teacher, const Sampler& solver, const at::Tensor& x_t, const std::vector<double>& t, const std::vector<double>& t_mid,
+                     const std::vector<double>& s, const SampleContext& context);
+
+void add_pd_fields(ConfigSchema& schema);
+// `teacher`: a teacher spec (teacher.h); the config holds student.*, pd.*, data.*, model.* (scratch).
+std::unique_ptr<TrainingMethod> make_pd(const Config& config, const std::string& teacher, const c10::Device& device);
+
+}  // namespace distillery
