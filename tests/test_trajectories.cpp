@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <set>
 
@@ -27,6 +28,7 @@
 #include "teachers/teacher.h"
 #include "test_support.h"
 #include "trajectories/recorder.h"
+#include "trajectories/straightness.h"
 #include "trajectories/trajectory_reader.h"
 #include "trajectories/trajectory_store.h"
 
@@ -443,6 +445,63 @@ TEST(Inspect, CommandLineSummaryAndExitCode) {
   result = testing::run_command(testing::kCli + " inspect " + shell_quoted(dir / "store"));
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("shard listed in the manifest is missing"), std::string::npos) << result.output;
+}
+
+// Straight paths at constant speed in rectified-flow coordinates score 0. A Gaussian's flow is
+// curved: for data N(0, s²) the state at σ is c·√(s² + σ²), so Z(τ) = c·g(τ) with
+// g(τ) = √(s²τ² + (1 − τ)²), and S = ‖c‖²·∫(g′ − ḡ)² dτ / span, ḡ the mean slope: the measure on
+// a dense σ grid matches that integral, taken independently with g′ in closed form (Simpson).
+TEST(Straightness, ZeroForStraightPathsAndTheIntegralOfAGaussiansCurvedFlow) {
+  constexpr int64_t T = 4001;
+  const double tau0 = 1.0 / 81.0;
+  std::vector<double> sigmas(T), taus(T);
+  for (int64_t i = 0; i < T; ++i) {
+    taus[i] = tau0 + (1.0 - tau0) * static_cast<double>(i) / (T - 1);
+    sigmas[i] = (1.0 - taus[i]) / taus[i];
+  }
+  const auto tau = torch::tensor(taus, torch::kFloat64).view({1, T, 1}), sigma = torch::tensor(sigmas, torch::kFloat64).view({1, T, 1});
+  const auto a = torch::tensor({3.0, -1.0}, torch::kFloat64).view({1, 1, 2}), b = torch::tensor({-0.5, 2.0}, torch::kFloat64).view({1, 1, 2});
+  const auto straight = (a + tau * (b - a)) / tau;  // x = Z/τ
+  EXPECT_LT(trajectory_straightness(straight, sigmas).item<double>(), 1e-18);
+
+  const double s = 0.5;
+  const auto c = torch::tensor({1.0, 2.0}, torch::kFloat64).view({1, 1, 2});
+  const auto gaussian = c * (s * s + sigma.square()).sqrt();
+  const auto g = [&](double t) { return std::sqrt(s * s * t * t + (1 - t) * (1 - t)); };
+  const double mean_slope = (g(1.0) - g(tau0)) / (1.0 - tau0);
+  const auto integrand = [&](double t) {
+    const double slope = (s * s * t - (1 - t)) / g(t);
+    return (slope - mean_slope) * (slope - mean_slope);
+  };
+  constexpr int kIntervals = 20000;  // even, for Simpson's rule
+  const double h = (1.0 - tau0) / kIntervals;
+  double integral = integrand(tau0) + integrand(1.0);
+  for (int i = 1; i < kIntervals; ++i) integral += (i % 2 ? 4 : 2) * integrand(tau0 + i * h);
+  integral *= h / 3;
+  const double expected = 5.0 * integral / (1.0 - tau0);  // ‖c‖² = 5
+  const double measured = trajectory_straightness(gaussian, sigmas).item<double>();
+  std::printf("straightness of the Gaussian flow: measured %.8f, integral %.8f\n", measured, expected);
+  EXPECT_GT(expected, 0.1);
+  EXPECT_NEAR(measured, expected, 1e-4 * expected);
+  EXPECT_THROW(trajectory_straightness(gaussian, {80.0, 0.0}), Error);
+}
+
+// `inspect --straightness` reads every trajectory of a store: its figure is the mean of the
+// per-trajectory measure over what the reader gives.
+TEST(Inspect, StraightnessOfAStoreIsTheMeanOverItsTrajectories) {
+  const auto dir = testing::scratch_dir();
+  record_trajectories(small_recording("gmm:" + write_mixture(dir).string(), dir / "store"));
+  const auto result = testing::run_command(testing::kCli + " inspect --straightness " + shell_quoted(dir / "store"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto at = result.output.find("straightness S(Z): ");
+  ASSERT_NE(at, std::string::npos) << result.output;
+  const double printed = std::stod(result.output.substr(at + 19));
+  TrajectoryReader reader(dir / "store");
+  std::vector<int64_t> all(static_cast<size_t>(reader.size()));
+  std::iota(all.begin(), all.end(), 0);
+  const double mean = trajectory_straightness(reader.trajectories(all), reader.sigmas()).mean().item<double>();
+  EXPECT_NEAR(printed, mean, 1e-5 * mean);
+  EXPECT_NE(result.output.find("over 50 trajectories of 13 stored states"), std::string::npos) << result.output;
 }
 
 TEST(Record, PythonReadsWhatWeWroteWithH5py) {

@@ -13,8 +13,10 @@
 #include "core/runtime.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "teachers/teacher.h"
 #include "trajectories/recorder.h"
+#include "trajectories/straightness.h"
 #include "trajectories/trajectory_store.h"
 
 namespace distillery {
@@ -72,14 +74,24 @@ void add_record_command(CLI::App& app) {
 
 void add_inspect_command(CLI::App& app) {
   auto dir = std::make_shared<std::string>();
+  auto straightness = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("inspect", "validate a trajectory store (counts, gaps, duplicates, checksums, attributes) and summarise it");
   cmd->add_option("dir", *dir, "store directory")->required();
-  cmd->callback([dir] {
+  cmd->add_flag("--straightness", *straightness, "also measure the trajectories' straightness S(Z) (Liu et al. 2023; 0: straight lines) over every trajectory");
+  cmd->callback([dir, straightness] {
     const auto report = inspect_store(*dir);
     std::fputs(report.summary().c_str(), stdout);
     for (const auto& note : report.notes) std::printf("note: %s\n", note.c_str());
     for (const auto& problem : report.problems) std::printf("problem: %s\n", problem.c_str());
     if (!report.problems.empty()) throw Error(fmt::format("{} has {} problem(s)", *dir, report.problems.size()));
+    if (!*straightness) return;
+    StoreStraightness measured;
+    {
+      Progress progress("straightness", report.trajectories_present, "traj");
+      measured = store_straightness(*dir, &progress);
+    }
+    std::printf("straightness S(Z): %.6g ± %.2g over %lld trajectories of %lld stored states (rectified-flow coordinates)\n", measured.mean,
+                measured.standard_error, static_cast<long long>(measured.trajectories), static_cast<long long>(measured.states));
   });
 }
 
