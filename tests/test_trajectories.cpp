@@ -283,6 +283,12 @@ TEST(Record, PartsRecordedAtOnceMakeTheSameStoreAsOneProcess) {
   EXPECT_EQ(wait_for(second), 0);
   expect_same_store(dir / "one", dir / "parts");
   EXPECT_EQ(read_manifest(dir / "parts").size(), 30u);
+  // What reflow and the other store readers train on: the pairs of the pieces are one store's.
+  TrajectoryReader one(dir / "one"), parts(dir / "parts");
+  const auto order = one.batch_indices(3, kRecorded, 11);
+  EXPECT_EQ(order, parts.batch_indices(3, kRecorded, 11));
+  const auto a = one.pairs(order), b = parts.pairs(order);
+  EXPECT_TRUE(torch::equal(a.noise, b.noise) && torch::equal(a.sample, b.sample) && torch::equal(a.labels, b.labels));
 }
 
 // Two recordings of the same part would both record every shard and list each twice: the

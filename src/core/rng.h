@@ -51,6 +51,9 @@ inline constexpr uint64_t consistency_flip = 4006;      //   flips of the traini
 inline constexpr uint64_t pd_step = 5000;               // progressive distillation: which student step a row trains at
 inline constexpr uint64_t pd_noise = 5001;              //   the noise that takes the row's example to its σ
 inline constexpr uint64_t pd_flip = 5002;               //   flips of the training examples
+inline constexpr uint64_t reflow_time = 5100;           // rectified flow: the time t of a row's point on its line
+inline constexpr uint64_t reflow_noise = 5101;          //   1-RF's noise end of the line
+inline constexpr uint64_t reflow_flip = 5102;           //   flips of the training examples
 
 struct Range {
   uint64_t base, width;
@@ -80,7 +83,10 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {consistency_flip, 1},
                                     {pd_step, 1},
                                     {pd_noise, 1},
-                                    {pd_flip, 1}};
+                                    {pd_flip, 1},
+                                    {reflow_time, 1},
+                                    {reflow_noise, 1},
+                                    {reflow_flip, 1}};
 constexpr bool disjoint() {
   for (const auto& a : kRanges)
     for (const auto& b : kRanges)

@@ -1,0 +1,123 @@
+#include "distill/reflow.h"
+
+#include <fmt/format.h>
+#include <torch/types.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "distill/common/real_data_stream.h"
+#include "distill/common/sigma_sampling.h"
+#include "distill/common/student_network.h"
+#include "models/network_denoiser.h"
+#include "samplers/sampler.h"
+#include "teachers/teacher.h"
+#include "train/trainer.h"
+#include "trajectories/trajectory_reader.h"
+
+namespace distillery {
+
+std::vector<double> reflow_sigmas(double sigma_max, int64_t steps) {
+  const double t_max = sigma_max / (1 + sigma_max);
+  std::vector<double> sigmas;
+  for (int64_t k = 0; k < steps; ++k) {
+    const double t = t_max * (1 - static_cast<double>(k) / static_cast<double>(steps));
+    sigmas.push_back(k == 0 ? sigma_max : t / (1 - t));
+  }
+  return sigmas;
+}
+
+void add_reflow_fields(ConfigSchema& s) {
+  s.add({"reflow.lr", ConfigType::Float, "student learning rate (its optimiser: optimizer.*)", "1e-4"}, NumberRange::above(0));
+  s.add({"reflow.pairs", ConfigType::String, "the coupling: independent (1-RF: data.* and fresh noise) or store (k-reflow: reflow.store's noise and endpoints)",
+         "store", false, {"store", "independent"}});
+  s.add({"reflow.store", ConfigType::String, "trajectory store of the previous flow (the teacher): its noise and final states are the pairs", "\"\""});
+  s.add({"reflow.sample_steps", ConfigType::Int, "the student's Euler steps, uniform in rectified-flow time (grids and evaluation)", "1"},
+        NumberRange::between(1, 1000));
+}
+
+namespace {
+
+class Reflow final : public TrainingMethod {
+ public:
+  Reflow(const Config& config, const std::string& teacher_spec, const c10::Device& device)
+      : lr_(config.get_float("reflow.lr")), device_(device) {
+    auto teacher = load_teacher(teacher_spec, device);
+    sigma_min_ = teacher->sigma_min();
+    sigma_max_ = teacher->sigma_max();
+    student_ = make_student_network(config, teacher_spec, *teacher);
+    const auto shape = student_->sample_shape();
+    if (config.get_string("reflow.pairs") == "store") {
+      const auto store = config.get_string("reflow.store");
+      DISTILLERY_CHECK(!store.empty(), Error("reflow.pairs: store needs the teacher's trajectory store").file(config.source()).field("reflow.store")
+                                           .hint("record one with `distillery record --store endpoints`, or set reflow.pairs=independent"));
+      pairs_.emplace(store, StoreExpectation{teacher_fingerprint(teacher_spec), shape});
+      DISTILLERY_CHECK(student_->num_classes() == 0 || pairs_->settings().labels != "",
+                       Error("a class-conditional student needs a store recorded with labels").field("reflow.store").got(store));
+    } else {
+      data_.emplace(config, shape, student_->num_classes(), noise_stream::reflow_flip, device);
+    }
+    sampling_.sampler = "euler";
+    sampling_.sigmas = config.get_float_list("student.sigmas");
+    if (sampling_.sigmas.empty()) sampling_.sigmas = reflow_sigmas(sigma_max_, config.get_int("reflow.sample_steps"));
+    sampling_.steps = static_cast<int>(sampling_.sigmas.size());
+  }
+
+  NetworkDenoiser* generator() override { return student_.get(); }
+  SampleRequest sampling() const override { return sampling_; }
+  std::map<std::string, std::string> output_metadata() const override {
+    auto metadata = TrainingMethod::output_metadata();
+    nlohmann::json grids = nlohmann::json::object();
+    for (const int64_t steps : {1, 2, 4}) grids[std::to_string(steps)] = reflow_sigmas(sigma_max_, steps);
+    metadata["student_step_sigmas"] = grids.dump();
+    return metadata;
+  }
+  std::vector<CheckpointModule> checkpoint_modules() override { return {{"generator", &student_->module(), student_->file_metadata()}}; }
+  std::vector<OptimizerSlot> optimizers() override { return {{"generator", &student_->module(), lr_}}; }
+
+  std::map<std::string, double> step(StepContext& context) override {
+    const auto positions = context.positions();
+    at::Tensor x, z, labels;
+    if (pairs_) {
+      const auto pair = pairs_->pairs(pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed));
+      x = pair.sample.to(device_);
+      z = pair.noise.to(device_);
+      if (student_->num_classes() > 0) labels = pair.labels.to(device_);
+    } else {
+      std::tie(x, labels) = data_->batch(context.seed, positions);
+      z = per_sample_normal(context.seed, noise_stream::reflow_noise, positions, student_->sample_shape(), x.options());
+    }
+    // t uniform over the teacher's σ range, in rectified-flow time.
+    const double t_min = sigma_min_ / (1 + sigma_min_), t_max = sigma_max_ / (1 + sigma_max_);
+    const auto u = uniform_per_sample(context.seed, noise_stream::reflow_time, positions).contiguous();
+    std::vector<double> sigma(positions.size()), weight(positions.size());
+    for (size_t r = 0; r < positions.size(); ++r) {
+      const double t = t_min + (t_max - t_min) * u.data_ptr<double>()[r];
+      sigma[r] = t / (1 - t);
+      weight[r] = 1 / (t * t);
+    }
+    const auto predicted = denoise_rows(*student_, x + per_row(sigma, x) * z, sigma, labels);
+    const auto loss = (per_row(weight, x) * (predicted - x).square()).flatten(1).mean(1).mean();
+    context.update("generator", loss);
+    return {{"reflow_loss", loss.item<double>()}};
+  }
+
+ private:
+  double lr_, sigma_min_ = 0, sigma_max_ = 0;
+  c10::Device device_;
+  std::unique_ptr<NetworkDenoiser> student_;
+  std::optional<TrajectoryReader> pairs_;
+  std::optional<RealDataStream> data_;
+  SampleRequest sampling_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainingMethod> make_reflow(const Config& config, const std::string& teacher, const c10::Device& device) {
+  return std::make_unique<Reflow>(config, teacher, device);
+}
+
+}  // namespace distillery
