@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/types.h>
 
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -81,8 +82,12 @@ class Reflow final : public TrainingMethod {
   std::map<std::string, double> step(StepContext& context) override {
     const auto positions = context.positions();
     at::Tensor x, z, labels;
+    std::map<std::string, double> stats;
     if (pairs_) {
+      // The reading's share of the step: stats.jsonl's pair_read_seconds against sec_per_step.
+      const auto start = std::chrono::steady_clock::now();
       const auto pair = pairs_->pairs(pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed));
+      stats["pair_read_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       x = pair.sample.to(device_);
       z = pair.noise.to(device_);
       if (student_->num_classes() > 0) labels = pair.labels.to(device_);
@@ -102,7 +107,8 @@ class Reflow final : public TrainingMethod {
     const auto predicted = denoise_rows(*student_, x + per_row(sigma, x) * z, sigma, labels);
     const auto loss = (per_row(weight, x) * (predicted - x).square()).flatten(1).mean(1).mean();
     context.update("generator", loss);
-    return {{"reflow_loss", loss.item<double>()}};
+    stats["reflow_loss"] = loss.item<double>();
+    return stats;
   }
 
  private:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # FD_fmnist, precision/recall and class accuracy against NFE: the Fashion-MNIST teacher with Heun
 # at 9, 17 and 35 NFE and with DPM-Solver++(2M) at 4 and 8 (Heun below 9 NFE is far worse: 804
-# at 5 NFE on 200 samples), and each student given at 1, 2 and 4 steps (the counts its file
-# offers: a DMD2 student only its own), NUM samples per point (seed 2000, labels cycling, as the
+# at 5 NFE on 200 samples), and each student given at 1, 2, 4 and 8 steps (the counts its file
+# offers: a DMD2 student only its own; one NAME may be given several files, as progressive
+# distillation's rounds), NUM samples per point (seed 2000, labels cycling, as the
 # README's 10,000-sample rows). Writes OUT/points.jsonl (one line per point, kept across runs so
 # an interrupted sweep resumes), OUT/table.md and OUT/fd_vs_nfe.png.
 # Usage: tools/fd_vs_nfe.sh OUT NUM [NAME=STUDENT_FILE_OR_RUN_DIR ...]
@@ -46,7 +47,7 @@ teacher() {
 }
 for student in "$@"; do
   name=${student%%=*} model=${student#*=}
-  for steps in 1 2 4; do
+  for steps in 1 2 4 8; do
     grep -q "\"name\": \"$name\", \"nfe\": $steps," "$points" && continue
     # A student offers only the step counts its file lists; the others are skipped.
     "$cli" generate --model "$model" --steps "$steps" --num "$num" --seed 2000 --labels all --out "$out/samples.safetensors" \
