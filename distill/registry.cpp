@@ -13,6 +13,7 @@
 #include "distill/dmd2.h"
 #include "distill/ect.h"
 #include "distill/ict.h"
+#include "distill/instaflow.h"
 #include "distill/pd.h"
 #include "distill/reflow.h"
 #include "distill/scm.h"
@@ -29,11 +30,12 @@ struct MethodEntry {
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
-constexpr std::array<MethodEntry, 8> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
+constexpr std::array<MethodEntry, 9> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
                                                  {"cd", make_cd, add_cd_fields},
                                                  {"ctm", make_ctm, add_ctm_fields},
                                                  {"ect", make_ect, add_ect_fields},
                                                  {"ict", make_ict, add_ict_fields},
+                                                 {"instaflow", make_instaflow, add_instaflow_fields},
                                                  {"pd", make_pd, add_pd_fields},
                                                  {"reflow", make_reflow, add_reflow_fields},
                                                  {"scm", make_scm, add_scm_fields}}};

@@ -11,13 +11,16 @@ steps=${2:-20}
 shift $(( $# < 2 ? $# : 2 ))
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
-methods=(dmd2 cd ect ict scm ctm)
+methods=(dmd2 cd ect ict scm ctm pd reflow)
 rm -rf "$out"
 mkdir -p "$out"
 for method in "${methods[@]}"; do
   extra=()
   # DMD2's regression term needs a trajectory store; the iteration is timed without it.
   [ "$method" = dmd2 ] && extra=(--set dmd2.regression_weight=0)
+  # Reflow's step is timed as 1-RF (pairs from the data); reading a store's pairs is logged by a
+  # reflow run itself (pair_read_seconds).
+  [ "$method" = reflow ] && extra=(--set reflow.pairs=independent)
   build/distillery distill --config "configs/distill/${method}_fmnist.yaml" --teacher assets/teachers/fmnist.safetensors \
     --out "$out/$method" --set "train.steps=$steps" --set eval.every=0 --set grid.every=0 --set log.every=1 \
     --set checkpoint.every=100000 "${extra[@]}" "$@" > "$out/$method.log" 2>&1

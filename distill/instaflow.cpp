@@ -1,0 +1,76 @@
+#include "distill/instaflow.h"
+
+#include <torch/types.h>
+
+#include <optional>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "distill/common/distances.h"
+#include "distill/common/student_network.h"
+#include "models/network_denoiser.h"
+#include "samplers/sampler.h"
+#include "teachers/teacher.h"
+#include "train/trainer.h"
+#include "trajectories/trajectory_reader.h"
+
+namespace distillery {
+
+void add_instaflow_fields(ConfigSchema& s) {
+  s.add({"instaflow.lr", ConfigType::Float, "student learning rate (its optimiser: optimizer.*)", "1e-5"}, NumberRange::above(0));
+  s.add({"instaflow.store", ConfigType::String, "trajectory store recorded from the reflowed teacher: its noise and final states are the pairs", "\"\""});
+  add_distance_fields(s, "instaflow");
+}
+
+namespace {
+
+class InstaFlowDistillation final : public TrainingMethod {
+ public:
+  InstaFlowDistillation(const Config& config, const std::string& teacher_spec, const c10::Device& device)
+      : lr_(config.get_float("instaflow.lr")), device_(device) {
+    const auto teacher = load_teacher(teacher_spec, device);
+    sigma_max_ = teacher->sigma_max();
+    student_ = make_student_network(config, teacher_spec, *teacher);
+    const auto store = config.get_string("instaflow.store");
+    DISTILLERY_CHECK(!store.empty(), Error("InstaFlow distils the reflowed teacher's own ODE solutions from a trajectory store").file(config.source())
+                                         .field("instaflow.store").hint("record one from the reflowed model with `distillery record --store endpoints`"));
+    pairs_.emplace(store, StoreExpectation{teacher_fingerprint(teacher_spec), student_->sample_shape()});
+    distance_ = distance_from(config, "instaflow", student_->sample_shape(), device);
+  }
+
+  NetworkDenoiser* generator() override { return student_.get(); }
+  SampleRequest sampling() const override {
+    SampleRequest request;
+    request.sampler = "euler";
+    request.sigmas = {sigma_max_};
+    request.steps = 1;
+    return request;
+  }
+  std::vector<CheckpointModule> checkpoint_modules() override { return {{"generator", &student_->module(), student_->file_metadata()}}; }
+  std::vector<OptimizerSlot> optimizers() override { return {{"generator", &student_->module(), lr_}}; }
+
+  std::map<std::string, double> step(StepContext& context) override {
+    const auto pair = pairs_->pairs(pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed));
+    const auto x = pair.sample.to(device_), z = pair.noise.to(device_);
+    const auto labels = student_->num_classes() > 0 ? pair.labels.to(device_) : at::Tensor();
+    const auto generated = denoise_rows(*student_, z * sigma_max_, std::vector<double>(static_cast<size_t>(z.size(0)), sigma_max_), labels);
+    const auto loss = distance_(generated, x).mean();
+    context.update("generator", loss);
+    return {{"instaflow_loss", loss.item<double>()}};
+  }
+
+ private:
+  double lr_, sigma_max_ = 0;
+  c10::Device device_;
+  std::unique_ptr<NetworkDenoiser> student_;
+  std::optional<TrajectoryReader> pairs_;
+  Distance distance_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainingMethod> make_instaflow(const Config& config, const std::string& teacher, const c10::Device& device) {
+  return std::make_unique<InstaFlowDistillation>(config, teacher, device);
+}
+
+}  // namespace distillery
