@@ -7,7 +7,11 @@
 // exactly the state a sampler starts at. The teacher is the reflowed model (the store's, checked
 // by fingerprint), and the student starts from it. The distance is the shared one
 // (instaflow.distance): InstaFlow's LPIPS is here the Fashion-MNIST classifier's feature distance
-// (distill/common/distances.h), or L2 / pseudo-Huber.
+// (distill/common/distances.h), or L2 / pseudo-Huber. SlimFlow's flow-guided distillation (Zhu
+// et al. 2024) adds instaflow.guidance_weight·d(G_θ(z), D_T(G_θ(z) + σ′·z; σ′)): the teacher's
+// one step to the data from a point of the student's own straight line, at rectified-flow time
+// t′ uniform in [0.2, 0.8] (σ′ = t′/(1 − t′)), without gradient through the target; with it a
+// smaller student (student.init: scratch, model.*) learns from a larger reflowed teacher.
 #pragma once
 
 #include <c10/core/Device.h>

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -31,11 +33,18 @@ std::vector<double> reflow_sigmas(double sigma_max, int64_t steps) {
   return sigmas;
 }
 
+double annealed_randomness(int64_t step, int64_t anneal_steps) {
+  if (anneal_steps <= 0) return 0.0;
+  return std::max(0.0, 1.0 - static_cast<double>(step) / static_cast<double>(anneal_steps));
+}
+
 void add_reflow_fields(ConfigSchema& s) {
   s.add({"reflow.lr", ConfigType::Float, "student learning rate (its optimiser: optimizer.*)", "1e-4"}, NumberRange::above(0));
   s.add({"reflow.pairs", ConfigType::String, "the coupling: independent (1-RF: data.* and fresh noise) or store (k-reflow: reflow.store's noise and endpoints)",
          "store", false, {"store", "independent"}});
   s.add({"reflow.store", ConfigType::String, "trajectory store of the previous flow (the teacher): its noise and final states are the pairs", "\"\""});
+  s.add({"reflow.anneal_steps", ConfigType::Int, "SlimFlow's annealing reflow: the store's noise mixed with fresh noise, √(1 − β²)·z + β·ε, "
+         "β falling linearly from 1 to 0 over this many steps (0: the teacher's coupling from the start)", "0"}, NumberRange::between(0, 100000000));
   s.add({"reflow.sample_steps", ConfigType::Int, "the student's Euler steps, uniform in rectified-flow time (grids and evaluation)", "1"},
         NumberRange::between(1, 1000));
 }
@@ -45,7 +54,7 @@ namespace {
 class Reflow final : public TrainingMethod {
  public:
   Reflow(const Config& config, const std::string& teacher_spec, const c10::Device& device)
-      : lr_(config.get_float("reflow.lr")), device_(device) {
+      : lr_(config.get_float("reflow.lr")), anneal_steps_(config.get_int("reflow.anneal_steps")), device_(device) {
     auto teacher = load_teacher(teacher_spec, device);
     sigma_min_ = teacher->sigma_min();
     sigma_max_ = teacher->sigma_max();
@@ -59,6 +68,8 @@ class Reflow final : public TrainingMethod {
       DISTILLERY_CHECK(student_->num_classes() == 0 || pairs_->settings().labels != "",
                        Error("a class-conditional student needs a store recorded with labels").field("reflow.store").got(store));
     } else {
+      DISTILLERY_CHECK(anneal_steps_ == 0, Error("annealing eases a student into a store's coupling; independent pairs have none").file(config.source())
+                                               .field("reflow.anneal_steps").expected("0 with reflow.pairs: independent"));
       data_.emplace(config, shape, student_->num_classes(), noise_stream::reflow_flip, device);
     }
     sampling_.sampler = "euler";
@@ -91,6 +102,11 @@ class Reflow final : public TrainingMethod {
       x = pair.sample.to(device_);
       z = pair.noise.to(device_);
       if (student_->num_classes() > 0) labels = pair.labels.to(device_);
+      if (const double beta = annealed_randomness(context.step, anneal_steps_); beta > 0) {
+        const auto fresh = per_sample_normal(context.seed, noise_stream::reflow_noise, positions, student_->sample_shape(), z.options());
+        z = std::sqrt(1 - beta * beta) * z + beta * fresh;
+        stats["randomness"] = beta;
+      }
     } else {
       std::tie(x, labels) = data_->batch(context.seed, positions);
       z = per_sample_normal(context.seed, noise_stream::reflow_noise, positions, student_->sample_shape(), x.options());
@@ -113,6 +129,7 @@ class Reflow final : public TrainingMethod {
 
  private:
   double lr_, sigma_min_ = 0, sigma_max_ = 0;
+  int64_t anneal_steps_;
   c10::Device device_;
   std::unique_ptr<NetworkDenoiser> student_;
   std::optional<TrajectoryReader> pairs_;

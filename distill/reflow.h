@@ -12,7 +12,11 @@
 // an EDM teacher is its 1-rectified flow (same marginals, and the velocity E[z − x | X_t]), so a
 // store recorded from it trains 2-RF. t is uniform over the teacher's σ range. Students sample
 // with Euler at points uniform in t (the flow's own clock), which `generate --steps` also offers
-// for 2 and 4 steps.
+// for 2 and 4 steps. SlimFlow's annealing reflow (Zhu, Liu, Lou, Hu & Li 2024, "SlimFlow:
+// Training Smaller One-Step Diffusion Models with Rectified Flow") eases a student that cannot
+// start from the teacher (a smaller one, student.init: scratch) into the coupling: the store's
+// noise is mixed with fresh noise, √(1 − β²)·z + β·ε, β falling linearly from 1 (independent
+// pairs: 1-RF towards the teacher's samples) to 0 over reflow.anneal_steps.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -31,6 +35,8 @@ class TrainingMethod;
 // `steps` σ points uniform in rectified-flow time from t(σ_max) down towards 0, largest first,
 // without the final 0: t_k = t_max·(1 − k/steps), σ_k = t_k/(1 − t_k).
 std::vector<double> reflow_sigmas(double sigma_max, int64_t steps);
+// SlimFlow's β after `step` steps of `anneal_steps` (0: no annealing, β = 0).
+double annealed_randomness(int64_t step, int64_t anneal_steps);
 
 void add_reflow_fields(ConfigSchema& schema);
 // `teacher`: a teacher spec (teacher.h), the store's teacher for reflow.pairs: store; the config
