@@ -218,6 +218,19 @@ MixtureRun ctm_mixture_run(const std::filesystem::path& dir, const std::string& 
   return consistency_mixture_run(dir, name, "ctm", keys, steps, std::move(overrides));
 }
 
+// The mixture's exact flow map from σ_max for 2,000 noises (seed 7): Heun with 1,024 steps in
+// float64 on the exact score, and the RMS distance of any landing points from it.
+struct ExactFlowMap {
+  at::Tensor noise, exact;
+  explicit ExactFlowMap(Denoiser& teacher) {
+    std::vector<int64_t> rows(2000);
+    std::iota(rows.begin(), rows.end(), 0);
+    noise = per_sample_normal(7, noise_stream::initial, rows, {2}, torch::kFloat64);
+    exact = make_sampler("heun")->run(teacher, noise * 80.0, make_sigmas({}, 1024), SampleContext{});
+  }
+  double rms(const at::Tensor& x) const { return (x.to(torch::kFloat64) - exact).pow(2).sum(1).mean().sqrt().item<double>(); }
+};
+
 // A CTM student of the mixture jumps from σ_max to the data in one step far closer to the exact
 // flow map than the teacher's own one step, and its deterministic two-jump walks (γ = 0)
 // through an intermediate σ land closer than the teacher's two Euler steps.
@@ -227,12 +240,11 @@ TEST(Ctm, StudentOfTheMixtureJumpsAlongTheExactFlowMap) {
   run_distillation(run.options, run.teacher);
   const auto student = NetworkDenoiser::load(run.options.out_dir / "student.safetensors");
   const auto teacher = load_teacher(run.teacher, c10::Device(c10::DeviceType::CPU));
+  const ExactFlowMap flow(*teacher);
+  const auto& noise = flow.noise;
+  const auto rms = [&](const at::Tensor& x) { return flow.rms(x); };
   std::vector<int64_t> rows(2000);
   std::iota(rows.begin(), rows.end(), 0);
-  const auto noise = per_sample_normal(7, noise_stream::initial, rows, {2}, torch::kFloat64);
-  // Heun with 1024 steps, float64, on the exact score.
-  const auto exact = make_sampler("heun")->run(*teacher, noise * 80.0, make_sigmas({}, 1024), SampleContext{});
-  const auto rms = [&](const at::Tensor& x) { return (x.to(torch::kFloat64) - exact).pow(2).sum(1).mean().sqrt().item<double>(); };
   const SampleContext context{{}, 7, rows};
   const auto x_max = (noise * 80.0).to(torch::kFloat32);
   const auto walk = [&](Denoiser& model, const std::vector<double>& sigmas, const at::Tensor& x) {
@@ -317,12 +329,9 @@ TEST(Pd, StudentOfTheMixtureHalvesItsStepsDownToOneAlongTheExactFlowMap) {
   auto run = pd_mixture_run(dir, "run", "lr: 1.0e-3, start_steps: 8, final_steps: 1, round_steps: 400", 1600, {"model.hidden=256"});
   run_distillation(run.options, run.teacher);
   const auto teacher = load_teacher(run.teacher, c10::Device(c10::DeviceType::CPU));
-  std::vector<int64_t> rows(2000);
-  std::iota(rows.begin(), rows.end(), 0);
-  const auto noise = per_sample_normal(7, noise_stream::initial, rows, {2}, torch::kFloat64);
-  // Heun with 1024 steps, float64, on the exact score.
-  const auto exact = make_sampler("heun")->run(*teacher, noise * 80.0, make_sigmas({}, 1024), SampleContext{});
-  const auto rms = [&](const at::Tensor& x) { return (x.to(torch::kFloat64) - exact).pow(2).sum(1).mean().sqrt().item<double>(); };
+  const ExactFlowMap flow(*teacher);
+  const auto& noise = flow.noise;
+  const auto rms = [&](const at::Tensor& x) { return flow.rms(x); };
   const ProgressiveRounds rounds(0.002, 80, 7, 8, 1);
   for (int64_t round = 0; round < 4; ++round) {
     const auto file = run.options.out_dir / (round < 3 ? fmt::format("student-phase-{}.safetensors", round) : "student.safetensors");
