@@ -490,6 +490,7 @@ TEST(Straightness, ZeroForStraightPathsAndTheIntegralOfAGaussiansCurvedFlow) {
   EXPECT_GT(expected, 0.1);
   EXPECT_NEAR(measured, expected, 1e-4 * expected);
   EXPECT_THROW(trajectory_straightness(gaussian, {80.0, 0.0}), Error);
+  EXPECT_THROW(trajectory_straightness(gaussian.narrow(1, 0, 2), {sigmas[0], sigmas[1]}), Error);  // endpoints alone
 }
 
 // `inspect --straightness` reads every trajectory of a store: its figure is the mean of the

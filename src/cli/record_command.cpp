@@ -85,6 +85,7 @@ void add_inspect_command(CLI::App& app) {
     for (const auto& problem : report.problems) std::printf("problem: %s\n", problem.c_str());
     if (!report.problems.empty()) throw Error(fmt::format("{} has {} problem(s)", *dir, report.problems.size()));
     if (!*straightness) return;
+    require_intermediate_states(static_cast<int64_t>(report.settings->stored_steps.size()));
     StoreStraightness measured;
     {
       Progress progress("straightness", report.trajectories_present, "traj");

@@ -12,10 +12,17 @@
 
 namespace distillery {
 
+void require_intermediate_states(int64_t states) {
+  // Two states make one straight piece, which would score 0 whatever the path between them.
+  DISTILLERY_CHECK(states >= 3, Error("straightness needs the states between a trajectory's ends").expected("at least 3 stored states")
+                                    .got(std::to_string(states)).hint("record the store with --store full or every:K"));
+}
+
 at::Tensor trajectory_straightness(const at::Tensor& states, const std::vector<double>& sigmas) {
   const auto T = static_cast<int64_t>(sigmas.size());
-  DISTILLERY_CHECK(states.dim() >= 3 && states.size(1) == T && T >= 2,
-                   Error("straightness needs trajectories of at least two states, one per σ").expected(std::to_string(T) + " states per trajectory")
+  require_intermediate_states(T);
+  DISTILLERY_CHECK(states.dim() >= 3 && states.size(1) == T,
+                   Error("straightness needs one state per σ").expected(std::to_string(T) + " states per trajectory")
                        .got(std::to_string(states.dim() >= 2 ? states.size(1) : 0)));
   std::vector<double> tau(sigmas.size()), scale(sigmas.size());
   for (size_t i = 0; i < sigmas.size(); ++i) {

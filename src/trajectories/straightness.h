@@ -1,4 +1,4 @@
-// defines: trajectory_straightness, store_straightness, StoreStraightness
+// defines: require_intermediate_states, trajectory_straightness, store_straightness, StoreStraightness
 // The straightness of probability-flow trajectories, S(Z) = ∫ E‖(Z₁ − Z₀) − Ż_τ‖² dτ (Liu, Gong
 // & Liu 2023, "Flow Straight and Fast", §2.2): 0 for straight paths at constant speed, which one
 // Euler step follows exactly. Trajectories are read in rectified-flow coordinates, where a state
@@ -18,7 +18,11 @@ namespace distillery {
 
 class Progress;
 
-// Per trajectory ([N]): `states` [N, T, *shape] at the decreasing `sigmas` (T values, the last may be 0).
+// Error unless a trajectory has states between its ends (`states` ≥ 3).
+void require_intermediate_states(int64_t states);
+
+// Per trajectory ([N]): `states` [N, T, *shape] at the decreasing `sigmas` (T ≥ 3 values, the last
+// may be 0); Error for a store of endpoints alone.
 at::Tensor trajectory_straightness(const at::Tensor& states, const std::vector<double>& sigmas);
 
 struct StoreStraightness {
