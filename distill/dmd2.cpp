@@ -16,6 +16,7 @@
 #include "distill/common/few_step_generator.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/common/store_pairs.h"
 #include "distill/common/student_network.h"
 #include "models/guidance.h"
 #include "models/network_denoiser.h"
@@ -206,8 +207,7 @@ class Dmd2 final : public TrainingMethod {
     // The loss is 0.5·mean(g²): its value tracks the size of the update direction.
     stats["dm_loss"] = loss.item<double>();
     if (pairs_) {
-      const auto indices = pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed);
-      const auto pair = pairs_->pairs(indices);
+      const auto pair = pairs_for_step(*pairs_, context);
       const auto noise = pair.noise.to(device_);
       const auto first = torch::full({noise.size(0)}, settings_.student_sigmas.front(), noise.options());
       const auto predicted = generator_->denoise(noise * settings_.student_sigmas.front(), first,

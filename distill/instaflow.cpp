@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "distill/common/distances.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/common/store_pairs.h"
 #include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampler.h"
@@ -54,7 +55,7 @@ class InstaFlowDistillation final : public TrainingMethod {
   std::vector<OptimizerSlot> optimizers() override { return {{"generator", &student_->module(), lr_}}; }
 
   std::map<std::string, double> step(StepContext& context) override {
-    const auto pair = pairs_->pairs(pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed));
+    const auto pair = pairs_for_step(*pairs_, context);
     const auto x = pair.sample.to(device_), z = pair.noise.to(device_);
     const auto labels = student_->num_classes() > 0 ? pair.labels.to(device_) : at::Tensor();
     const auto generated = denoise_rows(*student_, z * sigma_max_, std::vector<double>(static_cast<size_t>(z.size(0)), sigma_max_), labels);

@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/common/store_pairs.h"
 #include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampler.h"
@@ -97,7 +98,7 @@ class Reflow final : public TrainingMethod {
     if (pairs_) {
       // The reading's share of the step: stats.jsonl's pair_read_seconds against sec_per_step.
       const auto start = std::chrono::steady_clock::now();
-      const auto pair = pairs_->pairs(pairs_->batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed));
+      const auto pair = pairs_for_step(*pairs_, context);
       stats["pair_read_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       x = pair.sample.to(device_);
       z = pair.noise.to(device_);

@@ -24,13 +24,10 @@ at::Tensor trajectory_straightness(const at::Tensor& states, const std::vector<d
   DISTILLERY_CHECK(states.dim() >= 3 && states.size(1) == T,
                    Error("straightness needs one state per σ").expected(std::to_string(T) + " states per trajectory")
                        .got(std::to_string(states.dim() >= 2 ? states.size(1) : 0)));
-  std::vector<double> tau(sigmas.size()), scale(sigmas.size());
-  for (size_t i = 0; i < sigmas.size(); ++i) {
-    tau[i] = 1.0 / (1.0 + sigmas[i]);
-    scale[i] = tau[i];  // Z = x/(1 + σ) = τ·x
-  }
+  std::vector<double> tau(sigmas.size());
+  for (size_t i = 0; i < sigmas.size(); ++i) tau[i] = 1.0 / (1.0 + sigmas[i]);
   const auto x = states.to(torch::kFloat64).flatten(2);  // [N, T, D]
-  const auto z = x * torch::tensor(scale, x.options()).view({1, T, 1});
+  const auto z = x * torch::tensor(tau, x.options()).view({1, T, 1});  // Z = x/(1 + σ) = τ·x
   const double span = tau.back() - tau.front();
   const auto overall = (z.select(1, T - 1) - z.select(1, 0)) / span;  // [N, D]
   auto total = torch::zeros({x.size(0)}, x.options());
