@@ -42,7 +42,14 @@ std::unique_ptr<Denoiser> load_teacher_on_cpu(const std::string& spec) {
   if (spec.ends_with(".safetensors")) return NetworkDenoiser::load(spec);
   if (std::filesystem::is_directory(spec)) {
     const auto weights = std::filesystem::path(spec) / "teacher.safetensors";
-    DISTILLERY_CHECK(std::filesystem::exists(weights), Error("directory holds no teacher.safetensors").file(spec).hint("a training run writes it when it finishes"));
+    if (!std::filesystem::exists(weights)) {
+      // A distillation run's network (a reflowed model, a progressive-distillation round) is
+      // often the next stage's teacher: point at it rather than guess which file is meant.
+      const auto student = std::filesystem::path(spec) / "student.safetensors";
+      throw Error("directory holds no teacher.safetensors").file(spec).hint(
+          std::filesystem::exists(student) ? fmt::format("it is a distillation run: pass its network as --teacher {}", student.string())
+                                           : std::string("a teacher training run writes it when it finishes"));
+    }
     return NetworkDenoiser::load(weights);
   }
   throw Error(fmt::format("unrecognised teacher '{}'", spec)).field("--teacher").expected(teacher_forms());

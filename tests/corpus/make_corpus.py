@@ -393,6 +393,8 @@ def cli_cases():
         "unknown-device": sample + "--device tpu",
         "output-type": "{cli} sample --teacher gmm:" + gmm + " --out {out}/s.jpg",
         "teacher-missing": "{cli} sample --teacher {out}/absent.safetensors --out {out}/s.safetensors",
+        "teacher-run-unfinished": "mkdir {out}/run && {cli} sample --teacher {out}/run --out {out}/s.safetensors",
+        "teacher-distillation-run": "mkdir {out}/run && : > {out}/run/student.safetensors && {cli} sample --teacher {out}/run --out {out}/s.safetensors",
         "teacher-unknown-form": "{cli} sample --teacher model.bin --out {out}/s.safetensors",
         "unknown-option": sample + "--nmu 4",
         "no-teacher": "{cli} sample --out {out}/s.safetensors",
