@@ -126,7 +126,7 @@ class Dmd2 final : public TrainingMethod {
     }
     sigma_grid_.emplace(teacher_->sigma_min(), teacher_->sigma_max());
     if (settings_.regression_weight > 0) {
-      pairs_.emplace(settings_.regression_store, StoreExpectation{teacher_fingerprint(teacher_spec), teacher_->sample_shape()});
+      pairs_ = open_teacher_store(config, "dmd2.regression_store", teacher_spec, *generator_, "the regression loss needs the teacher's trajectory store");
       DISTILLERY_CHECK(std::abs(pairs_->sigmas().front() - settings_.student_sigmas.front()) < 1e-6 * settings_.student_sigmas.front(),
                        Error("the regression store starts at another σ than the student").field("dmd2.regression_store")
                            .expected(std::to_string(settings_.student_sigmas.front())).got(std::to_string(pairs_->sigmas().front())));
@@ -257,7 +257,7 @@ class Dmd2 final : public TrainingMethod {
   torch::nn::Module* critic_optimized_ = nullptr;     // what the critic's optimiser updates
   std::optional<FewStepGenerator> few_step_;
   std::optional<RealDataStream> real_data_;  // GAN only
-  std::optional<TrajectoryReader> pairs_;
+  std::unique_ptr<TrajectoryReader> pairs_;
   std::optional<KarrasGridSampler> sigma_grid_;
   SampleRequest request_;
 };

@@ -2,7 +2,6 @@
 
 #include <torch/types.h>
 
-#include <optional>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -36,10 +35,8 @@ class InstaFlowDistillation final : public TrainingMethod {
     teacher_ = load_teacher(teacher_spec, device);
     sigma_max_ = teacher_->sigma_max();
     student_ = make_student_network(config, teacher_spec, *teacher_);
-    const auto store = config.get_string("instaflow.store");
-    DISTILLERY_CHECK(!store.empty(), Error("InstaFlow distils the reflowed teacher's own ODE solutions from a trajectory store").file(config.source())
-                                         .field("instaflow.store").hint("record one from the reflowed model with `distillery record --store endpoints`"));
-    pairs_.emplace(store, StoreExpectation{teacher_fingerprint(teacher_spec), student_->sample_shape()});
+    pairs_ = open_teacher_store(config, "instaflow.store", teacher_spec, *student_,
+                                "InstaFlow distils the reflowed teacher's own ODE solutions from a trajectory store");
     distance_ = distance_from(config, "instaflow", student_->sample_shape(), device);
   }
 
@@ -86,7 +83,7 @@ class InstaFlowDistillation final : public TrainingMethod {
   c10::Device device_;
   std::unique_ptr<Denoiser> teacher_;
   std::unique_ptr<NetworkDenoiser> student_;
-  std::optional<TrajectoryReader> pairs_;
+  std::unique_ptr<TrajectoryReader> pairs_;
   Distance distance_;
 };
 

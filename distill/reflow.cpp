@@ -60,18 +60,13 @@ class Reflow final : public TrainingMethod {
     sigma_min_ = teacher->sigma_min();
     sigma_max_ = teacher->sigma_max();
     student_ = make_student_network(config, teacher_spec, *teacher);
-    const auto shape = student_->sample_shape();
     if (config.get_string("reflow.pairs") == "store") {
-      const auto store = config.get_string("reflow.store");
-      DISTILLERY_CHECK(!store.empty(), Error("reflow.pairs: store needs the teacher's trajectory store").file(config.source()).field("reflow.store")
-                                           .hint("record one with `distillery record --store endpoints`, or set reflow.pairs=independent"));
-      pairs_.emplace(store, StoreExpectation{teacher_fingerprint(teacher_spec), shape});
-      DISTILLERY_CHECK(student_->num_classes() == 0 || pairs_->settings().labels != "",
-                       Error("a class-conditional student needs a store recorded with labels").field("reflow.store").got(store));
+      pairs_ = open_teacher_store(config, "reflow.store", teacher_spec, *student_,
+                                  "reflow.pairs: store needs the teacher's trajectory store (or set reflow.pairs=independent)");
     } else {
       DISTILLERY_CHECK(anneal_steps_ == 0, Error("annealing eases a student into a store's coupling; independent pairs have none").file(config.source())
                                                .field("reflow.anneal_steps").expected("0 with reflow.pairs: independent"));
-      data_.emplace(config, shape, student_->num_classes(), noise_stream::reflow_flip, device);
+      data_.emplace(config, student_->sample_shape(), student_->num_classes(), noise_stream::reflow_flip, device);
     }
     sampling_.sampler = "euler";
     sampling_.sigmas = config.get_float_list("student.sigmas");
@@ -133,7 +128,7 @@ class Reflow final : public TrainingMethod {
   int64_t anneal_steps_;
   c10::Device device_;
   std::unique_ptr<NetworkDenoiser> student_;
-  std::optional<TrajectoryReader> pairs_;
+  std::unique_ptr<TrajectoryReader> pairs_;
   std::optional<RealDataStream> data_;
   SampleRequest sampling_;
 };

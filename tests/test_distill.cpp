@@ -353,11 +353,12 @@ TEST(Pd, StudentOfTheMixtureHalvesItsStepsDownToOneAlongTheExactFlowMap) {
 }
 
 // A store of `num` Heun trajectories of `teacher` (18 steps, every state kept) in `out`.
-void record_full(const std::string& teacher, const std::filesystem::path& out, int64_t num) {
+void record_full(const std::string& teacher, const std::filesystem::path& out, int64_t num, const std::string& labels = "") {
   RecordOptions o;
   o.teacher = teacher;
   o.out = out;
   o.request.num = num;
+  o.request.labels = labels;
   o.request.seed = 1;
   o.show_progress = false;
   record_trajectories(o);
@@ -903,6 +904,25 @@ TEST(Trainer, ProgressiveDistillationResumedMidRoundEqualsUninterruptedBitForBit
   for (const char* file : {"student-phase-0.safetensors", "student-phase-1.safetensors"})
     EXPECT_EQ(file_bytes(dir / "straight" / file), file_bytes(dir / "resumed" / file)) << file;
   EXPECT_EQ(student_request(dir / "resumed" / "student-phase-1.safetensors").sigmas.size(), 2u);
+}
+
+// A store recorded with --labels none cannot feed a class-conditional student (it would learn
+// only its unconditional branch): every method that reads pairs refuses it before training.
+TEST(Trainer, AClassConditionalStudentRefusesAStoreWithoutLabels) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "labelled.yaml") << testing::kThreeModes2d << "conditional: true\n";
+  const std::string teacher = "gmm:" + (dir / "labelled.yaml").string();
+  record_full(teacher, dir / "store", 16, "none");
+  const auto store = fmt::format("store: \"{}\"", (dir / "store").string());
+  for (const auto& [method, keys] : std::vector<std::pair<std::string, std::string>>{{"reflow", store}, {"instaflow", store}}) {
+    auto run = consistency_mixture_run(dir, method, method, keys, 2, {"precond.parameterization=edm", "model.num_classes=3"});
+    try {
+      run_distillation(run.options, teacher);
+      ADD_FAILURE() << method << " trained a class-conditional student on a store without labels";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("a class-conditional student needs a store recorded with labels"), std::string::npos) << method << ": " << e.what();
+    }
+  }
 }
 
 // k-reflow reads its pairs from a store in an order drawn from the step: the resumed half reads
