@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/common/store_pairs.h"
 #include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampler.h"
@@ -29,6 +30,8 @@ void add_pd_fields(ConfigSchema& s) {
   s.add({"pd.round_steps", ConfigType::Int, "training steps per round; steps beyond the last round's share go on training it", "1000"},
         NumberRange::between(1, 100000000));
   s.add({"pd.rho", ConfigType::Float, "ρ of the Karras grid of 2·N_0 steps every round's grid is taken from", "7"}, NumberRange::above(0));
+  s.add({"pd.store", ConfigType::String,
+         "trajectory store of the teacher whose final states replace data.* as the clean inputs (data-free distillation; empty: data.*)", "\"\""});
   s.add({"pd.solver", ConfigType::String, "the original teacher's step in round 0 (later rounds' teachers are students: DDIM)", "heun", false,
          {"heun", "euler"}});
 }
@@ -80,7 +83,10 @@ class ProgressiveDistillation final : public TrainingMethod {
                      Error("progressive distillation's students take the grids of their rounds").file(config.source()).field("student.sigmas")
                          .hint("set pd.start_steps and pd.final_steps instead"));
     student_ = make_student_network(config, teacher_spec, *original_);
-    data_.emplace(config, student_->sample_shape(), student_->num_classes(), noise_stream::pd_flip, device);
+    if (config.get_string("pd.store").empty())
+      data_.emplace(config, student_->sample_shape(), student_->num_classes(), noise_stream::pd_flip, device);
+    else
+      samples_ = open_teacher_store(config, "pd.store", teacher_spec, *student_, "the teacher's samples need its trajectory store");
   }
 
   NetworkDenoiser* generator() override { return student_.get(); }
@@ -108,7 +114,7 @@ class ProgressiveDistillation final : public TrainingMethod {
 
   std::map<std::string, double> step(StepContext& context) override {
     const auto positions = context.positions();
-    const auto [x0, labels] = data_->batch(context.seed, positions);
+    const auto [x0, labels] = clean_inputs(context);
     const auto student_grid = rounds_.student_sigmas(round_), teacher_grid = rounds_.teacher_sigmas(round_);
     const auto steps = rounds_.student_steps(round_);
     const auto u = uniform_per_sample(context.seed, noise_stream::pd_step, positions).contiguous();
@@ -131,6 +137,13 @@ class ProgressiveDistillation final : public TrainingMethod {
   }
 
  private:
+  std::pair<at::Tensor, at::Tensor> clean_inputs(const StepContext& context) {
+    if (data_) return data_->batch(context.seed, context.positions());
+    const auto pair = pairs_for_step(*samples_, context);
+    const auto x0 = pair.sample.to(original_->device());
+    return {x0, student_->num_classes() > 0 ? pair.labels.to(x0.device()) : at::Tensor()};
+  }
+
   double lr_;
   int64_t round_steps_, round_ = 0;
   std::unique_ptr<Denoiser> original_;
@@ -138,6 +151,7 @@ class ProgressiveDistillation final : public TrainingMethod {
   std::unique_ptr<Sampler> original_solver_, ddim_;
   std::unique_ptr<NetworkDenoiser> student_, round_teacher_;
   std::optional<RealDataStream> data_;
+  std::unique_ptr<TrajectoryReader> samples_;
 };
 
 }  // namespace

@@ -13,7 +13,9 @@
 // family; an ε-prediction student (VP) cannot make the last step from σ_max (the paper, §4).
 // Each round is a trainer phase of pd.round_steps steps; the student goes on into the next
 // round, where its weights as the round ended become the frozen teacher. As each round ends the
-// trainer writes student-phase-<r>.safetensors, an N_r-step student.
+// trainer writes student-phase-<r>.safetensors, an N_r-step student. The clean inputs x are
+// data.* examples, or with pd.store the final states of a trajectory store recorded from the
+// teacher (distillation without the dataset, from the teacher's own samples; their labels too).
 #pragma once
 
 #include <ATen/core/Tensor.h>

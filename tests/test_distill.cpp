@@ -906,6 +906,30 @@ TEST(Trainer, ProgressiveDistillationResumedMidRoundEqualsUninterruptedBitForBit
   EXPECT_EQ(student_request(dir / "resumed" / "student-phase-1.safetensors").sigmas.size(), 2u);
 }
 
+// Fed by a store of the teacher's samples instead of data.*, progressive distillation reads them
+// by the step, so a resume repeats the batches; and they are what it trains on: the first loss
+// differs from the data-fed run's.
+TEST(Trainer, ProgressiveDistillationFedByAStoreResumesBitForBit) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  record_full("gmm:" + (dir / "three_modes.yaml").string(), dir / "store", 64);
+  const std::vector<std::string> small = {"model.hidden=32", "train.batch=16", "eval.every=2", "eval.num=200", "log.every=1", "checkpoint.every=2"};
+  const std::string keys = "lr: 1.0e-3, start_steps: 2, final_steps: 1, round_steps: 2, solver: euler";
+  const auto store_keys = fmt::format("{}, store: \"{}\"", keys, (dir / "store").string());
+  const auto straight = pd_mixture_run(dir, "straight", store_keys, 4, small), resumed = pd_mixture_run(dir, "resumed", store_keys, 4, small);
+  expect_resume_equals_straight(straight, resumed, 4, {"generator.safetensors", "teacher.safetensors", "generator_optimizer.safetensors", "state.json"},
+                                {"step", "phase", "pd_loss", "fd_raw"});
+  auto data_fed = pd_mixture_run(dir, "data", keys, 1, small);
+  run_distillation(data_fed.options, data_fed.teacher);
+  const auto first_loss = [](const MixtureRun& run) {
+    for (const auto& line : stats_lines(run.options.out_dir))
+      if (line.contains("pd_loss")) return line.at("pd_loss").get<double>();
+    ADD_FAILURE() << "no pd_loss in " << run.options.out_dir;
+    return 0.0;
+  };
+  EXPECT_NE(first_loss(data_fed), first_loss(straight));
+}
+
 // A store recorded with --labels none cannot feed a class-conditional student (it would learn
 // only its unconditional branch): every method that reads pairs refuses it before training.
 TEST(Trainer, AClassConditionalStudentRefusesAStoreWithoutLabels) {
@@ -914,7 +938,7 @@ TEST(Trainer, AClassConditionalStudentRefusesAStoreWithoutLabels) {
   const std::string teacher = "gmm:" + (dir / "labelled.yaml").string();
   record_full(teacher, dir / "store", 16, "none");
   const auto store = fmt::format("store: \"{}\"", (dir / "store").string());
-  for (const auto& [method, keys] : std::vector<std::pair<std::string, std::string>>{{"reflow", store}, {"instaflow", store}}) {
+  for (const auto& [method, keys] : std::vector<std::pair<std::string, std::string>>{{"reflow", store}, {"instaflow", store}, {"pd", store}}) {
     auto run = consistency_mixture_run(dir, method, method, keys, 2, {"precond.parameterization=edm", "model.num_classes=3"});
     try {
       run_distillation(run.options, teacher);
