@@ -148,10 +148,15 @@ TrajectoryReader::StatePairs TrajectoryReader::state_pairs(const std::vector<int
   return {sigma_table.index_select(0, i), x.index({rows, i}), sigma_table.index_select(0, j), x.index({rows, j}), labels(indices)};
 }
 
-std::vector<int64_t> TrajectoryReader::batch_indices(int64_t batch_number, int64_t batch_size, uint64_t seed) const {
-  ShuffledOrder order(settings_.num, seed);
+std::vector<int64_t> TrajectoryReader::batch_indices(int64_t batch_number, int64_t batch_size, uint64_t seed) {
+  // The epoch's permutation is kept: drawn afresh for every batch, it cost each training step
+  // time and memory in proportion to the store's size.
+  if (!order_ || order_seed_ != seed) {
+    order_.emplace(settings_.num, seed);
+    order_seed_ = seed;
+  }
   std::vector<int64_t> out;
-  for (int64_t p = batch_number * batch_size; p < (batch_number + 1) * batch_size; ++p) out.push_back(order.at(p));
+  for (int64_t p = batch_number * batch_size; p < (batch_number + 1) * batch_size; ++p) out.push_back(order_->at(p));
   return out;
 }
 

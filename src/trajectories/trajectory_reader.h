@@ -11,9 +11,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "data/shuffled_order.h"
 #include "trajectories/trajectory_store.h"
 
 namespace distillery {
@@ -54,7 +56,7 @@ class TrajectoryReader {
   StatePairs state_pairs(const std::vector<int64_t>& indices, uint64_t seed);
 
   // Batch b of an endless shuffled stream over the store (epochs reshuffled by (seed, epoch)).
-  std::vector<int64_t> batch_indices(int64_t batch_number, int64_t batch_size, uint64_t seed) const;
+  std::vector<int64_t> batch_indices(int64_t batch_number, int64_t batch_size, uint64_t seed);
 
  private:
   const H5File& shard_file(int64_t shard);
@@ -71,6 +73,8 @@ class TrajectoryReader {
   std::vector<OpenShard> open_;
   std::vector<bool> verified_;
   int64_t uses_ = 0;
+  std::optional<ShuffledOrder> order_;
+  uint64_t order_seed_ = 0;
 };
 
 }  // namespace distillery
