@@ -43,11 +43,22 @@ double median_batch_seconds(Denoiser& model, SampleRequest request, int64_t batc
   return seconds[seconds.size() / 2];
 }
 
+// A smaller student (SlimFlow's) is judged by its size as well as its speed; analytic and
+// TorchScript teachers expose no parameters and count 0 (shown as –).
+int64_t parameter_count(const Denoiser& model) {
+  const auto* network = dynamic_cast<const NetworkDenoiser*>(&model);
+  if (network == nullptr) return 0;
+  int64_t count = 0;
+  for (const auto& parameter : network->module().parameters()) count += parameter.numel();
+  return count;
+}
+
 struct ReportSide {
   std::string name;
   int64_t nfe = 0;
   SourceEvaluation evaluation;
   double images_per_second = 0;
+  int64_t parameters = 0;
 };
 
 }  // namespace
@@ -81,7 +92,7 @@ void run_report(const ReportOptions& o) {
   std::vector<ReportSide> sides(2);
   {
     auto teacher_model = load_teacher(o.teacher, device);
-    sides[0] = {"teacher", BatchSampler(*teacher_model, teacher_sampling).nfe(), {}, 0};
+    sides[0] = {"teacher", BatchSampler(*teacher_model, teacher_sampling).nfe(), {}, 0, parameter_count(*teacher_model)};
     auto source = open_image_source(o.store, {}, device);
     sides[0].evaluation = evaluate_source(*source, network, true, 250, false);
     spdlog::info("timing the teacher: {} rounds of {} images at {} NFE", o.speed_rounds, o.speed_batch, sides[0].nfe);
@@ -90,7 +101,7 @@ void run_report(const ReportOptions& o) {
   const auto student_model = NetworkDenoiser::load(student_path);
   student_model->to(device);
   {
-    sides[1] = {"student", BatchSampler(*student_model, student_sampling).nfe(), {}, 0};
+    sides[1] = {"student", BatchSampler(*student_model, student_sampling).nfe(), {}, 0, parameter_count(*student_model)};
     auto source = open_image_source("model:" + student_path.string(), student_sampling, device);
     sides[1].evaluation = evaluate_source(*source, network, true, 250, false);
     sides[1].images_per_second =
@@ -99,7 +110,7 @@ void run_report(const ReportOptions& o) {
 
   nlohmann::json report = {{"num", o.num}, {"features", network.name}, {"reference", o.reference}, {"teacher", o.teacher}, {"student", student_path.string()},
                            {"speed_batch", o.speed_batch}};
-  std::string table = "| model | NFE | FD_fmnist | class accuracy | precision | recall | images/s |\n|---|---|---|---|---|---|---|\n";
+  std::string table = "| model | parameters | NFE | FD_fmnist | class accuracy | precision | recall | images/s |\n|---|---|---|---|---|---|---|---|\n";
   for (auto& side : sides) {
     auto& e = side.evaluation;
     // Only the first `num` store samples count, so both sides are the same size.
@@ -110,8 +121,9 @@ void run_report(const ReportOptions& o) {
     const double accuracy = classification_accuracy(e.logits.narrow(0, 0, o.num), e.labels.narrow(0, 0, o.num));
     const auto pr = precision_recall(real_features, features);
     report[side.name] = {{"nfe", side.nfe}, {"fd_fmnist", fd}, {"class_accuracy", accuracy}, {"precision", pr.precision}, {"recall", pr.recall},
-                         {"images_per_second", side.images_per_second}};
-    table += fmt::format("| {} | {} | {:.2f} | {:.1f}% | {:.3f} | {:.3f} | {:.1f} |\n", side.name, side.nfe, fd, 100 * accuracy, pr.precision, pr.recall,
+                         {"images_per_second", side.images_per_second}, {"parameters", side.parameters}};
+    table += fmt::format("| {} | {} | {} | {:.2f} | {:.1f}% | {:.3f} | {:.3f} | {:.1f} |\n", side.name,
+                         side.parameters > 0 ? std::to_string(side.parameters) : "–", side.nfe, fd, 100 * accuracy, pr.precision, pr.recall,
                          side.images_per_second);
   }
   report["speedup"] = sides[1].images_per_second / sides[0].images_per_second;

@@ -1,7 +1,7 @@
 // defines: ReportOptions, run_report
 // A student against its teacher on Fashion-MNIST: FD_fmnist, class accuracy and
 // precision/recall of `num` samples per side (the teacher's from its trajectory store, the
-// student's from the same seed, indices and classes), images/s, and side-by-side grids:
+// student's from the same seed, indices and classes), images/s, parameter counts, and side-by-side grids:
 // report.md, report.json, comparison.png, teacher.png, student.png in `out`.
 #pragma once
 
