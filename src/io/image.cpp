@@ -133,14 +133,24 @@ void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSe
   DISTILLERY_CHECK(std::isfinite(x_lo), Error("nothing to plot").file(path.string()));
   const double x_span = std::max(x_hi - x_lo, 1e-9) * 1.05, y_span = std::max(y_hi - y_lo, 1e-9) * 1.1;
   PlotFrame frame(x_lo - 0.025 * x_span, x_span, y_lo - 0.05 * y_span, y_span, title, log_y, log_x);
-  const std::array<cv::Scalar, 8> colours = {cv::Scalar(180, 90, 20), cv::Scalar(30, 30, 220),  cv::Scalar(40, 150, 40),  cv::Scalar(150, 40, 150),
-                                             cv::Scalar(0, 140, 255), cv::Scalar(140, 140, 0), cv::Scalar(80, 80, 80), cv::Scalar(200, 100, 200)};
+  // Sixteen distinguishable colours (BGR): a results plot carries a dozen methods and teacher
+  // curves, and a repeated colour made two of them read as one. Past sixteen, squares mark the
+  // second round.
+  const std::array<cv::Scalar, 16> colours = {
+      cv::Scalar(180, 119, 31), cv::Scalar(14, 127, 255), cv::Scalar(44, 160, 44),  cv::Scalar(40, 39, 214),
+      cv::Scalar(189, 103, 148), cv::Scalar(75, 86, 140), cv::Scalar(194, 119, 227), cv::Scalar(127, 127, 127),
+      cv::Scalar(34, 189, 188),  cv::Scalar(207, 190, 23), cv::Scalar(121, 59, 57),   cv::Scalar(57, 121, 99),
+      cv::Scalar(49, 109, 140),  cv::Scalar(57, 60, 132),  cv::Scalar(115, 65, 123),  cv::Scalar(0, 0, 0)};
   for (size_t k = 0; k < series.size(); ++k) {
     const auto colour = colours[k % colours.size()];
+    const bool squares = (k / colours.size()) % 2 == 1;
     const auto& s = series[k];
     for (size_t i = 0; i < s.x.size(); ++i) {
       const auto point = frame.to_pixel(s.x[i], s.y[i]);
-      cv::circle(frame.canvas, point, 4, colour, cv::FILLED, cv::LINE_AA);
+      if (squares)
+        cv::rectangle(frame.canvas, point - cv::Point(4, 4), point + cv::Point(4, 4), colour, cv::FILLED, cv::LINE_AA);
+      else
+        cv::circle(frame.canvas, point, 4, colour, cv::FILLED, cv::LINE_AA);
       if (i > 0) cv::line(frame.canvas, frame.to_pixel(s.x[i - 1], s.y[i - 1]), point, colour, 2, cv::LINE_AA);
     }
     const int legend_y = PlotFrame::kMargin + 25 + 22 * static_cast<int>(k);
