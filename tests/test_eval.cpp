@@ -264,6 +264,23 @@ TEST(ImageSources, EmptyOrUnknownSourcesAreNamed) {
 
 const auto kClassifier = testing::kSourceDir / "assets/eval/fmnist-classifier.safetensors";
 
+// Shifting a set by m shifts every projection θ·x by θ·m, so the distance is exactly the root
+// mean of (θ·m)² over the directions, ≈ |m|/√d; it ignores the order of the rows.
+TEST(SlicedWasserstein, OfAShiftedSetIsTheShiftsRootMeanProjection) {
+  torch::manual_seed(4);
+  const auto a = torch::randn({500, 2}, torch::kFloat64);
+  EXPECT_EQ(sliced_wasserstein_distance(a, a.flip(0)), 0);
+  const auto shift = torch::tensor({0.6, -0.8}, torch::kFloat64);
+  const double shifted = sliced_wasserstein_distance(a, a + shift, 1024);
+  EXPECT_NEAR(shifted, 1 / std::sqrt(2.0), 0.05);
+  // Another distribution with the same mean and covariance is closer than the shift, but not 0.
+  const auto b = torch::rand({500, 2}, torch::kFloat64).sub(0.5).mul(std::sqrt(12.0));
+  const double other = sliced_wasserstein_distance(a, b);
+  EXPECT_GT(other, 0.02);
+  EXPECT_LT(other, shifted);
+  EXPECT_THROW(sliced_wasserstein_distance(a, a.slice(0, 0, 10)), Error);
+}
+
 TEST(DomainClassifierTest, TheShippedClassifierIsAbove90PercentOnTheTestSet) {
   ASSERT_TRUE(std::filesystem::exists(kClassifier)) << kClassifier;
   auto classifier = load_domain_classifier(kClassifier);

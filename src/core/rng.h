@@ -55,6 +55,7 @@ inline constexpr uint64_t reflow_time = 5100;           // rectified flow: the t
 inline constexpr uint64_t reflow_noise = 5101;          //   1-RF's noise end of the line
 inline constexpr uint64_t reflow_flip = 5102;           //   flips of the training examples
 inline constexpr uint64_t instaflow_guidance_time = 5200;  // SlimFlow's flow-guided term: the time of a row's point on the student's line
+inline constexpr uint64_t sliced_wasserstein_directions = 7000;  // evaluation: the sliced Wasserstein distance's projections
 
 struct Range {
   uint64_t base, width;
@@ -88,7 +89,8 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {reflow_time, 1},
                                     {reflow_noise, 1},
                                     {reflow_flip, 1},
-                                    {instaflow_guidance_time, 1}};
+                                    {instaflow_guidance_time, 1},
+                                    {sliced_wasserstein_directions, 1}};
 constexpr bool disjoint() {
   for (const auto& a : kRanges)
     for (const auto& b : kRanges)

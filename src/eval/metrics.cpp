@@ -2,12 +2,15 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include <Eigen/Dense>
 #include <cmath>
+#include <numeric>
 
 #include "core/error.h"
+#include "core/rng.h"
 
 namespace distillery {
 
@@ -110,6 +113,20 @@ double classification_accuracy(const at::Tensor& logits, const at::Tensor& label
   DISTILLERY_CHECK(highest < classes, Error("a label is beyond the classifier's classes").expected(fmt::format("labels from 0 to {}", classes - 1))
                                           .got(std::to_string(highest)));
   return logits.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
+}
+
+double sliced_wasserstein_distance(const at::Tensor& a, const at::Tensor& b, int64_t projections, uint64_t seed) {
+  DISTILLERY_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(1) && a.size(0) == b.size(0) && a.size(0) > 0,
+                   Error("the sliced Wasserstein distance needs two [n, d] sets of the same n and d")
+                       .got(fmt::format("[{}] and [{}]", fmt::join(a.sizes(), ", "), fmt::join(b.sizes(), ", "))));
+  DISTILLERY_CHECK(projections > 0, Error("the sliced Wasserstein distance needs at least one projection").got(std::to_string(projections)));
+  std::vector<int64_t> rows(static_cast<size_t>(projections));
+  std::iota(rows.begin(), rows.end(), 0);
+  const auto options = a.options().dtype(torch::kFloat64);
+  auto directions = per_sample_normal(seed, noise_stream::sliced_wasserstein_directions, rows, {a.size(1)}, options);
+  directions = directions / directions.norm(2, 1, /*keepdim=*/true);
+  const auto project = [&](const at::Tensor& x) { return std::get<0>(x.to(torch::kFloat64).matmul(directions.t()).sort(0)); };
+  return (project(a) - project(b)).square().mean().sqrt().item<double>();
 }
 
 }  // namespace distillery

@@ -1,5 +1,5 @@
 // defines: frechet_distance, KernelInceptionDistance, kernel_inception_distance, PrecisionRecall,
-//          precision_recall, classification_accuracy
+//          precision_recall, classification_accuracy, sliced_wasserstein_distance
 // Distances between two sets of features, whatever network produced them.
 #pragma once
 
@@ -36,5 +36,11 @@ PrecisionRecall precision_recall(const at::Tensor& real, const at::Tensor& gener
 
 // Share of samples the classifier assigns to their intended label.
 double classification_accuracy(const at::Tensor& logits, const at::Tensor& labels);
+
+// The sliced 2-Wasserstein distance between two equally large sets of vectors [N, D], for
+// low-dimensional data (the 2-D toys) where it sees the shape that two moments cannot: the root
+// mean, over `projections` random unit directions (counter-based from `seed`), of the squared
+// 2-Wasserstein distance between the two sets' projections (their sorted values), in float64.
+double sliced_wasserstein_distance(const at::Tensor& a, const at::Tensor& b, int64_t projections = 256, uint64_t seed = 0);
 
 }  // namespace distillery
