@@ -281,6 +281,20 @@ TEST(SlicedWasserstein, OfAShiftedSetIsTheShiftsRootMeanProjection) {
   EXPECT_THROW(sliced_wasserstein_distance(a, a.slice(0, 0, 10)), Error);
 }
 
+// ADD's discriminator reads the classifier at named taps: the same features as its own pass.
+TEST(DomainClassifierTest, FeatureTapsMatchTheFullPass) {
+  auto classifier = load_domain_classifier(kClassifier);
+  torch::manual_seed(2);
+  const auto x = torch::rand({3, 1, 28, 28}) * 2 - 1;
+  const auto taps = classifier->features_at(x, {"conv2", "features"});
+  ASSERT_EQ(taps.size(), 2u);
+  EXPECT_TRUE(torch::equal(taps.at("features"), classifier->features(x)));
+  EXPECT_EQ(taps.at("conv2").sizes().vec(), (std::vector<int64_t>{3, 64, 7, 7}));
+  for (const auto& tap : classifier->feature_taps())
+    EXPECT_EQ(classifier->features_at(x, {tap.name}).at(tap.name).sizes().slice(1).vec(), tap.shape) << tap.name;
+  EXPECT_NE(error_of([&] { classifier->features_at(x, {"pool"}); }).find("one of: conv1, conv2, conv3, features"), std::string::npos);
+}
+
 TEST(DomainClassifierTest, TheShippedClassifierIsAbove90PercentOnTheTestSet) {
   ASSERT_TRUE(std::filesystem::exists(kClassifier)) << kClassifier;
   auto classifier = load_domain_classifier(kClassifier);

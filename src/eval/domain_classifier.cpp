@@ -1,10 +1,12 @@
 #include "eval/domain_classifier.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/nn/functional.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -36,13 +38,37 @@ DomainClassifierImpl::DomainClassifierImpl(int64_t channels, int64_t features, i
   out_ = register_module("out", torch::nn::Linear(features, classes));
 }
 
-at::Tensor DomainClassifierImpl::forward_features(const at::Tensor& x) {
+at::Tensor DomainClassifierImpl::forward_features(const at::Tensor& x, const FeatureVisitor& visit) {
   DISTILLERY_CHECK(x.dim() == 4 && x.size(1) == 1 && x.size(2) == 28 && x.size(3) == 28,
                    Error("the Fashion-MNIST classifier takes [N, 1, 28, 28] images").got(fmt::format("{} dimensions", x.dim())));
+  const auto deeper = [&](const char* tap, const at::Tensor& h) { return !visit || visit(tap, h); };
   auto h = F::max_pool2d(torch::relu(conv1_->forward(x)), F::MaxPool2dFuncOptions(2));  // 14×14
-  h = F::max_pool2d(torch::relu(conv2_->forward(h)), F::MaxPool2dFuncOptions(2));      // 7×7
+  if (!deeper("conv1", h)) return {};
+  h = F::max_pool2d(torch::relu(conv2_->forward(h)), F::MaxPool2dFuncOptions(2));  // 7×7
+  if (!deeper("conv2", h)) return {};
   h = torch::relu(conv3_->forward(h));
-  return torch::relu(fc_->forward(h.flatten(1)));
+  if (!deeper("conv3", h)) return {};
+  h = torch::relu(fc_->forward(h.flatten(1)));
+  deeper("features", h);
+  return h;
+}
+
+std::vector<FeatureTap> DomainClassifierImpl::feature_taps() const {
+  return {{"conv1", {channels_, 14, 14}}, {"conv2", {2 * channels_, 7, 7}}, {"conv3", {4 * channels_, 7, 7}}, {"features", {feature_dims_}}};
+}
+
+FeatureMap DomainClassifierImpl::features_at(const at::Tensor& x, const std::vector<std::string>& taps) {
+  std::vector<std::string> known;
+  for (const auto& tap : feature_taps()) known.push_back(tap.name);
+  for (const auto& tap : taps)
+    DISTILLERY_CHECK(std::find(known.begin(), known.end(), tap) != known.end(),
+                     Error(fmt::format("the Fashion-MNIST classifier has no feature tap '{}'", tap)).expected(fmt::format("one of: {}", fmt::join(known, ", "))));
+  FeatureMap found;
+  forward_features(x, [&](const std::string& tap, const at::Tensor& h) {
+    if (std::find(taps.begin(), taps.end(), tap) != taps.end()) found[tap] = h;
+    return found.size() < taps.size();
+  });
+  return found;
 }
 
 at::Tensor DomainClassifierImpl::features(const at::Tensor& x) { return forward_features(x); }
