@@ -64,9 +64,6 @@ Dmd2Settings dmd2_settings_from(const Config& c) {
   s.gan_generator_weight = c.get_float("dmd2.gan_generator_weight");
   s.gan_critic_weight = c.get_float("dmd2.gan_critic_weight");
   s.gan_taps = c.get_string_list("dmd2.gan_taps");
-  DISTILLERY_CHECK(!s.gan_taps.empty() && std::set<std::string>(s.gan_taps.begin(), s.gan_taps.end()).size() == s.gan_taps.size(),
-                   Error("the GAN taps must be distinct, and at least one").file(c.source()).field("dmd2.gan_taps")
-                       .got(fmt::format("[{}]", fmt::join(s.gan_taps, ", "))));
   DISTILLERY_CHECK((s.gan_generator_weight > 0) == (s.gan_critic_weight > 0),
                    Error("the GAN weights must both be positive (GAN on) or both 0 (off)").file(c.source()).field("dmd2.gan_critic_weight")
                        .got(fmt::format("generator {}, critic {}", s.gan_generator_weight, s.gan_critic_weight)));
@@ -133,15 +130,7 @@ class Dmd2 final : public TrainingMethod {
     }
     critic_optimized_ = &critic_->module();
     if (settings_.gan()) {
-      std::vector<FeatureTap> taps;
-      for (const auto& name : settings_.gan_taps) {
-        try {
-          taps.push_back(critic_->feature_tap(name));
-        } catch (Error& e) {
-          e.field("dmd2.gan_taps");
-          throw;
-        }
-      }
+      const auto taps = configured_taps(config, "dmd2.gan_taps", critic_->feature_taps());
       torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
       critic_with_heads_ = std::make_shared<CriticWithHeads>(critic_->shared_module(), DiscriminatorHeads(taps));
       critic_with_heads_->heads->to(device);

@@ -1438,7 +1438,7 @@ TEST(Distill, RecipeAndTeacherProblemsAreNamed) {
   expect_error({"dmd2.dm_range=[0.5, 0.2]"}, run.teacher, "dmd2.dm_range");
   expect_error({"dmd2.gan_generator_weight=0.1"}, run.teacher, "must both be positive");
   expect_error({"dmd2.gan_generator_weight=0.1", "dmd2.gan_critic_weight=1"}, run.teacher, "no feature tap 'bottleneck'");
-  expect_error({"dmd2.gan_taps=[layer.0, layer.0]"}, run.teacher, "must be distinct");
+  expect_error({"dmd2.gan_generator_weight=0.1", "dmd2.gan_critic_weight=1", "dmd2.gan_taps=[layer.0, layer.0]"}, run.teacher, "must be distinct");
 }
 
 }  // namespace

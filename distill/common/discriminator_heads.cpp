@@ -8,6 +8,10 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/types.h>
 
+#include <algorithm>
+#include <set>
+
+#include "core/config.h"
 #include "core/error.h"
 #include "models/unet.h"
 
@@ -58,6 +62,23 @@ at::Tensor DiscriminatorHeadsImpl::forward(const FeatureMap& features) {
     logits.push_back(heads_[k]->forward(found->second).flatten(1));
   }
   return torch::cat(logits, 1);
+}
+
+std::vector<FeatureTap> configured_taps(const Config& config, const std::string& key, const std::vector<FeatureTap>& available) {
+  const auto names = config.get_string_list(key);
+  DISTILLERY_CHECK(!names.empty() && std::set<std::string>(names.begin(), names.end()).size() == names.size(),
+                   Error("the discriminator's taps must be distinct, and at least one").file(config.source()).field(key)
+                       .got(fmt::format("[{}]", fmt::join(names, ", "))));
+  std::vector<std::string> known;
+  for (const auto& tap : available) known.push_back(tap.name);
+  std::vector<FeatureTap> taps;
+  for (const auto& name : names) {
+    const auto tap = std::find_if(available.begin(), available.end(), [&](const FeatureTap& t) { return t.name == name; });
+    DISTILLERY_CHECK(tap != available.end(), Error(fmt::format("the network has no feature tap '{}'", name)).file(config.source()).field(key)
+                                                 .expected(fmt::format("one of {}", fmt::join(known, ", "))));
+    taps.push_back(*tap);
+  }
+  return taps;
 }
 
 }  // namespace distillery

@@ -1,4 +1,4 @@
-// defines: DiscriminatorHeadsImpl, DiscriminatorHeads
+// defines: DiscriminatorHeadsImpl, DiscriminatorHeads, configured_taps
 // Realism heads on named feature taps of a network (models/feature_taps.h): one small head per
 // tap, each giving one logit per row. DMD2 puts them on its critic (its classifier branch reads
 // the bottleneck); ADD and LADD put one on each of several layers of a frozen network. A
@@ -15,6 +15,8 @@
 #include "models/feature_taps.h"
 
 namespace distillery {
+
+class Config;
 
 class DiscriminatorHeadsImpl : public torch::nn::Module {
  public:
@@ -33,5 +35,10 @@ class DiscriminatorHeadsImpl : public torch::nn::Module {
   std::vector<torch::nn::Sequential> heads_;  // registered as "0", "1", ... in tap order
 };
 TORCH_MODULE(DiscriminatorHeads);
+
+// The taps a recipe's string-list `key` names, looked up in `available` (a network's taps):
+// errors name the key for an empty list, a repeated name, or a name the network lacks (with
+// the names it has).
+std::vector<FeatureTap> configured_taps(const Config& config, const std::string& key, const std::vector<FeatureTap>& available);
 
 }  // namespace distillery
