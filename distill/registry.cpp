@@ -8,12 +8,14 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "data/training_data.h"
+#include "distill/add.h"
 #include "distill/cd.h"
 #include "distill/ctm.h"
 #include "distill/dmd2.h"
 #include "distill/ect.h"
 #include "distill/ict.h"
 #include "distill/instaflow.h"
+#include "distill/ladd.h"
 #include "distill/pd.h"
 #include "distill/reflow.h"
 #include "distill/scm.h"
@@ -30,12 +32,14 @@ struct MethodEntry {
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
-constexpr std::array<MethodEntry, 9> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
+constexpr std::array<MethodEntry, 11> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
+                                                 {"add", make_add, add_add_fields},
                                                  {"cd", make_cd, add_cd_fields},
                                                  {"ctm", make_ctm, add_ctm_fields},
                                                  {"ect", make_ect, add_ect_fields},
                                                  {"ict", make_ict, add_ict_fields},
                                                  {"instaflow", make_instaflow, add_instaflow_fields},
+                                                 {"ladd", make_ladd, add_ladd_fields},
                                                  {"pd", make_pd, add_pd_fields},
                                                  {"reflow", make_reflow, add_reflow_fields},
                                                  {"scm", make_scm, add_scm_fields}}};

@@ -55,6 +55,11 @@ inline constexpr uint64_t reflow_time = 5100;           // rectified flow: the t
 inline constexpr uint64_t reflow_noise = 5101;          //   1-RF's noise end of the line
 inline constexpr uint64_t reflow_flip = 5102;           //   flips of the training examples
 inline constexpr uint64_t instaflow_guidance_time = 5200;  // SlimFlow's flow-guided term: the time of a row's point on the student's line
+inline constexpr uint64_t adversarial_student_step = 6000;   // adversarial distillation: which student σ a row's real example is noised to
+inline constexpr uint64_t adversarial_student_noise = 6001;  //   and the noise that takes it there
+inline constexpr uint64_t adversarial_real_flip = 6002;      //   flips of real images
+inline constexpr uint64_t ladd_real_sigma = 6003, ladd_real_noise = 6004, ladd_fake_sigma = 6005, ladd_fake_noise = 6006;  // LADD: the noise the discriminator's teacher sees
+inline constexpr uint64_t add_distill_sigma = 6007, add_distill_noise = 6008;  // ADD: the teacher's re-noising of generated images
 inline constexpr uint64_t sliced_wasserstein_directions = 7000;  // evaluation: the sliced Wasserstein distance's projections
 
 struct Range {
@@ -90,6 +95,15 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {reflow_noise, 1},
                                     {reflow_flip, 1},
                                     {instaflow_guidance_time, 1},
+                                    {adversarial_student_step, 1},
+                                    {adversarial_student_noise, 1},
+                                    {adversarial_real_flip, 1},
+                                    {ladd_real_sigma, 1},
+                                    {ladd_real_noise, 1},
+                                    {ladd_fake_sigma, 1},
+                                    {ladd_fake_noise, 1},
+                                    {add_distill_sigma, 1},
+                                    {add_distill_noise, 1},
                                     {sliced_wasserstein_directions, 1}};
 constexpr bool disjoint() {
   for (const auto& a : kRanges)

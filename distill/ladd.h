@@ -1,0 +1,40 @@
+// defines: add_ladd_fields, ladd_teacher_features, make_ladd
+// Latent adversarial diffusion distillation, LADD (Sauer et al. 2024, "Fast High-Resolution
+// Image Synthesis with Latent Adversarial Diffusion Distillation"): adversarial distillation
+// (distill/common/adversarial_distillation.h) whose discriminator reads the teacher's own
+// features. Real and generated images are noised to σ before the frozen teacher sees them, one
+// independent draw per side; the heads sit on its taps (UNet: enc.<k>, bottleneck, dec.<k>;
+// MLP: layer.<k>). No other network is needed, so it is the default adversarial method.
+// LADD draws the noise level from a logit-normal in rectified-flow time, t = sigmoid(m + s·n);
+// since σ = t/(1 − t), that is σ = exp(m + s·n), a log-normal in EDM's σ (ladd.sigma_mean = m,
+// ladd.sigma_std = s; the paper's m = 1, s = 1 favours the high noise levels that carry global
+// structure). Following the paper the student has no distillation loss of its own: the
+// adversarial loss alone, with the R1 penalty on the real side.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distill/common/adversarial_distillation.h"
+
+namespace distillery {
+
+class Config;
+class ConfigSchema;
+class NetworkDenoiser;
+class TrainingMethod;
+
+void add_ladd_fields(ConfigSchema& schema);
+
+// The teacher (frozen here) as the discriminator's feature network at `taps`: each side's
+// images noised to σ = exp(sigma_mean + sigma_std·n) (streams ladd_{real,fake}_{sigma,noise}).
+FrozenFeatures ladd_teacher_features(NetworkDenoiser& teacher, const std::vector<FeatureTap>& taps, double sigma_mean, double sigma_std);
+
+// `teacher`: a network teacher (teacher.h) whose features the discriminator reads; the config
+// holds student.*, adversarial.*, ladd.*, data.* (the real images) and model.* (scratch).
+std::unique_ptr<TrainingMethod> make_ladd(const Config& config, const std::string& teacher, const c10::Device& device);
+
+}  // namespace distillery
