@@ -38,7 +38,7 @@ FrozenFeatures add_classifier_features(const Config& config, const c10::Device& 
   const auto taps = configured_taps(config, "adversarial.taps", classifier->feature_taps());
   std::vector<std::string> names;
   for (const auto& tap : taps) names.push_back(tap.name);
-  return {classifier.ptr(), taps, [classifier, names](const at::Tensor& images, const at::Tensor&, const StepContext&, bool) mutable {
+  return {classifier.ptr(), taps, [classifier, names](const at::Tensor& images, const at::Tensor&, const at::Tensor&, const StepContext&, bool) mutable {
             return classifier->features_at(images, names);
           }};
 }
@@ -64,7 +64,7 @@ std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string
     auto grid = std::make_shared<KarrasGridSampler>(parts.teacher->sigma_min(), parts.teacher->sigma_max());
     Denoiser* teacher = parts.teacher.get();
     const double sigma_data = parts.student->sigma_data();
-    parts.generator_term = [=](const at::Tensor& generated, const at::Tensor& labels, const StepContext& context, std::map<std::string, double>& stats) {
+    parts.generator_term = [=](const at::Tensor& generated, const AdversarialBatch& batch, const StepContext& context, std::map<std::string, double>& stats) {
       const auto positions = context.positions();
       const auto sigma = grid->draw(context.seed, noise_stream::add_distill_sigma, positions, range[0], range[1],
                                     torch::TensorOptions(torch::kFloat64)).contiguous();
@@ -75,7 +75,7 @@ std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string
       {
         torch::NoGradGuard no_grad;
         const auto noise = per_sample_normal(context.seed, noise_stream::add_distill_noise, positions, teacher->sample_shape(), generated.options());
-        target = denoise_rows(*teacher, generated.detach() + per_row(sigmas, generated) * noise, sigmas, labels);
+        target = denoise_rows(*teacher, generated.detach() + per_row(sigmas, generated) * noise, sigmas, batch.labels);
       }
       const auto distillation = (squared_l2_distance(generated, target) * per_row(weights, generated).flatten()).mean();
       stats["score_distillation_loss"] = distillation.item<double>();

@@ -24,7 +24,7 @@ FrozenFeatures ladd_teacher_features(NetworkDenoiser& teacher, const std::vector
   freeze(teacher.module());
   std::vector<std::string> names;
   for (const auto& tap : taps) names.push_back(tap.name);
-  return {teacher.shared_module(), taps, [&teacher, names, sigma_mean, sigma_std](const at::Tensor& images, const at::Tensor& labels, const StepContext& context, bool real) {
+  return {teacher.shared_module(), taps, [&teacher, names, sigma_mean, sigma_std](const at::Tensor& images, const at::Tensor& labels, const at::Tensor&, const StepContext& context, bool real) {
             const auto positions = context.positions();
             const auto sigma = lognormal_sigmas(context.seed, real ? noise_stream::ladd_real_sigma : noise_stream::ladd_fake_sigma, positions,
                                                 sigma_mean, sigma_std, images.options());

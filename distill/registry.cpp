@@ -11,6 +11,7 @@
 #include "distill/add.h"
 #include "distill/cd.h"
 #include "distill/ctm.h"
+#include "distill/diffusion2gan.h"
 #include "distill/dmd2.h"
 #include "distill/ect.h"
 #include "distill/ict.h"
@@ -32,10 +33,11 @@ struct MethodEntry {
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
 };
-constexpr std::array<MethodEntry, 11> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
+constexpr std::array<MethodEntry, 12> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
                                                  {"add", make_add, add_add_fields},
                                                  {"cd", make_cd, add_cd_fields},
                                                  {"ctm", make_ctm, add_ctm_fields},
+                                                 {"diffusion2gan", make_diffusion2gan, add_diffusion2gan_fields},
                                                  {"ect", make_ect, add_ect_fields},
                                                  {"ict", make_ict, add_ict_fields},
                                                  {"instaflow", make_instaflow, add_instaflow_fields},

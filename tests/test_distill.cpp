@@ -22,6 +22,7 @@
 #include "distill/ctm.h"
 #include "distill/common/consistency_training.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/diffusion2gan.h"
 #include "distill/dmd2.h"
 #include "distill/ladd.h"
 #include "eval/domain_classifier.h"
@@ -1506,7 +1507,7 @@ TEST(Adversarial, FrozenFeatureNetworksPassGradientsToImagesButTakeNone) {
     at::Tensor logits;
     {
       MathAttentionScope twice_differentiable;
-      logits = heads->forward(features->read(images, labels, context, true));
+      logits = heads->forward(features->read(images, labels, {}, context, true));
     }
     (hinge_discriminator_loss(logits, -logits) + r1_penalty(logits, images)).backward();
     EXPECT_TRUE(images.grad().defined() && images.grad().abs().sum().item<double>() > 0);
@@ -1619,7 +1620,30 @@ checkpoint: {{every: 3}}
   return run_in(dir, name, spec, recipe, std::move(overrides));
 }
 
-// Both adversarial methods carry the student, the heads and both optimisers across the stop.
+// Diffusion2GAN of a network teacher of the mixture: a one-step MLP student trained on the
+// teacher's ODE pairs (noise, endpoint) from a store, by regression and by heads on the
+// teacher's features of each point stacked with those of its noise.
+MixtureRun diffusion2gan_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& teacher,
+                                     const std::filesystem::path& store, int64_t steps, std::vector<std::string> overrides = {}) {
+  const auto recipe = dir / (name + ".yaml");
+  std::ofstream(recipe) << fmt::format(R"(
+method: diffusion2gan
+student: {{init: teacher}}
+adversarial: {{generator_lr: 1.0e-4, discriminator_lr: 1.0e-3, taps: [layer.1, layer.2], r1_weight: 0.1}}
+diffusion2gan: {{store: "{}", distance: l2, regression_weight: 1.0}}
+train: {{batch: 256, steps: {}}}
+eval: {{every: {}, num: 1000, reference: "gmm:{}", features: raw}}
+grid: {{every: 0, num: 500}}
+log: {{every: 10}}
+checkpoint: {{every: 100}}
+)",
+                                       store.string(), steps, steps, (dir / "three_modes.yaml").string());
+  auto run = run_in(dir, name, dir / "three_modes.yaml", recipe, std::move(overrides));
+  run.teacher = teacher;
+  return run;
+}
+
+// The adversarial methods carry the student, the heads and both optimisers across the stop.
 // Only those two have optimiser state: every entry of the discriminator's belongs to a head.
 TEST(Trainer, AdversarialDistillationStopAndResumeEqualsUninterruptedBitForBit) {
   const auto dir = testing::scratch_dir();
@@ -1637,7 +1661,13 @@ TEST(Trainer, AdversarialDistillationStopAndResumeEqualsUninterruptedBitForBit) 
                                 with_ema, {"step", "discriminator_loss", "generator_adversarial_loss", "r1", "realism_real", "fd_raw"});
   expect_resume_equals_straight(add_image_run(dir, "add-straight", 6, {"data.hflip=true"}), add_image_run(dir, "add-resumed", 6, {"data.hflip=true"}), 6,
                                 files, {"step", "discriminator_loss", "generator_adversarial_loss", "score_distillation_loss", "r1"});
-  for (const char* run : {"ladd-resumed", "add-resumed"}) {
+  // Diffusion2GAN reads its pairs from a store of the same teacher, 96 rows for 16 a step.
+  record_full(teacher, dir / "store", 96);
+  const std::vector<std::string> one_step(small.begin() + 1, small.end());
+  expect_resume_equals_straight(diffusion2gan_mixture_run(dir, "d2gan-straight", teacher, dir / "store", 6, one_step),
+                                diffusion2gan_mixture_run(dir, "d2gan-resumed", teacher, dir / "store", 6, one_step), 6, with_ema,
+                                {"step", "discriminator_loss", "generator_adversarial_loss", "regression_loss", "r1", "fd_raw"});
+  for (const char* run : {"ladd-resumed", "add-resumed", "d2gan-resumed"}) {
     const auto last = dir / run / "checkpoints/step-0000006";
     const auto heads = load_tensor_file(last / "discriminator_heads.safetensors").tensors;
     std::set<std::string> covered;
@@ -1670,6 +1700,44 @@ TEST(Ladd, NeedsANetworkTeacherAndTapsItHas) {
     EXPECT_NE(std::string(e.what()).find("no feature tap 'bottleneck'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("adversarial.taps"), std::string::npos) << e.what();
   }
+}
+
+TEST(Diffusion2Gan, OneStepStudentOfTheMixtureBeatsTheOneStepTeacherInSlicedWasserstein) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher_dir = mixture_network_teacher(dir, 800);
+  record_full(teacher_dir, dir / "store", 4096);
+  const auto run = diffusion2gan_mixture_run(dir, "run", teacher_dir, dir / "store", 400);
+  run_distillation(run.options, run.teacher);
+  const auto exact = GaussianMixtureSpec::parse(testing::kThreeModes2d, "three_modes.yaml").draw(2000, 99).first;
+  SampleRequest one_step;
+  one_step.sampler = "euler";
+  one_step.steps = 1;
+  one_step.num = 2000;
+  one_step.seed = 7;
+  torch::NoGradGuard no_grad;
+  const double teacher_sw = sliced_wasserstein_distance(draw_samples(*load_teacher(teacher_dir, torch::kCPU), one_step).samples, exact);
+  auto request = student_request(run.options.out_dir / "student.safetensors");
+  request.num = 2000;
+  request.seed = 7;
+  const double student_sw = sliced_wasserstein_distance(draw_samples(*NetworkDenoiser::load(run.options.out_dir / "student.safetensors"), request).samples, exact);
+  std::printf("sliced W2 to the mixture: teacher 1 step %.4f, Diffusion2GAN student 1 step %.4f\n", teacher_sw, student_sw);
+  EXPECT_LT(student_sw, teacher_sw / 2);
+  EXPECT_TRUE(stats_lines(run.options.out_dir).back().contains("regression_loss"));
+}
+
+TEST(Diffusion2Gan, TheDiscriminatorSeesEachImageWithItsNoise) {
+  torch::manual_seed(2);
+  NetworkDenoiser teacher(MLPConfig{.shape = {2}, .hidden = 16, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5});
+  const auto features = diffusion2gan_pair_features(teacher, {teacher.feature_tap("layer.1")}, 0.1, 80.0);
+  ASSERT_EQ(features.taps.size(), 1u);
+  EXPECT_EQ(features.taps[0].shape, (std::vector<int64_t>{32}));
+  StepContext context;
+  const auto x = torch::randn({5, 2}), z = torch::randn({5, 2});
+  const auto paired = features.read(x, {}, z, context, true).at("layer.1");
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(paired.slice(1, 0, 16), teacher.features(x, torch::full({5}, 0.1), {}, {"layer.1"}).at("layer.1")));
+  EXPECT_TRUE(torch::equal(paired.slice(1, 16), teacher.features(80.0 * z, torch::full({5}, 80.0), {}, {"layer.1"}).at("layer.1")));
+  EXPECT_THROW(features.read(x, {}, {}, context, true), Error);
 }
 
 }  // namespace

@@ -1,11 +1,10 @@
 #include "distill/common/adversarial_distillation.h"
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <optional>
-#include <set>
+#include <tuple>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -52,7 +51,10 @@ class AdversarialDistillation final : public TrainingMethod {
     heads_ = DiscriminatorHeads(parts_.features.taps);
     heads_->to(device);
     heads_->eval();
-    real_data_.emplace(config, parts_.student->sample_shape(), parts_.student->num_classes(), noise_stream::adversarial_real_flip, device);
+    if (!parts_.batches) {
+      real_data_.emplace(config, parts_.student->sample_shape(), parts_.student->num_classes(), noise_stream::adversarial_real_flip, device);
+      parts_.batches = [this](const StepContext& context) { return noised_real_examples(context); };
+    }
   }
 
   NetworkDenoiser* generator() override { return parts_.student.get(); }
@@ -69,19 +71,19 @@ class AdversarialDistillation final : public TrainingMethod {
 
   std::map<std::string, double> step(StepContext& context) override {
     std::map<std::string, double> stats;
-    const auto positions = context.positions();
-    const auto [real, labels] = real_data_->batch(context.seed, positions);
-    const auto generated = denoise_noised(real, labels, context);
+    const auto batch = parts_.batches(context);
+    const auto& labels = batch.labels;
+    const auto generated = denoise_rows(*parts_.student, batch.student_input, batch.sigma, labels);
 
-    const auto real_input = real.detach().requires_grad_(r1_weight_ > 0);
+    const auto real_input = batch.real.detach().requires_grad_(r1_weight_ > 0);
     at::Tensor real_logits, fake_logits;
     {
       // R1 differentiates the discriminator twice, which only the math attention path can.
       std::optional<MathAttentionScope> twice_differentiable;
       if (r1_weight_ > 0) twice_differentiable.emplace();
-      real_logits = discriminate(real_input, labels, context, true);
+      real_logits = discriminate(real_input, batch, context, true);
     }
-    fake_logits = discriminate(generated.detach(), labels, context, false);
+    fake_logits = discriminate(generated.detach(), batch, context, false);
     auto loss = hinge_discriminator_loss(real_logits, fake_logits);
     stats["discriminator_loss"] = loss.item<double>();
     // The share of rows each side's heads call real, on average over the heads.
@@ -94,28 +96,32 @@ class AdversarialDistillation final : public TrainingMethod {
     }
     context.update("discriminator", loss);
 
-    auto generator_loss = hinge_generator_loss(discriminate(generated, labels, context, false));
+    auto generator_loss = hinge_generator_loss(discriminate(generated, batch, context, false));
     stats["generator_adversarial_loss"] = generator_loss.item<double>();
     generator_loss = generator_weight_ * generator_loss;
-    if (parts_.generator_term) generator_loss = generator_loss + parts_.generator_term(generated, labels, context, stats);
+    if (parts_.generator_term) generator_loss = generator_loss + parts_.generator_term(generated, batch, context, stats);
     context.update("generator", generator_loss);
     return stats;
   }
 
  private:
-  // The student's one-step estimate of each real example from it noised to a σ of its grid.
-  at::Tensor denoise_noised(const at::Tensor& real, const at::Tensor& labels, const StepContext& context) {
+  // Real examples of data.*, each with its copy noised to a σ of the student's grid as the
+  // student's input.
+  AdversarialBatch noised_real_examples(const StepContext& context) {
     const auto positions = context.positions();
+    AdversarialBatch batch;
+    std::tie(batch.real, batch.labels) = real_data_->batch(context.seed, positions);
     const auto u = uniform_per_sample(context.seed, noise_stream::adversarial_student_step, positions).contiguous();
-    std::vector<double> sigma(positions.size());
-    for (size_t r = 0; r < sigma.size(); ++r)
-      sigma[r] = student_sigmas_[std::min(student_sigmas_.size() - 1, static_cast<size_t>(u.data_ptr<double>()[r] * static_cast<double>(student_sigmas_.size())))];
-    const auto noise = per_sample_normal(context.seed, noise_stream::adversarial_student_noise, positions, parts_.student->sample_shape(), real.options());
-    return denoise_rows(*parts_.student, real + per_row(sigma, real) * noise, sigma, labels);
+    batch.sigma.resize(positions.size());
+    for (size_t r = 0; r < batch.sigma.size(); ++r)
+      batch.sigma[r] = student_sigmas_[std::min(student_sigmas_.size() - 1, static_cast<size_t>(u.data_ptr<double>()[r] * static_cast<double>(student_sigmas_.size())))];
+    const auto noise = per_sample_normal(context.seed, noise_stream::adversarial_student_noise, positions, parts_.student->sample_shape(), batch.real.options());
+    batch.student_input = batch.real + per_row(batch.sigma, batch.real) * noise;
+    return batch;
   }
 
-  at::Tensor discriminate(const at::Tensor& images, const at::Tensor& labels, const StepContext& context, bool real) {
-    return heads_->forward(parts_.features.read(images, labels, context, real));
+  at::Tensor discriminate(const at::Tensor& images, const AdversarialBatch& batch, const StepContext& context, bool real) {
+    return heads_->forward(parts_.features.read(images, batch.labels, batch.condition, context, real));
   }
 
   AdversarialParts parts_;

@@ -1,4 +1,5 @@
-// defines: FrozenFeatures, GeneratorTerm, AdversarialParts, freeze, add_adversarial_fields, make_adversarial_distillation
+// defines: FrozenFeatures, GeneratorTerm, AdversarialBatch, BatchSource, AdversarialParts, freeze, add_adversarial_fields,
+//          make_adversarial_distillation
 // The training step ADD and LADD share (Sauer et al. 2023, 2024): a student initialised from
 // the teacher denoises real examples (data.*) noised to one of its σ (student.sigmas, uniform
 // per row) in one step, and a discriminator tells those images from the real ones: a frozen
@@ -9,7 +10,9 @@
 // are optimised: the feature network is frozen (no gradient, no optimiser state), and the
 // student's gradient passes through it to the generated images. What the frozen network is,
 // and what it sees, is the method's: the teacher's own features of noised images (LADD), or a
-// classifier's of clean ones (ADD).
+// classifier's of clean ones (ADD). A method may bring its own examples instead: Diffusion2GAN
+// reads (noise, image) pairs of the teacher's ODE from a trajectory store, and its
+// discriminator sees each image with the noise it came from.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,24 +37,39 @@ class NetworkDenoiser;
 class StepContext;
 class TrainingMethod;
 
-// The discriminator's frozen network: the taps that get heads, and their features of a batch
-// of images. `real` says which side the batch is, for a reader that draws noise per side.
+// The discriminator's frozen network: the taps that get heads (with the shapes the reader
+// gives), and their features of a batch of images. `condition` is the batch's
+// AdversarialBatch::condition; `real` says which side the batch is, for a reader that draws
+// noise per side.
 struct FrozenFeatures {
   std::shared_ptr<torch::nn::Module> network;  // frozen (freeze()), shared with the reader
   std::vector<FeatureTap> taps;
-  std::function<FeatureMap(const at::Tensor& images, const at::Tensor& labels, const StepContext& context, bool real)> read;
+  std::function<FeatureMap(const at::Tensor& images, const at::Tensor& labels, const at::Tensor& condition, const StepContext& context, bool real)>
+      read;
 };
 
-// A method's own generator loss of the generated images (added to the adversarial one, already
-// weighted); it may add entries to the step's stats.
-using GeneratorTerm = std::function<at::Tensor(const at::Tensor& generated, const at::Tensor& labels, const StepContext& context,
+// One step's examples on the method's device: the real images and their labels (undefined when
+// unconditional), the student's inputs at their σ (one per row), and what the discriminator is
+// conditioned on besides the image (undefined: nothing).
+struct AdversarialBatch {
+  at::Tensor real, labels, student_input, condition;
+  std::vector<double> sigma;
+};
+using BatchSource = std::function<AdversarialBatch(const StepContext& context)>;
+
+// A method's own generator loss of the images generated from `batch` (added to the adversarial
+// one, already weighted); it may add entries to the step's stats.
+using GeneratorTerm = std::function<at::Tensor(const at::Tensor& generated, const AdversarialBatch& batch, const StepContext& context,
                                                std::map<std::string, double>& stats)>;
+
 
 struct AdversarialParts {
   std::unique_ptr<Denoiser> teacher;  // kept alive for the readers and terms that use it
   std::unique_ptr<NetworkDenoiser> student;
   FrozenFeatures features;
   GeneratorTerm generator_term = {};
+  // Default: real examples of data.*, each noised to a σ of student.sigmas (uniform per row).
+  BatchSource batches = {};
 };
 
 // Turns off gradients of every parameter of `module`: backward passes through it, into nothing of its own.
