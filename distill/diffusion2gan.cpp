@@ -10,9 +10,7 @@
 #include "distill/common/discriminator_heads.h"
 #include "distill/common/distances.h"
 #include "distill/common/store_pairs.h"
-#include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
-#include "teachers/teacher.h"
 #include "train/trainer.h"
 #include "trajectories/trajectory_reader.h"
 
@@ -53,13 +51,7 @@ FrozenFeatures diffusion2gan_pair_features(NetworkDenoiser& teacher, const std::
 }
 
 std::unique_ptr<TrainingMethod> make_diffusion2gan(const Config& config, const std::string& teacher_spec, const c10::Device& device) {
-  AdversarialParts parts;
-  parts.teacher = load_teacher(teacher_spec, device);
-  auto* network = dynamic_cast<NetworkDenoiser*>(parts.teacher.get());
-  DISTILLERY_CHECK(network, Error("Diffusion2GAN's discriminator reads the teacher's own features, and this teacher has no network to read").field("method")
-                                .got(parts.teacher->describe())
-                                .hint("give a network teacher (a distillery denoiser file or run)"));
-  parts.student = make_student_network(config, teacher_spec, *parts.teacher);
+  auto [parts, network] = parts_with_network_teacher(config, teacher_spec, device, "Diffusion2GAN");
   std::shared_ptr<TrajectoryReader> pairs = open_teacher_store(config, "diffusion2gan.store", teacher_spec, *parts.student,
                                                                "Diffusion2GAN trains on the teacher's (noise, image) pairs from a trajectory store");
   const double start = pairs->sigmas().front();

@@ -7,9 +7,7 @@
 #include "core/rng.h"
 #include "distill/common/discriminator_heads.h"
 #include "distill/common/sigma_sampling.h"
-#include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
-#include "teachers/teacher.h"
 #include "train/trainer.h"
 
 namespace distillery {
@@ -37,13 +35,7 @@ FrozenFeatures ladd_teacher_features(NetworkDenoiser& teacher, const std::vector
 }
 
 std::unique_ptr<TrainingMethod> make_ladd(const Config& config, const std::string& teacher_spec, const c10::Device& device) {
-  AdversarialParts parts;
-  parts.teacher = load_teacher(teacher_spec, device);
-  auto* network = dynamic_cast<NetworkDenoiser*>(parts.teacher.get());
-  DISTILLERY_CHECK(network, Error("LADD's discriminator reads the teacher's own features, and this teacher has no network to read").field("method")
-                                .got(parts.teacher->describe())
-                                .hint("give a network teacher (a distillery denoiser file or run), or use method: add with a feature classifier"));
-  parts.student = make_student_network(config, teacher_spec, *parts.teacher);
+  auto [parts, network] = parts_with_network_teacher(config, teacher_spec, device, "LADD");
   parts.features = ladd_teacher_features(*network, configured_taps(config, "adversarial.taps", network->feature_taps()),
                                          config.get_float("ladd.sigma_mean"), config.get_float("ladd.sigma_std"));
   return make_adversarial_distillation(config, std::move(parts), device);

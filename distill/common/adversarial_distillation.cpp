@@ -13,12 +13,26 @@
 #include "distill/common/discriminator_heads.h"
 #include "distill/common/real_data_stream.h"
 #include "distill/common/sigma_sampling.h"
+#include "distill/common/student_network.h"
 #include "kernels/attention.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampler.h"
+#include "teachers/teacher.h"
 #include "train/trainer.h"
 
 namespace distillery {
+
+std::pair<AdversarialParts, NetworkDenoiser*> parts_with_network_teacher(const Config& config, const std::string& teacher_spec,
+                                                                         const c10::Device& device, const std::string& method) {
+  AdversarialParts parts;
+  parts.teacher = load_teacher(teacher_spec, device);
+  auto* network = dynamic_cast<NetworkDenoiser*>(parts.teacher.get());
+  DISTILLERY_CHECK(network, Error(method + "'s discriminator reads the teacher's own features, and this teacher has no network to read").field("method")
+                                .got(parts.teacher->describe())
+                                .hint("give a network teacher (a distillery denoiser file or run), or use method: add with a feature classifier"));
+  parts.student = make_student_network(config, teacher_spec, *parts.teacher);
+  return {std::move(parts), network};
+}
 
 void freeze(torch::nn::Module& module) {
   for (auto& parameter : module.parameters()) parameter.requires_grad_(false);
@@ -65,9 +79,6 @@ class AdversarialDistillation final : public TrainingMethod {
   std::vector<OptimizerSlot> optimizers() override {
     return {{"generator", &parts_.student->module(), generator_lr_}, {"discriminator", heads_.get(), discriminator_lr_}};
   }
-  // The real batch, the frozen network's passes over real and generated images (one of them
-  // differentiated twice for R1) and the student's own.
-  double activation_memory_factor() const override { return 3; }
 
   std::map<std::string, double> step(StepContext& context) override {
     std::map<std::string, double> stats;

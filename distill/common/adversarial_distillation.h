@@ -1,5 +1,5 @@
-// defines: FrozenFeatures, GeneratorTerm, AdversarialBatch, BatchSource, AdversarialParts, freeze, add_adversarial_fields,
-//          make_adversarial_distillation
+// defines: FrozenFeatures, GeneratorTerm, AdversarialBatch, BatchSource, AdversarialParts, parts_with_network_teacher, freeze,
+//          add_adversarial_fields, make_adversarial_distillation
 // The training step ADD and LADD share (Sauer et al. 2023, 2024): a student initialised from
 // the teacher denoises real examples (data.*) noised to one of its σ (student.sigmas, uniform
 // per row) in one step, and a discriminator tells those images from the real ones: a frozen
@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "models/feature_taps.h"
@@ -71,6 +72,12 @@ struct AdversarialParts {
   // Default: real examples of data.*, each noised to a σ of student.sigmas (uniform per row).
   BatchSource batches = {};
 };
+
+// The teacher of `teacher_spec` and the student (student.*, model.*) for a method whose
+// discriminator reads the teacher's own features: an error names `method` when the teacher is
+// not a network (an analytic mixture). Returns the parts and the teacher as a network.
+std::pair<AdversarialParts, NetworkDenoiser*> parts_with_network_teacher(const Config& config, const std::string& teacher_spec,
+                                                                         const c10::Device& device, const std::string& method);
 
 // Turns off gradients of every parameter of `module`: backward passes through it, into nothing of its own.
 void freeze(torch::nn::Module& module);
