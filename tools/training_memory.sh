@@ -3,7 +3,7 @@
 # Fashion-MNIST teacher: the growth of the peak resident size per row between two steps at
 # batch 8 and at batch 72 (/usr/bin/time), against the estimate's activations per row (read
 # from the refusal of a batch of a million rows). Prints one line per method.
-# Usage: tools/training_memory.sh [OUT_DIR]
+# Usage: [METHODS="ladd add"] tools/training_memory.sh [OUT_DIR]  (diffusion2gan reads runs/fmnist-store, its recipe says how to record it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/training-memory}
@@ -12,7 +12,7 @@ mkdir -p "$out"
 teacher=assets/teachers/fmnist.safetensors
 short=(--set train.steps=2 --set eval.every=0 --set grid.every=0 --set grid.num=1 --set checkpoint.every=1000 --device cpu)
 printf '%-8s %12s %12s %8s\n' method 'MiB/row' 'estimate' ratio
-for method in dmd2 cd ect ict scm ctm teacher; do
+for method in ${METHODS:-dmd2 cd ect ict scm ctm ladd add diffusion2gan teacher}; do
   if [ "$method" = teacher ]; then
     command=(build/distillery teacher train --config configs/teacher/fmnist.yaml)
   else
