@@ -702,14 +702,19 @@ std::filesystem::path two_class_images(const std::filesystem::path& dir, int64_t
   return spec;
 }
 
+// model.* of a tiny class-conditional UNet student for those images, from scratch.
+std::string tiny_image_unet(int64_t side) {
+  return fmt::format("model: {{kind: unet, resolution: {}, model_channels: 8, channel_mult: [1, 2], blocks_per_level: 1, attn_resolutions: [], "
+                     "channels_per_head: 16, dropout: 0, num_classes: 2}}", side);
+}
+
 MixtureRun image_mixture_run(const std::filesystem::path& dir, const std::string& name, int64_t steps, std::vector<std::string> overrides = {}) {
   const auto spec = two_class_images(dir, 8);
   const auto recipe = dir / (name + ".yaml");
   std::ofstream(recipe) << fmt::format(R"(
 method: dmd2
 student: {{init: scratch}}
-model: {{kind: unet, resolution: 8, model_channels: 8, channel_mult: [1, 2], blocks_per_level: 1, attn_resolutions: [], channels_per_head: 16,
-        dropout: 0, num_classes: 2}}
+{}
 dmd2: {{generator_lr: 1.0e-3, critic_lr: 1.0e-3, critic_steps: 2, gan_generator_weight: 0.1, gan_critic_weight: 1.0, gan_range: [0.0, 0.3]}}
 data: {{dataset: gmm, path: "{}", size: 512}}
 train: {{batch: 16, steps: {}}}
@@ -718,7 +723,7 @@ grid: {{every: 0, num: 4}}
 log: {{every: 1}}
 checkpoint: {{every: 2}}
 )",
-                                       spec.string(), steps);
+                                       tiny_image_unet(8), spec.string(), steps);
   return run_in(dir, name, spec, recipe, std::move(overrides));
 }
 
@@ -1609,8 +1614,7 @@ MixtureRun add_image_run(const std::filesystem::path& dir, const std::string& na
   std::ofstream(recipe) << fmt::format(R"(
 method: add
 student: {{init: scratch}}
-model: {{kind: unet, resolution: 28, model_channels: 8, channel_mult: [1, 2], blocks_per_level: 1, attn_resolutions: [], channels_per_head: 16,
-        dropout: 0, num_classes: 2}}
+{}
 adversarial: {{generator_lr: 1.0e-3, discriminator_lr: 1.0e-3, r1_weight: 0.01}}
 add: {{classifier: "{}", distill_weight: 2.5}}
 data: {{dataset: gmm, path: "{}", size: 256}}
@@ -1620,7 +1624,7 @@ grid: {{every: 0, num: 4}}
 log: {{every: 1}}
 checkpoint: {{every: 3}}
 )",
-                                       (testing::kSourceDir / "assets/eval/fmnist-classifier.safetensors").string(), spec.string(), steps);
+                                       tiny_image_unet(28), (testing::kSourceDir / "assets/eval/fmnist-classifier.safetensors").string(), spec.string(), steps);
   return run_in(dir, name, spec, recipe, std::move(overrides));
 }
 
