@@ -33,19 +33,26 @@ FrozenFeatures diffusion2gan_pair_features(NetworkDenoiser& teacher, const std::
     tap.shape[0] *= 2;
     paired.push_back(tap);
   }
+  // A step reads its batch three times (real, generated, the student's pass) with the same
+  // noise tensor: the noise's features are computed once and kept while that tensor is given.
+  struct NoiseFeatures {
+    at::Tensor noise, labels;
+    FeatureMap features;
+  };
+  auto kept = std::make_shared<NoiseFeatures>();
   return {teacher.shared_module(), paired,
-          [&teacher, names, image_sigma, noise_sigma](const at::Tensor& images, const at::Tensor& labels, const at::Tensor& noise, const StepContext&, bool) {
+          [&teacher, names, image_sigma, noise_sigma, kept](const at::Tensor& images, const at::Tensor& labels, const at::Tensor& noise, const StepContext&,
+                                                            bool) {
             DISTILLERY_CHECK(noise.defined() && noise.sizes() == images.sizes(),
                              Error("Diffusion2GAN's discriminator sees each image with its noise, and was given none of the image's shape"));
             const auto rows = images.size(0);
             auto of_images = teacher.features(images, torch::full({rows}, image_sigma, images.options()), labels, names);
-            FeatureMap of_noise;
-            {
+            if (!kept->noise.is_same(noise) || !kept->labels.is_same(labels)) {
               torch::NoGradGuard constant;
-              of_noise = teacher.features(noise * noise_sigma, torch::full({rows}, noise_sigma, images.options()), labels, names);
+              *kept = {noise, labels, teacher.features(noise * noise_sigma, torch::full({rows}, noise_sigma, images.options()), labels, names)};
             }
             FeatureMap paired;
-            for (const auto& name : names) paired[name] = torch::cat({of_images.at(name), of_noise.at(name)}, 1);
+            for (const auto& name : names) paired[name] = torch::cat({of_images.at(name), kept->features.at(name)}, 1);
             return paired;
           }};
 }
