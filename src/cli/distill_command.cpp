@@ -20,7 +20,7 @@
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
-#include "models/network_denoiser.h"
+#include "models/routed_denoiser.h"
 #include "samplers/sampling.h"
 #include "teachers/student.h"
 #include "teachers/teacher.h"
@@ -67,7 +67,7 @@ void run_generate(const GenerateOptions& options) {
                                                          .field("--gamma").expected("a consistency or trajectory student (sampler multistep)").got(request.sampler));
     request.options.gamma = *options.gamma;
   }
-  const auto student = NetworkDenoiser::load(path);
+  const auto student = load_denoiser_file(path);
   student->to(make_runtime(options.device).device);
   request.num = options.num;
   request.batch = options.batch;

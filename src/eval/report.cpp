@@ -19,6 +19,7 @@
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "models/network_denoiser.h"
+#include "models/routed_denoiser.h"
 #include "samplers/sampling.h"
 #include "teachers/student.h"
 #include "teachers/teacher.h"
@@ -45,7 +46,13 @@ double median_batch_seconds(Denoiser& model, SampleRequest request, int64_t batc
 
 // A smaller student (SlimFlow's) is judged by its size as well as its speed; analytic and
 // TorchScript teachers expose no parameters and count 0 (shown as –).
-int64_t parameter_count(const Denoiser& model) {
+// A routed set counts all its networks, though each image passes through one.
+int64_t parameter_count(Denoiser& model) {
+  if (auto* routed = dynamic_cast<RoutedDenoiser*>(&model)) {
+    int64_t count = 0;
+    for (size_t k = 0; k < routed->size(); ++k) count += parameter_count(routed->network(k));
+    return count;
+  }
   const auto* network = dynamic_cast<const NetworkDenoiser*>(&model);
   if (network == nullptr) return 0;
   int64_t count = 0;
@@ -98,7 +105,7 @@ void run_report(const ReportOptions& o) {
     spdlog::info("timing the teacher: {} rounds of {} images at {} NFE", o.speed_rounds, o.speed_batch, sides[0].nfe);
     sides[0].images_per_second = static_cast<double>(o.speed_batch) / median_batch_seconds(*teacher_model, teacher_sampling, o.speed_batch, o.speed_rounds);
   }
-  const auto student_model = NetworkDenoiser::load(student_path);
+  const auto student_model = load_denoiser_file(student_path);
   student_model->to(device);
   {
     sides[1] = {"student", BatchSampler(*student_model, student_sampling).nfe(), {}, 0, parameter_count(*student_model)};

@@ -204,8 +204,10 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::clone(const NetworkChanges& ch
   return copy;
 }
 
-std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::path& path) {
-  const auto file = load_tensor_file(path);
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::path& path) { return from_file(load_tensor_file(path)); }
+
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_file(const TensorFile& file) {
+  const std::filesystem::path path = file.source;
   const auto format = file.metadata.find("format");
   DISTILLERY_CHECK(format != file.metadata.end() && format->second == kFormat,
                    Error("not a distillery denoiser file").file(path.string()).expected(std::string("metadata format = ") + kFormat)
@@ -213,10 +215,15 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::pa
   DISTILLERY_CHECK(file.metadata.count("format_version") && file.metadata.at("format_version") == "1",
                    Error("unsupported denoiser format version").file(path.string()).expected("1"));
   DISTILLERY_CHECK(file.metadata.count("config"), Error("denoiser file has no config in its metadata").file(path.string()));
+  return from_tensors(file.metadata.at("config"), file.tensors, path.string());
+}
+
+std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_tensors(const std::string& config_json, const std::map<std::string, at::Tensor>& tensors,
+                                                               const std::string& source) {
   // The stored config is JSON, which YAML reads as it is, so the same schema validates it.
-  const auto config = Config::parse(denoiser_schema(), file.metadata.at("config"), path.string() + " (metadata config)");
+  const auto config = Config::parse(denoiser_schema(), config_json, source + " (metadata config)");
   size_t file_bytes = 0;
-  for (const auto& [name, tensor] : file.tensors) file_bytes += tensor.nbytes();
+  for (const auto& [name, tensor] : tensors) file_bytes += tensor.nbytes();
   std::unique_ptr<NetworkDenoiser> denoiser;
   {
     // The network's parameters and buffers are the file's tensors, so the sizes the metadata
@@ -224,15 +231,23 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::load(const std::filesystem::pa
     // the file does not justify: twice its tensors, plus room for what building allocates.
     constexpr size_t kBuildingRoom = size_t{64} << 20;
     const AllocationBudget budget(2 * file_bytes + kBuildingRoom, [&](size_t bytes) {
-      return Error("the network the file's metadata declares is far larger than the weights the file holds").file(path.string())
+      return Error("the network the file's metadata declares is far larger than the weights the file holds").file(source)
           .field("metadata config").expected(fmt::format("a network of about {}, the size of the file's tensors", megabytes(file_bytes)))
           .got(fmt::format("a network of more than {}", megabytes(bytes))).hint("the metadata was altered, or belongs to another network");
     });
     denoiser = from_config(config);
   }
-  load_module_tensors(*denoiser->module_, file.tensors, path.string());
+  load_module_tensors(*denoiser->module_, tensors, source);
   denoiser->module_->eval();
   return denoiser;
+}
+
+void NetworkDenoiser::copy_weights_from(const NetworkDenoiser& other) {
+  DISTILLERY_CHECK(other.config_json() == config_json(), Error("a network takes the weights of another of the same architecture only")
+                                                             .expected(describe()).got(other.describe()));
+  torch::NoGradGuard no_grad;
+  const auto mine = module_tensors(*module_), theirs = module_tensors(*other.module_);
+  for (size_t i = 0; i < mine.size(); ++i) mine[i].second.copy_(theirs[i].second);
 }
 
 }  // namespace distillery

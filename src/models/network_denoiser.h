@@ -23,6 +23,7 @@
 namespace distillery {
 
 class Config;
+struct TensorFile;
 
 // model.kind, the keys every network shares, each network's own keys, and precond.*. Setting
 // a key of the other kind (model.channel_mult with model.kind: mlp) is an error.
@@ -49,6 +50,7 @@ class NetworkDenoiser final : public Denoiser {
   static std::unique_ptr<NetworkDenoiser> from_config(const Config& config);
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
   static std::unique_ptr<NetworkDenoiser> load(const std::filesystem::path& path);
+  static std::unique_ptr<NetworkDenoiser> from_file(const TensorFile& file);
   void save(const std::filesystem::path& path, const std::map<std::string, std::string>& extra_metadata = {}) const;
   // A copy with the same architecture, weights and device (independent parameters, eval mode),
   // with `changes`: a consistency student starts from an EDM teacher's network under the
@@ -57,6 +59,12 @@ class NetworkDenoiser final : public Denoiser {
   std::unique_ptr<NetworkDenoiser> clone(const NetworkChanges& changes = {}) const;
   // The metadata save() writes (format, version, config), for files written elsewhere (checkpoints).
   std::map<std::string, std::string> file_metadata(const std::map<std::string, std::string>& extra = {}) const;
+  // Builds the network `config_json` (config_json()'s form) declares and loads `tensors` into
+  // it, refusing a declared size far beyond the tensors' before building; errors name `source`.
+  static std::unique_ptr<NetworkDenoiser> from_tensors(const std::string& config_json, const std::map<std::string, at::Tensor>& tensors,
+                                                       const std::string& source);
+  // Takes `other`'s weights, which must be of the same architecture and preconditioning.
+  void copy_weights_from(const NetworkDenoiser& other);
 
   at::Tensor denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) override;
   // With a target-time input: the network fed the target σ; without: D(x; σ).

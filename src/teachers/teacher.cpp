@@ -8,6 +8,7 @@
 #include "core/hash.h"
 #include "models/torchscript_denoiser.h"
 #include "models/network_denoiser.h"
+#include "models/routed_denoiser.h"
 #include "teachers/gaussian_mixture.h"
 
 namespace distillery {
@@ -39,7 +40,7 @@ std::unique_ptr<Denoiser> load_teacher_on_cpu(const std::string& spec) {
   if (spec.starts_with(kGmm)) return std::make_unique<GaussianMixtureDenoiser>(GaussianMixtureSpec::load(spec.substr(kGmm.size())));
   constexpr std::string_view kTorchScript = "torchscript:";
   if (spec.starts_with(kTorchScript)) return std::make_unique<TorchScriptDenoiser>(spec.substr(kTorchScript.size()));
-  if (spec.ends_with(".safetensors")) return NetworkDenoiser::load(spec);
+  if (spec.ends_with(".safetensors")) return load_denoiser_file(spec);
   if (std::filesystem::is_directory(spec)) {
     const auto weights = std::filesystem::path(spec) / "teacher.safetensors";
     if (!std::filesystem::exists(weights)) {
