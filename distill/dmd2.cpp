@@ -109,11 +109,13 @@ class Dmd2 final : public TrainingMethod {
     // stays in eval mode.
     critic_ = generator_->clone();
     if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
+    classes_ = student_classes(config, generator_->num_classes());
     few_step_.emplace(*generator_, settings_.student_sigmas,
-                      GeneratorStreams{noise_stream::dmd2_generator_noise, noise_stream::dmd2_student_step, noise_stream::dmd2_simulation});
+                      GeneratorStreams{noise_stream::dmd2_generator_noise, noise_stream::dmd2_student_step, noise_stream::dmd2_simulation}, classes_);
     request_.sampler = "multistep";
     request_.sigmas = settings_.student_sigmas;
     request_.steps = static_cast<int>(settings_.student_sigmas.size());
+    request_.labels = label_policy_of(classes_, generator_->num_classes());
 
     real_ = teacher_.get();
     if (settings_.guidance != 1.0) {
@@ -123,6 +125,10 @@ class Dmd2 final : public TrainingMethod {
     }
     sigma_grid_.emplace(teacher_->sigma_min(), teacher_->sigma_max());
     if (settings_.regression_weight > 0) {
+      // The store's pairs are of every class: they would teach the student the others too.
+      DISTILLERY_CHECK(static_cast<int64_t>(classes_.size()) == generator_->num_classes(),
+                       Error("the regression loss reads pairs of every class, so a student of some classes cannot use it").field("dmd2.regression_weight")
+                           .expected("0 with student.classes (or msd)"));
       pairs_ = open_teacher_store(config, "dmd2.regression_store", teacher_spec, *generator_, "the regression loss needs the teacher's trajectory store");
       DISTILLERY_CHECK(std::abs(pairs_->sigmas().front() - settings_.student_sigmas.front()) < 1e-6 * settings_.student_sigmas.front(),
                        Error("the regression store starts at another σ than the student").field("dmd2.regression_store")
@@ -136,7 +142,7 @@ class Dmd2 final : public TrainingMethod {
       critic_with_heads_->heads->to(device);
       critic_with_heads_->heads->eval();
       critic_optimized_ = critic_with_heads_.get();
-      real_data_.emplace(config, generator_->sample_shape(), generator_->num_classes(), noise_stream::dmd2_real_flip, device);
+      real_data_.emplace(config, generator_->sample_shape(), generator_->num_classes(), noise_stream::dmd2_real_flip, device, classes_);
     }
   }
 
@@ -149,6 +155,11 @@ class Dmd2 final : public TrainingMethod {
   }
   std::vector<OptimizerSlot> optimizers() override {
     return {{"generator", &generator_->module(), settings_.generator_lr}, {"critic", critic_optimized_, settings_.critic_lr}};
+  }
+  // The critic starts as the generator does (see the constructor).
+  void start_from(const NetworkDenoiser& initial) override {
+    generator_->copy_weights_from(initial);
+    critic_->copy_weights_from(initial);
   }
   // Draw 0: the generator's batch; draws 1..critic_steps: the critic's.
   int64_t draws_per_step() const override { return 1 + settings_.critic_steps; }
@@ -247,6 +258,7 @@ class Dmd2 final : public TrainingMethod {
   std::optional<FewStepGenerator> few_step_;
   std::optional<RealDataStream> real_data_;  // GAN only
   std::unique_ptr<TrajectoryReader> pairs_;
+  std::vector<int64_t> classes_;  // student.classes
   std::optional<KarrasGridSampler> sigma_grid_;
   SampleRequest request_;
 };

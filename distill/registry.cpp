@@ -17,6 +17,7 @@
 #include "distill/ict.h"
 #include "distill/instaflow.h"
 #include "distill/ladd.h"
+#include "distill/msd.h"
 #include "distill/pd.h"
 #include "distill/reflow.h"
 #include "distill/scm.h"
@@ -32,23 +33,28 @@ struct MethodEntry {
   std::string_view name;
   std::unique_ptr<TrainingMethod> (*make)(const Config&, const std::string&, const c10::Device&);
   void (*add_fields)(ConfigSchema&);
+  bool reads_student_classes;  // keeps to student.classes (its labels and real examples), or refuses them itself
 };
-constexpr std::array<MethodEntry, 12> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields},
-                                                 {"add", make_add, add_add_fields},
-                                                 {"cd", make_cd, add_cd_fields},
-                                                 {"ctm", make_ctm, add_ctm_fields},
-                                                 {"diffusion2gan", make_diffusion2gan, add_diffusion2gan_fields},
-                                                 {"ect", make_ect, add_ect_fields},
-                                                 {"ict", make_ict, add_ict_fields},
-                                                 {"instaflow", make_instaflow, add_instaflow_fields},
-                                                 {"ladd", make_ladd, add_ladd_fields},
-                                                 {"pd", make_pd, add_pd_fields},
-                                                 {"reflow", make_reflow, add_reflow_fields},
-                                                 {"scm", make_scm, add_scm_fields}}};
+constexpr std::array<MethodEntry, 13> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields, true},
+                                                 {"add", make_add, add_add_fields, true},
+                                                 {"cd", make_cd, add_cd_fields, false},
+                                                 {"ctm", make_ctm, add_ctm_fields, false},
+                                                 {"diffusion2gan", make_diffusion2gan, add_diffusion2gan_fields, false},
+                                                 {"ect", make_ect, add_ect_fields, false},
+                                                 {"ict", make_ict, add_ict_fields, false},
+                                                 {"instaflow", make_instaflow, add_instaflow_fields, false},
+                                                 {"ladd", make_ladd, add_ladd_fields, true},
+                                                 {"msd", make_msd, add_msd_fields, true},
+                                                 {"pd", make_pd, add_pd_fields, false},
+                                                 {"reflow", make_reflow, add_reflow_fields, false},
+                                                 {"scm", make_scm, add_scm_fields, false}}};
 }  // namespace
 
 void add_student_fields(ConfigSchema& s) {
   s.add({"student.sigmas", ConfigType::FloatList, "the student's σ grid, first value where the noise enters (default: [the teacher's σ_max], one step)", "[]"}, NumberRange::above(0));
+  s.add({"student.classes", ConfigType::IntList,
+         "the classes the student learns and generates (a class-conditional teacher; []: all): DMD2, ADD and LADD honour it, MSD sets it per student",
+         "[]"}, NumberRange::between(0, 1 << 20));
   s.add({"student.init", ConfigType::String, "initial weights of the student (and of any network the method builds from it): the teacher's, or the model.* network from scratch",
          "teacher", false, {"teacher", "scratch"}});
 }
@@ -98,7 +104,11 @@ Config load_distillation_config(const std::filesystem::path& recipe, const std::
 }
 
 std::unique_ptr<TrainingMethod> make_distillation_method(const Config& config, const std::string& teacher, const c10::Device& device) {
-  return method_entry(config.get_string("method")).make(config, teacher, device);
+  const auto& entry = method_entry(config.get_string("method"));
+  DISTILLERY_CHECK(entry.reads_student_classes || config.get_int_list("student.classes").empty(),
+                   Error(fmt::format("the {} method learns every class: it cannot keep to student.classes", entry.name)).file(config.source())
+                       .field("student.classes").expected("[]").hint("dmd2, add and ladd train a student on a subset of the classes; msd splits them itself"));
+  return entry.make(config, teacher, device);
 }
 
 void run_distillation(const TrainingRunOptions& run_options, const std::string& teacher) {

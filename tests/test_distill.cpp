@@ -39,6 +39,7 @@
 #include "io/image.h"
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
+#include "models/routed_denoiser.h"
 #include "teacher_training/teacher_training.h"
 #include "teachers/gaussian_mixture.h"
 #include "teachers/student.h"
@@ -1736,6 +1737,206 @@ TEST(Diffusion2Gan, TheDiscriminatorSeesEachImageWithItsNoise) {
   EXPECT_TRUE(torch::equal(paired.slice(1, 0, 16), teacher.features(x, torch::full({5}, 0.1), {}, {"layer.1"}).at("layer.1")));
   EXPECT_TRUE(torch::equal(paired.slice(1, 16), teacher.features(80.0 * z, torch::full({5}, 80.0), {}, {"layer.1"}).at("layer.1")));
   EXPECT_THROW(features.read(x, {}, {}, context, true), Error);
+}
+
+
+// Multi-student distillation of the conditional three-mode mixture (class c is mode c): MLP
+// students from scratch, as in mixture_run, with `method` dmd2 or msd.
+MixtureRun conditional_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& method, int64_t steps,
+                                   std::vector<std::string> overrides = {}) {
+  std::ofstream(dir / "labelled.yaml") << testing::kThreeModes2d << "conditional: true\n";
+  const auto recipe = dir / (name + ".yaml");
+  std::ofstream(recipe) << fmt::format(R"(
+method: {}
+student: {{init: scratch}}
+model: {{kind: mlp, shape: [2], hidden: 32, layers: 2, num_classes: 3}}
+precond: {{sigma_data: 1.5}}
+dmd2: {{generator_lr: 1.0e-3, critic_lr: 1.0e-3, critic_steps: 2}}
+train: {{batch: 32, steps: {}, ema_halflife_images: 100}}
+eval: {{every: 0, num: 100}}
+grid: {{every: 0, num: 30}}
+log: {{every: 1}}
+checkpoint: {{every: 2}}
+)",
+                                       method, steps);
+  return run_in(dir, name, dir / "labelled.yaml", recipe, std::move(overrides));
+}
+
+TEST(RoutedDenoiser, EachRowGoesToTheNetworkOfItsLabelAndTheFileRoundTrips) {
+  const auto dir = testing::scratch_dir();
+  std::vector<std::unique_ptr<NetworkDenoiser>> networks;
+  for (int seed : {1, 2}) {
+    torch::manual_seed(seed);
+    networks.push_back(std::make_unique<NetworkDenoiser>(MLPConfig{.shape = {2}, .hidden = 16, .layers = 2, .num_classes = 3}));
+    networks.back()->module().eval();
+  }
+  const std::vector<const NetworkDenoiser*> parts = {networks[0].get(), networks[1].get()};
+  RoutedDenoiser::save(dir / "routed.safetensors", parts, {1, 0, 1}, {{"student_sampler", "multistep"}, {"student_sigmas", "[80.0]"}});
+  auto loaded = load_denoiser_file(dir / "routed.safetensors");
+  auto* routed = dynamic_cast<RoutedDenoiser*>(loaded.get());
+  ASSERT_NE(routed, nullptr);
+  EXPECT_EQ(routed->route(), (std::vector<int64_t>{1, 0, 1}));
+  torch::manual_seed(3);
+  const auto x = torch::randn({7, 2}) * 3, sigma = torch::rand({7}) * 5 + 0.1;
+  const auto labels = torch::tensor(std::vector<int64_t>{0, 1, 2, 2, 1, 0, 0});
+  torch::NoGradGuard no_grad;
+  const auto out = routed->denoise(x, sigma, labels);
+  for (int64_t r = 0; r < 7; ++r) {
+    const auto owner = labels[r].item<int64_t>() == 1 ? 0 : 1;
+    const auto row = [&](NetworkDenoiser& network) { return network.denoise(x.slice(0, r, r + 1), sigma.slice(0, r, r + 1), labels.slice(0, r, r + 1)); };
+    EXPECT_TRUE(torch::allclose(out.slice(0, r, r + 1), row(*networks[static_cast<size_t>(owner)]), 1e-6, 1e-7)) << "row " << r;
+    EXPECT_FALSE(torch::allclose(out.slice(0, r, r + 1), row(*networks[static_cast<size_t>(1 - owner)]), 1e-3, 1e-4)) << "row " << r;
+  }
+  const auto fails_with = [](const std::function<void()>& call, const std::string& text) {
+    try {
+      call();
+      ADD_FAILURE() << "no error; expected: " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  fails_with([&] { routed->denoise(x, sigma, {}); }, "needs one class label per row");
+  fails_with([&] { routed->denoise(x, sigma, torch::full({7}, 3, torch::kInt64)); }, "a label the router has no network for");
+  fails_with([&] { RoutedDenoiser::save(dir / "bad.safetensors", parts, {0, 0, 0}), load_denoiser_file(dir / "bad.safetensors"); },
+             "network 1 of the router has no class");
+  fails_with([&] { RoutedDenoiser::save(dir / "bad.safetensors", parts, {0, 1, 5}), load_denoiser_file(dir / "bad.safetensors"); },
+             "the router sends a class to a network it does not hold");
+}
+
+// One student owning every class is DMD2 itself: the same noise, labels, critic and updates.
+TEST(Msd, OneStudentIsDmd2BitForBit) {
+  const auto dir = testing::scratch_dir();
+  const auto plain = conditional_mixture_run(dir, "dmd2", "dmd2", 6), single = conditional_mixture_run(dir, "msd", "msd", 6, {"msd.students=1"});
+  run_distillation(plain.options, plain.teacher);
+  run_distillation(single.options, single.teacher);
+  const auto a = load_tensor_file(plain.options.out_dir / "student.safetensors"), b = load_tensor_file(single.options.out_dir / "student.safetensors");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const auto& [name, tensor] : a.tensors) EXPECT_TRUE(torch::equal(tensor, b.get("student.0." + name))) << name;
+  EXPECT_EQ(b.metadata.at("student_sigmas"), a.metadata.at("student_sigmas"));
+  const auto x = stats_lines(plain.options.out_dir), y = stats_lines(single.options.out_dir);
+  ASSERT_EQ(x.size(), y.size());
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i].at("dm_loss"), y[i].at("dm_loss")) << "line " << i;
+}
+
+// Three students, one class each in the order msd.assignment gives: each phase's result is the
+// file's network of that student, and `generate` draws every label from its own student.
+TEST(Msd, EachLabelIsDrawnByItsOwnStudentThroughGenerate) {
+  const auto dir = testing::scratch_dir();
+  const auto run = conditional_mixture_run(dir, "run", "msd", 6, {"msd.students=3", "msd.assignment=[2, 0, 1]"});
+  run_distillation(run.options, run.teacher);
+  const auto file = run.options.out_dir / "student.safetensors";
+  auto loaded = load_denoiser_file(file);
+  auto& routed = dynamic_cast<RoutedDenoiser&>(*loaded);
+  ASSERT_EQ(routed.size(), 3u);
+  for (int64_t k = 0; k < 2; ++k) {
+    const auto phase = load_tensor_file(run.options.out_dir / fmt::format("student-phase-{}.safetensors", k));
+    for (const auto& [name, tensor] : module_tensors(routed.network(static_cast<size_t>(k)).module()))
+      EXPECT_TRUE(torch::equal(tensor, phase.get(name))) << "student " << k << " " << name;
+  }
+  const auto result = testing::run_command(fmt::format("{} generate --model {} --num 9 --seed 4 --out {}", testing::kCli, run.options.out_dir.string(),
+                                                       (dir / "samples.safetensors").string()));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto samples = load_tensor_file(dir / "samples.safetensors");
+  const auto& labels = samples.get("labels");
+  torch::NoGradGuard no_grad;
+  for (int64_t i = 0; i < 9; ++i) {
+    const auto label = labels[i].item<int64_t>();
+    EXPECT_EQ(label, i % 3);
+    auto& own = routed.network(static_cast<size_t>(std::vector<int64_t>{2, 0, 1}[static_cast<size_t>(label)]));
+    const auto expected = own.denoise(samples.get("noise").slice(0, i, i + 1) * 80.0, torch::full({1}, 80.0), labels.slice(0, i, i + 1));
+    EXPECT_TRUE(torch::allclose(samples.get("samples").slice(0, i, i + 1), expected, 1e-5, 1e-6)) << "sample " << i;
+  }
+  // Students keep to their classes; a method that cannot is refused a subset.
+  const auto refused = [&](const std::string& method, std::vector<std::string> overrides, const std::string& text) {
+    auto bad = conditional_mixture_run(dir, "bad-" + method, method, 2, std::move(overrides));
+    try {
+      run_distillation(bad.options, bad.teacher);
+      ADD_FAILURE() << method << " ran";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  refused("msd", {"student.classes=[0]"}, "multi-student distillation splits the classes itself");
+  refused("msd", {"msd.students=4"}, "more students than classes");
+  refused("msd", {"msd.assignment=[0, 0, 0]"}, "must give every student at least one class");
+  refused("dmd2", {"student.classes=[3]"}, "student.classes must be distinct classes of the teacher");
+}
+
+// ADD as the students' method: each phase runs ADD's step (heads on the classifier, score
+// distillation) on real images of its own class, and the file routes to both.
+TEST(Msd, StudentsCanBeDistilledByAdd) {
+  const auto dir = testing::scratch_dir();
+  const auto run = add_image_run(dir, "run", 4, {"method=msd", "msd.method=add", "msd.students=2"});
+  run_distillation(run.options, run.teacher);
+  const auto lines = stats_lines(run.options.out_dir);
+  ASSERT_EQ(lines.size(), 4u);
+  for (const auto& line : lines) EXPECT_TRUE(line.contains("generator_adversarial_loss") && line.contains("score_distillation_loss")) << line.dump();
+  auto loaded = load_denoiser_file(run.options.out_dir / "student.safetensors");
+  auto& routed = dynamic_cast<RoutedDenoiser&>(*loaded);
+  EXPECT_EQ(routed.route(), (std::vector<int64_t>{0, 1}));
+  const auto phase = load_tensor_file(run.options.out_dir / "student-phase-0.safetensors");
+  for (const auto& [name, tensor] : module_tensors(routed.network(0).module())) EXPECT_TRUE(torch::equal(tensor, phase.get(name))) << name;
+  EXPECT_EQ(phase.metadata.at("student_sigmas"), "[80.0]");
+}
+
+// Smaller students (half the channels of a tiny UNet teacher) score-matched, then distilled
+// with DMD2 and its GAN head, resumed from the checkpoint at the boundary between the two
+// students as if killed just after it (train.steps fixes the split, so the run is not
+// stopped early as expect_resume_equals_straight does).
+TEST(Trainer, MultiStudentDistillationWithSmallerStudentsResumesBitForBit) {
+  const auto dir = testing::scratch_dir();
+  const auto spec = two_class_images(dir, 8);
+  torch::manual_seed(4);
+  ConfigSchema network_schema;
+  add_network_fields(network_schema);
+  NetworkDenoiser::from_config(Config::parse(network_schema, tiny_image_unet(8), "teacher"))->save(dir / "teacher.safetensors");
+  const auto run = [&](const std::string& name, bool resume) {
+    const auto recipe = dir / "msd.yaml";
+    std::ofstream(recipe) << fmt::format(R"(
+method: msd
+msd: {{students: 2, model_channels: 4, score_matching_steps: 2}}
+dmd2: {{generator_lr: 1.0e-3, critic_lr: 1.0e-3, critic_steps: 1, gan_generator_weight: 0.1, gan_critic_weight: 1.0}}
+data: {{dataset: gmm, path: "{}", size: 64}}
+train: {{batch: 8, steps: 8, ema_halflife_images: 40}}
+eval: {{every: 0, num: 8}}
+grid: {{every: 0, num: 4}}
+log: {{every: 1}}
+checkpoint: {{every: 2, keep: 10}}
+)",
+                                         spec.string());
+    auto options = run_in(dir, name, spec, recipe, {}).options;
+    options.resume = resume;
+    run_distillation(options, (dir / "teacher.safetensors").string());
+  };
+  run("straight", false);
+  run("resumed", false);
+  const auto resumed = dir / "resumed";
+  for (const char* gone : {"checkpoints/step-0000006", "checkpoints/step-0000008", "student.safetensors", "student-phase-1.safetensors", "student-phase-2.safetensors"})
+    std::filesystem::remove_all(resumed / gone);
+  const auto before = stats_lines(resumed);
+  run("resumed", true);
+  // It resumed at step 4: the log's first four lines are the ones written before.
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(stats_lines(resumed)[i].at("timestamp"), before[i].at("timestamp")) << i;
+  for (const char* file : {"generator.safetensors", "critic.safetensors", "gan_heads.safetensors", "student_0.safetensors", "ema.safetensors",
+                           "generator_optimizer.safetensors", "critic_optimizer.safetensors", "state.json"})
+    EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000008" / file), file_bytes(resumed / "checkpoints/step-0000008" / file)) << file;
+  for (const char* file : {"student.safetensors", "student-phase-1.safetensors", "student-phase-2.safetensors"})
+    EXPECT_EQ(file_bytes(dir / "straight" / file), file_bytes(resumed / file)) << file;
+  const auto lines = stats_lines(dir / "straight"), again = stats_lines(resumed);
+  ASSERT_EQ(lines.size(), 8u);
+  ASSERT_EQ(again.size(), 8u);
+  for (size_t i = 0; i < 8; ++i)
+    for (const char* key : {"score_matching_loss", "dm_loss", "gan_critic_loss"}) EXPECT_EQ(lines[i].value(key, nlohmann::json()), again[i].value(key, nlohmann::json())) << key << " " << i;
+  // Steps 0-1 and 4-5 score-match, 2-3 and 6-7 distil.
+  for (size_t i : {0u, 1u, 4u, 5u}) EXPECT_TRUE(lines[i].contains("score_matching_loss") && !lines[i].contains("dm_loss")) << i;
+  for (size_t i : {2u, 3u, 6u, 7u}) EXPECT_TRUE(lines[i].contains("dm_loss")) << i;
+  // Half the teacher's 8 base channels: each student's first convolution has 4 outputs.
+  const auto file = load_tensor_file(dir / "straight" / "student.safetensors");
+  for (const std::string prefix : {"student.0.", "student.1."}) {
+    const auto found = std::find_if(file.tensors.begin(), file.tensors.end(), [&](const auto& entry) { return entry.first.starts_with(prefix) && entry.second.dim() == 4; });
+    ASSERT_NE(found, file.tensors.end());
+    EXPECT_EQ(found->second.size(0), 4) << found->first;
+  }
 }
 
 }  // namespace

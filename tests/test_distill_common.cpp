@@ -157,6 +157,10 @@ TEST(FewStepGenerator, EachRowIsTheStudentsOwnChainStoppedAtItsStartStep) {
   }
   EXPECT_EQ(starts, (std::set<int64_t>{0, 1, 2}));
   EXPECT_THROW(FewStepGenerator(network, {5.0, 5.0}, streams), Error);
+  // A student of some of the classes (multi-student distillation) cycles through those only.
+  const FewStepGenerator some(network, sigmas, streams, {0, 2});
+  EXPECT_TRUE(torch::equal(some.labels(first_positions(5)), torch::tensor(std::vector<int64_t>{0, 2, 0, 2, 0})));
+  EXPECT_THROW(FewStepGenerator(network, sigmas, streams, {3}), Error);
 }
 
 namespace F = torch::nn::functional;
@@ -293,6 +297,13 @@ TEST(RealDataStream, EachEpochVisitsEveryExampleOnceAndRepeatsByPosition) {
   EXPECT_EQ(again_labels[1].item<int64_t>(), first_labels[5].item<int64_t>());
   EXPECT_THROW(RealDataStream(config, {3}, 3, noise_stream::dmd2_real_flip, torch::kCPU), Error);
   EXPECT_THROW(RealDataStream(config, {2}, 2, noise_stream::dmd2_real_flip, torch::kCPU), Error);
+  // Kept to classes 0 and 2: exactly the set's examples of those, each once per epoch.
+  RealDataStream some(config, {2}, 3, noise_stream::dmd2_real_flip, torch::kCPU, {0, 2});
+  const auto kept = all.labels.ne(1);
+  ASSERT_EQ(some.size(), kept.sum().item<int64_t>());
+  const auto [x, labels] = some.batch(0, first_positions(some.size()));
+  EXPECT_TRUE(labels.ne(1).all().item<bool>());
+  EXPECT_TRUE(torch::equal(std::get<0>(x.select(1, 0).sort(0)), std::get<0>(all.x0.index_select(0, kept.nonzero().squeeze(1)).select(1, 0).sort(0))));
 }
 
 }  // namespace

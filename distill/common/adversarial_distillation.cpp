@@ -66,7 +66,9 @@ class AdversarialDistillation final : public TrainingMethod {
     heads_->to(device);
     heads_->eval();
     if (!parts_.batches) {
-      real_data_.emplace(config, parts_.student->sample_shape(), parts_.student->num_classes(), noise_stream::adversarial_real_flip, device);
+      const auto classes = student_classes(config, parts_.student->num_classes());
+      request_.labels = label_policy_of(classes, parts_.student->num_classes());
+      real_data_.emplace(config, parts_.student->sample_shape(), parts_.student->num_classes(), noise_stream::adversarial_real_flip, device, classes);
       parts_.batches = [this](const StepContext& context) { return noised_real_examples(context); };
     }
   }
@@ -79,6 +81,7 @@ class AdversarialDistillation final : public TrainingMethod {
   std::vector<OptimizerSlot> optimizers() override {
     return {{"generator", &parts_.student->module(), generator_lr_}, {"discriminator", heads_.get(), discriminator_lr_}};
   }
+  void start_from(const NetworkDenoiser& initial) override { parts_.student->copy_weights_from(initial); }
 
   std::map<std::string, double> step(StepContext& context) override {
     std::map<std::string, double> stats;

@@ -10,8 +10,13 @@
 
 namespace distillery {
 
-FewStepGenerator::FewStepGenerator(NetworkDenoiser& network, std::vector<double> sigmas, GeneratorStreams streams)
-    : network_(network), sigmas_(std::move(sigmas)), streams_(streams) {
+FewStepGenerator::FewStepGenerator(NetworkDenoiser& network, std::vector<double> sigmas, GeneratorStreams streams, std::vector<int64_t> classes)
+    : network_(network), sigmas_(std::move(sigmas)), streams_(streams), classes_(std::move(classes)) {
+  if (classes_.empty())
+    for (int64_t c = 0; c < network_.num_classes(); ++c) classes_.push_back(c);
+  for (const auto c : classes_)
+    DISTILLERY_CHECK(c >= 0 && c < network_.num_classes(), Error("a few-step student's class is not one of its network's").field("student.classes")
+                                                               .expected(fmt::format("0..{}", network_.num_classes() - 1)).got(std::to_string(c)));
   DISTILLERY_CHECK(!sigmas_.empty() && sigmas_.size() <= 100,
                    Error("a few-step student takes 1 to 100 steps (its backward simulation's noise streams)").field("student.sigmas")
                        .got(std::to_string(sigmas_.size())));
@@ -21,10 +26,10 @@ FewStepGenerator::FewStepGenerator(NetworkDenoiser& network, std::vector<double>
 }
 
 at::Tensor FewStepGenerator::labels(const std::vector<int64_t>& positions) const {
-  const int64_t classes = network_.num_classes();
-  if (classes == 0) return {};
+  if (classes_.empty()) return {};
+  const auto count = static_cast<int64_t>(classes_.size());
   std::vector<int64_t> values;
-  for (const auto p : positions) values.push_back(p % classes);
+  for (const auto p : positions) values.push_back(classes_[static_cast<size_t>(p % count)]);
   return torch::tensor(values, torch::kInt64).to(network_.device());
 }
 

@@ -24,12 +24,13 @@ struct GeneratorStreams {
 
 class FewStepGenerator {
  public:
-  // `sigmas`: the student's grid, positive and strictly decreasing (at most 100 steps).
-  FewStepGenerator(NetworkDenoiser& network, std::vector<double> sigmas, GeneratorStreams streams);
+  // `sigmas`: the student's grid, positive and strictly decreasing (at most 100 steps);
+  // `classes`: the labels it generates (student_classes; empty: all of the network's).
+  FewStepGenerator(NetworkDenoiser& network, std::vector<double> sigmas, GeneratorStreams streams, std::vector<int64_t> classes = {});
 
   // The student's denoised output for the positions (gradient reaches the network from the
-  // last call only, unless the caller disables it) and the labels it was given: position mod
-  // classes for a class-conditional network, else undefined.
+  // last call only, unless the caller disables it) and the labels it was given: the
+  // (position mod count)-th of its classes for a class-conditional network, else undefined.
   std::pair<at::Tensor, at::Tensor> generate(uint64_t seed, const std::vector<int64_t>& positions) const;
   at::Tensor labels(const std::vector<int64_t>& positions) const;
 
@@ -37,6 +38,7 @@ class FewStepGenerator {
   NetworkDenoiser& network_;
   std::vector<double> sigmas_;
   GeneratorStreams streams_;
+  std::vector<int64_t> classes_;
 };
 
 }  // namespace distillery

@@ -11,7 +11,7 @@
 namespace distillery {
 
 RealDataStream::RealDataStream(const Config& config, const std::vector<int64_t>& sample_shape, int64_t num_classes, uint64_t flip_stream,
-                               const c10::Device& device)
+                               const c10::Device& device, const std::vector<int64_t>& classes)
     : data_(load_training_data(config, sample_shape)), num_classes_(num_classes), flip_stream_(flip_stream), hflip_(config.get_bool("data.hflip")),
       device_(device) {
   const std::vector<int64_t> shape(data_.x0.sizes().begin() + 1, data_.x0.sizes().end());
@@ -23,6 +23,13 @@ RealDataStream::RealDataStream(const Config& config, const std::vector<int64_t>&
                        .got(fmt::format("{}..{}", data_.labels.min().item<int64_t>(), data_.labels.max().item<int64_t>()))
                        .hint("a folder needs a dataset.json with its labels"));
   DISTILLERY_CHECK(!hflip_ || shape.size() == 3, Error("horizontal flips need image data").field("data.hflip"));
+  if (num_classes > 0 && !classes.empty() && static_cast<int64_t>(classes.size()) < num_classes) {
+    const auto kept = torch::isin(data_.labels, torch::tensor(classes, torch::kInt64)).nonzero().squeeze(1);
+    DISTILLERY_CHECK(kept.numel() > 0, Error("the real data hold no example of the student's classes").field("student.classes")
+                                           .got(fmt::format("[{}]", fmt::join(classes, ", "))));
+    data_.x0 = data_.x0.index_select(0, kept);
+    data_.labels = data_.labels.index_select(0, kept);
+  }
   order_.emplace(data_.x0.size(0), static_cast<uint64_t>(config.get_int("train.seed")));
 }
 

@@ -24,8 +24,10 @@ class Config;
 class RealDataStream {
  public:
   // Loads data.* for a network of `sample_shape` with `num_classes` classes (0: unconditional)
-  // and checks that shapes and labels fit it; `flip_stream` draws the flips (data.hflip).
-  RealDataStream(const Config& config, const std::vector<int64_t>& sample_shape, int64_t num_classes, uint64_t flip_stream, const c10::Device& device);
+  // and checks that shapes and labels fit it; `flip_stream` draws the flips (data.hflip). With
+  // `classes` (student_classes) only the examples of those classes are kept.
+  RealDataStream(const Config& config, const std::vector<int64_t>& sample_shape, int64_t num_classes, uint64_t flip_stream, const c10::Device& device,
+                 const std::vector<int64_t>& classes = {});
 
   // The examples at the positions and their labels (undefined when unconditional).
   std::pair<at::Tensor, at::Tensor> batch(uint64_t seed, const std::vector<int64_t>& positions);

@@ -4,6 +4,9 @@
 #include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <algorithm>
+#include <numeric>
+
 #include "core/config.h"
 #include "core/error.h"
 
@@ -40,6 +43,26 @@ std::unique_ptr<NetworkDenoiser> make_student_network(const Config& config, cons
                        .expected(std::to_string(teacher.num_classes())).got(std::to_string(student->num_classes())));
   student->module().eval();
   return student;
+}
+
+std::vector<int64_t> student_classes(const Config& config, int64_t num_classes) {
+  auto classes = config.get_int_list("student.classes");
+  DISTILLERY_CHECK(classes.empty() || num_classes > 0, Error("only a class-conditional student learns a subset of the classes").file(config.source())
+                                                           .field("student.classes").expected("[] for an unconditional teacher"));
+  if (classes.empty()) {
+    classes.resize(static_cast<size_t>(num_classes));
+    std::iota(classes.begin(), classes.end(), int64_t{0});
+    return classes;
+  }
+  std::sort(classes.begin(), classes.end());
+  DISTILLERY_CHECK(classes.back() < num_classes && std::adjacent_find(classes.begin(), classes.end()) == classes.end(),
+                   Error("student.classes must be distinct classes of the teacher").file(config.source()).field("student.classes")
+                       .expected(fmt::format("distinct values in 0..{}", num_classes - 1)).got(fmt::format("[{}]", fmt::join(classes, ", "))));
+  return classes;
+}
+
+std::string label_policy_of(const std::vector<int64_t>& classes, int64_t num_classes) {
+  return static_cast<int64_t>(classes.size()) < num_classes ? fmt::format("{}", fmt::join(classes, ",")) : std::string();
 }
 
 }  // namespace distillery

@@ -1,13 +1,16 @@
-// defines: make_student_network
+// defines: make_student_network, student_classes, label_policy_of
 // The student network every method starts from: the teacher's network (student.init: teacher),
 // or the model.* network built from scratch with train.seed (student.init: scratch), on the
 // teacher's device, checked to fit the teacher's samples and classes, in eval mode (no
-// dropout, never a dropped label: a conditional student always sees its class).
+// dropout, never a dropped label: a conditional student always sees its class). And the
+// classes it learns (student.classes: a subset, one student of several, or all of them).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "models/network_denoiser.h"
 
@@ -20,5 +23,13 @@ class Config;
 // scratch network must declare them.
 std::unique_ptr<NetworkDenoiser> make_student_network(const Config& config, const std::string& teacher_spec, Denoiser& teacher,
                                                       const NetworkChanges& needs = {});
+
+// student.classes checked against a network of `num_classes` classes (distinct, in range, and
+// only for a class-conditional one), in increasing order; all of them when the key is empty.
+// Empty for an unconditional network.
+std::vector<int64_t> student_classes(const Config& config, int64_t num_classes);
+// The `--labels` policy (data/label_policy.h) that cycles through `classes`: empty (every
+// class, "all" by default) when they are all of the network's.
+std::string label_policy_of(const std::vector<int64_t>& classes, int64_t num_classes);
 
 }  // namespace distillery

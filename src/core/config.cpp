@@ -327,14 +327,25 @@ std::vector<std::vector<double>> Config::get_float_matrix(std::string_view key) 
 }
 std::string Config::source() const { return values_->source; }
 
+namespace {
+void put_nested(json& root, const std::string& key, const json& value) {
+  std::string pointer = "/" + key;
+  std::replace(pointer.begin(), pointer.end(), '.', '/');
+  root[json::json_pointer(pointer)] = value;
+}
+}  // namespace
+
 std::string Config::to_json(int indent) const {
   json root = json::object();
-  for (const auto& [key, value] : values_->by_key) {
-    std::string pointer = "/" + key;
-    std::replace(pointer.begin(), pointer.end(), '.', '/');
-    root[json::json_pointer(pointer)] = value;
-  }
+  for (const auto& [key, value] : values_->by_key) put_nested(root, key, value);
   return root.dump(indent);
+}
+
+std::string Config::explicit_json(const ConfigSchema& schema) const {
+  json root = json::object();
+  for (const auto& key : values_->set_keys)
+    if (schema.find(key)) put_nested(root, key, values_->by_key.at(key));
+  return root.dump();
 }
 
 std::optional<std::string> closest_match(std::string_view word, const std::vector<std::string>& candidates) {

@@ -86,6 +86,9 @@ class Config {
   std::string source() const;
   // Nested JSON of every set or defaulted key (what a run directory's config.json holds).
   std::string to_json(int indent = 2) const;
+  // Nested JSON of the keys given explicitly (in the text or by --set) that `schema` declares:
+  // the text of a config for another schema (a method that runs another method's steps).
+  std::string explicit_json(const ConfigSchema& schema) const;
 
   struct Values;
 

@@ -9,8 +9,9 @@
 
 namespace distillery {
 
-// x0, noise: [N, *shape]; sigma: [N]; labels: [N] or undefined.
+// x0, noise: [N, *shape]; sigma: [N]; labels: [N] or undefined. `target`: what D should give
+// instead of x0 (teacher score matching regresses another denoiser's D of the same input).
 at::Tensor edm_loss(Denoiser& denoiser, const at::Tensor& x0, const at::Tensor& sigma, const at::Tensor& noise, const at::Tensor& labels,
-                    double sigma_data);
+                    double sigma_data, const at::Tensor& target = {});
 
 }  // namespace distillery

@@ -156,6 +156,10 @@ std::map<std::string, std::string> TrainingMethod::output_metadata() const {
   return {{"student_sampler", request.sampler}, {"student_sigmas", nlohmann::json(request.sigmas).dump()}};
 }
 
+void TrainingMethod::start_from(const NetworkDenoiser& /*initial*/) {
+  throw Error("this method cannot start its student from a pretrained network");
+}
+
 void TrainingMethod::write_output(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata, const NetworkDenoiser* ema) {
   const auto* trained = generator();
   DISTILLERY_CHECK(trained, Error("a method without a generator must write its own output").file(path.string()));
@@ -298,7 +302,9 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     auto request = method.sampling();
     request.seed = seed;
     request.num = num;
-    request.labels = method.generator()->num_classes() > 0 ? "all" : "";
+    // A method may show only the classes its generator learns (one student of several).
+    if (method.generator()->num_classes() == 0) request.labels.clear();
+    else if (request.labels.empty()) request.labels = "all";
     return request;
   };
   const auto& evaluate = callbacks.evaluate;
@@ -328,17 +334,24 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   auto interval_start = std::chrono::steady_clock::now();
   Progress progress(curve_label, s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
   // The trained generator (its output EMA when one is kept) with the method's metadata.
-  const auto write_result = [&](const std::filesystem::path& path) {
+  const auto result_metadata = [&] {
     auto metadata = method.output_metadata();
     metadata["trained_steps"] = std::to_string(state.step);
-    method.write_output(path, metadata, current.ema.get());
-    spdlog::info("wrote {}", path.string());
+    return metadata;
   };
   for (int64_t step = state.step; step < s.steps; ++step) {
     if (const auto next = method.phase_of(step); next != phase) {
-      // Each phase's result stays usable as it ended: progressive distillation's N-step student
-      // of every round.
-      if (writes && has_generator) write_result(out / fmt::format("{}-phase-{}.safetensors", curve_label, phase));
+      if (has_generator) {
+        const NetworkDenoiser& result = current.ema ? *current.ema : *method.generator();
+        // Each phase's result stays usable as it ended: progressive distillation's N-step
+        // student of every round.
+        if (writes) {
+          const auto path = out / fmt::format("{}-phase-{}.safetensors", curve_label, phase);
+          result.save(path, result_metadata());
+          spdlog::info("wrote {}", path.string());
+        }
+        method.end_phase(phase, result);
+      }
       spdlog::info("step {}: phase {} begins", step, next);
       enter_phase(next);
       current = assemble();
@@ -413,7 +426,11 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
                    Error(fmt::format("every one of the {} training steps had a non-finite update (the last: {}); nothing was trained, no output is written",
                                      state.step, last_nonfinite.empty() ? "before this resume" : last_nonfinite))
                        .hint("lower the learning rates, or look for a non-finite value in the data, the teacher's weights or the recipe"));
-  if (writes) write_result(out / method.output_file());
+  if (writes) {
+    const auto path = out / method.output_file();
+    method.write_output(path, result_metadata(), current.ema.get());
+    spdlog::info("wrote {}", path.string());
+  }
 }
 
 }  // namespace distillery

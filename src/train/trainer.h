@@ -128,18 +128,29 @@ class TrainingMethod {
   // phase ends, a generator's result is written as <output stem>-phase-<k>.safetensors.
   virtual int64_t phase_of(int64_t /*step*/) const { return 0; }
   virtual void begin_phase(int64_t /*phase*/) {}
+  // As a phase ends, on every rank, before begin_phase of the next: what its generator became
+  // (the output EMA when one is kept), for a method that keeps each phase's result (one
+  // student per phase) rather than carrying its network on.
+  virtual void end_phase(int64_t /*phase*/, const NetworkDenoiser& /*result*/) {}
   // The method's own state (a curriculum's position, counters) as a JSON object, kept in
   // state.json; on resume it is given back before begin_phase.
   virtual std::string state_json() const { return "{}"; }
   virtual void restore_state(const std::string& /*json*/) {}
+
+  // Restarts every network the method built from the student's initial weights (the student,
+  // and DMD2's critic, a copy of it) from `initial`, a pretrained network of the student's
+  // architecture (multi-student distillation's score-matched smaller students). Error for a
+  // method that cannot.
+  virtual void start_from(const NetworkDenoiser& initial);
 
   // One training step; returns named scalars that stats.jsonl averages over log intervals.
   virtual std::map<std::string, double> step(StepContext& context) = 0;
   // After every step whose updates were applied, once the averages have been updated.
   virtual void after_update(const StepContext& /*context*/) {}
 
-  // The output file in the run directory, and the metadata it and the generator's checkpoint
-  // files carry besides the architecture (by default: the σ grid `generate` must walk).
+  // The output file in the run directory, and the metadata it, each phase's result and the
+  // generator's checkpoint files carry besides the architecture (by default: the σ grid
+  // `generate` must walk).
   virtual std::string output_file() const { return "student.safetensors"; }
   virtual std::map<std::string, std::string> output_metadata() const;
   // Writes the output to `path` with `metadata` (output_metadata() plus trained_steps), once
