@@ -147,6 +147,38 @@ def safetensors_cases():
         case(f"denoiser/{name}", generate % write(f"denoiser/{name}.safetensors", tensors_file(t, m)))
     # The valid student itself: the cases above differ from it in one thing each.
     write("denoiser/valid.safetensors", tensors_file(tensors, metadata))
+    routed_cases(generate)
+
+
+def routed_students(num_classes, route):
+    """Two conditional tiny students in one routed file (multi-student distillation's output)."""
+    torch.manual_seed(1)
+    config = {"model": {"kind": "mlp", "shape": [1, 4, 4], "hidden": 8, "layers": 1, "embedding": 8, "num_classes": num_classes, "label_dropout": 0.0},
+              "precond": {"parameterization": "edm", "sigma_data": 0.5, "sigma_min": 0.002, "sigma_max": 80.0}}
+    tensors = {}
+    for k in range(2):
+        for name, value in NetworkDenoiser(config).net.state_dict().items():
+            tensors[f"student.{k}.{name}"] = value.contiguous()
+    metadata = {"format": "distillery.routed_denoiser", "format_version": "1", "router": json.dumps({"route": route, "networks": [config, config]}),
+                "student_sampler": "multistep", "student_sigmas": "[80.0]"}
+    return tensors, metadata
+
+
+def routed_cases(generate):
+    tensors, metadata = routed_students(2, [0, 1])
+    variants = {
+        "routed-format-version-2": (tensors, {**metadata, "format_version": "2"}),
+        "routed-no-router": (tensors, {k: v for k, v in metadata.items() if k != "router"}),
+        "routed-router-not-json": (tensors, {**metadata, "router": '{"route": [0, 1'}),
+        "routed-route-to-absent-network": routed_students(2, [0, 2]),
+        "routed-network-without-class": routed_students(2, [0, 0]),
+        "routed-tensor-of-no-network": ({**tensors, "student.2.extra": torch.zeros(3)}, metadata),
+        "routed-networks-of-other-classes": routed_students(3, [0, 1]),
+    }
+    for name, (t, m) in variants.items():
+        case(f"denoiser/{name}", generate % write(f"denoiser/{name}.safetensors", tensors_file(t, m)))
+    valid = write("denoiser/routed-valid.safetensors", tensors_file(tensors, metadata))
+    case("denoiser/routed-label-out-of-range", (generate % valid) + " --labels 2")
 
 
 # ---- .npz statistics --------------------------------------------------------------------------
