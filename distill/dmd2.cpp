@@ -127,7 +127,8 @@ class Dmd2 final : public TrainingMethod {
     if (settings_.regression_weight > 0) {
       // The store's pairs are of every class: they would teach the student the others too.
       DISTILLERY_CHECK(static_cast<int64_t>(classes_.size()) == generator_->num_classes(),
-                       Error("the regression loss reads pairs of every class, so a student of some classes cannot use it").field("dmd2.regression_weight")
+                       Error("the regression loss reads pairs of every class, so a student of some classes cannot use it").file(config.source())
+                           .field("dmd2.regression_weight")
                            .expected("0 with student.classes (or msd)"));
       pairs_ = open_teacher_store(config, "dmd2.regression_store", teacher_spec, *generator_, "the regression loss needs the teacher's trajectory store");
       DISTILLERY_CHECK(std::abs(pairs_->sigmas().front() - settings_.student_sigmas.front()) < 1e-6 * settings_.student_sigmas.front(),

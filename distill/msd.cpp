@@ -54,10 +54,11 @@ std::vector<int64_t> msd_route(const Config& config, int64_t num_classes) {
   DISTILLERY_CHECK(static_cast<int64_t>(route.size()) == num_classes,
                    Error("msd.assignment names the student of each class").file(config.source()).field("msd.assignment")
                        .expected(fmt::format("{} student indices", num_classes)).got(fmt::format("[{}]", fmt::join(route, ", "))));
-  for (int64_t k = 0; k < students; ++k)
-    DISTILLERY_CHECK(std::find(route.begin(), route.end(), k) != route.end() && *std::max_element(route.begin(), route.end()) < students,
-                     Error("msd.assignment must give every student at least one class, and name no other").file(config.source()).field("msd.assignment")
-                         .expected(fmt::format("each of 0..{} at least once", students - 1)).got(fmt::format("[{}]", fmt::join(route, ", "))));
+  bool every_student = *std::max_element(route.begin(), route.end()) < students;
+  for (int64_t k = 0; k < students; ++k) every_student = every_student && std::find(route.begin(), route.end(), k) != route.end();
+  DISTILLERY_CHECK(every_student, Error("msd.assignment must give every student at least one class, and name no other").file(config.source())
+                                      .field("msd.assignment").expected(fmt::format("each of 0..{} at least once", students - 1))
+                                      .got(fmt::format("[{}]", fmt::join(route, ", "))));
   return route;
 }
 
@@ -69,17 +70,35 @@ class Msd final : public TrainingMethod {
       : config_(config), teacher_spec_(teacher_spec), device_(device), teacher_(load_teacher(teacher_spec, device)),
         method_(config.get_string("msd.method")), students_(config.get_int("msd.students")),
         matching_steps_(config.get_int("msd.score_matching_steps")), matching_lr_(config.get_float("msd.score_matching_lr")),
-        total_steps_(config.get_int("train.steps")) {
+        total_steps_(config.get_int("train.steps")), model_channels_(config.get_int("msd.model_channels")) {
     DISTILLERY_CHECK(config.get_int_list("student.classes").empty(),
                      Error("multi-student distillation splits the classes itself").file(config.source()).field("student.classes").expected("[]")
                          .hint("msd.assignment names the student of each class"));
     route_ = msd_route(config, teacher_->num_classes());
-    if (const auto channels = config.get_int("msd.model_channels"); channels > 0) {
+    // In-loop evaluation would measure the current student alone, on its classes, against
+    // statistics of all of them; and a schedule over train.steps would give each student
+    // another part of it (a warm-up only the first, a cosine decay mostly the last).
+    DISTILLERY_CHECK(config.get_int("eval.every") == 0, Error("multi-student runs have no in-loop evaluation").file(config.source()).field("eval.every")
+                                                            .expected("0").hint("measure the output file with `distillery generate` and `distillery eval`"));
+    DISTILLERY_CHECK(students_ == 1 || (config.get_int("train.warmup_steps") == 0 && config.get_string("train.lr_schedule") == "constant"),
+                     Error("the learning-rate schedule spans train.steps, which several students split among them").file(config.source())
+                         .field("train.lr_schedule").expected("constant, without train.warmup_steps"));
+    // Each student reads the keys of msd.method only: a key of the other method would be lost.
+    const auto& student_schema = distillation_schema(method_);
+    for (const auto& key : config.explicit_keys())
+      DISTILLERY_CHECK(key.starts_with("msd.") || student_schema.find(key),
+                       Error(fmt::format("config key '{}' does not apply to the students' method", key)).file(config.source()).field(key)
+                           .expected(fmt::format("keys of msd.method ({})", method_)));
+    if (const auto channels = model_channels_; channels > 0) {
       const auto* network = dynamic_cast<const NetworkDenoiser*>(teacher_.get());
       const auto architecture = network ? nlohmann::json::parse(network->config_json()) : nlohmann::json();
       DISTILLERY_CHECK(network && architecture["model"].value("kind", "") == "unet",
                        Error("smaller students take a UNet teacher's architecture at another width").file(config.source()).field("msd.model_channels")
                            .got(teacher_->describe()).hint("set msd.model_channels=0 to start each student as the teacher"));
+      for (const auto& key : config.explicit_keys())
+        DISTILLERY_CHECK(!key.starts_with("model.") && !key.starts_with("precond.") && key != "student.init",
+                         Error("smaller students take the teacher's architecture at msd.model_channels, from scratch").file(config.source()).field(key)
+                             .hint("leave model.*, precond.* and student.init out of the recipe"));
       for (const char* part : {"model", "precond"})
         for (const auto& [key, value] : architecture[part].items()) smaller_student_.push_back(fmt::format("{}.{}={}", part, key, value.dump()));
       smaller_student_.insert(smaller_student_.end(), {fmt::format("model.model_channels={}", channels), "student.init=scratch"});
@@ -98,6 +117,8 @@ class Msd final : public TrainingMethod {
     p_mean_ = sigma[0];
     p_std_ = sigma[1];
     phases_per_student_ = matching_steps_ > 0 ? 2 : 1;
+    // Fixed for the run (the trainer numbers sample positions with it); each phase's method is
+    // checked against it as it is built.
     draws_ = method_ == "dmd2" ? 1 + config.get_int("dmd2.critic_steps") : 1;
     finished_.resize(static_cast<size_t>(students_));
     begin_phase(0);
@@ -138,8 +159,11 @@ class Msd final : public TrainingMethod {
   }
 
   void begin_phase(int64_t phase) override {
+    DISTILLERY_CHECK(phase >= 0 && phase < students_ * phases_per_student_,
+                     Error(fmt::format("the run is in phase {}, which this recipe's students do not have", phase)).file(config_.source())
+                         .field("msd.students").expected(fmt::format("phases 0..{}", students_ * phases_per_student_ - 1)));
     student_ = phase / phases_per_student_;
-    matching_ = phases_per_student_ == 2 && phase % 2 == 0;
+    matching_ = is_matching(phase);
     // The earlier students' networks, filled in by end_phase or, on resume, by the checkpoint.
     for (int64_t j = 0; j < student_; ++j)
       if (!finished_[static_cast<size_t>(j)]) finished_[static_cast<size_t>(j)] = make_student_network(student_config(j), teacher_spec_, *teacher_);
@@ -162,17 +186,19 @@ class Msd final : public TrainingMethod {
   }
 
   void end_phase(int64_t phase, const NetworkDenoiser& result) override {
-    if (phases_per_student_ == 2 && phase % 2 == 0) matched_ = result.clone();
-    else finished_[static_cast<size_t>(phase / phases_per_student_)] = result.clone();
+    if (is_matching(phase)) matched_ = result.clone();
+    else finished_.at(static_cast<size_t>(phase / phases_per_student_)) = result.clone();
   }
 
-  // The split of train.steps among the students is fixed for the run.
-  std::string state_json() const override { return nlohmann::json{{"train_steps", total_steps_}}.dump(); }
+  // What the phases and the students' networks depend on is fixed for the run: a resumed run
+  // with another split would load students into the wrong places.
+  std::string state_json() const override { return layout().dump(); }
   void restore_state(const std::string& json) override {
-    const auto state = nlohmann::json::parse(json);
-    DISTILLERY_CHECK(!state.contains("train_steps") || state["train_steps"] == total_steps_,
-                     Error("a multi-student run splits train.steps among its students: a resumed run keeps it").file(config_.source()).field("train.steps")
-                         .expected(state.value("train_steps", nlohmann::json()).dump()).got(std::to_string(total_steps_)));
+    const auto saved = nlohmann::json::parse(json), now = layout();
+    for (const auto& [key, value] : now.items())
+      DISTILLERY_CHECK(!saved.contains(key) || saved[key] == value,
+                       Error("a multi-student run keeps its students' split when it resumes").file(config_.source())
+                           .field(key == "route" ? "msd.assignment" : key).expected(saved[key].dump()).got(value.dump()));
   }
 
   std::map<std::string, double> step(StepContext& context) override { return matching_ ? score_matching_step(context) : inner_->step(context); }
@@ -184,13 +210,24 @@ class Msd final : public TrainingMethod {
     return matching_ ? std::map<std::string, std::string>{} : inner_->output_metadata();
   }
   void write_output(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata, const NetworkDenoiser* ema) override {
+    DISTILLERY_CHECK(inner_ && student_ == students_ - 1, Error("a multi-student run ended before its last student was distilled").file(path.string()));
     std::vector<const NetworkDenoiser*> networks;
-    for (int64_t j = 0; j + 1 < students_; ++j) networks.push_back(finished_[static_cast<size_t>(j)].get());
+    for (int64_t j = 0; j + 1 < students_; ++j) networks.push_back(finished_.at(static_cast<size_t>(j)).get());
     networks.push_back(ema ? ema : inner_->generator());
-    RoutedDenoiser::save(path, networks, route_, metadata);
+    // The routed file generates every class; the last student's own labels are not its default.
+    auto routed = metadata;
+    routed.erase("student_labels");
+    RoutedDenoiser::save(path, networks, route_, routed);
   }
 
  private:
+  bool is_matching(int64_t phase) const { return phases_per_student_ == 2 && phase % 2 == 0; }
+
+  nlohmann::json layout() const {
+    return {{"train.steps", total_steps_}, {"msd.students", students_}, {"route", route_}, {"msd.score_matching_steps", matching_steps_},
+            {"msd.method", method_}, {"msd.model_channels", model_channels_}};
+  }
+
   int64_t first_step(int64_t student) const { return student * total_steps_ / students_; }
 
   std::vector<int64_t> classes_of(int64_t student) const {
@@ -220,6 +257,7 @@ class Msd final : public TrainingMethod {
       torch::NoGradGuard no_grad;
       std::vector<int64_t> per_row(static_cast<size_t>(x0.dim()), 1);
       per_row[0] = -1;
+      // edm_loss noises x0 the same way for the student.
       target = teacher_->denoise(x0 + sigma.view(per_row) * noise, sigma, labels);
     }
     const auto loss = edm_loss(*matching_student_, x0, sigma, noise, labels, matching_student_->sigma_data(), target);
@@ -234,7 +272,7 @@ class Msd final : public TrainingMethod {
   std::string method_;
   int64_t students_, matching_steps_;
   double matching_lr_, p_mean_ = 0, p_std_ = 1;
-  int64_t total_steps_, phases_per_student_ = 1, draws_ = 1;
+  int64_t total_steps_, model_channels_, phases_per_student_ = 1, draws_ = 1;
   std::vector<int64_t> route_;
   std::vector<std::string> smaller_student_;  // overrides giving a student the smaller architecture
 

@@ -1832,14 +1832,21 @@ TEST(Msd, EachLabelIsDrawnByItsOwnStudentThroughGenerate) {
     const auto phase = load_tensor_file(run.options.out_dir / fmt::format("student-phase-{}.safetensors", k));
     for (const auto& [name, tensor] : module_tensors(routed.network(static_cast<size_t>(k)).module()))
       EXPECT_TRUE(torch::equal(tensor, phase.get(name))) << "student " << k << " " << name;
+    // Each student's own file draws its class by default; the routed file draws them all.
+    EXPECT_EQ(phase.metadata.at("student_labels"), k == 0 ? "1" : "2");
   }
+  EXPECT_FALSE(load_tensor_file(file).metadata.count("student_labels"));
+  const auto own = testing::run_command(fmt::format("{} generate --model {} --num 4 --out {}", testing::kCli,
+                                                    (run.options.out_dir / "student-phase-0.safetensors").string(), (dir / "own.safetensors").string()));
+  ASSERT_EQ(own.exit_code, 0) << own.output;
+  EXPECT_TRUE(load_tensor_file(dir / "own.safetensors").get("labels").eq(1).all().item<bool>());
   const auto result = testing::run_command(fmt::format("{} generate --model {} --num 9 --seed 4 --out {}", testing::kCli, run.options.out_dir.string(),
                                                        (dir / "samples.safetensors").string()));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto samples = load_tensor_file(dir / "samples.safetensors");
   const auto& labels = samples.get("labels");
-  torch::NoGradGuard no_grad;
   for (int64_t i = 0; i < 9; ++i) {
+    torch::NoGradGuard no_grad;
     const auto label = labels[i].item<int64_t>();
     EXPECT_EQ(label, i % 3);
     auto& own = routed.network(static_cast<size_t>(std::vector<int64_t>{2, 0, 1}[static_cast<size_t>(label)]));
@@ -1860,6 +1867,18 @@ TEST(Msd, EachLabelIsDrawnByItsOwnStudentThroughGenerate) {
   refused("msd", {"msd.students=4"}, "more students than classes");
   refused("msd", {"msd.assignment=[0, 0, 0]"}, "must give every student at least one class");
   refused("dmd2", {"student.classes=[3]"}, "student.classes must be distinct classes of the teacher");
+  refused("msd", {"adversarial.r1_weight=1"}, "config key 'adversarial.r1_weight' does not apply to the students' method");
+  refused("msd", {"train.warmup_steps=2"}, "the learning-rate schedule spans train.steps");
+  // A resumed run keeps the split its checkpoints were made with.
+  auto other = run;
+  other.options.resume = true;
+  other.options.overrides = {"msd.students=3", "msd.assignment=[0, 1, 2]"};
+  try {
+    run_distillation(other.options, other.teacher);
+    ADD_FAILURE() << "resumed with another split";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a multi-student run keeps its students' split when it resumes"), std::string::npos) << e.what();
+  }
 }
 
 // ADD as the students' method: each phase runs ADD's step (heads on the classifier, score
@@ -1917,6 +1936,9 @@ checkpoint: {{every: 2, keep: 10}}
   run("resumed", true);
   // It resumed at step 4: the log's first four lines are the ones written before.
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(stats_lines(resumed)[i].at("timestamp"), before[i].at("timestamp")) << i;
+  // And from step 6, where the second student's distillation starts from its score matching.
+  for (const char* gone : {"checkpoints/step-0000008", "student.safetensors"}) std::filesystem::remove_all(resumed / gone);
+  run("resumed", true);
   for (const char* file : {"generator.safetensors", "critic.safetensors", "gan_heads.safetensors", "student_0.safetensors", "ema.safetensors",
                            "generator_optimizer.safetensors", "critic_optimizer.safetensors", "state.json"})
     EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000008" / file), file_bytes(resumed / "checkpoints/step-0000008" / file)) << file;

@@ -24,9 +24,9 @@ RealDataStream::RealDataStream(const Config& config, const std::vector<int64_t>&
                        .hint("a folder needs a dataset.json with its labels"));
   DISTILLERY_CHECK(!hflip_ || shape.size() == 3, Error("horizontal flips need image data").field("data.hflip"));
   if (num_classes > 0 && !classes.empty() && static_cast<int64_t>(classes.size()) < num_classes) {
-    const auto kept = torch::isin(data_.labels, torch::tensor(classes, torch::kInt64)).nonzero().squeeze(1);
-    DISTILLERY_CHECK(kept.numel() > 0, Error("the real data hold no example of the student's classes").field("student.classes")
-                                           .got(fmt::format("[{}]", fmt::join(classes, ", "))));
+    const auto kept = torch::isin(data_.labels, torch::tensor(classes, torch::kInt64).to(data_.labels.device())).nonzero().squeeze(1);
+    DISTILLERY_CHECK(kept.numel() > 0, Error("the real data hold no example of the student's classes").file(config.source()).field("data.dataset")
+                                           .expected(fmt::format("examples labelled {}", fmt::join(classes, ", "))));
     data_.x0 = data_.x0.index_select(0, kept);
     data_.labels = data_.labels.index_select(0, kept);
   }

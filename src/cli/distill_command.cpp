@@ -30,7 +30,7 @@ namespace distillery {
 namespace {
 
 struct GenerateOptions {
-  std::string model, out, labels, device;  // labels: empty is "all" for a conditional student
+  std::string model, out, labels, device;  // labels: empty is the student's own (all its network's classes unless its file names some)
   std::optional<int> steps;
   std::vector<double> sigmas;  // an explicit multistep grid instead of the student's own
   std::optional<double> gamma;
@@ -73,7 +73,8 @@ void run_generate(const GenerateOptions& options) {
   request.batch = options.batch;
   request.check_memory = options.check_memory;
   request.seed = options.seed;
-  request.labels = options.labels;
+  // A student of some classes draws those by default (its file's student_labels).
+  if (!options.labels.empty()) request.labels = options.labels;
   SampleResult result;
   {
     Progress progress("generate", request.num, "img");

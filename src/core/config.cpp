@@ -341,6 +341,8 @@ std::string Config::to_json(int indent) const {
   return root.dump(indent);
 }
 
+std::vector<std::string> Config::explicit_keys() const { return {values_->set_keys.begin(), values_->set_keys.end()}; }
+
 std::string Config::explicit_json(const ConfigSchema& schema) const {
   json root = json::object();
   for (const auto& key : values_->set_keys)

@@ -89,6 +89,7 @@ class Config {
   // Nested JSON of the keys given explicitly (in the text or by --set) that `schema` declares:
   // the text of a config for another schema (a method that runs another method's steps).
   std::string explicit_json(const ConfigSchema& schema) const;
+  std::vector<std::string> explicit_keys() const;  // given in the text or by --set, in key order
 
   struct Values;
 

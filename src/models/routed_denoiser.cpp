@@ -26,17 +26,22 @@ RoutedDenoiser::RoutedDenoiser(std::vector<std::unique_ptr<NetworkDenoiser>> net
   DISTILLERY_CHECK(count >= 1 && count <= kMaxNetworks, Error("a routed denoiser holds 1 to 1024 networks").got(std::to_string(count)));
   std::vector<int64_t> classes_of(networks_.size(), 0);
   for (const auto k : route_) {
-    DISTILLERY_CHECK(k >= 0 && k < count, Error("the router sends a class to a network it does not hold").field("route")
+    DISTILLERY_CHECK(k >= 0 && k < count, Error("the router sends a class to a network it does not hold").field("router.route")
                                               .expected(fmt::format("network indices 0..{}", count - 1)).got(std::to_string(k)));
     ++classes_of[static_cast<size_t>(k)];
   }
   for (size_t k = 0; k < networks_.size(); ++k) {
     const auto& network = *networks_[k];
-    DISTILLERY_CHECK(classes_of[k] > 0, Error(fmt::format("network {} of the router has no class", k)).field("route").got(fmt::format("[{}]", fmt::join(route_, ", "))));
-    DISTILLERY_CHECK(network.num_classes() == static_cast<int64_t>(route_.size()) && network.sample_shape() == networks_[0]->sample_shape(),
-                     Error(fmt::format("network {} of the router does not fit the others", k))
-                         .expected(fmt::format("{} classes and samples of shape [{}]", route_.size(), fmt::join(networks_[0]->sample_shape(), ", ")))
+    DISTILLERY_CHECK(classes_of[k] > 0, Error(fmt::format("network {} of the router has no class", k)).field("router.route")
+                                            .got(fmt::format("[{}]", fmt::join(route_, ", "))));
+    DISTILLERY_CHECK(network.num_classes() == static_cast<int64_t>(route_.size()) && network.sample_shape() == networks_[0]->sample_shape() &&
+                         network.sigma_min() == networks_[0]->sigma_min() && network.sigma_max() == networks_[0]->sigma_max(),
+                     Error(fmt::format("network {} of the router does not fit its route and the first network", k))
+                         .expected(fmt::format("{} classes (the route's length), samples of shape [{}], σ range [{}, {}]", route_.size(),
+                                               fmt::join(networks_[0]->sample_shape(), ", "), networks_[0]->sigma_min(), networks_[0]->sigma_max()))
                          .got(network.describe()));
+    // A jump toward a target time would fall back to a plain denoising step through the router.
+    DISTILLERY_CHECK(!network.has_target_time(), Error(fmt::format("network {} of the router takes a target time, which routing does not pass on", k)));
   }
   route_on_device_ = torch::tensor(route_, torch::kInt64).to(networks_[0]->device());
 }
@@ -45,12 +50,13 @@ RoutedDenoiser::~RoutedDenoiser() = default;
 
 at::Tensor RoutedDenoiser::denoise(const at::Tensor& x, const at::Tensor& sigma, const at::Tensor& labels) {
   DISTILLERY_CHECK(labels.defined() && labels.numel() == x.size(0),
-                   Error("a routed denoiser needs one class label per row: each of its networks generates its own classes")
-                       .expected(fmt::format("{} labels in 0..{}", x.size(0), route_.size() - 1)));
+                   Error("a routed denoiser needs one class label per row: each of its networks generates its own classes").field("--labels")
+                       .expected(fmt::format("{} labels in 0..{}", x.size(0), route_.size() - 1))
+                       .got(labels.defined() ? fmt::format("{} labels", labels.numel()) : "none"));
   if (labels.numel() > 0) {
     const auto low = labels.min().item<int64_t>(), high = labels.max().item<int64_t>();
-    DISTILLERY_CHECK(low >= 0 && high < num_classes(), Error("a label the router has no network for").expected(fmt::format("labels in 0..{}", route_.size() - 1))
-                                                           .got(fmt::format("{}..{}", low, high)));
+    DISTILLERY_CHECK(low >= 0 && high < num_classes(), Error("a label the router has no network for (the unconditional label -1 included)").field("--labels")
+                                                           .expected(fmt::format("labels in 0..{}", route_.size() - 1)).got(fmt::format("{}..{}", low, high)));
   }
   if (networks_.size() == 1) return networks_[0]->denoise(x, sigma, labels);
   const auto owner = route_on_device_.index_select(0, labels);
@@ -97,8 +103,10 @@ void RoutedDenoiser::save(const std::filesystem::path& path, const std::vector<c
 
 std::unique_ptr<RoutedDenoiser> RoutedDenoiser::from_file(const TensorFile& file) {
   const auto& path = file.source;
-  DISTILLERY_CHECK(file.metadata.count("format_version") && file.metadata.at("format_version") == "1",
-                   Error("unsupported routed denoiser format version").file(path).expected("1"));
+  const auto version = file.metadata.find("format_version");
+  DISTILLERY_CHECK(version != file.metadata.end() && version->second == "1", Error("unsupported routed denoiser format version").file(path)
+                                                                                 .field("format_version").expected("1")
+                                                                                 .got(version == file.metadata.end() ? "none" : version->second));
   const auto router_text = file.metadata.find("router");
   DISTILLERY_CHECK(router_text != file.metadata.end(), Error("a routed denoiser file has no router in its metadata").file(path).field("router"));
   const auto router = nlohmann::json::parse(router_text->second, nullptr, false);

@@ -50,6 +50,7 @@ SampleRequest student_request(const std::filesystem::path& path, std::optional<i
                    Error("the student's sampler is unknown").file(path.string()).field("student_sampler")
                        .expected(fmt::format("one of: {}", fmt::join(names, ", "))).got(request.sampler));
   request.sigmas = sigma_list(nlohmann::json::parse(sigmas->second, nullptr, false), path, "student_sigmas", sigmas->second);
+  if (const auto labels = metadata.find("student_labels"); labels != metadata.end()) request.labels = labels->second;
   if (const auto gamma = metadata.find("student_gamma"); gamma != metadata.end()) {
     const auto parsed = nlohmann::json::parse(gamma->second, nullptr, false);
     DISTILLERY_CHECK(parsed.is_number() && parsed.get<double>() >= 0 && parsed.get<double>() <= 1,

@@ -1,8 +1,9 @@
 // defines: student_file, student_request
 // A distilled student as `generate` and `report` find it: its file (or a run directory's
 // student.safetensors) and the σ grid and sampler it was trained for, from the file's metadata;
-// a consistency student also lists grids for other step counts (student_step_sigmas), and a
-// trajectory model its γ (student_gamma).
+// a consistency student also lists grids for other step counts (student_step_sigmas), a
+// trajectory model its γ (student_gamma), and a student of some of the classes the label
+// policy that cycles through them (student_labels).
 #pragma once
 
 #include <filesystem>

@@ -150,10 +150,13 @@ void plot_evaluations(const std::filesystem::path& out, const std::string& label
 
 }  // namespace
 
-// Written into student files so `generate` walks the σ grid the student was trained on.
+// Written into student files so `generate` walks the σ grid the student was trained on, and
+// draws the classes it learned when it learned only some.
 std::map<std::string, std::string> TrainingMethod::output_metadata() const {
   const auto request = sampling();
-  return {{"student_sampler", request.sampler}, {"student_sigmas", nlohmann::json(request.sigmas).dump()}};
+  std::map<std::string, std::string> metadata = {{"student_sampler", request.sampler}, {"student_sigmas", nlohmann::json(request.sigmas).dump()}};
+  if (!request.labels.empty()) metadata["student_labels"] = request.labels;
+  return metadata;
 }
 
 void TrainingMethod::start_from(const NetworkDenoiser& /*initial*/) {
@@ -333,7 +336,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   std::string last_nonfinite;  // what the last skipped update found non-finite
   auto interval_start = std::chrono::steady_clock::now();
   Progress progress(curve_label, s.steps, "step", options.show_progress && writes ? stderr : nullptr, state.step);
-  // The trained generator (its output EMA when one is kept) with the method's metadata.
+  // What a result file carries: the method's metadata and how far it was trained.
   const auto result_metadata = [&] {
     auto metadata = method.output_metadata();
     metadata["trained_steps"] = std::to_string(state.step);
