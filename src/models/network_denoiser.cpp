@@ -12,6 +12,8 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "io/tensor_file.h"
+#include "models/dhariwal_unet.h"
+#include "models/song_unet.h"
 #include "models/weights.h"
 
 namespace distillery {
@@ -31,32 +33,56 @@ constexpr const char* kFormat = "distillery.denoiser";
 
 std::string megabytes(size_t bytes) { return fmt::format("{:.{}f} MB", bytes / 1e6, bytes < 100'000 ? 3 : 1); }
 
-// The keys only one kind of network reads, found by declaring that kind's fields alone.
-std::vector<std::string> own_keys(void (*add_fields)(ConfigSchema&, const std::string&)) {
+// The keys `add_fields` declares (under "model.").
+std::set<std::string> declared_keys(void (*add_fields)(ConfigSchema&, const std::string&)) {
   ConfigSchema s;
   add_fields(s, "model.");
-  std::vector<std::string> keys;
-  for (const auto& field : s.fields()) keys.push_back(field.key);
+  std::set<std::string> keys;
+  for (const auto& field : s.fields()) keys.insert(field.key);
+  return keys;
+}
+
+// The kind-specific keys model.kind `kind` reads; the keys every network shares are not among them.
+std::set<std::string> keys_read_by(const std::string& kind) {
+  if (kind == "unet") return declared_keys(add_unet_fields);
+  if (kind == "mlp") return declared_keys(add_mlp_fields);
+  std::set<std::string> keys;
+  for (const char* key : {"in_channels", "out_channels", "resolution", "model_channels", "channel_mult", "blocks_per_level", "attn_resolutions", "dropout",
+                          "channel_mult_emb", "augment_dim"})
+    keys.insert(std::string("model.") + key);
+  if (kind == "song_unet") {
+    keys.merge(declared_keys(add_song_unet_fields));
+    keys.insert("model.noise_embedding");
+  }
   return keys;
 }
 
 void reject_keys_of_other_kind(const Config& config, const std::string& kind) {
-  const auto foreign = own_keys(kind == "unet" ? add_mlp_fields : add_unet_fields);
+  auto foreign = declared_keys(add_unet_fields);
+  foreign.merge(declared_keys(add_mlp_fields));
+  foreign.merge(declared_keys(add_song_unet_fields));
+  for (const auto& key : keys_read_by(kind)) foreign.erase(key);
   for (const auto& key : foreign)
     DISTILLERY_CHECK(!config.is_set(key), Error(fmt::format("config key '{}' does not apply to model.kind {}", key, kind))
                                                .file(config.source()).field(key).hint("remove it, or set model.kind to the network it belongs to"));
+  DISTILLERY_CHECK(kind == "unet" || kind == "mlp" || !config.get_bool("model.target_time"),
+                   Error(fmt::format("model.kind {} has no target-time input", kind)).file(config.source()).field("model.target_time")
+                       .expected("false, or model.kind unet or mlp for a trajectory model"));
 }
 
 }  // namespace
 
 void add_network_fields(ConfigSchema& schema) {
-  schema.add({"model.kind", ConfigType::String, "network: a UNet for images, an MLP for low-dimensional data", "unet", false, {"unet", "mlp"}});
+  schema.add({"model.kind", ConfigType::String,
+              "network: a UNet for images, an MLP for low-dimensional data, or EDM's published networks (song_unet: DDPM++/NCSN++, dhariwal_unet: ADM)",
+              "unet", false, {"unet", "mlp", "song_unet", "dhariwal_unet"}});
   schema.add({"model.num_classes", ConfigType::Int, "number of classes (0: unconditional)", "0"}, NumberRange::between(0, 1000000));
   schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"}, NumberRange::between(0, 1));
   schema.add({"model.target_time", ConfigType::Bool,
               "a second time input, the σ a trajectory model (CTM) jumps to; its layer starts at zero, so the network starts as the one without", "false"});
   add_unet_fields(schema, "model.");
   add_mlp_fields(schema, "model.");
+  add_song_unet_fields(schema, "model.");
   std::vector<std::string> parameterizations;
   for (int i = 0; i < kParameterizationCount; ++i) parameterizations.emplace_back(parameterization_name(static_cast<Parameterization>(i)));
   schema.add({"precond.parameterization", ConfigType::String, "what the network predicts, converted to an EDM denoiser at its edge", "edm", false,
@@ -109,6 +135,31 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const MLPConfig& c) {
           c.target_time};
 }
 
+// EDM's networks take no target time.
+template <typename Network>
+NetworkDenoiser::Parts NetworkDenoiser::edm_network_parts(Network net, std::string model_json, std::vector<int64_t> sample_shape, int64_t num_classes) {
+  return {net.ptr(),
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor&) mutable {
+            return net->forward(x_in, c_noise, labels);
+          },
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor&, const FeatureVisitor& visit) mutable {
+            net->features(x_in, c_noise, labels, visit);
+          },
+          net->feature_taps(),
+          std::move(model_json),
+          std::move(sample_shape),
+          num_classes,
+          false};
+}
+
+NetworkDenoiser::Parts NetworkDenoiser::parts_of(const SongUNetConfig& c) {
+  return edm_network_parts(SongUNet(c), song_unet_config_json(c), {c.in_channels, c.resolution, c.resolution}, c.num_classes);
+}
+
+NetworkDenoiser::Parts NetworkDenoiser::parts_of(const DhariwalUNetConfig& c) {
+  return edm_network_parts(DhariwalUNet(c), dhariwal_unet_config_json(c), {c.in_channels, c.resolution, c.resolution}, c.num_classes);
+}
+
 NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
     : module_(std::move(parts.module)),
       raw_features_(std::move(parts.features)),
@@ -122,6 +173,8 @@ NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
 
 NetworkDenoiser::NetworkDenoiser(const UNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 NetworkDenoiser::NetworkDenoiser(const MLPConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
+NetworkDenoiser::NetworkDenoiser(const SongUNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
+NetworkDenoiser::NetworkDenoiser(const DhariwalUNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 
 std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& config) {
   const auto kind = config.get_string("model.kind");
@@ -131,6 +184,8 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& conf
   DISTILLERY_CHECK(precond.sigma_min < precond.sigma_max, Error("precond.sigma_min must be below precond.sigma_max").file(config.source())
                                                           .field("precond.sigma_min").got(fmt::format("{} and {}", precond.sigma_min, precond.sigma_max)));
   if (kind == "mlp") return std::make_unique<NetworkDenoiser>(mlp_config_from(config, "model."), precond);
+  if (kind == "song_unet") return std::make_unique<NetworkDenoiser>(song_unet_config_from(config, "model."), precond);
+  if (kind == "dhariwal_unet") return std::make_unique<NetworkDenoiser>(dhariwal_unet_config_from(config, "model."), precond);
   return std::make_unique<NetworkDenoiser>(unet_config_from(config, "model."), precond);
 }
 

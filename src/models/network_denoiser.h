@@ -1,5 +1,6 @@
 // defines: NetworkDenoiser, PrecondSettings, add_network_fields
-// A trainable network (the UNet for images, the MLP for low-dimensional data) wrapped by the
+// A trainable network (the UNet for images, the MLP for low-dimensional data, or one of EDM's
+// published networks: DDPM++/NCSN++ as song_unet, ADM as dhariwal_unet) wrapped by the
 // preconditioning of its parameterisation (precond.parameterization: EDM by default,
 // rectified flow, the consistency boundary condition, TrigFlow, VP, VE) as a Denoiser, saved as
 // one safetensors file whose metadata holds the configuration needed to rebuild it (format
@@ -24,6 +25,8 @@ namespace distillery {
 
 class Config;
 struct TensorFile;
+struct SongUNetConfig;
+struct DhariwalUNetConfig;
 
 // model.kind, the keys every network shares, each network's own keys, and precond.*. Setting
 // a key of the other kind (model.channel_mult with model.kind: mlp) is an error.
@@ -46,6 +49,8 @@ class NetworkDenoiser final : public Denoiser {
  public:
   explicit NetworkDenoiser(const UNetConfig& config, PrecondSettings precond = {});
   explicit NetworkDenoiser(const MLPConfig& config, PrecondSettings precond = {});
+  explicit NetworkDenoiser(const SongUNetConfig& config, PrecondSettings precond = {});
+  explicit NetworkDenoiser(const DhariwalUNetConfig& config, PrecondSettings precond = {});
   // From model.* and precond.* of a config declared with add_network_fields.
   static std::unique_ptr<NetworkDenoiser> from_config(const Config& config);
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
@@ -112,6 +117,10 @@ class NetworkDenoiser final : public Denoiser {
   };
   static Parts parts_of(const UNetConfig& config);
   static Parts parts_of(const MLPConfig& config);
+  static Parts parts_of(const SongUNetConfig& config);
+  static Parts parts_of(const DhariwalUNetConfig& config);
+  template <typename Network>
+  static Parts edm_network_parts(Network net, std::string model_json, std::vector<int64_t> sample_shape, int64_t num_classes);
   NetworkDenoiser(Parts parts, PrecondSettings precond);
 
   std::shared_ptr<torch::nn::Module> module_;

@@ -1,7 +1,7 @@
 """PyTorch twin of distillery's trainable denoisers (src/models/network_denoiser.cpp): the
 preconditioning of the file's parameterisation (src/models/precond.cpp: EDM, VP, VE, rectified
-flow, the consistency boundary condition, TrigFlow) around the UNet (tools/reference/unet.py)
-or the MLP (tools/reference/mlp.py).
+flow, the consistency boundary condition, TrigFlow) around the UNet (tools/reference/unet.py),
+the MLP (tools/reference/mlp.py) or EDM's published networks (tools/reference/edm_networks.py).
 
 Parameter and buffer names are identical, so weights move both ways through safetensors:
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edm_networks import DhariwalUNet, SongUNet  # noqa: E402
 from mlp import MLP  # noqa: E402
 from unet import UNet  # noqa: E402
 
@@ -63,8 +64,11 @@ class NetworkDenoiser(nn.Module):
         elif kind == "mlp":
             self.net = MLP(**model)
             self.sample_shape = list(model["shape"])
+        elif kind in ("song_unet", "dhariwal_unet"):
+            self.net = (SongUNet if kind == "song_unet" else DhariwalUNet)(**model)
+            self.sample_shape = [model["in_channels"], model["resolution"], model["resolution"]]
         else:
-            raise ValueError(f"unknown model kind {kind!r}: expected unet or mlp")
+            raise ValueError(f"unknown model kind {kind!r}: expected unet, mlp, song_unet or dhariwal_unet")
         self.num_classes = model.get("num_classes", 0)
         precond = config["precond"]
         self.parameterization = precond.get("parameterization", "edm")  # files from before it carry none

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Turn a published diffusion checkpoint into a distillery denoiser file (safetensors, format
+"distillery.denoiser" v1), with the preconditioning recorded in its metadata.
+
+EDM (Karras et al. 2022) network snapshots, `.pkl`:
+
+    convert_teacher.py edm edm-cifar10-32x32-cond-vp.pkl OUT.safetensors --edm-repo EDM_CHECKOUT --trust-pickle
+
+A `.pkl` is a Python pickle: loading it runs code from the file, so it is read only with
+--trust-pickle, and it needs EDM's own code (`--edm-repo`, a checkout of NVlabs/edm) because
+the pickle refers to it. Without pickles, convert a plain state dict (`torch.save(net.state_dict())`
+of EDM's preconditioned network, read with `weights_only=True`) and name its architecture:
+
+    convert_teacher.py edm STATE_DICT.pt OUT.safetensors --preset cifar10-32x32-cond-vp
+
+`--preset` names one of the published configurations (`--list-presets`); `--edm-kwargs JSON`
+gives the constructor arguments of another (EDM's `network_kwargs`, with `class_name`).
+Supported: VPPrecond, VEPrecond and EDMPrecond around SongUNet (DDPM++, NCSN++) or DhariwalUNet
+(ADM). iDDPMPrecond (the ADM baseline) is refused: its noise input is an index into a
+discretised schedule.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+# EDM's published configurations (its train.py options and README): the preconditioning class
+# and the constructor arguments of the checkpoints at https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/.
+_DDPMPP = dict(model_type="SongUNet", embedding_type="positional", encoder_type="standard", decoder_type="standard",
+               channel_mult_noise=1, resample_filter=[1, 1], model_channels=128)
+_NCSNPP = dict(model_type="SongUNet", embedding_type="fourier", encoder_type="residual", decoder_type="standard",
+               channel_mult_noise=2, resample_filter=[1, 3, 3, 1], model_channels=128)
+_ADM = dict(model_type="DhariwalUNet", model_channels=192, channel_mult=[1, 2, 3, 4])
+PRESETS = {
+    "cifar10-32x32-cond-vp": ("VPPrecond", dict(_DDPMPP, img_resolution=32, img_channels=3, label_dim=10, channel_mult=[2, 2, 2], augment_dim=9)),
+    "cifar10-32x32-cond-ve": ("VEPrecond", dict(_NCSNPP, img_resolution=32, img_channels=3, label_dim=10, channel_mult=[2, 2, 2], augment_dim=9)),
+    "cifar10-32x32-uncond-vp": ("VPPrecond", dict(_DDPMPP, img_resolution=32, img_channels=3, label_dim=0, channel_mult=[2, 2, 2], augment_dim=9)),
+    "cifar10-32x32-uncond-ve": ("VEPrecond", dict(_NCSNPP, img_resolution=32, img_channels=3, label_dim=0, channel_mult=[2, 2, 2], augment_dim=9)),
+    "ffhq-64x64-uncond-vp": ("VPPrecond", dict(_DDPMPP, img_resolution=64, img_channels=3, label_dim=0, channel_mult=[1, 2, 2, 2], augment_dim=9)),
+    "ffhq-64x64-uncond-ve": ("VEPrecond", dict(_NCSNPP, img_resolution=64, img_channels=3, label_dim=0, channel_mult=[1, 2, 2, 2], augment_dim=9)),
+    "afhqv2-64x64-uncond-vp": ("VPPrecond", dict(_DDPMPP, img_resolution=64, img_channels=3, label_dim=0, channel_mult=[1, 2, 2, 2], augment_dim=9)),
+    "afhqv2-64x64-uncond-ve": ("VEPrecond", dict(_NCSNPP, img_resolution=64, img_channels=3, label_dim=0, channel_mult=[1, 2, 2, 2], augment_dim=9)),
+    "imagenet-64x64-cond-adm": ("EDMPrecond", dict(_ADM, img_resolution=64, img_channels=3, label_dim=1000)),
+}
+
+# EDM's constructor defaults, which a checkpoint's arguments override.
+_SONG_DEFAULTS = dict(model_channels=128, channel_mult=[1, 2, 2, 2], channel_mult_emb=4, num_blocks=4, attn_resolutions=[16], dropout=0.10,
+                      label_dropout=0, augment_dim=0, embedding_type="positional", channel_mult_noise=1, encoder_type="standard",
+                      decoder_type="standard", resample_filter=[1, 1])
+_DHARIWAL_DEFAULTS = dict(model_channels=192, channel_mult=[1, 2, 3, 4], channel_mult_emb=4, num_blocks=3, attn_resolutions=[32, 16, 8],
+                          dropout=0.10, label_dropout=0, augment_dim=0)
+# EDM's argument names that distillery spells differently.
+_RENAMED = {"num_blocks": "blocks_per_level", "embedding_type": "noise_embedding", "label_dim": "num_classes"}
+# The range EDM's sampler uses (generate.py): [0.002, 80], narrowed by the network's own.
+SAMPLER_SIGMA_MIN, SAMPLER_SIGMA_MAX = 0.002, 80.0
+
+
+class ConversionError(Exception):
+    pass
+
+
+def _vp_sigma(t, beta_d, beta_min):
+    return math.sqrt(math.expm1(0.5 * beta_d * t * t + beta_min * t))
+
+
+def config_from_edm(precond_class, kwargs):
+    """distillery's denoiser config ({"model": ..., "precond": ...}) for EDM's `precond_class`
+    built with `kwargs` (its init_kwargs: img_resolution, img_channels, label_dim, model_type and
+    the network's arguments)."""
+    kwargs = dict(kwargs)
+    kwargs.pop("use_fp16", None)  # a compute choice, not part of the network
+    if precond_class == "iDDPMPrecond":
+        raise ConversionError("iDDPMPrecond (the ADM baseline) is not supported: its noise input is an index into a discretised schedule")
+    if precond_class not in ("VPPrecond", "VEPrecond", "EDMPrecond"):
+        raise ConversionError(f"unknown preconditioning {precond_class!r}: expected VPPrecond, VEPrecond or EDMPrecond")
+    precond_args = {"VPPrecond": dict(beta_d=19.9, beta_min=0.1, M=1000, epsilon_t=1e-5),
+                    "VEPrecond": dict(sigma_min=0.02, sigma_max=100),
+                    "EDMPrecond": dict(sigma_min=0, sigma_max=float("inf"), sigma_data=0.5)}[precond_class]
+    for key in list(precond_args):
+        if key in kwargs:
+            precond_args[key] = kwargs.pop(key)
+    model_type = kwargs.pop("model_type", "SongUNet" if precond_class in ("VPPrecond", "VEPrecond") else "DhariwalUNet")
+    if model_type not in ("SongUNet", "DhariwalUNet"):
+        raise ConversionError(f"unknown model_type {model_type!r}: expected SongUNet or DhariwalUNet")
+    arguments = dict(_SONG_DEFAULTS if model_type == "SongUNet" else _DHARIWAL_DEFAULTS)
+    try:
+        channels, resolution = kwargs.pop("img_channels"), kwargs.pop("img_resolution")
+    except KeyError as missing:
+        raise ConversionError(f"the network's arguments lack {missing}") from None
+    arguments["label_dim"] = kwargs.pop("label_dim", 0)
+    for key, value in kwargs.items():
+        if key not in arguments:
+            raise ConversionError(f"{model_type} argument {key!r} is not one distillery's {model_type} has")
+        arguments[key] = value
+    model = {"kind": "song_unet" if model_type == "SongUNet" else "dhariwal_unet", "in_channels": channels, "out_channels": channels,
+             "resolution": resolution}
+    for key, value in arguments.items():
+        model[_RENAMED.get(key, key)] = list(value) if isinstance(value, (list, tuple)) else value
+    if precond_class == "VPPrecond":
+        if (precond_args["beta_d"], precond_args["beta_min"], precond_args["M"]) != (19.9, 0.1, 1000):
+            raise ConversionError("VPPrecond with beta_d, beta_min, M other than 19.9, 0.1, 1000 is not supported")
+        low, high = _vp_sigma(precond_args["epsilon_t"], 19.9, 0.1), _vp_sigma(1.0, 19.9, 0.1)
+        precond = {"parameterization": "vp", "sigma_data": 0.5}
+    elif precond_class == "VEPrecond":
+        low, high = precond_args["sigma_min"], precond_args["sigma_max"]
+        precond = {"parameterization": "ve", "sigma_data": 0.5}
+    else:
+        low, high = precond_args["sigma_min"], precond_args["sigma_max"]
+        precond = {"parameterization": "edm", "sigma_data": precond_args["sigma_data"]}
+    precond["sigma_min"] = max(SAMPLER_SIGMA_MIN, low)
+    precond["sigma_max"] = min(SAMPLER_SIGMA_MAX, high)
+    return {"model": model, "precond": precond}
+
+
+def network_tensors(state_dict):
+    """The network's tensors under distillery's names: EDM's, without the preconditioning's `model.`."""
+    tensors = {}
+    for name, tensor in state_dict.items():
+        if not name.startswith("model."):
+            raise ConversionError(f"tensor {name!r} is not under 'model.': expected the state dict of EDM's preconditioned network")
+        tensors[name[len("model."):]] = tensor.detach().float().contiguous().cpu()
+    return tensors
+
+
+def check_against_architecture(config, tensors):
+    """The tensors must be exactly those of the network the config declares (built by the
+    Python twin), so that a wrong preset is refused here rather than when the file loads."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+    from denoiser import NetworkDenoiser
+    import torch
+    with torch.device("meta"):  # shapes only, no memory
+        expected = {name: tuple(t.shape) for name, t in NetworkDenoiser(config).net.state_dict().items()}
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise ConversionError(f"the checkpoint lacks tensor {name!r} of the {config['model']['kind']} it was declared to be")
+        if tuple(tensors[name].shape) != shape:
+            raise ConversionError(f"tensor {name!r} has shape {list(tensors[name].shape)}, but the declared network's is {list(shape)}: "
+                                  "the checkpoint is of another width or configuration")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise ConversionError(f"the checkpoint has tensors the declared network lacks, such as {extra[0]!r}")
+
+
+def write_denoiser(path, config, tensors, source):
+    from safetensors.torch import save_file
+    save_file(tensors, path, metadata={"format": "distillery.denoiser", "format_version": "1", "config": json.dumps(config),
+                                       "converted_from": source})
+
+
+def _load_edm_pickle(path, edm_repo):
+    import pickle
+    if edm_repo is None or not os.path.isdir(os.path.join(edm_repo, "torch_utils")):
+        raise ConversionError("--edm-repo must name a checkout of NVlabs/edm: the pickle refers to its torch_utils and training packages")
+    sys.path.insert(0, os.path.abspath(edm_repo))
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    net = data["ema"] if isinstance(data, dict) and "ema" in data else data
+    init_kwargs = getattr(net, "init_kwargs", None)
+    if init_kwargs is None:
+        raise ConversionError(f"{path}: the pickle holds no EDM network with its constructor arguments")
+    return type(net).__name__, dict(init_kwargs), net.state_dict()
+
+
+def convert_edm(source, out, edm_repo=None, trust_pickle=False, preset=None, edm_kwargs=None):
+    import torch
+    if source.endswith(".pkl"):
+        if not trust_pickle:
+            raise ConversionError(f"{source} is a pickle, which runs code when loaded: pass --trust-pickle if it comes from a source you trust, "
+                                  "or convert a plain state dict with --preset")
+        precond_class, kwargs, state_dict = _load_edm_pickle(source, edm_repo)
+    else:
+        if (preset is None) == (edm_kwargs is None):
+            raise ConversionError("a state dict needs its architecture: give --preset or --edm-kwargs (not both)")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConversionError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+            precond_class, kwargs = PRESETS[preset]
+        else:
+            kwargs = json.loads(edm_kwargs)
+            precond_class = kwargs.pop("class_name", "").rsplit(".", 1)[-1]
+        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+    config = config_from_edm(precond_class, kwargs)
+    tensors = network_tensors(state_dict)
+    check_against_architecture(config, tensors)
+    write_denoiser(out, config, tensors, os.path.basename(source))
+    return config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("family", choices=["edm"], help="whose checkpoint it is")
+    parser.add_argument("source", nargs="?", help="the checkpoint (.pkl snapshot or .pt state dict)")
+    parser.add_argument("out", nargs="?", help="the denoiser file to write (.safetensors)")
+    parser.add_argument("--edm-repo", help="a checkout of NVlabs/edm, for .pkl snapshots")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow loading a .pkl (runs code from the file)")
+    parser.add_argument("--preset", help="the published configuration of a plain state dict")
+    parser.add_argument("--edm-kwargs", help="EDM network_kwargs as JSON (with class_name) for a plain state dict")
+    parser.add_argument("--list-presets", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list_presets:
+        for name, (precond_class, kwargs) in PRESETS.items():
+            print(f"{name}: {precond_class} {kwargs['model_type']}")
+        return 0
+    if not args.source or not args.out:
+        parser.error("give the checkpoint and the output file")
+    try:
+        config = convert_edm(args.source, args.out, args.edm_repo, args.trust_pickle, args.preset, args.edm_kwargs)
+    except (ConversionError, OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {config['model']['kind']}, {config['precond']['parameterization']} preconditioning, "
+          f"σ in [{config['precond']['sigma_min']:g}, {config['precond']['sigma_max']:g}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

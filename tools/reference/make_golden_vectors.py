@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Write the golden test vectors of EDM's published networks (tests/golden/edm/) by running
+EDM's own code (a checkout of NVlabs/edm, `--edm`) at small widths, with the deterministic
+weights of golden_fill.py, on fixed inputs.
+
+    make_golden_vectors.py --edm EDM_CHECKOUT --out tests/golden/edm
+
+Each vector is a safetensors file of a few KB:
+  x, sigma, labels    the preconditioned network's inputs (labels int64, -1: EDM's zero class
+                      vector; absent for unconditional networks)
+  x_in, c_noise, raw  what EDM's preconditioning fed the inner network, and its output F
+  denoised            D(x; σ), EDM's preconditioned output
+and its metadata holds distillery's config for the network (from tools/convert_teacher.py, so
+the converter's mapping of EDM's arguments is under test too), the names and shapes of EDM's
+state dict, EDM's class and arguments, and the commit of the EDM checkout. Nothing here is needed to run the tests; it is how the vectors
+were made.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import types
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+from convert_teacher import config_from_edm  # noqa: E402
+from golden_fill import golden_fill  # noqa: E402
+
+# Small versions of the published configurations, covering every branch of the networks:
+# DDPM++ (positional, standard encoder), NCSN++ (Fourier, residual encoder, [1,3,3,1]), the skip
+# encoder and decoder, and ADM (adaptive scale, 0/1/2 attention heads, labels after the MLP).
+VECTORS = {
+    "ddpmpp-cond-vp": ("VPPrecond", dict(img_resolution=8, img_channels=3, label_dim=10, model_type="SongUNet", embedding_type="positional",
+                                         encoder_type="standard", decoder_type="standard", channel_mult_noise=1, resample_filter=[1, 1],
+                                         model_channels=16, channel_mult=[1, 2, 2], num_blocks=1, attn_resolutions=[4], augment_dim=9,
+                                         dropout=0.13)),
+    "ncsnpp-uncond-ve": ("VEPrecond", dict(img_resolution=16, img_channels=1, label_dim=0, model_type="SongUNet", embedding_type="fourier",
+                                           encoder_type="residual", decoder_type="standard", channel_mult_noise=2,
+                                           resample_filter=[1, 3, 3, 1], model_channels=16, channel_mult=[1, 2, 2], num_blocks=1,
+                                           attn_resolutions=[8])),
+    "songunet-skip-cond-edm": ("EDMPrecond", dict(img_resolution=8, img_channels=3, label_dim=4, model_type="SongUNet",
+                                                  embedding_type="positional", encoder_type="skip", decoder_type="skip", channel_mult_noise=1,
+                                                  resample_filter=[1, 3, 3, 1], model_channels=16, channel_mult=[1, 2], num_blocks=2,
+                                                  attn_resolutions=[4], channel_mult_emb=2)),
+    "adm-cond-edm": ("EDMPrecond", dict(img_resolution=8, img_channels=3, label_dim=10, model_type="DhariwalUNet", model_channels=32,
+                                        channel_mult=[1, 2, 4], num_blocks=1, attn_resolutions=[4, 2], augment_dim=9, sigma_data=0.5)),
+}
+SIGMA = [0.02, 1.3, 40.0]
+# The round trip: a small DDPM++ VP checkpoint (EDM's state dict with the golden weights)
+# converted by tools/convert_teacher.py and sampled by `distillery sample`, against EDM's own
+# sampler (generate.py's edm_sampler, Heun, 18 steps) from the same noise and labels.
+ROUNDTRIP = ("VPPrecond", dict(img_resolution=8, img_channels=3, label_dim=10, model_type="SongUNet", embedding_type="positional",
+                               encoder_type="standard", decoder_type="standard", channel_mult_noise=1, resample_filter=[1, 1],
+                               model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], augment_dim=9,
+                               channel_mult_emb=2))
+ROUNDTRIP_SAMPLING = dict(steps=18, num=4, seed=7)
+LABELS = [2, -1, 3]
+
+
+def edm_networks(edm_dir):
+    # EDM's dnnlib imports requests for downloads, which building networks never uses.
+    sys.modules.setdefault("requests", types.ModuleType("requests"))
+    sys.path.insert(0, os.path.abspath(edm_dir))
+    from training import networks
+    return networks
+
+
+def make(networks, name, precond_class, kwargs, seed):
+    net = getattr(networks, precond_class)(**kwargs).eval()
+    golden_fill(net.model)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn([len(SIGMA), kwargs["img_channels"], kwargs["img_resolution"], kwargs["img_resolution"]], generator=generator)
+    sigma = torch.tensor(SIGMA)
+    vector = {"x": x, "sigma": sigma}
+    class_labels = None
+    if kwargs["label_dim"]:
+        labels = torch.tensor([label % kwargs["label_dim"] if label >= 0 else -1 for label in LABELS])
+        class_labels = F.one_hot(labels.clamp(min=0), kwargs["label_dim"]).float() * (labels >= 0).float()[:, None]
+        vector["labels"] = labels
+    seen = {}
+    hook = net.model.register_forward_hook(lambda module, args, output: seen.update(x_in=args[0], c_noise=args[1], raw=output))
+    with torch.no_grad():
+        vector["denoised"] = net(x, sigma, class_labels)
+    hook.remove()
+    vector.update({key: value.detach().clone().contiguous() for key, value in seen.items()})
+    return vector, {name: list(tensor.shape) for name, tensor in net.model.state_dict().items()}
+
+
+def edm_sampler(edm_dir):
+    """generate.py's edm_sampler, taken from the file alone (generate.py's own imports, click
+    and PIL among them, are not needed to run it)."""
+    import ast
+    import numpy as np
+    with open(os.path.join(edm_dir, "generate.py")) as f:
+        tree = ast.parse(f.read())
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "edm_sampler")
+    namespace = {"torch": torch, "np": np}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "generate.py", "exec"), namespace)
+    return namespace["edm_sampler"]
+
+
+def make_roundtrip(networks, edm_dir, cli, out):
+    from safetensors.torch import load_file
+    precond_class, kwargs = ROUNDTRIP
+    net = getattr(networks, precond_class)(**kwargs).eval()
+    golden_fill(net.model)
+    checkpoint = os.path.join(out, "roundtrip-ddpmpp-cond-vp.pt")
+    torch.save(net.state_dict(), checkpoint)
+    edm_kwargs = json.dumps(dict(kwargs, class_name=f"training.networks.{precond_class}"))
+    converted, ours = os.path.join(out, "roundtrip.tmp.safetensors"), os.path.join(out, "roundtrip-ours.tmp.safetensors")
+    subprocess.run([sys.executable, os.path.join(HERE, "..", "convert_teacher.py"), "edm", checkpoint, converted, "--edm-kwargs", edm_kwargs],
+                   check=True)
+    s = ROUNDTRIP_SAMPLING
+    subprocess.run([cli, "sample", "--teacher", converted, "--sampler", "heun", "--steps", str(s["steps"]), "--num", str(s["num"]),
+                    "--seed", str(s["seed"]), "--out", ours], check=True)
+    drawn = load_file(ours)
+    class_labels = F.one_hot(drawn["labels"], kwargs["label_dim"]).float()
+    with torch.no_grad():
+        samples = edm_sampler(edm_dir)(net, drawn["noise"], class_labels, num_steps=s["steps"]).float()
+    difference = ((drawn["samples"] - samples).abs().max() / samples.abs().max()).item()
+    print(f"round trip: distillery's samples against EDM's sampler: max relative difference {difference:.2e}")
+    path = os.path.join(out, "roundtrip-ddpmpp-cond-vp.safetensors")
+    save_file({"noise": drawn["noise"], "labels": drawn["labels"], "samples": samples.contiguous()}, path,
+              metadata={"edm_kwargs": edm_kwargs, "sampling": json.dumps(s), "sampler": "edm_sampler (Heun, rho 7, sigma 0.002..80)"})
+    os.remove(converted)
+    os.remove(ours)
+    print(f"{checkpoint}: {os.path.getsize(checkpoint)} bytes; {path}: {os.path.getsize(path)} bytes")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--edm", required=True, help="a checkout of NVlabs/edm")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree")
+    parser.add_argument("--cli", help="the distillery CLI, for the round-trip vector (skipped without it)")
+    args = parser.parse_args()
+    commit = args.commit or subprocess.run(["git", "-C", args.edm, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    networks = edm_networks(args.edm)
+    os.makedirs(args.out, exist_ok=True)
+    for seed, (name, (precond_class, kwargs)) in enumerate(VECTORS.items()):
+        vector, state_dict = make(networks, name, precond_class, kwargs, seed)
+        metadata = {"state_dict": json.dumps(state_dict, sort_keys=True), "config": json.dumps(config_from_edm(precond_class, kwargs)), "edm_class": precond_class, "edm_kwargs": json.dumps(kwargs),
+                    "edm_commit": commit, "weights": "golden_fill.py"}
+        path = os.path.join(args.out, f"{name}.safetensors")
+        save_file(vector, path, metadata=metadata)
+        print(f"{path}: {os.path.getsize(path)} bytes, max |D| {vector['denoised'].abs().max():.3f}, max |F| {vector['raw'].abs().max():.3f}")
+    if args.cli:
+        make_roundtrip(networks, args.edm, args.cli, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
