@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and fuzzes the
 # safetensors reader, the .npy preamble parser, the IDX header parser, the .npz zip layer,
-# YAML configs through the schema and the trajectory store's store.json and manifest, each for the given number of seconds (default 60), starting
+# YAML configs through the schema, the trajectory store's store.json and manifest, and the
+# data-only unpickler (CIFAR-10's batches), each for the given number of seconds (default 60), starting
 # from corpora of valid files (written by the reference Python packages where there are any).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,7 +11,7 @@ seconds=${1:-60}
 source "$root/tools/build_env.sh"
 build="$root/build-fuzz"
 CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DDISTILLERY_FUZZ=ON -DDISTILLERY_TESTS=OFF -DDISTILLERY_BENCHMARKS=OFF
-cmake --build "$build" -j2 --target fuzz_safetensors fuzz_npy fuzz_idx fuzz_npz fuzz_config fuzz_store
+cmake --build "$build" -j2 --target fuzz_safetensors fuzz_npy fuzz_idx fuzz_npz fuzz_config fuzz_store fuzz_pickle
 py="$root/.venv/bin/python"
 # Each target's corpus starts from valid inputs, written into the folder given.
 seed_safetensors() { "$py" "$root/tests/python/safetensors_interop.py" write "$1/seed.safetensors"; }
@@ -19,7 +20,9 @@ seed_idx() { "$py" -c "import struct, sys; d = sys.argv[1]; open(d + '/images', 
 seed_npz() { "$py" -c "import numpy as np, sys; d = sys.argv[1]; np.savez(d + '/stored.npz', mu=np.zeros(3), sigma=np.eye(3)); np.savez_compressed(d + '/deflated.npz', mu=np.ones(2, np.float32), count=np.int64(5))" "$1"; }
 seed_config() { cp "$root"/configs/*/*.yaml "$1/"; }
 seed_store() { cp "$root"/tests/corpus/store/shard-missing/store.json "$1/"; cp "$root"/tests/corpus/store/shard-missing/manifest.jsonl "$1/"; }
-for target in safetensors npy idx npz config store; do
+# Small CIFAR-10 batches pickled the published way and at protocols 2 to 5.
+seed_pickle() { "$py" "$root/tests/python/cifar10_fixture.py" "$1/fixture" >/dev/null && mv "$1"/fixture/cifar-10-batches-py/* "$1/" && rm -r "$1/fixture"; }
+for target in safetensors npy idx npz config store pickle; do
   corpus="$build/corpus-$target"
   mkdir -p "$corpus"
   "seed_$target" "$corpus"

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -125,15 +126,21 @@ std::map<std::string, int64_t> read_labels(const std::filesystem::path& folder) 
 }
 }  // namespace
 
-LabeledImages read_image_folder(const std::filesystem::path& folder) {
+namespace {
+
+std::vector<std::filesystem::path> image_files(const std::filesystem::path& folder) {
   DISTILLERY_CHECK(std::filesystem::is_directory(folder), Error("image folder not found").file(folder.string()));
   std::vector<std::filesystem::path> files;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(folder))
     if (entry.is_regular_file() && is_image(entry.path())) files.push_back(entry.path());
   std::sort(files.begin(), files.end());
   DISTILLERY_CHECK(!files.empty(), Error("image folder holds no PNG or JPEG files").file(folder.string()));
-  const auto labels = read_labels(folder);
+  return files;
+}
 
+// The files decoded into one tensor, labelled by `label_of(path relative to the folder)`.
+LabeledImages read_images(const std::filesystem::path& folder, const std::vector<std::filesystem::path>& files,
+                          const std::function<int64_t(const std::string&)>& label_of) {
   LabeledImages out;
   std::vector<int64_t> label_values;
   for (size_t i = 0; i < files.size(); ++i) {
@@ -148,17 +155,37 @@ LabeledImages read_image_folder(const std::filesystem::path& folder) {
     if (channels == 3 && out.images.size(1) == 1) out.images = out.images.expand({-1, 3, -1, -1}).contiguous();
     const auto hwc = torch::from_blob(image.data, {image.rows, image.cols, channels}, torch::kUInt8);
     out.images[static_cast<int64_t>(i)].copy_(hwc.permute({2, 0, 1}));  // a grey image in a colour folder is broadcast
-    const auto relative = std::filesystem::relative(files[i], folder).generic_string();
-    if (labels.empty()) {
-      label_values.push_back(-1);
-    } else {
-      const auto it = labels.find(relative);
-      DISTILLERY_CHECK(it != labels.end(), Error(fmt::format("dataset.json has no label for '{}'", relative)).file((folder / "dataset.json").string()));
-      label_values.push_back(it->second);
-    }
+    label_values.push_back(label_of(std::filesystem::relative(files[i], folder).generic_string()));
   }
   out.labels = torch::tensor(label_values, torch::kInt64);
   return out;
+}
+
+}  // namespace
+
+LabeledImages read_image_folder(const std::filesystem::path& folder) {
+  const auto files = image_files(folder);
+  const auto labels = read_labels(folder);
+  return read_images(folder, files, [&](const std::string& relative) -> int64_t {
+    if (labels.empty()) return -1;
+    const auto it = labels.find(relative);
+    DISTILLERY_CHECK(it != labels.end(), Error(fmt::format("dataset.json has no label for '{}'", relative)).file((folder / "dataset.json").string()));
+    return it->second;
+  });
+}
+
+LabeledImages read_class_folders(const std::filesystem::path& folder) {
+  const auto files = image_files(folder);
+  std::vector<std::string> classes;
+  for (const auto& entry : std::filesystem::directory_iterator(folder))
+    if (entry.is_directory()) classes.push_back(entry.path().filename().string());
+  std::sort(classes.begin(), classes.end());
+  return read_images(folder, files, [&](const std::string& relative) -> int64_t {
+    const auto slash = relative.find('/');
+    DISTILLERY_CHECK(slash != std::string::npos, Error(fmt::format("'{}' is not inside a class subfolder", relative)).file(folder.string())
+                                                     .expected("every image under FOLDER/CLASS/, the classes numbered in sorted name order"));
+    return std::lower_bound(classes.begin(), classes.end(), relative.substr(0, slash)) - classes.begin();
+  });
 }
 
 }  // namespace distillery

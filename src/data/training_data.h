@@ -1,7 +1,7 @@
 // defines: TrainingData, add_training_data_fields, load_training_data
-// The real examples a trainer learns from (data.* keys): Fashion-MNIST's training split, a
-// folder of images with optional dataset.json labels, or exact draws from a Gaussian-mixture
-// spec. Teachers learn to denoise them; DMD2's GAN head tells them from generated samples.
+// The real examples a trainer learns from (data.* keys): a split of Fashion-MNIST or CIFAR-10
+// (its python batches), a folder of images with optional dataset.json labels, an ImageNet-style
+// folder of class subfolders, or exact draws from a Gaussian-mixture spec. Teachers learn to denoise them; DMD2's GAN head tells them from generated samples.
 #pragma once
 
 #include <ATen/core/Tensor.h>

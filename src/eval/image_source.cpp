@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/tensor_checks.h"
 #include "data/fashion_mnist.h"
+#include "data/cifar10.h"
 #include "data/image_folder.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
@@ -118,7 +119,8 @@ class ModelSource final : public ImageSource {
 }  // namespace
 
 std::string image_source_forms() {
-  return "dataset:fmnist-test, dataset:fmnist-train, an image folder, a trajectory store directory, a `distillery sample` .safetensors file, "
+  return "dataset:fmnist-test, dataset:fmnist-train, dataset:cifar10-test:DIR, dataset:cifar10-train:DIR (cifar-10-batches-py), an image folder, "
+         "classes:DIR (an ImageNet-style folder of class subfolders), a trajectory store directory, a `distillery sample` .safetensors file, "
          "or model:TEACHER (sampled with --sampler/--steps/--num/--seed)";
 }
 
@@ -128,8 +130,20 @@ std::unique_ptr<ImageSource> open_image_source(const std::string& spec, const Sa
     auto data = load_fashion_mnist(split);
     return std::make_unique<TensorSource>(data.images, data.labels, "Fashion-MNIST " + split + " set");
   }
+  for (const std::string split : {"train", "test"}) {
+    const auto prefix = "dataset:cifar10-" + split + ":";
+    if (spec.starts_with(prefix)) {
+      auto data = load_cifar10(spec.substr(prefix.size()), split);
+      return std::make_unique<TensorSource>(data.images, data.labels, "CIFAR-10 " + split + " set");
+    }
+  }
+  if (spec.starts_with("classes:")) {
+    auto data = read_class_folders(spec.substr(8));
+    return std::make_unique<TensorSource>(data.images, data.labels, "class folders " + spec.substr(8));
+  }
   if (spec.starts_with("model:")) return std::make_unique<ModelSource>(spec.substr(6), request, device);
-  DISTILLERY_CHECK(!spec.starts_with("dataset:"), Error(fmt::format("unknown dataset '{}'", spec)).expected("dataset:fmnist-test or dataset:fmnist-train"));
+  DISTILLERY_CHECK(!spec.starts_with("dataset:"), Error(fmt::format("unknown dataset '{}'", spec))
+                                                      .expected("dataset:fmnist-test, dataset:fmnist-train, dataset:cifar10-test:DIR or dataset:cifar10-train:DIR"));
   DISTILLERY_CHECK(std::filesystem::exists(spec), Error("image source not found").file(spec).expected(image_source_forms()));
   if (std::filesystem::is_directory(spec)) {
     // A store is known by its settings, or, when they are gone, by its manifest: the reader

@@ -13,9 +13,12 @@ parser speaks; the same placeholders substituted). The recorded errors are revie
 name the file or key and say what was expected.
 """
 import argparse
+import base64
+import fractions
 import gzip
 import json
 import os
+import pickle
 import re
 import shutil
 import struct
@@ -352,6 +355,34 @@ def idx_cases():
         case(f"idx/{name}", accuracy % ("{corpus}/idx/" + name))
 
 
+# ---- pickled CIFAR-10 batches ------------------------------------------------------------------
+
+def pickle_cases():
+    accuracy = "{cli} eval accuracy dataset:cifar10-test:%s --quiet --classifier {source}/assets/eval/fmnist-classifier.safetensors"
+    data = np.zeros((2, 3072), np.uint8)
+    good = pickle.dumps({b"data": data, b"labels": [0, 1]}, protocol=2)
+    variants = {
+        "runs-code": b"cos\nsystem\n(S'echo ran'\ntR.",
+        "object": pickle.dumps({b"data": data, b"labels": [0, 1], b"when": fractions.Fraction(1, 2)}, protocol=4),
+        "truncated": good[:len(good) // 2],
+        "self-containing": b"\x80\x02]q\x00h\x00a.",
+        "not-a-dict": pickle.dumps([1, 2], protocol=2),
+        "wrong-shape": pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, protocol=2),
+        "float-data": pickle.dumps({b"data": data.astype(np.float32), b"labels": [0, 1]}, protocol=5),
+        "fortran-order": pickle.dumps({b"data": np.asfortranarray(data), b"labels": [0, 1]}, protocol=2),
+        "labels-beyond-ten": pickle.dumps({b"data": data, b"labels": [0, 12]}, protocol=3),
+        "labels-count-differs": pickle.dumps({b"data": data, b"labels": [0]}, protocol=3),
+        # Found by fuzz_pickle: _reconstruct called, its state never set (BUILD missing).
+        "array-without-state": base64.b64decode(
+            "gAJ9cQAoY19jb2RlY3MKZW5jb2RlCnEBWAQAAABkYXRhcQJYBgAAAGxhdGluMXEDhnEEUnEFY251bXB5Ll9jb3JlLm11bHRpYXJyYXkKX3JlY29uc3RydWN0"
+            "CnEGY251bXB5Cm5kYXJyYXkKcQdLAIVxCGgBWAEAAABicQloA4ZxClJxC4dxDFJxDXUu"),
+    }
+    for name, raw in variants.items():
+        write(f"pickle/{name}/test_batch", raw)
+        case(f"pickle/{name}", accuracy % ("{corpus}/pickle/" + name))
+    case("pickle/missing-batch", accuracy % "{corpus}/pickle")
+
+
 # ---- trajectory stores ------------------------------------------------------------------------
 
 def store_cases(cli):
@@ -456,7 +487,7 @@ def main():
         for line in (HERE / "cases.jsonl").read_text().splitlines():
             entry = json.loads(line)
             previous[entry["name"]] = entry.get("error")
-    for folder in ("safetensors", "denoiser", "npz", "yaml", "images", "idx", "store", "cli"):
+    for folder in ("safetensors", "denoiser", "npz", "yaml", "images", "idx", "pickle", "store", "cli"):
         shutil.rmtree(HERE / folder, ignore_errors=True)
     safetensors_cases()
     npz_cases()
@@ -464,6 +495,7 @@ def main():
     (HERE / "yaml" / "gmm.yaml").write_text("dim: 2\nweights: [1]\nmeans: [[0, 0]]\nstds: [1]\n")
     image_cases()
     idx_cases()
+    pickle_cases()
     store_cases(cli)
     cli_cases()
     for entry in cases:

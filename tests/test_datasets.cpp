@@ -1,0 +1,161 @@
+// The datasets of published teachers: CIFAR-10's python batches (through the data-only
+// unpickler, against torchvision's reading of the same files) and ImageNet-style class folders,
+// through data.* configs and evaluation sources.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <functional>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "data/cifar10.h"
+#include "data/image_folder.h"
+#include "data/training_data.h"
+#include "eval/image_source.h"
+#include "io/image.h"
+#include "io/pickle.h"
+#include "io/tensor_file.h"
+#include "test_support.h"
+
+namespace distillery {
+namespace {
+
+using testing::shell_quoted;
+
+std::string error_of(const std::function<void()>& run) {
+  try {
+    run();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A fixture directory (cifar-10-batches-py/ and expected.safetensors), made once per process.
+const std::filesystem::path& cifar_fixture() {
+  static const auto dir = [] {
+    // Its own directory, which no test's scratch_dir() empties.
+    const auto d = std::filesystem::temp_directory_path() / "distillery-tests" / ("cifar10-fixture-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(d);
+    const auto made = testing::run_command(testing::kPython + " " + shell_quoted(testing::kSourceDir / "tests/python/cifar10_fixture.py") + " " +
+                                           shell_quoted(d));
+    EXPECT_EQ(made.exit_code, 0) << made.output;
+    return d;
+  }();
+  return dir;
+}
+
+TEST(Cifar10, BatchesPickledThePublishedWayAndAtEveryProtocolReadAsTorchvisionReadsThem) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto expected = load_tensor_file(cifar_fixture() / "expected.safetensors").tensors;
+  for (const std::string split : {"train", "test"}) {
+    const auto data = load_cifar10(cifar_fixture() / "cifar-10-batches-py", split);
+    EXPECT_TRUE(torch::equal(data.images, expected.at(split + "_images"))) << split;
+    EXPECT_TRUE(torch::equal(data.labels, expected.at(split + "_labels"))) << split;
+  }
+}
+
+TEST(Cifar10, TrainingDataAndEvaluationSourcesHonourTheSplit) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  ConfigSchema schema;
+  add_training_data_fields(schema);
+  schema.add({"train.seed", ConfigType::Int, "", "0"});
+  const auto dir = (cifar_fixture() / "cifar-10-batches-py").string();
+  const auto train = load_training_data(Config::parse(schema, "data: {dataset: cifar10, path: '" + dir + "'}", "test.yaml"), {3, 32, 32});
+  EXPECT_EQ(train.x0.sizes().vec(), (std::vector<int64_t>{35, 3, 32, 32}));
+  EXPECT_GE(train.x0.min().item<float>(), -1.0f);
+  EXPECT_LE(train.x0.max().item<float>(), 1.0f);
+  const auto test = load_training_data(Config::parse(schema, "data: {dataset: cifar10, path: '" + dir + "', split: test}", "test.yaml"), {3, 32, 32});
+  EXPECT_EQ(test.labels.size(0), 7);
+  EXPECT_NE(error_of([&] { load_training_data(Config::parse(schema, "data: {dataset: cifar10, path: '" + dir + "'}", "test.yaml"), {1, 32, 32}); })
+                .find("the images have 3 channels, the model takes 1"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { load_training_data(Config::parse(schema, "data: {dataset: class_folders, path: '" + dir + "', split: test}", "t.yaml"), {3, 32, 32}); })
+                .find("data.dataset class_folders has no splits"),
+            std::string::npos);
+
+  const auto source = open_image_source("dataset:cifar10-test:" + dir, {}, torch::kCPU);
+  const auto expected = load_tensor_file(cifar_fixture() / "expected.safetensors").tensors;
+  ImageBatch batch;
+  ASSERT_TRUE(source->next(100, batch));
+  EXPECT_TRUE(torch::equal(batch.images, expected.at("test_images")));
+  EXPECT_TRUE(torch::equal(batch.labels, expected.at("test_labels")));
+}
+
+TEST(Cifar10, DamagedBatchesAreNamedAndNothingInThemRuns) {
+  const auto dir = testing::scratch_dir();
+  const auto write = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(dir / name, std::ios::binary) << bytes;
+    return dir / name;
+  };
+  // What pickle.dumps(os.system) → loads would call: refused by name, never run.
+  const auto code = write("code", std::string("cos\nsystem\n(S'touch ") + (dir / "ran").string() + "'\ntR.");
+  const auto refused = error_of([&] { read_cifar10_batch(code); });
+  EXPECT_NE(refused.find("'os.system', which a data reader does not call"), std::string::npos) << refused;
+  EXPECT_FALSE(std::filesystem::exists(dir / "ran"));
+  // A list that holds itself, and tuples that double forty times over shared entries.
+  const auto op = [](std::initializer_list<int> codes) {
+    std::string out;
+    for (const int c : codes) out += static_cast<char>(c);
+    return out;
+  };
+  const auto cycle = op({0x80, 2, ']', 'q', 0, 'h', 0, 'a', '.'});
+  EXPECT_NE(error_of([&] { read_cifar10_batch(write("cycle", cycle)); }).find("nested more than 256 deep"), std::string::npos);
+  auto doubling = op({0x80, 2, ']', 'q', 0, '0'});
+  for (int i = 1; i <= 40; ++i) doubling += op({'h', i - 1, 'h', i - 1, 0x86, 'q', i, '0'});
+  const auto bomb = error_of([&] { read_cifar10_batch(write("bomb", doubling + op({'h', 40, '.'}))); });
+  EXPECT_NE(bomb.find("expand to far more than the file's size"), std::string::npos) << bomb;
+  const auto truncated = op({0x80, 2, '}', 'q', 0, '(', 'U', 4, 'd', 'a'});
+  EXPECT_NE(error_of([&] { read_cifar10_batch(write("truncated", truncated)); }).find("a string runs past the end of the file"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_cifar10_batch(write("cut", op({0x80, 2, ']', 'J', 1}))); }).find("the file ends inside an opcode"), std::string::npos);
+  const auto not_batch = error_of([&] { read_cifar10_batch(write("dict", op({0x80, 2, '}', 'q', 0, '.'}))); });
+  EXPECT_NE(not_batch.find("not a CIFAR-10 batch: no 'data' or no 'labels'"), std::string::npos) << not_batch;
+  EXPECT_NE(not_batch.find("dict"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_cifar10(dir / "absent", "train"); }).find("CIFAR-10 directory not found"), std::string::npos);
+}
+
+TEST(ClassFolders, SubfoldersAreClassesInSortedOrderThroughConfigsAndSources) {
+  const auto dir = testing::scratch_dir() / "imagenet";
+  const std::vector<std::pair<std::string, float>> files = {{"n02/b.png", 0.5f}, {"n01/a.png", -0.5f}, {"n01/c.png", 0.0f}, {"n10/d.png", 1.0f}};
+  for (const auto& [name, value] : files) {
+    std::filesystem::create_directories((dir / name).parent_path());
+    write_image_grid(dir / name, torch::full({1, 3, 5, 6}, value), 1);
+  }
+  const auto data = read_class_folders(dir);
+  // Sorted paths: n01/a, n01/c, n02/b, n10/d; classes n01 → 0, n02 → 1, n10 → 2.
+  EXPECT_TRUE(torch::equal(data.labels, torch::tensor({0, 0, 1, 2}, torch::kInt64)));
+  EXPECT_EQ(data.images.sizes().vec(), (std::vector<int64_t>{4, 3, 5, 6}));
+  EXPECT_EQ(data.images[2][0][0][0].item<int>(), quantize_to_uint8(torch::full({1}, 0.5f))[0].item<int>());
+  const auto source = open_image_source("classes:" + dir.string(), {}, torch::kCPU);
+  ImageBatch batch;
+  ASSERT_TRUE(source->next(10, batch));
+  EXPECT_TRUE(torch::equal(batch.labels, data.labels));
+
+  write_image_grid(dir / "loose.png", torch::zeros({1, 3, 5, 6}), 1);
+  const auto loose = error_of([&] { read_class_folders(dir); });
+  EXPECT_NE(loose.find("'loose.png' is not inside a class subfolder"), std::string::npos) << loose;
+}
+
+TEST(Pickle, ReadsPlainValuesAndRefusesObjects) {
+  // pickle.dumps({'a': [1, -2, 3.5, True, None], 'b': (b'xy',)}, protocol=3)
+  const std::string bytes(
+      "\x80\x03\x7d\x71\x00\x28\x58\x01\x00\x00\x00\x61\x71\x01\x5d\x71\x02\x28\x4b\x01\x4a\xfe\xff\xff\xff\x47\x40\x0c\x00\x00\x00"
+      "\x00\x00\x00\x88\x4e\x65\x58\x01\x00\x00\x00\x62\x71\x03\x43\x02\x78\x79\x71\x04\x85\x71\x05\x75\x2e",
+      56);
+  const auto value = parse_pickle(bytes, "test");
+  const auto& a = std::get<PickleList>(value.find("a")->value);
+  ASSERT_EQ(a.size(), 5u);
+  EXPECT_EQ(std::get<int64_t>(a[0]->value), 1);
+  EXPECT_EQ(std::get<int64_t>(a[1]->value), -2);
+  EXPECT_EQ(std::get<double>(a[2]->value), 3.5);
+  EXPECT_TRUE(std::get<bool>(a[3]->value));
+  EXPECT_TRUE(std::holds_alternative<PickleValue::None>(a[4]->value));
+  EXPECT_EQ(std::get<std::string>(std::get<PickleValue::Tuple>(value.find("b")->value).items[0]->value), "xy");
+  // An object (NEWOBJ) is not data.
+  EXPECT_NE(error_of([] { parse_pickle(std::string("\x80\x02\x63__main__\nC\n)\x81.", 18), "obj"); }).find("'__main__.C'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace distillery
