@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -155,6 +156,53 @@ TEST(Pickle, ReadsPlainValuesAndRefusesObjects) {
   EXPECT_EQ(std::get<std::string>(std::get<PickleValue::Tuple>(value.find("b")->value).items[0]->value), "xy");
   // An object (NEWOBJ) is not data.
   EXPECT_NE(error_of([] { parse_pickle(std::string("\x80\x02\x63__main__\nC\n)\x81.", 18), "obj"); }).find("'__main__.C'"), std::string::npos);
+}
+
+// The CPU smoke versions of the CIFAR-10 and ImageNet-64 recipes, through the CLI as a user runs
+// them: a teacher of EDM's network family trained on the dataset, then a DMD2 student (GAN head
+// on the real images) distilled from it, then generated from.
+TEST(PublishedTeacherRecipes, CifarAndImagenetSmokeRunsTrainATeacherDistilItAndGenerate) {
+  if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
+  const auto cifar = (cifar_fixture() / "cifar-10-batches-py").string();
+  const auto dir = testing::scratch_dir();
+  torch::manual_seed(5);
+  for (const std::string class_name : {"n01443537", "n01530575", "n02085620"})
+    for (int i = 0; i < 2; ++i) {
+      std::filesystem::create_directories(dir / "imagenet" / class_name);
+      write_image_grid(dir / "imagenet" / class_name / (std::to_string(i) + ".png"), torch::rand({1, 3, 64, 64}) * 2 - 1, 1);
+    }
+  const struct {
+    std::string name, data, kind;
+    int64_t resolution;
+  } runs[] = {{"cifar10_ddpmpp", cifar, "song_unet", 32},
+              {"imagenet64_adm", (dir / "imagenet").string(), "dhariwal_unet", 64}};
+  for (const auto& run : runs) {
+    const auto recipe = [&](const std::string& kind, const std::string& name) { return shell_quoted(testing::kSourceDir / "configs" / kind / (name + ".yaml")); };
+    const auto data = " --set " + shell_quoted("data.path=" + run.data);
+    const auto teacher = testing::run_command(testing::kCli + " teacher train --config " + recipe("teacher", run.name + "_smoke") + data + " --out " +
+                                              shell_quoted(dir / (run.name + "-teacher")));
+    ASSERT_EQ(teacher.exit_code, 0) << teacher.output;
+    const auto teacher_file = dir / (run.name + "-teacher") / "teacher.safetensors";
+    EXPECT_NE(load_tensor_file(teacher_file).metadata.at("config").find("\"kind\":\"" + run.kind + "\""), std::string::npos);
+    const auto student_dir = dir / (run.name + "-student");
+    const auto distilled = testing::run_command(testing::kCli + " distill --config " + recipe("distill", "dmd2_" + run.name.substr(0, run.name.find('_')) + "_smoke") +
+                                                " --teacher " + shell_quoted(teacher_file) + data + " --out " + shell_quoted(student_dir));
+    ASSERT_EQ(distilled.exit_code, 0) << distilled.output;
+    std::ifstream stats(student_dir / "stats.jsonl");
+    int lines = 0;
+    for (std::string line; std::getline(stats, line); ++lines) {
+      const auto entry = nlohmann::json::parse(line);
+      for (const char* key : {"dm_loss", "critic_loss", "gan_generator_loss", "gan_critic_loss"})
+        if (entry.contains(key)) EXPECT_TRUE(std::isfinite(entry[key].get<double>())) << run.name << " " << key << ": " << line;
+    }
+    EXPECT_EQ(lines, 2) << run.name;
+    const auto generated = testing::run_command(testing::kCli + " generate --model " + shell_quoted(student_dir) + " --num 3 --out " +
+                                                shell_quoted(dir / (run.name + ".safetensors")));
+    ASSERT_EQ(generated.exit_code, 0) << generated.output;
+    const auto samples = load_tensor_file(dir / (run.name + ".safetensors")).tensors.at("samples");
+    EXPECT_EQ(samples.sizes().vec(), (std::vector<int64_t>{3, 3, run.resolution, run.resolution}));
+    EXPECT_TRUE(torch::isfinite(samples).all().item<bool>());
+  }
 }
 
 }  // namespace
