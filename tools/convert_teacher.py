@@ -18,6 +18,15 @@ gives the constructor arguments of another (EDM's `network_kwargs`, with `class_
 Supported: VPPrecond, VEPrecond and EDMPrecond around SongUNet (DDPM++, NCSN++) or DhariwalUNet
 (ADM). iDDPMPrecond (the ADM baseline) is refused: its noise input is an index into a
 discretised schedule.
+
+EDM2 (Karras et al. 2024) snapshots, the same way with family `edm2` and a checkout of NVlabs/edm2:
+
+    convert_teacher.py edm2 edm2-img64-s-1073741-0.075.pkl OUT.safetensors --edm-repo EDM2_CHECKOUT --trust-pickle
+    convert_teacher.py edm2 STATE_DICT.pt OUT.safetensors --preset edm2-img64-s
+
+EDM2's ImageNet-512 models work in the latent space of Stable Diffusion's VAE (4 channels,
+64×64): they convert and distil as latent-space teachers, and turning their samples into images
+needs that VAE, which distillery does not include.
 """
 import argparse
 import json
@@ -43,6 +52,17 @@ PRESETS = {
     "afhqv2-64x64-uncond-ve": ("VEPrecond", dict(_NCSNPP, img_resolution=64, img_channels=3, label_dim=0, channel_mult=[1, 2, 2, 2], augment_dim=9)),
     "imagenet-64x64-cond-adm": ("EDMPrecond", dict(_ADM, img_resolution=64, img_channels=3, label_dim=1000)),
 }
+
+# EDM2's published configurations (its train_edm2.py presets): model_channels and dropout.
+_EDM2_SIZES = {"img64-xs": (128, 0.0), "img64-s": (192, 0.0), "img64-m": (256, 0.1), "img64-l": (320, 0.1), "img64-xl": (384, 0.1),
+               "img512-xxs": (64, 0.0), "img512-xs": (128, 0.0), "img512-s": (192, 0.0), "img512-m": (256, 0.1), "img512-l": (320, 0.1),
+               "img512-xl": (384, 0.1), "img512-xxl": (448, 0.1)}
+EDM2_PRESETS = {f"edm2-{name}": ("Precond", dict(img_resolution=64, img_channels=3 if name.startswith("img64") else 4, label_dim=1000,
+                                                   model_channels=channels, dropout=dropout))
+                for name, (channels, dropout) in _EDM2_SIZES.items()}
+_EDM2_DEFAULTS = dict(model_channels=192, channel_mult=[1, 2, 3, 4], channel_mult_noise=None, channel_mult_emb=None, num_blocks=3,
+                      attn_resolutions=[16, 8], label_balance=0.5, concat_balance=0.5, channels_per_head=64, dropout=0.0, res_balance=0.3,
+                      attn_balance=0.3, clip_act=256, logvar_channels=128)
 
 # EDM's constructor defaults, which a checkpoint's arguments override.
 _SONG_DEFAULTS = dict(model_channels=128, channel_mult=[1, 2, 2, 2], channel_mult_emb=4, num_blocks=4, attn_resolutions=[16], dropout=0.10,
@@ -113,13 +133,51 @@ def config_from_edm(precond_class, kwargs):
     return {"model": model, "precond": precond}
 
 
-def network_tensors(state_dict):
-    """The network's tensors under distillery's names: EDM's, without the preconditioning's `model.`."""
+def config_from_edm2(precond_class, kwargs):
+    """distillery's denoiser config for EDM2's Precond built with `kwargs` (its init_kwargs)."""
+    kwargs = dict(kwargs)
+    kwargs.pop("use_fp16", None)
+    if precond_class != "Precond":
+        raise ConversionError(f"unknown EDM2 preconditioning {precond_class!r}: expected Precond")
+    try:
+        channels, resolution = kwargs.pop("img_channels"), kwargs.pop("img_resolution")
+    except KeyError as missing:
+        raise ConversionError(f"the network's arguments lack {missing}") from None
+    sigma_data = kwargs.pop("sigma_data", 0.5)
+    label_dim = kwargs.pop("label_dim", 0)
+    if list(kwargs.pop("resample_filter", [1, 1])) != [1, 1]:
+        raise ConversionError("EDM2 networks with a resampling filter other than [1, 1] are not supported")
+    arguments = dict(_EDM2_DEFAULTS)
+    for key, value in kwargs.items():
+        if key not in arguments:
+            raise ConversionError(f"EDM2 UNet argument {key!r} is not one distillery's edm2_unet has")
+        arguments[key] = value
+    model = {"kind": "edm2_unet", "in_channels": channels, "resolution": resolution, "num_classes": label_dim}
+    # EDM2's automatic embedding widths, written out.
+    if arguments["channel_mult_noise"] is None:
+        arguments["channel_mult_noise"] = arguments["channel_mult"][0]
+    if arguments["channel_mult_emb"] is None:
+        arguments["channel_mult_emb"] = max(arguments["channel_mult"])
+    for key, value in arguments.items():
+        if key == "clip_act" and value is None:
+            value = 0
+        model[_RENAMED.get(key, key)] = list(value) if isinstance(value, (list, tuple)) else value
+    return {"model": model, "precond": {"parameterization": "edm", "sigma_data": sigma_data, "sigma_min": SAMPLER_SIGMA_MIN,
+                                        "sigma_max": SAMPLER_SIGMA_MAX}}
+
+
+def network_tensors(state_dict, family="edm"):
+    """The network's tensors under distillery's names: EDM's without its preconditioning's `model.`,
+    EDM2's without `unet.` (its uncertainty head, `logvar_*`, keeps its names)."""
     tensors = {}
     for name, tensor in state_dict.items():
-        if not name.startswith("model."):
-            raise ConversionError(f"tensor {name!r} is not under 'model.': expected the state dict of EDM's preconditioned network")
-        tensors[name[len("model."):]] = tensor.detach().float().contiguous().cpu()
+        if family == "edm2" and name.startswith("logvar_"):
+            ours = name
+        elif name.startswith("model." if family == "edm" else "unet."):
+            ours = name.split(".", 1)[1]
+        else:
+            raise ConversionError(f"tensor {name!r} is not one of the {family.upper()} network's: expected the state dict of its preconditioned network")
+        tensors[ours] = tensor.detach().float().contiguous().cpu()
     return tensors
 
 
@@ -151,7 +209,7 @@ def write_denoiser(path, config, tensors, source):
 def _load_edm_pickle(path, edm_repo):
     import pickle
     if edm_repo is None or not os.path.isdir(os.path.join(edm_repo, "torch_utils")):
-        raise ConversionError("--edm-repo must name a checkout of NVlabs/edm: the pickle refers to its torch_utils and training packages")
+        raise ConversionError("--edm-repo must name a checkout of NVlabs/edm (or NVlabs/edm2): the pickle refers to its torch_utils and training packages")
     sys.path.insert(0, os.path.abspath(edm_repo))
     with open(path, "rb") as f:
         data = pickle.load(f)
@@ -162,8 +220,9 @@ def _load_edm_pickle(path, edm_repo):
     return type(net).__name__, dict(init_kwargs), net.state_dict()
 
 
-def convert_edm(source, out, edm_repo=None, trust_pickle=False, preset=None, edm_kwargs=None):
+def convert_edm(source, out, edm_repo=None, trust_pickle=False, preset=None, edm_kwargs=None, family="edm"):
     import torch
+    presets, config_from = (PRESETS, config_from_edm) if family == "edm" else (EDM2_PRESETS, config_from_edm2)
     if source.endswith(".pkl"):
         if not trust_pickle:
             raise ConversionError(f"{source} is a pickle, which runs code when loaded: pass --trust-pickle if it comes from a source you trust, "
@@ -173,15 +232,15 @@ def convert_edm(source, out, edm_repo=None, trust_pickle=False, preset=None, edm
         if (preset is None) == (edm_kwargs is None):
             raise ConversionError("a state dict needs its architecture: give --preset or --edm-kwargs (not both)")
         if preset is not None:
-            if preset not in PRESETS:
-                raise ConversionError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
-            precond_class, kwargs = PRESETS[preset]
+            if preset not in presets:
+                raise ConversionError(f"unknown preset {preset!r}: expected one of {', '.join(presets)}")
+            precond_class, kwargs = presets[preset]
         else:
             kwargs = json.loads(edm_kwargs)
             precond_class = kwargs.pop("class_name", "").rsplit(".", 1)[-1]
         state_dict = torch.load(source, map_location="cpu", weights_only=True)
-    config = config_from_edm(precond_class, kwargs)
-    tensors = network_tensors(state_dict)
+    config = config_from(precond_class, kwargs)
+    tensors = network_tensors(state_dict, family)
     check_against_architecture(config, tensors)
     write_denoiser(out, config, tensors, os.path.basename(source))
     return config
@@ -189,23 +248,23 @@ def convert_edm(source, out, edm_repo=None, trust_pickle=False, preset=None, edm
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("family", choices=["edm"], help="whose checkpoint it is")
+    parser.add_argument("family", choices=["edm", "edm2"], help="whose checkpoint it is")
     parser.add_argument("source", nargs="?", help="the checkpoint (.pkl snapshot or .pt state dict)")
     parser.add_argument("out", nargs="?", help="the denoiser file to write (.safetensors)")
-    parser.add_argument("--edm-repo", help="a checkout of NVlabs/edm, for .pkl snapshots")
+    parser.add_argument("--edm-repo", help="a checkout of NVlabs/edm (edm2: NVlabs/edm2), for .pkl snapshots")
     parser.add_argument("--trust-pickle", action="store_true", help="allow loading a .pkl (runs code from the file)")
     parser.add_argument("--preset", help="the published configuration of a plain state dict")
     parser.add_argument("--edm-kwargs", help="EDM network_kwargs as JSON (with class_name) for a plain state dict")
     parser.add_argument("--list-presets", action="store_true")
     args = parser.parse_args(argv)
     if args.list_presets:
-        for name, (precond_class, kwargs) in PRESETS.items():
-            print(f"{name}: {precond_class} {kwargs['model_type']}")
+        for name, (precond_class, kwargs) in (PRESETS if args.family == "edm" else EDM2_PRESETS).items():
+            print(f"{name}: {precond_class} {kwargs.get('model_type', 'UNet')}")
         return 0
     if not args.source or not args.out:
         parser.error("give the checkpoint and the output file")
     try:
-        config = convert_edm(args.source, args.out, args.edm_repo, args.trust_pickle, args.preset, args.edm_kwargs)
+        config = convert_edm(args.source, args.out, args.edm_repo, args.trust_pickle, args.preset, args.edm_kwargs, args.family)
     except (ConversionError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "io/tensor_file.h"
 #include "models/dhariwal_unet.h"
+#include "models/edm2_unet.h"
 #include "models/song_unet.h"
 #include "models/weights.h"
 
@@ -54,6 +55,12 @@ std::set<std::string> keys_read_by(const std::string& kind) {
     keys.merge(declared_keys(add_song_unet_fields));
     keys.insert("model.noise_embedding");
   }
+  if (kind == "edm2_unet") {
+    keys.erase("model.out_channels");
+    keys.erase("model.augment_dim");
+    keys.insert({"model.channel_mult_noise", "model.channels_per_head"});
+    keys.merge(declared_keys(add_edm2_unet_fields));
+  }
   return keys;
 }
 
@@ -61,6 +68,7 @@ void reject_keys_of_other_kind(const Config& config, const std::string& kind) {
   auto foreign = declared_keys(add_unet_fields);
   foreign.merge(declared_keys(add_mlp_fields));
   foreign.merge(declared_keys(add_song_unet_fields));
+  foreign.merge(declared_keys(add_edm2_unet_fields));
   for (const auto& key : keys_read_by(kind)) foreign.erase(key);
   for (const auto& key : foreign)
     DISTILLERY_CHECK(!config.is_set(key), Error(fmt::format("config key '{}' does not apply to model.kind {}", key, kind))
@@ -74,8 +82,9 @@ void reject_keys_of_other_kind(const Config& config, const std::string& kind) {
 
 void add_network_fields(ConfigSchema& schema) {
   schema.add({"model.kind", ConfigType::String,
-              "network: a UNet for images, an MLP for low-dimensional data, or EDM's published networks (song_unet: DDPM++/NCSN++, dhariwal_unet: ADM)",
-              "unet", false, {"unet", "mlp", "song_unet", "dhariwal_unet"}});
+              "network: a UNet for images, an MLP for low-dimensional data, or EDM's and EDM2's published networks (song_unet: DDPM++/NCSN++, "
+              "dhariwal_unet: ADM, edm2_unet: EDM2's magnitude-preserving UNet)",
+              "unet", false, {"unet", "mlp", "song_unet", "dhariwal_unet", "edm2_unet"}});
   schema.add({"model.num_classes", ConfigType::Int, "number of classes (0: unconditional)", "0"}, NumberRange::between(0, 1000000));
   schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"}, NumberRange::between(0, 1));
   schema.add({"model.target_time", ConfigType::Bool,
@@ -83,6 +92,7 @@ void add_network_fields(ConfigSchema& schema) {
   add_unet_fields(schema, "model.");
   add_mlp_fields(schema, "model.");
   add_song_unet_fields(schema, "model.");
+  add_edm2_unet_fields(schema, "model.");
   std::vector<std::string> parameterizations;
   for (int i = 0; i < kParameterizationCount; ++i) parameterizations.emplace_back(parameterization_name(static_cast<Parameterization>(i)));
   schema.add({"precond.parameterization", ConfigType::String, "what the network predicts, converted to an EDM denoiser at its edge", "edm", false,
@@ -160,6 +170,10 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const DhariwalUNetConfig& c) {
   return edm_network_parts(DhariwalUNet(c), dhariwal_unet_config_json(c), {c.in_channels, c.resolution, c.resolution}, c.num_classes);
 }
 
+NetworkDenoiser::Parts NetworkDenoiser::parts_of(const Edm2UNetConfig& c) {
+  return edm_network_parts(Edm2UNet(c), edm2_unet_config_json(c), {c.channels, c.resolution, c.resolution}, c.num_classes);
+}
+
 NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
     : module_(std::move(parts.module)),
       raw_features_(std::move(parts.features)),
@@ -175,6 +189,7 @@ NetworkDenoiser::NetworkDenoiser(const UNetConfig& config, PrecondSettings preco
 NetworkDenoiser::NetworkDenoiser(const MLPConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 NetworkDenoiser::NetworkDenoiser(const SongUNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 NetworkDenoiser::NetworkDenoiser(const DhariwalUNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
+NetworkDenoiser::NetworkDenoiser(const Edm2UNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 
 std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& config) {
   const auto kind = config.get_string("model.kind");
@@ -186,6 +201,7 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& conf
   if (kind == "mlp") return std::make_unique<NetworkDenoiser>(mlp_config_from(config, "model."), precond);
   if (kind == "song_unet") return std::make_unique<NetworkDenoiser>(song_unet_config_from(config, "model."), precond);
   if (kind == "dhariwal_unet") return std::make_unique<NetworkDenoiser>(dhariwal_unet_config_from(config, "model."), precond);
+  if (kind == "edm2_unet") return std::make_unique<NetworkDenoiser>(edm2_unet_config_from(config, "model."), precond);
   return std::make_unique<NetworkDenoiser>(unet_config_from(config, "model."), precond);
 }
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from edm_networks import DhariwalUNet, SongUNet  # noqa: E402
+from edm_networks import DhariwalUNet, Edm2UNet, SongUNet  # noqa: E402
 from mlp import MLP  # noqa: E402
 from unet import UNet  # noqa: E402
 
@@ -64,11 +64,11 @@ class NetworkDenoiser(nn.Module):
         elif kind == "mlp":
             self.net = MLP(**model)
             self.sample_shape = list(model["shape"])
-        elif kind in ("song_unet", "dhariwal_unet"):
-            self.net = (SongUNet if kind == "song_unet" else DhariwalUNet)(**model)
+        elif kind in ("song_unet", "dhariwal_unet", "edm2_unet"):
+            self.net = {"song_unet": SongUNet, "dhariwal_unet": DhariwalUNet, "edm2_unet": Edm2UNet}[kind](**model)
             self.sample_shape = [model["in_channels"], model["resolution"], model["resolution"]]
         else:
-            raise ValueError(f"unknown model kind {kind!r}: expected unet, mlp, song_unet or dhariwal_unet")
+            raise ValueError(f"unknown model kind {kind!r}: expected unet, mlp, song_unet, dhariwal_unet or edm2_unet")
         self.num_classes = model.get("num_classes", 0)
         precond = config["precond"]
         self.parameterization = precond.get("parameterization", "edm")  # files from before it carry none

@@ -1,7 +1,8 @@
-"""PyTorch twins of distillery's versions of EDM's published networks (src/models/song_unet.cpp,
-src/models/dhariwal_unet.cpp, src/models/edm_layers.cpp): DDPM++/NCSN++ as SongUNet and ADM as
-DhariwalUNet, built from distillery's config keys, with the parameter and buffer names of EDM's
-published state dicts (enc.32x32_block0.conv0.weight, map_noise.freqs, ...).
+"""PyTorch twins of distillery's versions of EDM's and EDM2's published networks
+(src/models/song_unet.cpp, src/models/dhariwal_unet.cpp, src/models/edm_layers.cpp,
+src/models/edm2_unet.cpp): DDPM++/NCSN++ as SongUNet, ADM as DhariwalUNet and EDM2's UNet as
+Edm2UNet, built from distillery's config keys, with the parameter and buffer names of the
+published state dicts (enc.32x32_block0.conv0.weight, map_noise.freqs, emb_fourier.phases, ...).
 
 Both take (x_in, c_noise, labels): x_in already scaled by c_in, labels int64 with -1 for "no
 label" (EDM's all-zero class vector). Augmentation labels are never fed, as at inference.
@@ -255,3 +256,156 @@ class DhariwalUNet(nn.Module):
                 x = torch.cat([x, skips.pop()], dim=1)
             x = module(x, emb)
         return self.out_conv(F.silu(self.out_norm(x)))
+
+
+# ---- EDM2's magnitude-preserving UNet (src/models/edm2_unet.cpp) ---------------------------------
+
+def mp_normalize(x, dim=None, eps=1e-4):
+    dim = list(range(1, x.ndim)) if dim is None else dim
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
+    return x / (norm * math.sqrt(norm.numel() / x.numel()) + eps).to(x.dtype)
+
+
+def mp_silu(x):
+    return F.silu(x) / 0.596
+
+
+def mp_sum(a, b, t):
+    return a.lerp(b, t) / math.sqrt((1 - t) ** 2 + t ** 2)
+
+
+def mp_cat(a, b, t):
+    na, nb = a.shape[1], b.shape[1]
+    c = math.sqrt((na + nb) / ((1 - t) ** 2 + t ** 2))
+    return torch.cat([a * (c / math.sqrt(na) * (1 - t)), b * (c / math.sqrt(nb) * t)], dim=1)
+
+
+def box_resample(x, mode):
+    if mode == "keep":
+        return x
+    c = x.shape[1]
+    f = torch.full([c, 1, 2, 2], 0.25, dtype=x.dtype)
+    return F.conv2d(x, f, groups=c, stride=2) if mode == "down" else F.conv_transpose2d(x, 4 * f, groups=c, stride=2)
+
+
+class MPConv(nn.Module):
+    def __init__(self, cin, cout, kernel):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel) if kernel else torch.randn(cout, cin))
+
+    def forward(self, x, gain=1):
+        w = self.weight.float()
+        if self.training:
+            with torch.no_grad():
+                self.weight.copy_(mp_normalize(w))
+        w = mp_normalize(w) * (gain / math.sqrt(w[0].numel()))
+        return x @ w.t() if w.ndim == 2 else F.conv2d(x, w, padding=w.shape[-1] // 2)
+
+
+class MPFourier(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.register_buffer("freqs", 2 * math.pi * torch.randn(channels))
+        self.register_buffer("phases", 2 * math.pi * torch.rand(channels))
+
+    def forward(self, x):
+        return (torch.outer(x.float(), self.freqs) + self.phases).cos() * math.sqrt(2)
+
+
+class Edm2Block(nn.Module):
+    def __init__(self, cin, cout, emb, encoder, resample, attention, channels_per_head, dropout, res_balance, attn_balance, clip_act):
+        super().__init__()
+        self.encoder, self.resample, self.dropout = encoder, resample, dropout
+        self.res_balance, self.attn_balance, self.clip_act = res_balance, attn_balance, clip_act
+        self.num_heads = cout // channels_per_head if attention else 0
+        self.emb_gain = nn.Parameter(torch.zeros([]))
+        self.conv_res0 = MPConv(cout if encoder else cin, cout, 3)
+        self.emb_linear = MPConv(emb, cout, 0)
+        self.conv_res1 = MPConv(cout, cout, 3)
+        self.conv_skip = MPConv(cin, cout, 1) if cin != cout else None
+        if self.num_heads:
+            self.attn_qkv = MPConv(cout, 3 * cout, 1)
+            self.attn_proj = MPConv(cout, cout, 1)
+
+    def forward(self, x, emb):
+        x = box_resample(x, self.resample)
+        if self.encoder:
+            if self.conv_skip is not None:
+                x = self.conv_skip(x)
+            x = mp_normalize(x, dim=[1])
+        y = self.conv_res0(mp_silu(x))
+        y = mp_silu(y * (self.emb_linear(emb, gain=self.emb_gain) + 1)[:, :, None, None])
+        if self.training and self.dropout:
+            y = F.dropout(y, p=self.dropout)
+        y = self.conv_res1(y)
+        if not self.encoder and self.conv_skip is not None:
+            x = self.conv_skip(x)
+        x = mp_sum(x, y, self.res_balance)
+        if self.num_heads:
+            n, c, height, width = x.shape
+            q, k, v = mp_normalize(self.attn_qkv(x).reshape(n, self.num_heads, -1, 3, height * width), dim=[2]).unbind(3)
+            w = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(q.shape[2]), dim=-1)
+            y = (v @ w.transpose(-1, -2)).reshape(n, c, height, width)
+            x = mp_sum(x, self.attn_proj(y), self.attn_balance)
+        return x.clamp(-self.clip_act, self.clip_act) if self.clip_act else x
+
+
+class Edm2UNet(nn.Module):
+    def __init__(self, in_channels=3, resolution=64, model_channels=192, channel_mult=(1, 2, 3, 4), channel_mult_noise=0, channel_mult_emb=0,
+                 blocks_per_level=3, attn_resolutions=(16, 8), channels_per_head=64, dropout=0.0, num_classes=0, label_dropout=0.0,
+                 label_balance=0.5, concat_balance=0.5, res_balance=0.3, attn_balance=0.3, clip_act=256, logvar_channels=128):
+        super().__init__()
+        self.num_classes, self.label_dropout, self.label_balance, self.concat_balance = num_classes, label_dropout, label_balance, concat_balance
+        cnoise = model_channels * (channel_mult_noise or channel_mult[0])
+        cemb = model_channels * (channel_mult_emb or max(channel_mult))
+        block = dict(channels_per_head=channels_per_head, dropout=dropout, res_balance=res_balance, attn_balance=attn_balance, clip_act=clip_act)
+        self.out_gain = nn.Parameter(torch.zeros([]))
+        self.emb_fourier = MPFourier(cnoise)
+        self.emb_noise = MPConv(cnoise, cemb, 0)
+        self.emb_label = MPConv(num_classes, cemb, 0) if num_classes else None
+        self.enc, self.dec = nn.ModuleDict(), nn.ModuleDict()
+        cout, skips = in_channels + 1, []
+        for level, mult in enumerate(channel_mult):
+            res = resolution >> level
+            p = f"{res}x{res}_"
+            if level == 0:
+                cin, cout = cout, model_channels * mult
+                self.enc[p + "conv"] = MPConv(cin, cout, 3)
+            else:
+                self.enc[p + "down"] = Edm2Block(cout, cout, cemb, True, "down", False, **block)
+            skips.append(cout)
+            for i in range(blocks_per_level):
+                cin, cout = cout, model_channels * mult
+                self.enc[p + f"block{i}"] = Edm2Block(cin, cout, cemb, True, "keep", res in attn_resolutions, **block)
+                skips.append(cout)
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            res = resolution >> level
+            p = f"{res}x{res}_"
+            if level == len(channel_mult) - 1:
+                self.dec[p + "in0"] = Edm2Block(cout, cout, cemb, False, "keep", True, **block)
+                self.dec[p + "in1"] = Edm2Block(cout, cout, cemb, False, "keep", False, **block)
+            else:
+                self.dec[p + "up"] = Edm2Block(cout, cout, cemb, False, "up", False, **block)
+            for i in range(blocks_per_level + 1):
+                cin, cout = cout + skips.pop(), model_channels * mult
+                self.dec[p + f"block{i}"] = Edm2Block(cin, cout, cemb, False, "keep", res in attn_resolutions, **block)
+        self.out_conv = MPConv(cout, in_channels, 3)
+        self.logvar_fourier = MPFourier(logvar_channels)
+        self.logvar_linear = MPConv(logvar_channels, 1, 0)
+
+    def forward(self, x, c_noise, labels=None):
+        emb = self.emb_noise(self.emb_fourier(c_noise))
+        if self.emb_label is not None:
+            rows = one_hot(labels, self.num_classes, self.label_dropout, self.training)
+            emb = mp_sum(emb, self.emb_label(rows * math.sqrt(self.num_classes)), self.label_balance)
+        emb = mp_silu(emb)
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        skips = []
+        for module in self.enc.values():
+            x = module(x, emb) if isinstance(module, Edm2Block) else module(x)
+            skips.append(x)
+        for name, module in self.dec.items():
+            if "block" in name:
+                x = mp_cat(x, skips.pop(), self.concat_balance)
+            x = module(x, emb)
+        return self.out_conv(x, gain=self.out_gain)

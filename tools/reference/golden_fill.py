@@ -31,8 +31,10 @@ def golden_value(name, shape, k):
     return torch.from_numpy(v.astype(np.float32)).reshape(shape)
 
 
-def golden_fill(module):
-    state = module.state_dict()
+def golden_fill(module, rename=lambda name: name):
+    """Sets `module`'s tensors by the rule, ordered and named by `rename(name)`: the names the
+    tensors have in distillery (EDM2's `unet.` prefix dropped)."""
+    state = {rename(name): tensor for name, tensor in module.state_dict().items()}
     names = sorted(name for name in state if not name.endswith("resample_filter"))
     with torch.no_grad():
         for k, name in enumerate(names):

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
-from convert_teacher import config_from_edm  # noqa: E402
+from convert_teacher import config_from_edm, config_from_edm2  # noqa: E402
 from golden_fill import golden_fill  # noqa: E402
 
 # Small versions of the published configurations, covering every branch of the networks:
@@ -51,6 +51,16 @@ VECTORS = {
     "adm-cond-edm": ("EDMPrecond", dict(img_resolution=8, img_channels=3, label_dim=10, model_type="DhariwalUNet", model_channels=32,
                                         channel_mult=[1, 2, 4], num_blocks=1, attn_resolutions=[4, 2], augment_dim=9, sigma_data=0.5)),
 }
+# EDM2's UNet (training/networks_edm2.py): conditional with 0 and 1 attention heads and the
+# uncertainty head; a latent-shaped unconditional one with explicit embedding widths, 2 heads,
+# dropout (off in eval), no activation clipping and a narrow uncertainty head.
+VECTORS_EDM2 = {
+    "edm2-cond": ("Precond", dict(img_resolution=16, img_channels=3, label_dim=10, model_channels=32, channel_mult=[1, 2, 2], num_blocks=1,
+                                  attn_resolutions=[8, 4], logvar_channels=8)),
+    "edm2-uncond-latent": ("Precond", dict(img_resolution=8, img_channels=4, label_dim=0, model_channels=16, channel_mult=[1, 2],
+                                           channel_mult_noise=2, channel_mult_emb=3, num_blocks=2, attn_resolutions=[4], channels_per_head=16,
+                                           dropout=0.1, clip_act=None, logvar_channels=4)),
+}
 SIGMA = [0.02, 1.3, 40.0]
 # The round trip: a small DDPM++ VP checkpoint (EDM's state dict with the golden weights)
 # converted by tools/convert_teacher.py and sampled by `distillery sample`, against EDM's own
@@ -63,17 +73,30 @@ ROUNDTRIP_SAMPLING = dict(steps=18, num=4, seed=7)
 LABELS = [2, -1, 3]
 
 
-def edm_networks(edm_dir):
+def reference_networks(repo, module):
+    """`training.<module>` of an EDM or EDM2 checkout. Both name their packages training,
+    torch_utils and dnnlib, so those of a previous checkout are forgotten first."""
     # EDM's dnnlib imports requests for downloads, which building networks never uses.
     sys.modules.setdefault("requests", types.ModuleType("requests"))
-    sys.path.insert(0, os.path.abspath(edm_dir))
-    from training import networks
+    for name in [name for name in sys.modules if name.split(".")[0] in ("training", "torch_utils", "dnnlib")]:
+        del sys.modules[name]
+    sys.path.insert(0, os.path.abspath(repo))
+    import importlib
+    networks = importlib.import_module(f"training.{module}")
+    sys.path.pop(0)
     return networks
+
+
+def distillery_name(edm2_name):
+    """EDM2's tensors as distillery names them: without `unet.`; the uncertainty head as it is."""
+    return edm2_name[len("unet."):] if edm2_name.startswith("unet.") else edm2_name
 
 
 def make(networks, name, precond_class, kwargs, seed):
     net = getattr(networks, precond_class)(**kwargs).eval()
-    golden_fill(net.model)
+    edm2 = hasattr(net, "unet")
+    inner = net.unet if edm2 else net.model
+    golden_fill(net, distillery_name) if edm2 else golden_fill(net.model)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn([len(SIGMA), kwargs["img_channels"], kwargs["img_resolution"], kwargs["img_resolution"]], generator=generator)
     sigma = torch.tensor(SIGMA)
@@ -84,12 +107,13 @@ def make(networks, name, precond_class, kwargs, seed):
         class_labels = F.one_hot(labels.clamp(min=0), kwargs["label_dim"]).float() * (labels >= 0).float()[:, None]
         vector["labels"] = labels
     seen = {}
-    hook = net.model.register_forward_hook(lambda module, args, output: seen.update(x_in=args[0], c_noise=args[1], raw=output))
+    hook = inner.register_forward_hook(lambda module, args, output: seen.update(x_in=args[0], c_noise=args[1], raw=output))
     with torch.no_grad():
         vector["denoised"] = net(x, sigma, class_labels)
     hook.remove()
     vector.update({key: value.detach().clone().contiguous() for key, value in seen.items()})
-    return vector, {name: list(tensor.shape) for name, tensor in net.model.state_dict().items()}
+    state = {distillery_name(name): t for name, t in net.state_dict().items()} if edm2 else net.model.state_dict()
+    return vector, {name: list(tensor.shape) for name, tensor in state.items()}
 
 
 def edm_sampler(edm_dir):
@@ -136,22 +160,33 @@ def make_roundtrip(networks, edm_dir, cli, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--edm", required=True, help="a checkout of NVlabs/edm")
+    parser.add_argument("--edm2", help="a checkout of NVlabs/edm2, for EDM2's vectors")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree")
+    parser.add_argument("--commit", help="the EDM checkout's commit, when it is not a git work tree")
+    parser.add_argument("--edm2-commit", help="the EDM2 checkout's commit, when it is not a git work tree")
     parser.add_argument("--cli", help="the distillery CLI, for the round-trip vector (skipped without it)")
     args = parser.parse_args()
-    commit = args.commit or subprocess.run(["git", "-C", args.edm, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    networks = edm_networks(args.edm)
+    def commit_of(repo, given):
+        return given or subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
     os.makedirs(args.out, exist_ok=True)
-    for seed, (name, (precond_class, kwargs)) in enumerate(VECTORS.items()):
-        vector, state_dict = make(networks, name, precond_class, kwargs, seed)
-        metadata = {"state_dict": json.dumps(state_dict, sort_keys=True), "config": json.dumps(config_from_edm(precond_class, kwargs)), "edm_class": precond_class, "edm_kwargs": json.dumps(kwargs),
-                    "edm_commit": commit, "weights": "golden_fill.py"}
-        path = os.path.join(args.out, f"{name}.safetensors")
-        save_file(vector, path, metadata=metadata)
-        print(f"{path}: {os.path.getsize(path)} bytes, max |D| {vector['denoised'].abs().max():.3f}, max |F| {vector['raw'].abs().max():.3f}")
-    if args.cli:
-        make_roundtrip(networks, args.edm, args.cli, args.out)
+    families = [(args.edm, "networks", VECTORS, config_from_edm, commit_of(args.edm, args.commit))]
+    if args.edm2:
+        families.append((args.edm2, "networks_edm2", VECTORS_EDM2, config_from_edm2, commit_of(args.edm2, args.edm2_commit)))
+    seed = 0
+    for repo, module, vectors, config_from, commit in families:
+        networks = reference_networks(repo, module)
+        for name, (precond_class, kwargs) in vectors.items():
+            vector, state_dict = make(networks, name, precond_class, kwargs, seed)
+            seed += 1
+            metadata = {"state_dict": json.dumps(state_dict, sort_keys=True), "config": json.dumps(config_from(precond_class, kwargs)),
+                        "edm_class": f"training.{module}.{precond_class}", "edm_kwargs": json.dumps(kwargs), "edm_commit": commit,
+                        "weights": "golden_fill.py"}
+            path = os.path.join(args.out, f"{name}.safetensors")
+            save_file(vector, path, metadata=metadata)
+            print(f"{path}: {os.path.getsize(path)} bytes, max |D| {vector['denoised'].abs().max():.3f}, max |F| {vector['raw'].abs().max():.3f}")
+        if args.cli and module == "networks":
+            make_roundtrip(networks, args.edm, args.cli, args.out)
     return 0
 
 
