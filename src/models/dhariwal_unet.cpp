@@ -17,38 +17,24 @@ namespace {
 constexpr int64_t kChannelsPerHead = 64;
 }
 
+DhariwalUNetConfig::DhariwalUNetConfig() {
+  resolution = 64;
+  model_channels = 192;
+  channel_mult = {1, 2, 3, 4};
+  blocks_per_level = 3;
+  attn_resolutions = {32, 16, 8};
+}
+
 DhariwalUNetConfig dhariwal_unet_config_from(const Config& config, const std::string& prefix) {
   DhariwalUNetConfig c;
-  c.in_channels = config.get_int(prefix + "in_channels");
-  c.out_channels = config.get_int(prefix + "out_channels");
-  c.resolution = config.get_int(prefix + "resolution");
-  c.model_channels = config.get_int(prefix + "model_channels");
-  c.channel_mult = config.get_int_list(prefix + "channel_mult");
-  c.channel_mult_emb = config.get_int(prefix + "channel_mult_emb");
-  c.blocks_per_level = config.get_int(prefix + "blocks_per_level");
-  c.attn_resolutions = config.get_int_list(prefix + "attn_resolutions");
-  c.dropout = config.get_float(prefix + "dropout");
-  c.num_classes = config.get_int(prefix + "num_classes");
-  c.augment_dim = config.get_int(prefix + "augment_dim");
-  c.label_dropout = config.get_float(prefix + "label_dropout");
+  read_edm_unet_common(config, prefix, c);
   return c;
 }
 
 std::string dhariwal_unet_config_json(const DhariwalUNetConfig& c) {
-  return nlohmann::json{{"kind", "dhariwal_unet"},
-                        {"in_channels", c.in_channels},
-                        {"out_channels", c.out_channels},
-                        {"resolution", c.resolution},
-                        {"model_channels", c.model_channels},
-                        {"channel_mult", c.channel_mult},
-                        {"channel_mult_emb", c.channel_mult_emb},
-                        {"blocks_per_level", c.blocks_per_level},
-                        {"attn_resolutions", c.attn_resolutions},
-                        {"dropout", c.dropout},
-                        {"num_classes", c.num_classes},
-                        {"augment_dim", c.augment_dim},
-                        {"label_dropout", c.label_dropout}}
-      .dump();
+  nlohmann::json model = {{"kind", "dhariwal_unet"}};
+  write_edm_unet_common(c, model);
+  return model.dump();
 }
 
 DhariwalUNetImpl::DhariwalUNetImpl(DhariwalUNetConfig config) : config_(std::move(config)) {

@@ -20,21 +20,8 @@
 
 namespace distillery {
 
-class Config;
-
-struct DhariwalUNetConfig {
-  int64_t in_channels = 3;
-  int64_t out_channels = 3;
-  int64_t resolution = 64;
-  int64_t model_channels = 192;
-  std::vector<int64_t> channel_mult = {1, 2, 3, 4};
-  int64_t channel_mult_emb = 4;
-  int64_t blocks_per_level = 3;                    // EDM's num_blocks
-  std::vector<int64_t> attn_resolutions = {32, 16, 8};
-  double dropout = 0.10;
-  int64_t num_classes = 0;                         // EDM's label_dim
-  int64_t augment_dim = 0;
-  double label_dropout = 0.0;
+struct DhariwalUNetConfig : EdmUNetCommon {
+  DhariwalUNetConfig();  // EDM's DhariwalUNet defaults
 };
 
 // Reads the keys add_unet_fields and add_song_unet_fields declare.

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "kernels/attention.h"
 
@@ -27,6 +29,28 @@ at::Tensor initial_values(const std::vector<int64_t>& shape, EdmInit::Mode mode,
 }
 
 }  // namespace
+
+void read_edm_unet_common(const Config& config, const std::string& prefix, EdmUNetCommon& c) {
+  c.in_channels = config.get_int(prefix + "in_channels");
+  c.out_channels = config.get_int(prefix + "out_channels");
+  c.resolution = config.get_int(prefix + "resolution");
+  c.model_channels = config.get_int(prefix + "model_channels");
+  c.channel_mult = config.get_int_list(prefix + "channel_mult");
+  c.channel_mult_emb = config.get_int(prefix + "channel_mult_emb");
+  c.blocks_per_level = config.get_int(prefix + "blocks_per_level");
+  c.attn_resolutions = config.get_int_list(prefix + "attn_resolutions");
+  c.dropout = config.get_float(prefix + "dropout");
+  c.num_classes = config.get_int(prefix + "num_classes");
+  c.augment_dim = config.get_int(prefix + "augment_dim");
+  c.label_dropout = config.get_float(prefix + "label_dropout");
+}
+
+void write_edm_unet_common(const EdmUNetCommon& c, nlohmann::json& model) {
+  model.update({{"in_channels", c.in_channels},           {"out_channels", c.out_channels},   {"resolution", c.resolution},
+                {"model_channels", c.model_channels},     {"channel_mult", c.channel_mult},   {"channel_mult_emb", c.channel_mult_emb},
+                {"blocks_per_level", c.blocks_per_level}, {"attn_resolutions", c.attn_resolutions}, {"dropout", c.dropout},
+                {"num_classes", c.num_classes},           {"augment_dim", c.augment_dim},     {"label_dropout", c.label_dropout}});
+}
 
 torch::nn::Linear edm_linear(int64_t in, int64_t out, bool bias, const EdmInit& init) {
   torch::nn::Linear layer(torch::nn::LinearOptions(in, out).bias(bias));

@@ -1,4 +1,4 @@
-// defines: EdmInit, edm_linear, edm_group_norm, EdmConv2dImpl, EdmConv2d, EdmBlockOptions, EdmUNetBlockImpl, EdmUNetBlock,
+// defines: EdmUNetCommon, read_edm_unet_common, write_edm_unet_common, EdmInit, edm_linear, edm_group_norm, EdmConv2dImpl, EdmConv2d, EdmBlockOptions, EdmUNetBlockImpl, EdmUNetBlock,
 //          FourierEmbeddingImpl, FourierEmbedding, positional_embedding, class_embedding_input
 // The layers of the networks published with EDM (Karras et al. 2022): DDPM++ and NCSN++ (Song
 // et al. 2021) and ADM (Dhariwal & Nichol 2021) as EDM re-expressed them. Parameters and
@@ -7,6 +7,7 @@
 // including the channel order of the fused q/k/v projection and the resampling filters.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
@@ -17,6 +18,28 @@
 #include <vector>
 
 namespace distillery {
+
+class Config;
+
+// The arguments EDM's SongUNet and DhariwalUNet share (under distillery's key names; each
+// network's config sets its own defaults).
+struct EdmUNetCommon {
+  int64_t in_channels = 3;
+  int64_t out_channels = 3;
+  int64_t resolution = 32;
+  int64_t model_channels = 128;
+  std::vector<int64_t> channel_mult;
+  int64_t channel_mult_emb = 4;                   // embedding width = model_channels × this
+  int64_t blocks_per_level = 4;                   // EDM's num_blocks
+  std::vector<int64_t> attn_resolutions;
+  double dropout = 0.10;
+  int64_t num_classes = 0;                        // EDM's label_dim
+  int64_t augment_dim = 0;                        // width of the augmentation labels (zero at inference)
+  double label_dropout = 0.0;
+};
+// Reads those keys under `prefix` into `common`; writes them into a config's model section.
+void read_edm_unet_common(const Config& config, const std::string& prefix, EdmUNetCommon& common);
+void write_edm_unet_common(const EdmUNetCommon& common, nlohmann::json& model);
 
 // How a fresh layer draws its weights (EDM's weight_init): uniform or normal with the fan-in /
 // fan-out scale of the mode, times `weight` (biases drawn the same way, times `bias`).

@@ -28,20 +28,14 @@ void add_song_unet_fields(ConfigSchema& schema, const std::string& prefix) {
               std::to_string(d.augment_dim)}, NumberRange::between(0, 1024));
 }
 
+SongUNetConfig::SongUNetConfig() {
+  channel_mult = {1, 2, 2, 2};
+  attn_resolutions = {16};
+}
+
 SongUNetConfig song_unet_config_from(const Config& config, const std::string& prefix) {
   SongUNetConfig c;
-  c.in_channels = config.get_int(prefix + "in_channels");
-  c.out_channels = config.get_int(prefix + "out_channels");
-  c.resolution = config.get_int(prefix + "resolution");
-  c.model_channels = config.get_int(prefix + "model_channels");
-  c.channel_mult = config.get_int_list(prefix + "channel_mult");
-  c.channel_mult_emb = config.get_int(prefix + "channel_mult_emb");
-  c.blocks_per_level = config.get_int(prefix + "blocks_per_level");
-  c.attn_resolutions = config.get_int_list(prefix + "attn_resolutions");
-  c.dropout = config.get_float(prefix + "dropout");
-  c.num_classes = config.get_int(prefix + "num_classes");
-  c.augment_dim = config.get_int(prefix + "augment_dim");
-  c.label_dropout = config.get_float(prefix + "label_dropout");
+  read_edm_unet_common(config, prefix, c);
   c.noise_embedding = config.get_string(prefix + "noise_embedding");
   c.channel_mult_noise = config.get_int(prefix + "channel_mult_noise");
   c.encoder_type = config.get_string(prefix + "encoder_type");
@@ -51,25 +45,11 @@ SongUNetConfig song_unet_config_from(const Config& config, const std::string& pr
 }
 
 std::string song_unet_config_json(const SongUNetConfig& c) {
-  return nlohmann::json{{"kind", "song_unet"},
-                        {"in_channels", c.in_channels},
-                        {"out_channels", c.out_channels},
-                        {"resolution", c.resolution},
-                        {"model_channels", c.model_channels},
-                        {"channel_mult", c.channel_mult},
-                        {"channel_mult_emb", c.channel_mult_emb},
-                        {"blocks_per_level", c.blocks_per_level},
-                        {"attn_resolutions", c.attn_resolutions},
-                        {"dropout", c.dropout},
-                        {"num_classes", c.num_classes},
-                        {"augment_dim", c.augment_dim},
-                        {"label_dropout", c.label_dropout},
-                        {"noise_embedding", c.noise_embedding},
-                        {"channel_mult_noise", c.channel_mult_noise},
-                        {"encoder_type", c.encoder_type},
-                        {"decoder_type", c.decoder_type},
-                        {"resample_filter", c.resample_filter}}
-      .dump();
+  nlohmann::json model = {{"kind", "song_unet"}};
+  write_edm_unet_common(c, model);
+  model.update({{"noise_embedding", c.noise_embedding}, {"channel_mult_noise", c.channel_mult_noise}, {"encoder_type", c.encoder_type},
+                {"decoder_type", c.decoder_type}, {"resample_filter", c.resample_filter}});
+  return model.dump();
 }
 
 SongUNetImpl::SongUNetImpl(SongUNetConfig config) : config_(std::move(config)) {

@@ -24,19 +24,8 @@ namespace distillery {
 class Config;
 class ConfigSchema;
 
-struct SongUNetConfig {
-  int64_t in_channels = 3;
-  int64_t out_channels = 3;
-  int64_t resolution = 32;
-  int64_t model_channels = 128;
-  std::vector<int64_t> channel_mult = {1, 2, 2, 2};
-  int64_t channel_mult_emb = 4;                   // embedding width = model_channels × this
-  int64_t blocks_per_level = 4;                   // EDM's num_blocks
-  std::vector<int64_t> attn_resolutions = {16};
-  double dropout = 0.10;
-  int64_t num_classes = 0;                        // EDM's label_dim
-  int64_t augment_dim = 0;                        // width of the augmentation labels (zero at inference)
-  double label_dropout = 0.0;
+struct SongUNetConfig : EdmUNetCommon {
+  SongUNetConfig();                               // EDM's SongUNet defaults
   std::string noise_embedding = "positional";     // EDM's embedding_type: positional | fourier
   int64_t channel_mult_noise = 1;                 // noise embedding width = model_channels × this
   std::string encoder_type = "standard";          // standard | skip | residual
