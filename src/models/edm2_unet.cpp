@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "kernels/attention.h"
+#include "models/edm_layers.h"
 
 namespace distillery {
 
@@ -269,9 +270,7 @@ at::Tensor Edm2UNetImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, 
   const auto ends_here = [&](const at::Tensor& features) { return visit && !(*visit)(taps_[next_tap++].name, features); };
   auto emb = emb_noise_->as<MPConvImpl>()->forward(emb_fourier_->as<MPFourierImpl>()->forward(c_noise.to(torch::kFloat32)));
   if (emb_label_) {
-    DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
-    auto one_hot = F::one_hot(labels.clamp_min(0), config_.num_classes).to(torch::kFloat32) * labels.ge(0).unsqueeze(1);
-    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}, one_hot.options()).ge(config_.label_dropout);
+    const auto one_hot = class_embedding_input(labels, config_.num_classes, config_.label_dropout, is_training());
     emb = mp_sum(emb, emb_label_->as<MPConvImpl>()->forward(one_hot * std::sqrt(static_cast<double>(config_.num_classes))), config_.label_balance);
   }
   emb = mp_silu(emb);
