@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 
@@ -12,10 +13,23 @@
 namespace distillery {
 
 namespace {
-constexpr std::array<std::string_view, kScheduleCount> kNames = {"karras", "uniform-t", "loglinear"};
-static_assert(static_cast<int>(ScheduleKind::LogLinear) + 1 == kScheduleCount);
-}  // namespace
+constexpr std::array<std::string_view, kScheduleCount> kNames = {"karras", "uniform-t", "loglinear", "ddpm"};
+static_assert(static_cast<int>(ScheduleKind::Ddpm) + 1 == kScheduleCount);
 
+// Improved DDPM's space_timesteps for one section: indices round(k·999/(N−1)), the stride
+// accumulated and rounded half to even as Python does, largest first.
+std::vector<double> ddpm_respaced_sigmas(int steps) {
+  DISTILLERY_CHECK(steps >= 2 && steps <= kDdpmSteps, Error("the ddpm schedule needs at least 2 steps and at most one per DDPM timestep")
+                                                          .field("steps").expected(fmt::format("2 to {}", kDdpmSteps)).got(std::to_string(steps)));
+  const double stride = static_cast<double>(kDdpmSteps - 1) / (steps - 1);
+  std::vector<double> sigmas;
+  double position = 0;
+  for (int i = 0; i < steps; ++i, position += stride) sigmas.push_back(ddpm_sigmas().at(static_cast<size_t>(std::nearbyint(position))));
+  std::reverse(sigmas.begin(), sigmas.end());
+  sigmas.push_back(0.0);
+  return sigmas;
+}
+}  // namespace
 std::string_view schedule_name(ScheduleKind kind) { return kNames.at(static_cast<size_t>(kind)); }
 
 ScheduleKind schedule_from_name(std::string_view name) {
@@ -27,6 +41,7 @@ ScheduleKind schedule_from_name(std::string_view name) {
 std::vector<std::string> schedule_names() { return {kNames.begin(), kNames.end()}; }
 
 std::vector<double> make_sigmas(const ScheduleSpec& spec, int steps) {
+  if (spec.kind == ScheduleKind::Ddpm) return ddpm_respaced_sigmas(steps);
   DISTILLERY_CHECK(steps >= 1, Error("the number of sampling steps must be at least 1").field("steps").got(std::to_string(steps)));
   DISTILLERY_CHECK(spec.sigma_min > 0 && spec.sigma_max > spec.sigma_min,
                    Error("invalid σ range").expected("0 < sigma_min < sigma_max").got(fmt::format("sigma_min {}, sigma_max {}", spec.sigma_min, spec.sigma_max)));
@@ -49,6 +64,8 @@ std::vector<double> make_sigmas(const ScheduleSpec& spec, int steps) {
       }
       case ScheduleKind::LogLinear:
         sigmas[i] = std::exp(std::log(spec.sigma_max) + u * (std::log(spec.sigma_min) - std::log(spec.sigma_max)));
+        break;
+      case ScheduleKind::Ddpm:
         break;
     }
   }

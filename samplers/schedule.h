@@ -13,8 +13,12 @@ enum class ScheduleKind {
   Karras,     // (σ_max^(1/ρ) + i/(N−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ  (EDM eq. 5)
   UniformT,   // uniform in rectified-flow time t = σ/(1+σ)
   LogLinear,  // uniform in log σ
+  // DDPM's discrete timesteps (models/precond.h), N of the 1000 spread evenly from 999 to 0 as
+  // improved DDPM's respacing picks them (DiT samples on it); σ_min and σ_max are those of the
+  // table, not the spec's.
+  Ddpm,
 };
-inline constexpr int kScheduleCount = 3;
+inline constexpr int kScheduleCount = 4;
 
 struct ScheduleSpec {
   ScheduleKind kind = ScheduleKind::Karras;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -40,7 +41,8 @@ at::Tensor ideal_output(Parameterization p, const at::Tensor& x0, const at::Tens
       const auto x = x0 + s * n;
       return (x0 - c.c_skip.view({-1, 1}) * x) / c.c_out.view({-1, 1});
     }
-    case Parameterization::VP: return n;
+    case Parameterization::VP:
+    case Parameterization::DDPM: return n;
     case Parameterization::VE: return -n;
     case Parameterization::RectifiedFlow: return n - x0;
     case Parameterization::Consistency: {
@@ -106,6 +108,33 @@ TEST(Precondition, TimeConversionsInvertEachOther) {
   EXPECT_THROW(parameterization_from_name("flow"), Error);
 }
 
+// DDPM's linear schedule as numpy builds it in DiT's diffusion code (β from 1e-4 to 0.02 over
+// 1000 steps), and the timestep of σ: j at σ_j, linear in log σ between and beyond them.
+TEST(Precondition, DdpmTimestepsFollowTheDiscreteLinearSchedule) {
+  const auto& sigmas = ddpm_sigmas();
+  ASSERT_EQ(sigmas.size(), static_cast<size_t>(kDdpmSteps));
+  // √(1/ᾱ − 1), as DiT computes it, loses 1e-12 of σ_0 to cancellation.
+  EXPECT_NEAR(sigmas[0], std::sqrt(1e-4 / (1 - 1e-4)), 1e-13);
+  const double beta1 = 1e-4 + (0.02 - 1e-4) / 999;
+  EXPECT_NEAR(sigmas[1], std::sqrt(1 / ((1 - 1e-4) * (1 - beta1)) - 1), 1e-13);
+  EXPECT_NEAR(sigmas[999], 157.40728081040757, 1e-9);  // numpy's cumprod of the same βs
+  const std::vector<int64_t> steps = {0, 1, 137, 500, 998, 999};
+  std::vector<double> at_steps;
+  for (auto j : steps) at_steps.push_back(sigmas[static_cast<size_t>(j)]);
+  const auto expected = torch::tensor(steps, torch::kFloat64);
+  const auto t64 = ddpm_timestep(torch::tensor(at_steps, torch::kFloat64));
+  EXPECT_LT((t64 - expected).abs().max().item<double>(), 1e-9);
+  // σ_j rounded to float32 still lands on j, to float32's resolution at 999.
+  const auto t32 = ddpm_timestep(torch::tensor(at_steps, torch::kFloat64).to(torch::kFloat32));
+  EXPECT_EQ(t32.scalar_type(), torch::kFloat32);
+  EXPECT_LT((t32.to(torch::kFloat64) - expected).abs().max().item<double>(), 1e-4);
+  const auto between = ddpm_timestep(torch::tensor({std::sqrt(sigmas[10] * sigmas[11]), 0.002, 200.0}, torch::kFloat64));
+  EXPECT_NEAR(between[0].item<double>(), 10.5, 1e-9);
+  EXPECT_LT(between[1].item<double>(), 0.0);
+  EXPECT_GT(between[2].item<double>(), 999.0);
+  EXPECT_EQ(parameterization_from_name("ddpm"), Parameterization::DDPM);
+}
+
 // The denoiser's tangent (models/jvp.h): autodiff equals the central finite difference, on the
 // analytic mixture (float64) and on a UNet with attention (float32), whose second derivative
 // exists only on the math attention path that denoiser_jvp takes.
@@ -145,8 +174,10 @@ TEST(Schedule, GridsHaveTheirEndpointsAndDecrease) {
     SCOPED_TRACE(std::string(schedule_name(spec.kind)));
     const auto sigmas = make_sigmas(spec, 18);
     ASSERT_EQ(sigmas.size(), 19u);
-    EXPECT_NEAR(sigmas.front(), 80.0, 1e-12);
-    EXPECT_NEAR(sigmas[17], 0.002, 1e-15);
+    // The DDPM grid spans its discrete table, whatever the spec's range.
+    const bool ddpm = spec.kind == ScheduleKind::Ddpm;
+    EXPECT_NEAR(sigmas.front(), ddpm ? ddpm_sigmas().back() : 80.0, 1e-12);
+    EXPECT_NEAR(sigmas[17], ddpm ? ddpm_sigmas().front() : 0.002, 1e-15);
     EXPECT_EQ(sigmas.back(), 0.0);
     for (size_t i = 1; i < sigmas.size(); ++i) EXPECT_LT(sigmas[i], sigmas[i - 1]);
   }
@@ -164,6 +195,20 @@ TEST(Schedule, EachKindIsUniformInItsOwnVariable) {
   }
   // EDM's 18-step default grid: the second σ is 57.586.
   EXPECT_NEAR(make_sigmas({}, 18)[1], 57.586, 0.001);
+}
+
+// Improved DDPM's respacing, as DiT samples: 7 steps take every 166.5th timestep, rounded half
+// to even as Python's round does (166.5 to 166, 499.5 to 500, 832.5 to 832).
+TEST(Schedule, TheDdpmScheduleRespacesTheDiscreteTimestepsAsImprovedDdpmDoes) {
+  const auto grid = make_sigmas({ScheduleKind::Ddpm}, 7);
+  const std::vector<size_t> timesteps = {999, 832, 666, 500, 333, 166, 0};
+  ASSERT_EQ(grid.size(), timesteps.size() + 1);
+  for (size_t i = 0; i < timesteps.size(); ++i) EXPECT_EQ(grid[i], ddpm_sigmas()[timesteps[i]]) << i;
+  EXPECT_EQ(grid.back(), 0.0);
+  const auto all = make_sigmas({ScheduleKind::Ddpm}, kDdpmSteps);
+  EXPECT_TRUE(std::equal(ddpm_sigmas().rbegin(), ddpm_sigmas().rend(), all.begin()));
+  EXPECT_THROW(make_sigmas({ScheduleKind::Ddpm}, 1), Error);
+  EXPECT_THROW(make_sigmas({ScheduleKind::Ddpm}, kDdpmSteps + 1), Error);
 }
 
 TEST(Schedule, OneStepAndInvalidRequests) {

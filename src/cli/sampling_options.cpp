@@ -25,7 +25,7 @@ void add_sampling_options(CLI::App& cmd, SamplingCliOptions& options) {
   cmd.add_option("--seed", r.seed, "seed; sample i's noise depends only on (seed, i)")->check(seed_check())->capture_default_str();
   cmd.add_option("--batch", r.batch, "samples per batch (does not change results)")->check(count_check())->capture_default_str();
   add_memory_check_option(cmd, r.check_memory);
-  cmd.add_option("--schedule", options.schedule, "σ schedule")->check(CLI::IsMember(schedule_names()))->capture_default_str();
+  cmd.add_option("--schedule", options.schedule, "σ schedule (ddpm: a discrete DDPM teacher's own timesteps, as DiT samples)")->check(CLI::IsMember(schedule_names()))->capture_default_str();
   cmd.add_option("--rho", r.rho, "Karras schedule exponent ρ")->check(positive_number_check())->capture_default_str();
   cmd.add_option("--sigma-min", options.sigma_min, "smallest non-zero σ (default: the teacher's)")->check(positive_number_check());
   cmd.add_option("--sigma-max", options.sigma_max, "starting σ (default: the teacher's)")->check(positive_number_check());

@@ -12,8 +12,8 @@
 namespace distillery {
 
 namespace {
-constexpr std::array<std::string_view, kParameterizationCount> kNames = {"edm", "vp", "ve", "rectified-flow", "consistency", "trigflow"};
-static_assert(static_cast<int>(Parameterization::TrigFlow) + 1 == kParameterizationCount);
+constexpr std::array<std::string_view, kParameterizationCount> kNames = {"edm", "vp", "ve", "rectified-flow", "consistency", "trigflow", "ddpm"};
+static_assert(static_cast<int>(Parameterization::DDPM) + 1 == kParameterizationCount);
 
 // Song et al. 2021 VP SDE constants as used by EDM's VPPrecond.
 constexpr double kBetaD = 19.9, kBetaMin = 0.1, kVpTimeScale = 1000 - 1;
@@ -41,6 +41,35 @@ double trigflow_time_from_sigma(double sigma, double sigma_data) { return std::a
 double sigma_from_trigflow_time(double t, double sigma_data) { return sigma_data * std::tan(t); }
 double vp_time_from_sigma(double sigma) {
   return (std::sqrt(kBetaMin * kBetaMin + 2.0 * kBetaD * std::log1p(sigma * sigma)) - kBetaMin) / kBetaD;
+}
+
+const std::vector<double>& ddpm_sigmas() {
+  static const std::vector<double> sigmas = [] {
+    // As numpy's linspace and cumprod build it, so that σ_j equals DiT's to the last bit.
+    constexpr double beta_start = 1e-4, beta_end = 0.02, step = (beta_end - beta_start) / (kDdpmSteps - 1);
+    std::vector<double> out;
+    double alpha_bar = 1.0;
+    for (int j = 0; j < kDdpmSteps; ++j) {
+      alpha_bar *= 1.0 - (j == kDdpmSteps - 1 ? beta_end : j * step + beta_start);
+      out.push_back(std::sqrt(1.0 / alpha_bar - 1.0));
+    }
+    return out;
+  }();
+  return sigmas;
+}
+
+at::Tensor ddpm_timestep(const at::Tensor& sigma) {
+  static const std::vector<double> log_sigmas = [] {
+    std::vector<double> out;
+    for (double s : ddpm_sigmas()) out.push_back(std::log(s));
+    return out;
+  }();
+  // In float64: σ_j in float32 then lands within 1e-5 of j even where the table is densest.
+  const auto table = torch::tensor(log_sigmas, sigma.options().dtype(torch::kFloat64));
+  const auto log_sigma = sigma.to(torch::kFloat64).log();
+  const auto upper = torch::searchsorted(table, log_sigma.detach()).clamp(1, kDdpmSteps - 1), lower = upper - 1;
+  const auto low = table.index({lower}), high = table.index({upper});
+  return (lower.to(torch::kFloat64) + (log_sigma - low) / (high - low)).to(sigma.scalar_type());
 }
 
 PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, double sigma_data, double sigma_min) {
@@ -73,6 +102,8 @@ PrecondCoefficients precondition(Parameterization p, const at::Tensor& sigma, do
       const auto cos = t.cos();
       return {cos.square(), -sigma_data * t.sin(), cos / sigma_data, t};
     }
+    case Parameterization::DDPM:
+      return {one, -sigma, 1.0 / (sigma * sigma + 1.0).sqrt(), ddpm_timestep(sigma)};
   }
   throw Error("unhandled parameterization");
 }

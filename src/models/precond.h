@@ -1,8 +1,10 @@
 // defines: Parameterization, PrecondCoefficients, precondition, PreconditionedDenoiser,
-//          parameterization_from_name, rf_time_from_sigma, sigma_from_rf_time, vp_time_from_sigma, sigma_from_vp_time
+//          parameterization_from_name, rf_time_from_sigma, sigma_from_rf_time, vp_time_from_sigma, sigma_from_vp_time,
+//          kDdpmSteps, ddpm_sigmas, ddpm_timestep
 // Preconditioning (Karras et al. 2022, "Elucidating the Design Space...", Table 1):
 // D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ)). EDM, VP, VE, rectified-flow,
-// consistency-model and TrigFlow networks all become EDM denoisers here, and nowhere else.
+// consistency-model, TrigFlow and discrete DDPM networks all become EDM denoisers here, and
+// nowhere else.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,8 +30,12 @@ enum class Parameterization {
   // TrigFlow (Lu & Song 2024): x_t = cos(t)·x0 + sin(t)·σ_d·n, σ = σ_d·tan t, F = (dx_t/dt)/σ_d =
   // cos(t)·n − sin(t)·x0/σ_d, D = cos(t)·x_t − sin(t)·σ_d·F, fed t.
   TrigFlow,
+  // Discrete DDPM ε-prediction (Ho et al. 2020) on its linear β schedule, DiT's: x_t =
+  // √ᾱ_j·(x0 + σ_j·n), F = n, fed the timestep j; between and beyond the 1000 steps the
+  // timestep is fractional, linear in log σ (ddpm_timestep).
+  DDPM,
 };
-inline constexpr int kParameterizationCount = 6;
+inline constexpr int kParameterizationCount = 7;
 std::string_view parameterization_name(Parameterization p);
 Parameterization parameterization_from_name(std::string_view name);  // Error lists the valid names
 
@@ -45,6 +51,12 @@ double sigma_from_rf_time(double t);
 // Continuous VP: σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1).
 double sigma_from_vp_time(double t);
 double vp_time_from_sigma(double sigma);
+// DDPM's linear schedule: β_j = 1e-4 + (0.02 − 1e-4)·j/999 for j = 0..999, ᾱ_j = Π_{i≤j}(1 − β_i),
+// σ_j = √(1/ᾱ_j − 1): 0.0100 to 157.4, increasing.
+inline constexpr int kDdpmSteps = 1000;
+const std::vector<double>& ddpm_sigmas();
+// The timestep of σ ([N], any floating type): j at σ_j, linear in log σ between and beyond them.
+at::Tensor ddpm_timestep(const at::Tensor& sigma);
 // TrigFlow: t = arctan(σ/σ_d) ∈ [0, π/2).
 double trigflow_time_from_sigma(double sigma, double sigma_data);
 double sigma_from_trigflow_time(double t, double sigma_data);
