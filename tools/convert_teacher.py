@@ -27,11 +27,22 @@ EDM2 (Karras et al. 2024) snapshots, the same way with family `edm2` and a check
 EDM2's ImageNet-512 models work in the latent space of Stable Diffusion's VAE (4 channels,
 64×64): they convert and distil as latent-space teachers, and turning their samples into images
 needs that VAE, which distillery does not include.
+
+DiT (Peebles & Xie 2023) checkpoints are `.pt` state dicts (DiT-XL-2-256x256.pt, or a training
+checkpoint, whose EMA weights are taken), read with `weights_only=True`:
+
+    convert_teacher.py dit DiT-XL-2-256x256.pt OUT.safetensors --preset DiT-XL/2-256
+
+or with `--dit-kwargs JSON` (DiT's constructor arguments). DiT is discrete DDPM ε-prediction on
+the linear β schedule in the latent space of Stable Diffusion's VAE (4×32×32 at 256², 4×64×64 at
+512²): it converts to the `ddpm` parameterisation and distils in latent space, and its samples
+need that VAE to become images.
 """
 import argparse
 import json
 import math
 import os
+import pickle
 import sys
 
 # EDM's published configurations (its train.py options and README): the preconditioning class
@@ -63,6 +74,13 @@ EDM2_PRESETS = {f"edm2-{name}": ("Precond", dict(img_resolution=64, img_channels
 _EDM2_DEFAULTS = dict(model_channels=192, channel_mult=[1, 2, 3, 4], channel_mult_noise=None, channel_mult_emb=None, num_blocks=3,
                       attn_resolutions=[16, 8], label_balance=0.5, concat_balance=0.5, channels_per_head=64, dropout=0.0, res_balance=0.3,
                       attn_balance=0.3, clip_act=256, logvar_channels=128)
+
+# DiT's configurations (models.py's DiT_models), at 256² and 512² (latents of 32² and 64²).
+_DIT_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
+DIT_PRESETS = {f"DiT-{size}/{patch}-{image}": dict(input_size=image // 8, patch_size=patch, hidden_size=hidden, depth=depth, num_heads=heads)
+               for size, (depth, hidden, heads) in _DIT_SIZES.items() for patch in (2, 4, 8) for image in (256, 512)}
+_DIT_DEFAULTS = dict(input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16, mlp_ratio=4.0, class_dropout_prob=0.1,
+                     num_classes=1000, learn_sigma=True)
 
 # EDM's constructor defaults, which a checkpoint's arguments override.
 _SONG_DEFAULTS = dict(model_channels=128, channel_mult=[1, 2, 2, 2], channel_mult_emb=4, num_blocks=4, attn_resolutions=[16], dropout=0.10,
@@ -166,12 +184,34 @@ def config_from_edm2(precond_class, kwargs):
                                         "sigma_max": SAMPLER_SIGMA_MAX}}
 
 
+def config_from_dit(kwargs):
+    """distillery's denoiser config for DiT built with `kwargs` (its constructor arguments)."""
+    arguments = dict(_DIT_DEFAULTS)
+    for key, value in kwargs.items():
+        if key not in arguments:
+            raise ConversionError(f"DiT argument {key!r} is not one distillery's dit has")
+        arguments[key] = value
+    model = {"kind": "dit", "in_channels": arguments["in_channels"], "resolution": arguments["input_size"]}
+    for key in ("patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "num_classes", "learn_sigma"):
+        model[key] = arguments[key]
+    model["label_dropout"] = arguments["class_dropout_prob"]
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+    from denoiser import ddpm_sigmas
+    sigmas = ddpm_sigmas()
+    # σ_data only scales the EDM-family losses of students: Stable Diffusion's latents, scaled by
+    # 0.18215, were chosen to have unit variance.
+    return {"model": model, "precond": {"parameterization": "ddpm", "sigma_data": 1.0, "sigma_min": float(sigmas[0]), "sigma_max": float(sigmas[-1])}}
+
+
 def network_tensors(state_dict, family="edm"):
     """The network's tensors under distillery's names: EDM's without its preconditioning's `model.`,
-    EDM2's without `unet.` (its uncertainty head, `logvar_*`, keeps its names)."""
+    EDM2's without `unet.` (its uncertainty head, `logvar_*`, keeps its names), DiT's as they are."""
     tensors = {}
     for name, tensor in state_dict.items():
-        if family == "edm2" and name.startswith("logvar_"):
+        if family == "dit":
+            ours = name
+            ours = name
+        elif family == "edm2" and name.startswith("logvar_"):
             ours = name
         elif name.startswith("model." if family == "edm" else "unet."):
             ours = name.split(".", 1)[1]
@@ -207,7 +247,6 @@ def write_denoiser(path, config, tensors, source):
 
 
 def _load_edm_pickle(path, edm_repo):
-    import pickle
     if edm_repo is None or not os.path.isdir(os.path.join(edm_repo, "torch_utils")):
         raise ConversionError("--edm-repo must name a checkout of NVlabs/edm (or NVlabs/edm2): the pickle refers to its torch_utils and training packages")
     sys.path.insert(0, os.path.abspath(edm_repo))
@@ -246,26 +285,58 @@ def convert_edm(source, out, edm_repo=None, trust_pickle=False, preset=None, edm
     return config
 
 
+def convert_dit(source, out, preset=None, dit_kwargs=None):
+    import torch
+    if source.endswith(".pkl"):
+        raise ConversionError(f"{source}: DiT checkpoints are .pt state dicts")
+    if (preset is None) == (dit_kwargs is None):
+        raise ConversionError("a DiT state dict needs its architecture: give --preset or --dit-kwargs (not both)")
+    if preset is not None:
+        if preset not in DIT_PRESETS:
+            raise ConversionError(f"unknown preset {preset!r}: expected one of {', '.join(DIT_PRESETS)}")
+        kwargs = DIT_PRESETS[preset]
+    else:
+        kwargs = json.loads(dit_kwargs)
+    # DiT's training checkpoints also hold its argparse options, plain data the loader may build.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+    if isinstance(state_dict, dict) and "ema" in state_dict:
+        state_dict = state_dict["ema"]
+    config = config_from_dit(kwargs)
+    tensors = network_tensors(state_dict, "dit")
+    check_against_architecture(config, tensors)
+    write_denoiser(out, config, tensors, os.path.basename(source))
+    return config
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("family", choices=["edm", "edm2"], help="whose checkpoint it is")
+    parser.add_argument("family", choices=["edm", "edm2", "dit"], help="whose checkpoint it is")
     parser.add_argument("source", nargs="?", help="the checkpoint (.pkl snapshot or .pt state dict)")
     parser.add_argument("out", nargs="?", help="the denoiser file to write (.safetensors)")
     parser.add_argument("--edm-repo", help="a checkout of NVlabs/edm (edm2: NVlabs/edm2), for .pkl snapshots")
     parser.add_argument("--trust-pickle", action="store_true", help="allow loading a .pkl (runs code from the file)")
     parser.add_argument("--preset", help="the published configuration of a plain state dict")
     parser.add_argument("--edm-kwargs", help="EDM network_kwargs as JSON (with class_name) for a plain state dict")
+    parser.add_argument("--dit-kwargs", help="DiT's constructor arguments as JSON, for a state dict of no preset")
     parser.add_argument("--list-presets", action="store_true")
     args = parser.parse_args(argv)
     if args.list_presets:
+        if args.family == "dit":
+            for name, kwargs in DIT_PRESETS.items():
+                print(f"{name}: DiT {json.dumps(kwargs)}")
+            return 0
         for name, (precond_class, kwargs) in (PRESETS if args.family == "edm" else EDM2_PRESETS).items():
             print(f"{name}: {precond_class} {kwargs.get('model_type', 'UNet')}")
         return 0
     if not args.source or not args.out:
         parser.error("give the checkpoint and the output file")
     try:
-        config = convert_edm(args.source, args.out, args.edm_repo, args.trust_pickle, args.preset, args.edm_kwargs, args.family)
-    except (ConversionError, OSError, ValueError, RuntimeError) as e:
+        if args.family == "dit":
+            config = convert_dit(args.source, args.out, args.preset, args.dit_kwargs)
+        else:
+            config = convert_edm(args.source, args.out, args.edm_repo, args.trust_pickle, args.preset, args.edm_kwargs, args.family)
+    except (ConversionError, OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {config['model']['kind']}, {config['precond']['parameterization']} preconditioning, "

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "io/tensor_file.h"
 #include "models/dhariwal_unet.h"
+#include "models/dit.h"
 #include "models/edm2_unet.h"
 #include "models/song_unet.h"
 #include "models/weights.h"
@@ -47,6 +48,11 @@ std::set<std::string> declared_keys(void (*add_fields)(ConfigSchema&, const std:
 std::set<std::string> keys_read_by(const std::string& kind) {
   if (kind == "unet") return declared_keys(add_unet_fields);
   if (kind == "mlp") return declared_keys(add_mlp_fields);
+  if (kind == "dit") {
+    auto keys = declared_keys(add_dit_fields);
+    keys.insert({"model.in_channels", "model.resolution"});
+    return keys;
+  }
   std::set<std::string> keys;
   for (const char* key : {"in_channels", "out_channels", "resolution", "model_channels", "channel_mult", "blocks_per_level", "attn_resolutions", "dropout",
                           "channel_mult_emb", "augment_dim"})
@@ -69,6 +75,7 @@ void reject_keys_of_other_kind(const Config& config, const std::string& kind) {
   foreign.merge(declared_keys(add_mlp_fields));
   foreign.merge(declared_keys(add_song_unet_fields));
   foreign.merge(declared_keys(add_edm2_unet_fields));
+  foreign.merge(declared_keys(add_dit_fields));
   for (const auto& key : keys_read_by(kind)) foreign.erase(key);
   for (const auto& key : foreign)
     DISTILLERY_CHECK(!config.is_set(key), Error(fmt::format("config key '{}' does not apply to model.kind {}", key, kind))
@@ -82,9 +89,9 @@ void reject_keys_of_other_kind(const Config& config, const std::string& kind) {
 
 void add_network_fields(ConfigSchema& schema) {
   schema.add({"model.kind", ConfigType::String,
-              "network: a UNet for images, an MLP for low-dimensional data, or EDM's and EDM2's published networks (song_unet: DDPM++/NCSN++, "
-              "dhariwal_unet: ADM, edm2_unet: EDM2's magnitude-preserving UNet)",
-              "unet", false, {"unet", "mlp", "song_unet", "dhariwal_unet", "edm2_unet"}});
+              "network: a UNet for images, an MLP for low-dimensional data, or the published networks (song_unet: EDM's DDPM++/NCSN++, "
+              "dhariwal_unet: EDM's ADM, edm2_unet: EDM2's magnitude-preserving UNet, dit: the Diffusion Transformer)",
+              "unet", false, {"unet", "mlp", "song_unet", "dhariwal_unet", "edm2_unet", "dit"}});
   schema.add({"model.num_classes", ConfigType::Int, "number of classes (0: unconditional)", "0"}, NumberRange::between(0, 1000000));
   schema.add({"model.label_dropout", ConfigType::Float, "label dropout probability while training (classifier-free guidance)", "0.1"}, NumberRange::between(0, 1));
   schema.add({"model.target_time", ConfigType::Bool,
@@ -93,6 +100,7 @@ void add_network_fields(ConfigSchema& schema) {
   add_mlp_fields(schema, "model.");
   add_song_unet_fields(schema, "model.");
   add_edm2_unet_fields(schema, "model.");
+  add_dit_fields(schema, "model.");
   std::vector<std::string> parameterizations;
   for (int i = 0; i < kParameterizationCount; ++i) parameterizations.emplace_back(parameterization_name(static_cast<Parameterization>(i)));
   schema.add({"precond.parameterization", ConfigType::String, "what the network predicts, converted to an EDM denoiser at its edge", "edm", false,
@@ -174,6 +182,24 @@ NetworkDenoiser::Parts NetworkDenoiser::parts_of(const Edm2UNetConfig& c) {
   return edm_network_parts(Edm2UNet(c), edm2_unet_config_json(c), {c.channels, c.resolution, c.resolution}, c.num_classes);
 }
 
+// The ODE reads DiT's ε; the learned variance's half of the output is left out.
+NetworkDenoiser::Parts NetworkDenoiser::parts_of(const DitConfig& c) {
+  Dit net(c);
+  const int64_t channels = c.in_channels;
+  return {net.ptr(),
+          [net, channels](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor&) mutable {
+            return net->forward(x_in, c_noise, labels).narrow(1, 0, channels);
+          },
+          [net](const at::Tensor& x_in, const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor&, const FeatureVisitor& visit) mutable {
+            net->features(x_in, c_noise, labels, visit);
+          },
+          net->feature_taps(),
+          dit_config_json(c),
+          {c.in_channels, c.resolution, c.resolution},
+          c.num_classes,
+          false};
+}
+
 NetworkDenoiser::NetworkDenoiser(Parts parts, PrecondSettings precond)
     : module_(std::move(parts.module)),
       raw_features_(std::move(parts.features)),
@@ -190,6 +216,7 @@ NetworkDenoiser::NetworkDenoiser(const MLPConfig& config, PrecondSettings precon
 NetworkDenoiser::NetworkDenoiser(const SongUNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 NetworkDenoiser::NetworkDenoiser(const DhariwalUNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 NetworkDenoiser::NetworkDenoiser(const Edm2UNetConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
+NetworkDenoiser::NetworkDenoiser(const DitConfig& config, PrecondSettings precond) : NetworkDenoiser(parts_of(config), precond) {}
 
 std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& config) {
   const auto kind = config.get_string("model.kind");
@@ -202,6 +229,7 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_config(const Config& conf
   if (kind == "song_unet") return std::make_unique<NetworkDenoiser>(song_unet_config_from(config, "model."), precond);
   if (kind == "dhariwal_unet") return std::make_unique<NetworkDenoiser>(dhariwal_unet_config_from(config, "model."), precond);
   if (kind == "edm2_unet") return std::make_unique<NetworkDenoiser>(edm2_unet_config_from(config, "model."), precond);
+  if (kind == "dit") return std::make_unique<NetworkDenoiser>(dit_config_from(config, "model."), precond);
   return std::make_unique<NetworkDenoiser>(unet_config_from(config, "model."), precond);
 }
 

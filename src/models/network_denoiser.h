@@ -1,9 +1,9 @@
 // defines: NetworkDenoiser, PrecondSettings, add_network_fields
-// A trainable network (the UNet for images, the MLP for low-dimensional data, or one of EDM's
-// published networks: DDPM++/NCSN++ as song_unet, ADM as dhariwal_unet, EDM2's UNet as
-// edm2_unet) wrapped by the
-// preconditioning of its parameterisation (precond.parameterization: EDM by default,
-// rectified flow, the consistency boundary condition, TrigFlow, VP, VE) as a Denoiser, saved as
+// A trainable network (the UNet for images, the MLP for low-dimensional data, or one of the
+// published networks: EDM's DDPM++/NCSN++ as song_unet and ADM as dhariwal_unet, EDM2's UNet as
+// edm2_unet, DiT as dit) wrapped by the preconditioning of its parameterisation
+// (precond.parameterization: EDM by default, rectified flow, the consistency boundary
+// condition, TrigFlow, VP, VE, discrete DDPM) as a Denoiser, saved as
 // one safetensors file whose metadata holds the configuration needed to rebuild it (format
 // "distillery.denoiser" v1; model.kind defaults to unet and precond.parameterization to edm, so
 // files written before either existed still load).
@@ -29,6 +29,7 @@ struct TensorFile;
 struct SongUNetConfig;
 struct DhariwalUNetConfig;
 struct Edm2UNetConfig;
+struct DitConfig;
 
 // model.kind, the keys every network shares, each network's own keys, and precond.*. Setting
 // a key of the other kind (model.channel_mult with model.kind: mlp) is an error.
@@ -54,6 +55,7 @@ class NetworkDenoiser final : public Denoiser {
   explicit NetworkDenoiser(const SongUNetConfig& config, PrecondSettings precond = {});
   explicit NetworkDenoiser(const DhariwalUNetConfig& config, PrecondSettings precond = {});
   explicit NetworkDenoiser(const Edm2UNetConfig& config, PrecondSettings precond = {});
+  explicit NetworkDenoiser(const DitConfig& config, PrecondSettings precond = {});
   // From model.* and precond.* of a config declared with add_network_fields.
   static std::unique_ptr<NetworkDenoiser> from_config(const Config& config);
   // Rebuilds and loads a file written by save(); errors name the file and the problem.
@@ -123,6 +125,7 @@ class NetworkDenoiser final : public Denoiser {
   static Parts parts_of(const SongUNetConfig& config);
   static Parts parts_of(const DhariwalUNetConfig& config);
   static Parts parts_of(const Edm2UNetConfig& config);
+  static Parts parts_of(const DitConfig& config);
   template <typename Network>
   static Parts edm_network_parts(Network net, std::string model_json, std::vector<int64_t> sample_shape, int64_t num_classes);
   NetworkDenoiser(Parts parts, PrecondSettings precond);

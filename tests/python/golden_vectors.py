@@ -1,5 +1,5 @@
-"""The Python twins (tools/reference/) against the golden vectors of EDM's networks
-(tests/golden/edm/, made by tools/reference/make_golden_vectors.py from EDM's own code).
+"""The Python twins (tools/reference/) against the golden vectors of the published networks
+(tests/golden/published/, made by tools/reference/make_golden_vectors.py from their own code).
 
   golden_vectors.py VECTOR...   build each vector's network from its config, check that its
                                 state dict has EDM's names and shapes, set the golden weights,

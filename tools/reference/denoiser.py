@@ -1,7 +1,8 @@
 """PyTorch twin of distillery's trainable denoisers (src/models/network_denoiser.cpp): the
 preconditioning of the file's parameterisation (src/models/precond.cpp: EDM, VP, VE, rectified
-flow, the consistency boundary condition, TrigFlow) around the UNet (tools/reference/unet.py),
-the MLP (tools/reference/mlp.py) or EDM's published networks (tools/reference/edm_networks.py).
+flow, the consistency boundary condition, TrigFlow, discrete DDPM) around the UNet
+(tools/reference/unet.py), the MLP (tools/reference/mlp.py), EDM's and EDM2's published
+networks (tools/reference/edm_networks.py) or DiT (tools/reference/dit.py).
 
 Parameter and buffer names are identical, so weights move both ways through safetensors:
 
@@ -11,19 +12,38 @@ Parameter and buffer names are identical, so weights move both ways through safe
 
 Keep the twins in step: the parity tests (tests/test_interop.cpp) run both on the same weights.
 """
+import functools
 import json
 import os
 import sys
 
+import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dit import DiT  # noqa: E402
 from edm_networks import DhariwalUNet, Edm2UNet, SongUNet  # noqa: E402
 from mlp import MLP  # noqa: E402
 from unet import UNet  # noqa: E402
 
 FORMAT = "distillery.denoiser"
+
+
+@functools.cache
+def ddpm_sigmas():
+    """σ_j of DDPM's linear β schedule (1e-4 to 0.02 over 1000 steps), DiT's, in float64."""
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))
+    return torch.from_numpy(np.sqrt(1 / alpha_bar - 1))
+
+
+def ddpm_timestep(sigma):
+    """j at σ_j, linear in log σ between and beyond them."""
+    table = ddpm_sigmas().log().to(sigma.device)
+    log_sigma = sigma.double().log()
+    upper = torch.searchsorted(table, log_sigma).clamp(1, len(table) - 1)
+    lower = upper - 1
+    return (lower + (log_sigma - table[lower]) / (table[upper] - table[lower])).to(sigma.dtype)
 
 
 def precondition(parameterization, sigma, sigma_data, sigma_min):
@@ -44,6 +64,8 @@ def precondition(parameterization, sigma, sigma_data, sigma_min):
     if parameterization == "rectified-flow":
         scale = 1 / (1 + sigma)
         return scale, -sigma * scale, scale, sigma * scale
+    if parameterization == "ddpm":
+        return one, -sigma, 1 / (sigma ** 2 + 1).sqrt(), ddpm_timestep(sigma)
     if parameterization == "trigflow":
         t = (sigma / sd).atan()
         return t.cos() ** 2, -sd * t.sin(), t.cos() / sd, t
@@ -67,8 +89,11 @@ class NetworkDenoiser(nn.Module):
         elif kind in ("song_unet", "dhariwal_unet", "edm2_unet"):
             self.net = {"song_unet": SongUNet, "dhariwal_unet": DhariwalUNet, "edm2_unet": Edm2UNet}[kind](**model)
             self.sample_shape = [model["in_channels"], model["resolution"], model["resolution"]]
+        elif kind == "dit":
+            self.net = DiT(**model)
+            self.sample_shape = [model["in_channels"], model["resolution"], model["resolution"]]
         else:
-            raise ValueError(f"unknown model kind {kind!r}: expected unet, mlp, song_unet, dhariwal_unet or edm2_unet")
+            raise ValueError(f"unknown model kind {kind!r}: expected unet, mlp, song_unet, dhariwal_unet, edm2_unet or dit")
         self.num_classes = model.get("num_classes", 0)
         precond = config["precond"]
         self.parameterization = precond.get("parameterization", "edm")  # files from before it carry none
@@ -79,7 +104,9 @@ class NetworkDenoiser(nn.Module):
         sigma = sigma.float()
         c_skip, c_out, c_in, c_noise = precondition(self.parameterization, sigma, self.sigma_data, self.sigma_min)
         per_sample = (-1, *([1] * (x.dim() - 1)))
-        return c_skip.reshape(per_sample) * x + c_out.reshape(per_sample) * self.net(c_in.reshape(per_sample) * x, c_noise, labels)
+        # DiT's learned-variance channels, beyond the sample's, are not part of D.
+        raw = self.net(c_in.reshape(per_sample) * x, c_noise, labels)[:, :x.shape[1]]
+        return c_skip.reshape(per_sample) * x + c_out.reshape(per_sample) * raw
 
     @staticmethod
     def from_safetensors(path):

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Write the golden test vectors of EDM's published networks (tests/golden/edm/) by running
-EDM's own code (a checkout of NVlabs/edm, `--edm`) at small widths, with the deterministic
-weights of golden_fill.py, on fixed inputs.
+"""Write the golden test vectors of the published networks (tests/golden/published/) by running
+their own code (checkouts of NVlabs/edm, NVlabs/edm2 and facebookresearch/DiT, whose models.py
+needs timm) at small widths, with the deterministic weights of golden_fill.py, on fixed inputs.
 
-    make_golden_vectors.py --edm EDM_CHECKOUT --out tests/golden/edm
+    make_golden_vectors.py --edm EDM --edm2 EDM2 --dit DIT --cli build/distillery --out tests/golden/published
 
 Each vector is a safetensors file of a few KB:
   x, sigma, labels    the preconditioned network's inputs (labels int64, -1: EDM's zero class
                       vector; absent for unconditional networks)
-  x_in, c_noise, raw  what EDM's preconditioning fed the inner network, and its output F
-  denoised            D(x; σ), EDM's preconditioned output
+  x_in, c_noise, raw  what EDM's preconditioning fed the inner network, and its output F (DiT:
+                      the VP-scaled input, the timestep, and all its output channels)
+  denoised            D(x; σ), EDM's preconditioned output (DiT: x0 as DiT's diffusion code
+                      predicts it from ε)
 and its metadata holds distillery's config for the network (from tools/convert_teacher.py, so
 the converter's mapping of EDM's arguments is under test too), the names and shapes of EDM's
 state dict, EDM's class and arguments, and the commit of the EDM checkout. Nothing here is needed to run the tests; it is how the vectors
@@ -17,6 +19,7 @@ were made.
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,7 +32,7 @@ from safetensors.torch import save_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
-from convert_teacher import config_from_edm, config_from_edm2  # noqa: E402
+from convert_teacher import config_from_dit, config_from_edm, config_from_edm2  # noqa: E402
 from golden_fill import golden_fill  # noqa: E402
 
 # Small versions of the published configurations, covering every branch of the networks:
@@ -61,6 +64,15 @@ VECTORS_EDM2 = {
                                            channel_mult_noise=2, channel_mult_emb=3, num_blocks=2, attn_resolutions=[4], channels_per_head=16,
                                            dropout=0.1, clip_act=None, logvar_channels=4)),
 }
+# DiT (models.py): conditional with learned σ and the null class, 3 heads of 16; no null class,
+# no learned σ, 4×4 patches, colour, an MLP ratio that rounds down.
+VECTORS_DIT = {
+    "dit-cond-learn-sigma": dict(input_size=8, patch_size=2, in_channels=4, hidden_size=48, depth=2, num_heads=3, mlp_ratio=4.0,
+                                 class_dropout_prob=0.1, num_classes=10, learn_sigma=True),
+    "dit-patch4-no-null-class": dict(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=3, num_heads=2, mlp_ratio=2.7,
+                                     class_dropout_prob=0.0, num_classes=7, learn_sigma=False),
+}
+DIT_TIMESTEPS = [0, 137, 999]  # σ 0.0100, 0.602, 157.4
 SIGMA = [0.02, 1.3, 40.0]
 # The round trip: a small DDPM++ VP checkpoint (EDM's state dict with the golden weights)
 # converted by tools/convert_teacher.py and sampled by `distillery sample`, against EDM's own
@@ -71,6 +83,11 @@ ROUNDTRIP = ("VPPrecond", dict(img_resolution=8, img_channels=3, label_dim=10, m
                                channel_mult_emb=2))
 ROUNDTRIP_SAMPLING = dict(steps=18, num=4, seed=7)
 LABELS = [2, -1, 3]
+# DiT's round trip: a small DiT-shaped checkpoint converted and sampled with DDIM on DiT's
+# respaced timesteps, against DiT's own ddim_sample_loop from the same noise and labels.
+ROUNDTRIP_DIT = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, mlp_ratio=4.0, class_dropout_prob=0.1,
+                     num_classes=10, learn_sigma=True)
+ROUNDTRIP_DIT_SAMPLING = dict(steps=10, num=4, seed=7)
 
 
 def reference_networks(repo, module):
@@ -114,6 +131,65 @@ def make(networks, name, precond_class, kwargs, seed):
     vector.update({key: value.detach().clone().contiguous() for key, value in seen.items()})
     state = {distillery_name(name): t for name, t in net.state_dict().items()} if edm2 else net.model.state_dict()
     return vector, {name: list(tensor.shape) for name, tensor in state.items()}
+
+
+def dit_code(repo):
+    """DiT's models and diffusion packages from a checkout."""
+    sys.path.insert(0, os.path.abspath(repo))
+    import importlib
+    models, diffusion = importlib.import_module("models"), importlib.import_module("diffusion")
+    sys.path.pop(0)
+    return models, diffusion
+
+
+def dit_labels(labels, kwargs):
+    return torch.where(labels < 0, kwargs["num_classes"], labels)
+
+
+def make_dit(models, diffusion_package, name, kwargs, seed):
+    net = golden_fill(models.DiT(**kwargs).eval())
+    diffusion = diffusion_package.create_diffusion(timestep_respacing="", learn_sigma=kwargs["learn_sigma"])
+    generator = torch.Generator().manual_seed(seed)
+    size, channels = kwargs["input_size"], kwargs["in_channels"]
+    x = torch.randn([len(DIT_TIMESTEPS), channels, size, size], generator=generator)
+    t = torch.tensor(DIT_TIMESTEPS)
+    sigma = torch.from_numpy(diffusion.sqrt_recipm1_alphas_cumprod[DIT_TIMESTEPS]).float()
+    labels = torch.tensor([label % kwargs["num_classes"] if label >= 0 or kwargs["class_dropout_prob"] == 0 else -1 for label in LABELS])
+    x_in = x * torch.from_numpy(diffusion.sqrt_alphas_cumprod[DIT_TIMESTEPS]).float()[:, None, None, None]
+    with torch.no_grad():
+        raw = net(x_in, t, dit_labels(labels, kwargs))
+        denoised = diffusion._predict_xstart_from_eps(x_in, t, raw[:, :channels])
+    vector = {"x": x, "sigma": sigma, "labels": labels, "x_in": x_in, "c_noise": t.float(), "raw": raw.contiguous(), "denoised": denoised.contiguous()}
+    return vector, {name: list(tensor.shape) for name, tensor in net.state_dict().items()}
+
+
+def make_dit_roundtrip(models, diffusion_package, cli, out):
+    from safetensors.torch import load_file
+    net = golden_fill(models.DiT(**ROUNDTRIP_DIT).eval())
+    checkpoint = os.path.join(out, "roundtrip-dit.pt")
+    torch.save(net.state_dict(), checkpoint)
+    dit_kwargs = json.dumps(ROUNDTRIP_DIT)
+    converted, ours = os.path.join(out, "roundtrip.tmp.safetensors"), os.path.join(out, "roundtrip-ours.tmp.safetensors")
+    subprocess.run([sys.executable, os.path.join(HERE, "..", "convert_teacher.py"), "dit", checkpoint, converted, "--dit-kwargs", dit_kwargs],
+                   check=True)
+    s = ROUNDTRIP_DIT_SAMPLING
+    subprocess.run([cli, "sample", "--teacher", converted, "--sampler", "ddim", "--schedule", "ddpm", "--steps", str(s["steps"]), "--num",
+                    str(s["num"]), "--seed", str(s["seed"]), "--out", ours], check=True)
+    drawn = load_file(ours)
+    diffusion = diffusion_package.create_diffusion(timestep_respacing=str(s["steps"]))
+    # distillery starts from noise·σ_T in σ-space; DiT's x_T is that over √(1 + σ_T²).
+    sigma_t = float(diffusion.sqrt_recipm1_alphas_cumprod[-1])
+    x_t = drawn["noise"] * (sigma_t / math.sqrt(1 + sigma_t ** 2))
+    with torch.no_grad():
+        samples = diffusion.ddim_sample_loop(net, x_t.shape, noise=x_t, clip_denoised=False, model_kwargs=dict(y=drawn["labels"]), eta=0.0)
+    difference = ((drawn["samples"] - samples).abs().max() / samples.abs().max()).item()
+    print(f"round trip: distillery's samples against DiT's ddim_sample_loop: max relative difference {difference:.2e}")
+    path = os.path.join(out, "roundtrip-dit.safetensors")
+    save_file({"noise": drawn["noise"], "labels": drawn["labels"], "samples": samples.contiguous()}, path,
+              metadata={"dit_kwargs": dit_kwargs, "sampling": json.dumps(s), "sampler": f"ddim_sample_loop (eta 0) of create_diffusion(\"{s['steps']}\")"})
+    os.remove(converted)
+    os.remove(ours)
+    print(f"{checkpoint}: {os.path.getsize(checkpoint)} bytes; {path}: {os.path.getsize(path)} bytes")
 
 
 def edm_sampler(edm_dir):
@@ -161,6 +237,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--edm", required=True, help="a checkout of NVlabs/edm")
     parser.add_argument("--edm2", help="a checkout of NVlabs/edm2, for EDM2's vectors")
+    parser.add_argument("--dit", help="a checkout of facebookresearch/DiT (with timm importable), for DiT's vectors")
+    parser.add_argument("--dit-commit", help="the DiT checkout's commit, when it is not a git work tree")
     parser.add_argument("--out", required=True)
     parser.add_argument("--commit", help="the EDM checkout's commit, when it is not a git work tree")
     parser.add_argument("--edm2-commit", help="the EDM2 checkout's commit, when it is not a git work tree")
@@ -187,6 +265,19 @@ def main():
             print(f"{path}: {os.path.getsize(path)} bytes, max |D| {vector['denoised'].abs().max():.3f}, max |F| {vector['raw'].abs().max():.3f}")
         if args.cli and module == "networks":
             make_roundtrip(networks, args.edm, args.cli, args.out)
+    if args.dit:
+        models, diffusion_package = dit_code(args.dit)
+        commit = commit_of(args.dit, args.dit_commit)
+        for name, kwargs in VECTORS_DIT.items():
+            vector, state_dict = make_dit(models, diffusion_package, name, kwargs, seed)
+            seed += 1
+            metadata = {"state_dict": json.dumps(state_dict, sort_keys=True), "config": json.dumps(config_from_dit(kwargs)),
+                        "dit_class": "models.DiT", "dit_kwargs": json.dumps(kwargs), "dit_commit": commit, "weights": "golden_fill.py"}
+            path = os.path.join(args.out, f"{name}.safetensors")
+            save_file(vector, path, metadata=metadata)
+            print(f"{path}: {os.path.getsize(path)} bytes, max |D| {vector['denoised'].abs().max():.3f}, max |F| {vector['raw'].abs().max():.3f}")
+        if args.cli:
+            make_dit_roundtrip(models, diffusion_package, args.cli, args.out)
     return 0
 
 
