@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
@@ -139,6 +140,39 @@ TEST(ClassFolders, SubfoldersAreClassesInSortedOrderThroughConfigsAndSources) {
   EXPECT_NE(loose.find("'loose.png' is not inside a class subfolder"), std::string::npos) << loose;
 }
 
+// Latents encoded elsewhere (or what `distillery sample` wrote) are taken as they are, and a
+// file of the wrong shape, dtype or labels is refused by name.
+TEST(SamplesFile, LatentsAreTakenAsTheyAreAndMismatchesAreNamed) {
+  ConfigSchema schema;
+  add_training_data_fields(schema);
+  schema.add({"train.seed", ConfigType::Int, "", "0"});
+  const auto dir = testing::scratch_dir();
+  const auto path = (dir / "latents.safetensors").string();
+  const auto config = Config::parse(schema, "data: {dataset: samples, path: '" + path + "'}", "test.yaml");
+  torch::manual_seed(2);
+  const auto latents = 3 * torch::randn({5, 4, 8, 8});
+  const auto labels = torch::tensor({0, 3, 999, 1, 2}, torch::kInt64);
+  save_tensor_file(path, {{"samples", latents}, {"labels", labels}});
+  const auto data = load_training_data(config, {4, 8, 8});
+  EXPECT_TRUE(torch::equal(data.x0, latents));
+  EXPECT_TRUE(torch::equal(data.labels, labels));
+  EXPECT_NE(error_of([&] { load_training_data(config, {4, 16, 16}); }).find("'samples' in " + path), std::string::npos);
+  save_tensor_file(path, {{"samples", latents.to(torch::kFloat64)}});
+  const auto unlabelled = load_training_data(config, {4, 8, 8});
+  EXPECT_EQ(unlabelled.x0.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(unlabelled.labels, torch::full({5}, -1, torch::kInt64)));
+  save_tensor_file(path, {{"samples", latents}, {"labels", labels.to(torch::kInt32)}});
+  EXPECT_NE(error_of([&] { load_training_data(config, {4, 8, 8}); }).find("'labels' in " + path), std::string::npos);
+  save_tensor_file(path, {{"samples", latents}, {"labels", labels.narrow(0, 0, 4)}});
+  EXPECT_NE(error_of([&] { load_training_data(config, {4, 8, 8}); }).find("one per sample"), std::string::npos);
+  save_tensor_file(path, {{"latents", latents}});
+  EXPECT_NE(error_of([&] { load_training_data(config, {4, 8, 8}); }).find("samples"), std::string::npos);
+  auto broken = latents.clone();
+  broken[2][1][3][3] = std::numeric_limits<float>::quiet_NaN();
+  save_tensor_file(path, {{"samples", broken}});
+  EXPECT_NE(error_of([&] { load_training_data(config, {4, 8, 8}); }).find("non-finite"), std::string::npos);
+}
+
 TEST(Pickle, ReadsPlainValuesAndRefusesObjects) {
   // pickle.dumps({'a': [1, -2, 3.5, True, None], 'b': (b'xy',)}, protocol=3)
   const std::string bytes(
@@ -161,7 +195,7 @@ TEST(Pickle, ReadsPlainValuesAndRefusesObjects) {
 // The CPU smoke versions of the CIFAR-10 and ImageNet-64 recipes, through the CLI as a user runs
 // them: a teacher of EDM's network family trained on the dataset, then a DMD2 student (GAN head
 // on the real images) distilled from it, then generated from.
-TEST(PublishedTeacherRecipes, CifarAndImagenetSmokeRunsTrainATeacherDistilItAndGenerate) {
+TEST(PublishedTeacherRecipes, CifarImagenetAndDitSmokeRunsTrainATeacherDistilItAndGenerate) {
   if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
   const auto cifar = (cifar_fixture() / "cifar-10-batches-py").string();
   const auto dir = testing::scratch_dir();
@@ -171,11 +205,14 @@ TEST(PublishedTeacherRecipes, CifarAndImagenetSmokeRunsTrainATeacherDistilItAndG
       std::filesystem::create_directories(dir / "imagenet" / class_name);
       write_image_grid(dir / "imagenet" / class_name / (std::to_string(i) + ".png"), torch::rand({1, 3, 64, 64}) * 2 - 1, 1);
     }
+  // Latents as DiT's teacher sees them: 4 channels, unit scale, ImageNet labels.
+  save_tensor_file(dir / "latents.safetensors", {{"samples", torch::randn({6, 4, 8, 8})}, {"labels", torch::randint(0, 1000, {6}, torch::kInt64)}});
   const struct {
     std::string name, data, kind;
-    int64_t resolution;
-  } runs[] = {{"cifar10_ddpmpp", cifar, "song_unet", 32},
-              {"imagenet64_adm", (dir / "imagenet").string(), "dhariwal_unet", 64}};
+    int64_t channels, resolution;
+  } runs[] = {{"cifar10_ddpmpp", cifar, "song_unet", 3, 32},
+              {"imagenet64_adm", (dir / "imagenet").string(), "dhariwal_unet", 3, 64},
+              {"dit_latent", (dir / "latents.safetensors").string(), "dit", 4, 8}};
   for (const auto& run : runs) {
     const auto recipe = [&](const std::string& kind, const std::string& name) { return shell_quoted(testing::kSourceDir / "configs" / kind / (name + ".yaml")); };
     const auto data = " --set " + shell_quoted("data.path=" + run.data);
@@ -192,17 +229,23 @@ TEST(PublishedTeacherRecipes, CifarAndImagenetSmokeRunsTrainATeacherDistilItAndG
     int lines = 0;
     for (std::string line; std::getline(stats, line); ++lines) {
       const auto entry = nlohmann::json::parse(line);
-      for (const char* key : {"dm_loss", "critic_loss", "gan_generator_loss", "gan_critic_loss"})
+      for (const char* key : {"dm_loss", "critic_loss", "gan_generator_loss", "gan_critic_loss"}) {
         if (entry.contains(key)) EXPECT_TRUE(std::isfinite(entry[key].get<double>())) << run.name << " " << key << ": " << line;
+      }
     }
     EXPECT_EQ(lines, 2) << run.name;
     const auto generated = testing::run_command(testing::kCli + " generate --model " + shell_quoted(student_dir) + " --num 3 --out " +
                                                 shell_quoted(dir / (run.name + ".safetensors")));
     ASSERT_EQ(generated.exit_code, 0) << generated.output;
     const auto samples = load_tensor_file(dir / (run.name + ".safetensors")).tensors.at("samples");
-    EXPECT_EQ(samples.sizes().vec(), (std::vector<int64_t>{3, 3, run.resolution, run.resolution}));
+    EXPECT_EQ(samples.sizes().vec(), (std::vector<int64_t>{3, run.channels, run.resolution, run.resolution}));
     EXPECT_TRUE(torch::isfinite(samples).all().item<bool>());
   }
+  // Latents are not images: a PNG is refused before anything is drawn.
+  const auto png = testing::run_command(testing::kCli + " generate --model " + shell_quoted(dir / "dit_latent-student") + " --num 3 --out " +
+                                        shell_quoted(dir / "latents.png"));
+  EXPECT_NE(png.exit_code, 0);
+  EXPECT_NE(png.output.find("not images a PNG can show"), std::string::npos) << png.output;
 }
 
 }  // namespace

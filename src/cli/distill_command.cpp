@@ -2,6 +2,7 @@
 // from a student with the σ grid it was trained on) and `distillery report` (student against
 // teacher: FD_fmnist, class accuracy, precision/recall, images/s, side-by-side grids).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/types.h>
 
@@ -68,6 +69,11 @@ void run_generate(const GenerateOptions& options) {
     request.options.gamma = *options.gamma;
   }
   const auto student = load_denoiser_file(path);
+  const std::filesystem::path out = options.out;
+  const auto shape = student->sample_shape();
+  DISTILLERY_CHECK(out.extension() == ".safetensors" || drawable_as_image(shape) || shape.size() != 3,
+                   Error(fmt::format("samples of shape [{}] are not images a PNG can show", fmt::join(shape, ", "))).field("--out").got(out.string())
+                       .hint("write FILE.safetensors (latents become images only through their VAE, which distillery does not include)"));
   student->to(make_runtime(options.device).device);
   request.num = options.num;
   request.batch = options.batch;
@@ -80,10 +86,9 @@ void run_generate(const GenerateOptions& options) {
     Progress progress("generate", request.num, "img");
     result = draw_samples(*student, request, &progress);
   }
-  const std::filesystem::path out = options.out;
   if (!out.parent_path().empty()) std::filesystem::create_directories(out.parent_path());
   if (out.extension() == ".png") {
-    if (student->sample_shape().size() == 3) write_image_grid(out, result.samples);
+    if (shape.size() == 3) write_image_grid(out, result.samples);
     else write_scatter_plot(out, result.samples, {}, fmt::format("{} samples, {} NFE, seed {}", request.num, result.nfe, request.seed));
   } else if (out.extension() == ".safetensors") {
     std::vector<std::pair<std::string, at::Tensor>> tensors = {{"samples", result.samples}, {"noise", result.noise}};

@@ -54,13 +54,13 @@ void write_png(const std::filesystem::path& out, Denoiser& teacher, const Sample
     write_scatter_plot(out, result.samples, means,
                        fmt::format("{} samples, {} {} steps ({} NFE), seed {}; crosses: mixture means", result.samples.size(0),
                                    options.request.sampler, options.request.steps, result.nfe, options.request.seed));
-  } else if (shape.size() == 3 && (shape[0] == 1 || shape[0] == 3)) {
+  } else if (drawable_as_image(shape)) {
     write_image_grid(out, result.samples);
   } else {
     throw Error(fmt::format("cannot draw samples of shape [{}] as a PNG", fmt::join(shape, ", ")))
         .field("--out")
         .expected("2-D points or images [C, H, W] with C = 1 or 3")
-        .hint("write .safetensors instead");
+        .hint("write .safetensors instead (latents become images only through their VAE, which distillery does not include)");
   }
 }
 

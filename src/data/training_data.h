@@ -1,7 +1,9 @@
 // defines: TrainingData, add_training_data_fields, load_training_data
 // The real examples a trainer learns from (data.* keys): a split of Fashion-MNIST or CIFAR-10
 // (its python batches), a folder of images with optional dataset.json labels, an ImageNet-style
-// folder of class subfolders, or exact draws from a Gaussian-mixture spec. Teachers learn to denoise them; DMD2's GAN head tells them from generated samples.
+// folder of class subfolders, exact draws from a Gaussian-mixture spec, or a safetensors file of
+// samples already in the model's range (latents of a VAE that distillery does not include).
+// Teachers learn to denoise them; DMD2's GAN head tells them from generated samples.
 #pragma once
 
 #include <ATen/core/Tensor.h>

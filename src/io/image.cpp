@@ -35,6 +35,8 @@ at::Tensor quantize_to_uint8(const at::Tensor& images) {
   return (images.to(torch::kFloat32) * 127.5f + 128.0f).floor().clamp(0, 255).to(torch::kUInt8);
 }
 
+bool drawable_as_image(const std::vector<int64_t>& sample_shape) { return sample_shape.size() == 3 && (sample_shape[0] == 1 || sample_shape[0] == 3); }
+
 void write_image_grid(const std::filesystem::path& path, const at::Tensor& images, int64_t columns) {
   check_shape(images, {kAnySize, kAnySize, kAnySize, kAnySize}, "images for a grid [N, C, H, W]");
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);

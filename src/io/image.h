@@ -1,4 +1,4 @@
-// defines: quantize_to_uint8, write_image_grid, write_scatter_plot, PlotSeries, write_line_plot
+// defines: quantize_to_uint8, drawable_as_image, write_image_grid, write_scatter_plot, PlotSeries, write_line_plot
 // PNG output for people to look at: image grids for image-shaped samples and scatter plots
 // for 2-D points, line plots for curves (FD against training step).
 #pragma once
@@ -13,6 +13,10 @@ namespace distillery {
 
 // [-1, 1] floats -> uint8 exactly as EDM saves images: floor(x·127.5 + 128) clipped to [0, 255].
 at::Tensor quantize_to_uint8(const at::Tensor& images);
+
+// Whether samples of this shape are images a PNG can show: [C, H, W] with C = 1 or 3 (not, for
+// one, a VAE's 4-channel latents).
+bool drawable_as_image(const std::vector<int64_t>& sample_shape);
 
 // images: [N, C, H, W] in [-1, 1] with C = 1 or 3; a grid with `columns` columns (0: ≈√N).
 void write_image_grid(const std::filesystem::path& path, const at::Tensor& images, int64_t columns = 0);
