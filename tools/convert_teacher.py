@@ -250,6 +250,12 @@ def _load_edm_pickle(path, edm_repo):
     if edm_repo is None or not os.path.isdir(os.path.join(edm_repo, "torch_utils")):
         raise ConversionError("--edm-repo must name a checkout of NVlabs/edm (or NVlabs/edm2): the pickle refers to its torch_utils and training packages")
     sys.path.insert(0, os.path.abspath(edm_repo))
+    try:
+        import requests  # noqa: F401
+    except ImportError:
+        # EDM's dnnlib imports requests for downloads, which unpickling a network never does.
+        import types
+        sys.modules["requests"] = types.ModuleType("requests")
     with open(path, "rb") as f:
         data = pickle.load(f)
     net = data["ema"] if isinstance(data, dict) and "ema" in data else data
@@ -336,7 +342,7 @@ def main(argv=None):
             config = convert_dit(args.source, args.out, args.preset, args.dit_kwargs)
         else:
             config = convert_edm(args.source, args.out, args.edm_repo, args.trust_pickle, args.preset, args.edm_kwargs, args.family)
-    except (ConversionError, OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:
+    except (ConversionError, OSError, ValueError, RuntimeError, pickle.UnpicklingError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {config['model']['kind']}, {config['precond']['parameterization']} preconditioning, "
