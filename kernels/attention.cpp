@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "kernels/attention_speed_table.h"
 #include "core/tensor_checks.h"
 #if DISTILLERY_WITH_CUDA
 #include <ATen/core/grad_mode.h>
@@ -49,6 +50,9 @@ bool MathAttentionScope::active() { return math_attention_scopes > 0; }
 bool auto_attention_takes_fused_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 #if DISTILLERY_WITH_CUDA
   if (!fused_attention_unsupported(q, k, v).empty()) return false;
+  // Only where the kernel was measured faster than SDPA at this dtype, head dim and size.
+  const bool with_backward = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  if (!fused_attention_measured_faster(q.scalar_type(), q.size(0) * q.size(1), q.size(2), q.size(3), with_backward)) return false;
   // Device, dtype and head dim decide which kernels run (the launchers align misaligned data
   // rather than switch kernel family), so they are what a verdict covers.
   using Key = std::tuple<c10::DeviceIndex, c10::ScalarType, int64_t>;

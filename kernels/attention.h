@@ -2,9 +2,9 @@
 //          auto_attention_takes_fused_kernel, MathAttentionScope
 // The one entry point every network's attention goes through. `auto` takes the fused CUDA
 // kernel (kernels/fused_attention.h) when the project is built with CUDA, the tensors are on a
-// GPU in a form it supports and the kernel has passed its self-check there, and ATen's
-// scaled_dot_product_attention (the reference path) otherwise; `fused` and `sdpa` force one for
-// comparisons (`distillery --attention ...`).
+// GPU in a form it supports, of a size where it was measured faster, and the kernel has passed
+// its self-check there, and ATen's scaled_dot_product_attention (the reference path) otherwise;
+// `fused` and `sdpa` force one for comparisons (`distillery --attention ...`).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,7 +21,8 @@ AttentionBackend attention_backend_from_name(std::string_view name);  // Error l
 // Process-wide; the default is Auto.
 void set_attention_backend(AttentionBackend backend);
 
-// Whether `auto` sends these tensors to the fused kernel. The first time it meets a device,
+// Whether `auto` sends these tensors to the fused kernel: only where it was measured faster than
+// SDPA (kernels/attention_speed_table.h), and only once it has passed a check. The first time it meets a device,
 // dtype and head dim, it runs the kernel's forward and backward on a small fixed input against
 // a float64 reference and SDPA (the GPU tests' criterion: at most twice SDPA's error); a kernel
 // that fails is not used for them again in this process, with a warning, so that a fault on an
