@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/runtime.h"
+#include "core/threads.h"
 #include "eval/evaluate.h"
 #include "eval/image_source.h"
 #include "foreign_device.h"
@@ -73,6 +74,38 @@ TEST(Device, UnknownOrAbsentDevicesAreNamed) {
   EXPECT_NE(message("tpu").find("unknown device 'tpu'"), std::string::npos);
   EXPECT_NE(message("cuda:x").find("unknown device"), std::string::npos);
   EXPECT_NE(message("cuda:64").find("device cuda:64 is not present"), std::string::npos) << message("cuda:64");
+}
+
+// --threads, then OMP_NUM_THREADS, then the usable cores shared among torchrun's local ranks.
+TEST(CpuThreads, TheFlagThenOmpNumThreadsThenTheCoresDividedAmongLocalProcesses) {
+  EXPECT_EQ(choose_cpu_threads(3, "8", 4, 16).threads, 3);
+  EXPECT_EQ(choose_cpu_threads(0, "8", 4, 16).threads, 8);
+  EXPECT_EQ(choose_cpu_threads(0, "6,2", 1, 16).threads, 6);  // OpenMP's nested list: its first level
+  EXPECT_EQ(choose_cpu_threads(0, std::nullopt, 1, 16).threads, 16);
+  EXPECT_EQ(choose_cpu_threads(0, std::nullopt, 4, 16).threads, 4);
+  EXPECT_EQ(choose_cpu_threads(0, "", 3, 2).threads, 1);  // never zero
+  for (const char* bad : {"0", "two", "-1", "4x"}) {
+    try {
+      choose_cpu_threads(0, bad, 1, 16);
+      ADD_FAILURE() << "OMP_NUM_THREADS=" << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("OMP_NUM_THREADS"), std::string::npos) << e.what();
+    }
+  }
+  // Applied to ATen, and through the CLI.
+  const int before = at::get_num_threads();
+  EXPECT_EQ(use_cpu_threads(1).threads, 1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  at::set_num_threads(before);
+  const auto dir = testing::scratch_dir();
+  const auto sample = " sample --teacher " + testing::shell_quoted("gmm:" + (testing::kSourceDir / "configs/toy/gmm2d.yaml").string()) +
+                      " --num 2 --steps 2 --out " + testing::shell_quoted(dir / "s.safetensors");
+  const auto flagged = testing::run_command(testing::kCli + " -v --threads 1" + sample);
+  EXPECT_EQ(flagged.exit_code, 0) << flagged.output;
+  EXPECT_NE(flagged.output.find("CPU threads: 1 (--threads)"), std::string::npos) << flagged.output;
+  const auto broken = testing::run_command("OMP_NUM_THREADS=two " + testing::kCli + sample);
+  EXPECT_NE(broken.exit_code, 0);
+  EXPECT_NE(broken.output.find("environment variable OMP_NUM_THREADS is not a positive number of threads"), std::string::npos) << broken.output;
 }
 
 TEST(Device, SamplingAndEvaluatingOnAnotherDeviceGiveTheCpusResults) {

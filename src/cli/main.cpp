@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/threads.h"
 #include "kernels/attention.h"
 
 namespace {
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
          "--attention", [](const std::string& name) { distillery::set_attention_backend(distillery::attention_backend_from_name(name)); },
          "attention implementation: auto (the fused CUDA kernel on GPUs, else SDPA), fused or sdpa (to compare them)")
       ->check(CLI::IsMember(distillery::attention_backend_names()));
+  app.add_option_function<int64_t>(
+         "--threads", [](int64_t threads) { distillery::use_cpu_threads(threads); },
+         "CPU threads of this process (default: OMP_NUM_THREADS, else the usable cores divided among torchrun's local processes)")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   distillery::add_sample_command(app);
   distillery::add_teacher_command(app);
   distillery::add_record_command(app);
@@ -42,8 +47,10 @@ int main(int argc, char** argv) {
   distillery::add_distill_command(app);
   distillery::add_plot_command(app);
 
-  // Subcommand actions run inside parse(), once the whole command line has been checked.
+  // Subcommand actions run inside parse(), once the whole command line has been checked; a
+  // --threads given there replaces the default chosen here.
   try {
+    distillery::use_cpu_threads(0);
     app.parse(argc, argv);
     return 0;
   } catch (const CLI::ParseError& e) {

@@ -12,7 +12,13 @@ namespace distillery {
 
 namespace {
 
-// An environment variable holding a non-negative integer, or `fallback` when unset.
+std::string cuda_inventory() {
+  const auto count = torch::cuda::device_count();
+  return count == 0 ? "no CUDA device on this machine" : fmt::format("{} CUDA device(s): cuda:0..cuda:{}", count, count - 1);
+}
+
+}  // namespace
+
 int64_t environment_count(const char* name, int64_t fallback) {
   const char* text = std::getenv(name);
   if (!text || !*text) return fallback;
@@ -23,13 +29,6 @@ int64_t environment_count(const char* name, int64_t fallback) {
                    Error(fmt::format("environment variable {} is not a non-negative integer", name)).got(text));
   return value;
 }
-
-std::string cuda_inventory() {
-  const auto count = torch::cuda::device_count();
-  return count == 0 ? "no CUDA device on this machine" : fmt::format("{} CUDA device(s): cuda:0..cuda:{}", count, count - 1);
-}
-
-}  // namespace
 
 std::string device_names_help() { return "auto (CUDA when present, else the CPU), cpu, cuda, cuda:N"; }
 

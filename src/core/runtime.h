@@ -1,4 +1,4 @@
-// defines: Runtime, device_names_help, resolve_device, make_runtime
+// defines: Runtime, environment_count, device_names_help, resolve_device, make_runtime
 // The one runtime context, built once by the CLI and passed down: the device every network,
 // teacher, data batch and method tensor lives on, and the process's place in a torchrun
 // launch (RANK, WORLD_SIZE, LOCAL_RANK). Noise never depends on it: it is drawn on the host
@@ -17,6 +17,10 @@ struct Runtime {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   int64_t rank = 0, world_size = 1, local_rank = 0;
 };
+
+// An environment variable holding a non-negative integer (torchrun's RANK, LOCAL_WORLD_SIZE, ...),
+// or `fallback` when unset; anything else is an Error naming it.
+int64_t environment_count(const char* name, int64_t fallback);
 
 std::string device_names_help();  // "auto, cpu, cuda, cuda:N", for help text
 
