@@ -33,6 +33,23 @@ json settings_json(const StoreSettings& s) {
 // A string as itself, anything else as JSON.
 std::string value_text(const json& value) { return value.is_string() ? value.get<std::string>() : value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// nlohmann turns a JSON float into an integer field with a cast that is undefined outside the
+// integer's range (8e21 as int64, found by fuzz_store): integer fields must hold JSON integers.
+bool integral(const json& value) { return value.is_number_integer(); }
+
+void check_integer_fields(const json& j, const std::string& source) {
+  for (const char* key : {"num_classes", "steps", "seed", "num", "shard_size", "compression"}) {
+    const auto value = j.find(key);
+    DISTILLERY_CHECK(value == j.end() || integral(*value), Error(fmt::format("store settings field '{}' is not an integer", key)).file(source)
+                                                               .got(value_text(*value)));
+  }
+  for (const char* key : {"sample_shape", "stored_steps"}) {
+    const auto value = j.find(key);
+    DISTILLERY_CHECK(value == j.end() || !value->is_array() || std::all_of(value->begin(), value->end(), integral),
+                     Error(fmt::format("store settings field '{}' holds a non-integer", key)).file(source).got(value_text(*value)));
+  }
+}
+
 // Readers and `inspect` keep per-shard state and size buffers by these counts: one no
 // recording could reach would take all memory before the first shard is looked at.
 constexpr int64_t kMaxShards = int64_t{1} << 24, kMaxTrajectories = int64_t{1} << 40;
@@ -93,6 +110,7 @@ StoreSettings StoreSettings::from_json(const std::string& text, const std::strin
   DISTILLERY_CHECK(version != j.end() && *version == kStoreFormatVersion,
                    Error("unsupported trajectory store version").file(source).expected(std::to_string(kStoreFormatVersion))
                        .got(version == j.end() ? "none" : value_text(*version)));
+  check_integer_fields(j, source);
   StoreSettings s;
   try {
     s = j.get<StoreSettings>();
@@ -177,7 +195,8 @@ std::vector<ShardEntry> parse_manifest(const std::string& text, std::vector<std:
     const auto j = json::parse(line, nullptr, false);
     std::optional<ShardEntry> entry;
     try {
-      if (j.is_object()) {
+      const auto integer_at = [&](const char* key) { return j.contains(key) && integral(j.at(key)); };
+      if (j.is_object() && integer_at("shard") && integer_at("first_index") && integer_at("count") && integer_at("bytes")) {
         ShardEntry e;
         j.at("file").get_to(e.file);
         j.at("shard").get_to(e.shard);

@@ -414,6 +414,8 @@ def store_cases(cli):
     variant("store-json-version-9", edit("store.json", lambda b: b.replace(b'"format_version": 1', b'"format_version": 9')))
     variant("store-json-negative-num", edit("store.json", lambda b: b.replace(b'"num": 16', b'"num": -16')))
     variant("store-json-huge-num", edit("store.json", lambda b: b.replace(b'"num": 16', b'"num": 99999999999999')))
+    # A float beyond int64 (fuzz_store's finding: converting it was undefined behaviour).
+    variant("store-json-num-a-huge-float", edit("store.json", lambda b: b.replace(b'"num": 16', b'"num": 8e21')))
     variant("store-json-huge-shard-size", edit("store.json", lambda b: b.replace(b'"shard_size": 8', b'"shard_size": 9223372036854775807')))
     variant("store-json-format-a-number", edit("store.json", lambda b: b.replace(b'"distillery.trajectories"', b"1")))
     variant("store-json-stored-step-outside", edit("store.json", lambda b: re.sub(rb'("stored_steps": \[\s*0,\s*)\d+', rb"\g<1>99", b)))
