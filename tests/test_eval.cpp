@@ -317,6 +317,19 @@ TEST(DomainClassifierTest, TheShippedClassifierIsAbove90PercentOnTheTestSet) {
   const auto dir = testing::scratch_dir();
   NetworkDenoiser(MLPConfig{}).save(dir / "denoiser.safetensors");
   EXPECT_NE(error_of([&] { load_domain_classifier(dir / "denoiser.safetensors"); }).find("not a distillery classifier file"), std::string::npos);
+  // A width that is a float beyond int64 (whose cast would be undefined) or not positive.
+  auto shipped_file = load_tensor_file(kClassifier);
+  std::vector<std::pair<std::string, at::Tensor>> tensors(shipped_file.tensors.begin(), shipped_file.tensors.end());
+  for (const char* width : {"8e21", "0", "2.5"}) {
+    auto config = nlohmann::json::parse(shipped_file.metadata.at("config"));
+    config["channels"] = nlohmann::json::parse(width);
+    auto metadata = shipped_file.metadata;
+    metadata["config"] = config.dump();
+    save_tensor_file(dir / "classifier.safetensors", tensors, metadata);
+    EXPECT_NE(error_of([&] { load_domain_classifier(dir / "classifier.safetensors"); }).find("positive integers channels, features and classes"),
+              std::string::npos)
+        << width;
+  }
 }
 
 // A tiny classifier on the shared trainer: killed after a checkpoint (what a kill leaves:

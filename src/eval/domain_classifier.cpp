@@ -87,8 +87,11 @@ DomainClassifier load_domain_classifier(const std::filesystem::path& path) {
   DISTILLERY_CHECK(format != file.metadata.end() && format->second == kFormat,
                    Error("not a distillery classifier file").file(path.string()).expected(std::string("metadata format = ") + kFormat));
   const auto config = nlohmann::json::parse(file.metadata.count("config") ? file.metadata.at("config") : "", nullptr, false);
-  DISTILLERY_CHECK(config.is_object() && config.contains("channels") && config.contains("features") && config.contains("classes"),
-                   Error("classifier file has no valid config in its metadata").file(path.string()));
+  // Integers as JSON integers: nlohmann's cast of a float beyond int64 is undefined.
+  const auto positive_integer = [&](const char* key) { return config.contains(key) && config[key].is_number_integer() && config[key].get<int64_t>() > 0; };
+  DISTILLERY_CHECK(config.is_object() && positive_integer("channels") && positive_integer("features") && positive_integer("classes"),
+                   Error("classifier file has no valid config in its metadata").file(path.string())
+                       .expected("positive integers channels, features and classes"));
   DomainClassifier net(config["channels"].get<int64_t>(), config["features"].get<int64_t>(), config["classes"].get<int64_t>(),
                        config.value("dropout", 0.0));
   load_module_tensors(*net, file.tensors, path.string());

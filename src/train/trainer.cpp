@@ -180,6 +180,9 @@ struct RunState {
   std::string to_json() const { return nlohmann::json{{"step", step}, {"nonfinite_skips", nonfinite_skips}, {"phase", phase}, {"method", method}}.dump(); }
   static RunState from_json(const std::string& text) {
     const auto json = nlohmann::json::parse(text);
+    // Counters as JSON integers: nlohmann's cast of a float beyond int64 is undefined.
+    for (const char* key : {"step", "nonfinite_skips", "phase"})
+      DISTILLERY_CHECK(!json.contains(key) || json.at(key).is_number_integer(), Error(fmt::format("checkpoint state '{}' is not an integer", key)));
     return {json.at("step").get<int64_t>(), json.value("nonfinite_skips", int64_t{0}), json.value("phase", int64_t{0}),
             json.value("method", nlohmann::json::object())};
   }
