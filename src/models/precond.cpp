@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cmath>
+#include <mutex>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -58,14 +60,26 @@ const std::vector<double>& ddpm_sigmas() {
   return sigmas;
 }
 
+namespace {
+// log σ_j in float64 on `device`, copied there once: every evaluation of a DDPM network reads
+// it, and a copy per call would sit on the sampling path (and cannot be captured in a CUDA graph).
+at::Tensor ddpm_log_sigma_table(const c10::Device& device) {
+  static std::mutex mutex;
+  static std::unordered_map<c10::Device, at::Tensor> tables;
+  const std::lock_guard lock(mutex);
+  auto& table = tables[device];
+  if (!table.defined()) {
+    std::vector<double> log_sigmas;
+    for (double s : ddpm_sigmas()) log_sigmas.push_back(std::log(s));
+    table = torch::tensor(log_sigmas, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+  }
+  return table;
+}
+}  // namespace
+
 at::Tensor ddpm_timestep(const at::Tensor& sigma) {
-  static const std::vector<double> log_sigmas = [] {
-    std::vector<double> out;
-    for (double s : ddpm_sigmas()) out.push_back(std::log(s));
-    return out;
-  }();
   // In float64: σ_j in float32 then lands within 1e-5 of j even where the table is densest.
-  const auto table = torch::tensor(log_sigmas, sigma.options().dtype(torch::kFloat64));
+  const auto table = ddpm_log_sigma_table(sigma.device());
   const auto log_sigma = sigma.to(torch::kFloat64).log();
   const auto upper = torch::searchsorted(table, log_sigma.detach()).clamp(1, kDdpmSteps - 1), lower = upper - 1;
   const auto low = table.index({lower}), high = table.index({upper});
