@@ -116,7 +116,7 @@ void run_distillation(const TrainingRunOptions& run_options, const std::string& 
   options.inputs["teacher"] = teacher_fingerprint(teacher);
   const auto config = load_distillation_config(options.config_file, options.overrides);
   const auto method = make_distillation_method(config, teacher, options.runtime.device);
-  run_trainer(*method, config, options, make_trainer_callbacks(config, method->generator()->sample_shape(), options.runtime.device));
+  run_trainer(*method, config, options, make_trainer_callbacks(config, method->generator()->sample_shape(), options.runtime));
 }
 
 }  // namespace distillery

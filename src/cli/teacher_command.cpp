@@ -1,5 +1,7 @@
 // `distillery teacher train`: EDM training of a teacher from a YAML recipe; the options every
 // training command shares.
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <memory>
 
@@ -26,7 +28,9 @@ void add_training_options(CLI::App& train, const std::string& example_config, st
   add_device_option(train, *device);
   add_memory_check_option(train, options->check_memory);
   train.callback([options, device, run = std::move(run)] {
-    options->runtime = make_runtime(*device);
+    options->runtime = make_runtime(*device, Launch::multi_process);
+    // Rank 0 reports the run; the others speak only of what goes wrong.
+    if (options->runtime.rank > 0) spdlog::set_level(spdlog::level::warn);
     run(*options);
   });
 }

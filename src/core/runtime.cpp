@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/process_group.h"
 
 namespace distillery {
 
@@ -50,15 +51,22 @@ c10::Device resolve_device(std::string_view name, int64_t local_rank) {
   return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
 }
 
-Runtime make_runtime(std::string_view device_name) {
+const ProcessGroup& Runtime::processes() const {
+  static const ProcessGroup single;
+  return group ? *group : single;
+}
+
+Runtime make_runtime(std::string_view device_name, Launch launch) {
   Runtime runtime;
   runtime.world_size = std::max<int64_t>(environment_count("WORLD_SIZE", 1), 1);
   runtime.rank = environment_count("RANK", 0);
   runtime.local_rank = environment_count("LOCAL_RANK", 0);
-  DISTILLERY_CHECK(runtime.world_size == 1,
-                   Error(fmt::format("launched as {} processes (WORLD_SIZE={}), and multi-process training is not built yet", runtime.world_size, runtime.world_size))
-                       .hint("run one process; every result already depends only on (seed, sample index), not on the number of processes"));
+  DISTILLERY_CHECK(runtime.world_size == 1 || launch == Launch::multi_process,
+                   Error(fmt::format("launched as {} processes (WORLD_SIZE={}), and this command runs as one", runtime.world_size, runtime.world_size))
+                       .hint("run it as one process; `distill` and `teacher train` run under torchrun, and every result depends only on (seed, sample "
+                             "index), not on the number of processes"));
   runtime.device = resolve_device(device_name, runtime.local_rank);
+  runtime.group = connect_process_group(runtime.rank, runtime.world_size, runtime.device);
   return runtime;
 }
 

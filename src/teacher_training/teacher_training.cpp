@@ -120,7 +120,7 @@ const ConfigSchema& teacher_training_schema() {
 void train_teacher(const TrainingRunOptions& options) {
   const auto config = Config::load(teacher_training_schema(), options.config_file, options.overrides);
   TeacherTraining method(config, options.runtime.device);
-  run_trainer(method, config, options, make_trainer_callbacks(config, method.generator()->sample_shape(), options.runtime.device));
+  run_trainer(method, config, options, make_trainer_callbacks(config, method.generator()->sample_shape(), options.runtime));
 }
 
 }  // namespace distillery

@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/process_group.h"
 #include "core/progress.h"
 #include "io/directory_lock.h"
 #include "io/image.h"
@@ -33,19 +34,54 @@ std::vector<int64_t> StepContext::positions(int64_t draw) const {
   return out;
 }
 
+namespace {
+
+// Each rank's loss is a mean over its own rows, so the mean of the ranks' gradients is the
+// gradient of one process holding every rank's rows. A parameter keeps no gradient when no rank
+// has one (the optimiser then skips it, as one process would). `poisoned` (this rank's loss is
+// not finite) makes the sum NaN on every rank, so every rank skips the update alike.
+void average_gradients(const ProcessGroup& processes, const std::vector<at::Tensor>& parameters, bool poisoned) {
+  std::vector<at::Tensor> gradients;
+  std::vector<float> present;
+  for (const auto& p : parameters) {
+    gradients.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+    present.push_back(p.grad().defined() ? 1.0F : 0.0F);
+    if (poisoned) gradients.back().fill_(std::numeric_limits<double>::quiet_NaN());
+  }
+  if (parameters.empty()) return;
+  auto presence = torch::tensor(present, torch::TensorOptions().device(parameters.front().device()));
+  auto exchanged = gradients;
+  exchanged.push_back(presence);
+  processes.sum(exchanged, "gradients");
+  presence = presence.cpu();
+  const auto* any_rank_has = presence.data_ptr<float>();
+  const auto world_size = static_cast<double>(processes.world_size());
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    if (any_rank_has[i] == 0) continue;
+    auto parameter = parameters[i];
+    if (!parameter.grad().defined()) parameter.mutable_grad() = gradients[i];
+    parameter.grad().div_(world_size);
+  }
+}
+
+}  // namespace
+
 void StepContext::update(const std::string& name, const at::Tensor& loss) {
   const auto slot = slots_.find(name);
   DISTILLERY_CHECK(slot != slots_.end(), Error(fmt::format("the method updates an optimiser it did not declare: '{}'", name)));
-  if (!std::isfinite(loss.item<double>())) throw NonFiniteUpdate(name + " loss");
+  const bool finite_loss = std::isfinite(loss.item<double>());
+  const bool several = processes_ && processes_->world_size() > 1;
+  if (!finite_loss && !several) throw NonFiniteUpdate(name + " loss");
   auto& [module, optimizer, lr] = slot->second;
   optimizer->zero_grad();
   // Gradients reach this optimiser's parameters only: a generator's loss read through the
   // critic (DMD2's GAN term) costs no critic weight gradients, and leaves none behind.
-  loss.backward({}, std::nullopt, false, module->parameters());
+  if (finite_loss) loss.backward({}, std::nullopt, false, module->parameters());
+  if (several) average_gradients(*processes_, module->parameters(), !finite_loss);
   const double norm = torch::nn::utils::clip_grad_norm_(module->parameters(), grad_clip_ > 0 ? grad_clip_ : std::numeric_limits<double>::infinity());
   if (!std::isfinite(norm)) {
     optimizer->zero_grad();
-    throw NonFiniteUpdate(name + " gradient");
+    throw NonFiniteUpdate(name + (finite_loss ? " gradient" : " loss"));
   }
   for (auto& group : optimizer->param_groups()) group.options().set_lr(lr * lr_factor_);
   optimizer->step();
@@ -132,6 +168,19 @@ double lr_factor(const TrainerSettings& s, int64_t step) {
 
 // fd_vs_step.png from the evaluations logged in stats.jsonl so far (log scale: FD falls by
 // orders of magnitude).
+// The logged values (sums over the interval's steps) as means over every rank's rows: each rank's
+// values are means over its own rows.
+void mean_over_processes(const ProcessGroup& processes, std::map<std::string, double>& sums, c10::Device device) {
+  if (processes.world_size() == 1 || sums.empty()) return;
+  std::vector<double> values;
+  for (const auto& [name, sum] : sums) values.push_back(sum);
+  auto summed = torch::tensor(values, torch::TensorOptions().dtype(torch::kDouble)).to(device);
+  processes.sum({summed}, "the logged statistics");
+  summed = summed.cpu();
+  size_t i = 0;
+  for (auto& [name, sum] : sums) sum = summed[static_cast<int64_t>(i++)].item<double>() / static_cast<double>(processes.world_size());
+}
+
 void plot_evaluations(const std::filesystem::path& out, const std::string& label) {
   PlotSeries series{label, {}, {}};
   std::string metric;
@@ -225,11 +274,15 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   const auto& out = options.out_dir;
   // Before anything is written: a refused run leaves no directory to resume.
   if (options.check_memory) require_memory(training_memory(method, s.batch), options.runtime.device, true, "train.batch");
-  // Rank 0 alone writes the run directory (the other ranks' share of it is their gradients).
+  const auto& processes = options.runtime.processes();
+  // Rank 0 alone writes the run directory (the other ranks' share of it is their gradients),
+  // and prepares it (the recipe, the inputs, what a kill left) before any rank reads it.
+  const bool writes = options.runtime.rank == 0;
   std::optional<DirectoryLock> lock;
-  if (options.runtime.rank == 0) lock.emplace(out, ".lock", "training run");
-  const auto checkpoints = prepare_run_directory(options, config), grids = out / "grids";
-  if (has_generator) std::filesystem::create_directories(grids);
+  if (writes) lock.emplace(out, ".lock", "training run");
+  const auto checkpoints = writes ? prepare_run_directory(options, config) : out / "checkpoints", grids = out / "grids";
+  if (has_generator && writes) std::filesystem::create_directories(grids);
+  processes.barrier("the prepared run directory");
 
   StepContext context;
   context.seed = s.seed;
@@ -239,6 +292,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   context.device = options.runtime.device;
   context.draws_per_step = method.draws_per_step();
   context.grad_clip_ = s.grad_clip;
+  context.processes_ = &processes;
 
   // Optimisers (fresh), the output EMA, the averages and the checkpoint's parts for the
   // method's current phase.
@@ -295,10 +349,26 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     }
   }
   if (!assembled) current = assemble();
+  // Every rank read the same checkpoint: they must agree on where they stand, and none may go on
+  // while another still reads (rank 0's next checkpoint may delete the one read).
+  if (processes.world_size() > 1) {
+    auto resumed_step = torch::full({1}, state.step, torch::TensorOptions().dtype(torch::kLong).device(context.device));
+    processes.broadcast({resumed_step}, "the step resumed from");
+    const auto rank0_step = resumed_step.item<int64_t>();
+    DISTILLERY_CHECK(rank0_step == state.step, Error(fmt::format("process {} resumed {} at step {}, and rank 0 at step {}", context.rank, out.string(),
+                                                                 state.step, rank0_step))
+                                                  .hint("every process must see the same run directory (one machine, or a shared file system)"));
+  }
+  const auto share_rank0_networks = [&] {
+    std::vector<at::Tensor> tensors;
+    for (const auto& module : current.checkpoint.modules)
+      for (auto& [name, tensor] : module_tensors(*module.module)) tensors.push_back(tensor);
+    processes.broadcast(tensors, "the networks' weights");
+  };
+  share_rank0_networks();
   // What grids and evaluations show (only asked for when there is a generator).
   const auto shown = [&]() -> Denoiser& { return current.ema ? static_cast<Denoiser&>(*current.ema) : *method.generator(); };
 
-  const bool writes = context.rank == 0;
   std::optional<StatsLog> stats;
   // A run killed before its first checkpoint starts again from nothing, its log included.
   if (writes) stats.emplace(out / "stats.jsonl", resumed ? state.step : -1);
@@ -326,12 +396,14 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     if (has_generator && callbacks.grid) callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
   };
 
-  // The starting point of the FD-vs-step curve.
-  if (s.eval_every > 0 && writes && state.step == 0) {
+  // The starting point of the FD-vs-step curve (every rank draws its share of the samples).
+  if (s.eval_every > 0 && state.step == 0) {
     auto line = nlohmann::json{{"step", 0}};
     line.update(evaluation(s.eval_seed, s.eval_num));
-    stats->write(line.dump());
-    plot_evaluations(out, curve_label);
+    if (writes) {
+      stats->write(line.dump());
+      plot_evaluations(out, curve_label);
+    }
   }
 
   std::map<std::string, double> sums;
@@ -361,6 +433,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       spdlog::info("step {}: phase {} begins", step, next);
       enter_phase(next);
       current = assemble();
+      share_rank0_networks();
     }
     // Dropout and any other torch-internal randomness: a function of (seed, step) too.
     torch::manual_seed(fnv1a64(fmt::format("{}:step:{}", s.seed, step)));
@@ -393,13 +466,27 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     state.phase = phase;
     ++interval_steps;
     progress.advance();
-    if (!writes) continue;
-
     const bool last = state.step == s.steps;
+    const bool logged = state.step % s.log_every == 0 || last, checkpointed = state.step % s.checkpoint_every == 0 || last;
+    const auto trained_until = std::chrono::steady_clock::now();  // timing excludes evaluation, checkpoints and grids
+    if (logged) mean_over_processes(processes, sums, context.device);
+    // Every rank draws its share of an evaluation's samples.
+    nlohmann::json evaluated;
+    if (s.eval_every > 0 && (state.step % s.eval_every == 0 || last)) evaluated = evaluation(s.eval_seed, s.eval_num);
+    // No rank goes on past a checkpoint before it is on disk.
+    const auto checkpoint_written = [&] { processes.barrier(fmt::format("the checkpoint of step {}", state.step)); };
+    if (!writes) {
+      if (logged) {
+        sums.clear();
+        counted = interval_steps = 0;
+      }
+      if (checkpointed) checkpoint_written();
+      continue;
+    }
+
     nlohmann::json line;
-    const bool logged = state.step % s.log_every == 0 || last;
     if (logged) {
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
+      const double seconds = std::chrono::duration<double>(trained_until - interval_start).count();
       line = {{"step", state.step},
               {"images", state.step * s.batch * context.world_size},
               {"lr_factor", lr_factor(s, step)},
@@ -411,19 +498,18 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       sums.clear();
       counted = interval_steps = 0;
     }
-    if (s.eval_every > 0 && (state.step % s.eval_every == 0 || last)) {
-      const auto result = evaluation(s.eval_seed, s.eval_num);
+    if (!evaluated.is_null()) {
       if (line.is_null()) line = {{"step", state.step}};
-      line.update(result);
+      line.update(evaluated);
     }
     if (!line.is_null()) stats->write(line.dump());
     if (line.contains("eval_num")) plot_evaluations(out, curve_label);
-    if (state.step % s.checkpoint_every == 0 || last) {
+    if (checkpointed) {
       state.method = nlohmann::json::parse(method.state_json());
       write_checkpoint(checkpoints, state.step, current.checkpoint, state.to_json(), s.keep);
+      checkpoint_written();
     }
     if ((s.grid_every > 0 && state.step % s.grid_every == 0) || last) write_grid(state.step);
-    // Timing excludes evaluation, checkpoints and grids.
     if (logged) interval_start = std::chrono::steady_clock::now();
   }
   progress.finish();

@@ -7,9 +7,9 @@
 // from optimizer.*), learning-rate schedule, gradient clipping, the non-finite guard, the
 // averages, checkpoints with exact resume (mid-phase too), stats.jsonl, sample grids, the
 // schedule of in-loop evaluations (whose measurement is a callback) and the progress bar.
-// Every random draw is a function of (seed, global sample position), positions are split by
-// rank and only rank 0 writes, so results will not depend on the number of processes once
-// multi-process training exists.
+// Every random draw is a function of (seed, global sample position) and positions are split by
+// rank; gradients are averaged over the processes before clipping, so a launch of N processes
+// with batch B trains as one process with batch N·B. Only rank 0 writes.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,6 +34,7 @@ namespace distillery {
 class Config;
 class ConfigSchema;
 class NetworkDenoiser;
+class ProcessGroup;
 
 // A module the method updates through StepContext::update(name, loss); the trainer builds its
 // optimiser from optimizer.*. `lr` is the rate after warm-up, which the schedule scales.
@@ -86,8 +87,9 @@ class StepContext {
   std::vector<int64_t> positions(int64_t draw = 0) const;
   int64_t draws_per_step = 1;
 
-  // zero_grad, backward, clip to train.grad_clip, learning-rate schedule, optimiser step — or
-  // NonFiniteUpdate before anything is changed.
+  // zero_grad, backward, the gradients averaged over the processes, clip to train.grad_clip,
+  // learning-rate schedule, optimiser step — or NonFiniteUpdate before anything is changed (on
+  // every rank alike when any rank's loss or gradient is not finite).
   void update(const std::string& optimizer, const at::Tensor& loss);
 
  private:
@@ -99,6 +101,7 @@ class StepContext {
   };
   std::map<std::string, Slot> slots_;
   double lr_factor_ = 1.0, grad_clip_ = 0.0;
+  const ProcessGroup* processes_ = nullptr;  // null: one process
 };
 
 class TrainingMethod {
