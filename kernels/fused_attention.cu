@@ -67,12 +67,17 @@ __device__ void store_row(T* row, const float* acc, float factor, int lane) {
   for (int i = 0; i < D / 32; ++i) row[lane + 32 * i] = static_cast<T>(acc[i] * factor);
 }
 
+// Four partial sums (dims d ≡ u mod 4) added pairwise. One chain of D multiply-adds carried the
+// rounding of a running sum into every step: with logits in the hundreds that made the float32
+// kernels' gradients 2.9× less accurate than SDPA's on the first GPU run, an error
+// tests/python/float32_attention_model.py reproduces to the digit and shows gone with four sums.
 template <int D>
 __device__ float dot(const float* a, const float* b) {
-  float sum = 0.f;
-#pragma unroll 8
-  for (int d = 0; d < D; ++d) sum += a[d] * b[d];
-  return sum;
+  float sum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+  for (int d = 0; d < D; d += 4)
+    for (int u = 0; u < 4; ++u) sum[u] = fmaf(a[d + u], b[d + u], sum[u]);
+  return (sum[0] + sum[2]) + (sum[1] + sum[3]);
 }
 
 // out = softmax(q kᵀ · scale) v, logsumexp per query row. Grid: (batch·heads, query tiles).
