@@ -500,16 +500,26 @@ TEST(ImageFolder, ProblemsAreNamed) {
   write_grey16_png(dir / "d.png", 6, 8);
   EXPECT_NE(folder_error(dir).find("only 8-bit images are read"), std::string::npos);
   std::filesystem::remove(dir / "d.png");
-  // Headers declaring more pixels than any dataset holds are refused before decoding.
-  const std::string huge_png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\xea\x60\0\0\xea\x60\x08\0\0\0\0\0\0\0\0", 37);
+  // Headers declaring more pixels than any dataset holds are refused before decoding: a valid
+  // IHDR of 60000 × 60000 and an empty IDAT.
+  const std::string huge_png(
+      "\x89PNG\r\n\x1a\n"
+      "\0\0\0\x0d" "IHDR\0\0\xea\x60\0\0\xea\x60\x08\0\0\0\0" "\xa5\xb9\x2a\x9e"
+      "\0\0\0\x08" "IDAT\x78\x9c\x03\0\0\0\0\x01" "\x48\x06\x89\xd2",
+      53);
   std::ofstream(dir / "e.png", std::ios::binary) << huge_png;
   EXPECT_NE(folder_error(dir).find("the image is too large\n  file: " + (dir / "e.png").string() +
                                    "\n  expected: at most 67108864 pixels (8192 × 8192)\n  got: 60000 × 60000 in its header"),
             std::string::npos)
       << folder_error(dir);
   std::filesystem::remove(dir / "e.png");
-  // A JPEG: an APP0 segment, then a baseline start of frame of height 40000, width 50000.
-  const std::string huge_jpeg("\xff\xd8\xff\xe0\x00\x04\x00\x00\xff\xc0\x00\x11\x08\x9c\x40\xc3\x50\x03\x01\x11\x00\x02\x11\x01\x03\x11\x01", 27);
+  // A JPEG: a baseline start of frame of height 40000, width 50000, and a start of scan.
+  const std::string huge_jpeg(
+      "\xff\xd8"
+      "\xff\xc0\x00\x11\x08\x9c\x40\xc3\x50\x03\x01\x11\x00\x02\x11\x01\x03\x11\x01"
+      "\xff\xda\x00\x0c\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00"
+      "\xff\xd9",
+      37);
   std::ofstream(dir / "f.jpg", std::ios::binary) << huge_jpeg;
   EXPECT_NE(folder_error(dir).find("got: 50000 × 40000 in its header"), std::string::npos) << folder_error(dir);
 }

@@ -17,7 +17,7 @@ did_something=0
 
 debian_packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libhdf5-dev hdf5-tools libeigen3-dev libstb-dev libopencv-dev libgloo-dev
+  libhdf5-dev hdf5-tools libeigen3-dev libstb-dev libopencv-dev libpng-dev libjpeg-dev libgloo-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev zlib1g-dev libzip-dev
   clang libclang-rt-14-dev

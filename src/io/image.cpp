@@ -5,20 +5,31 @@
 
 #include <array>
 #include <cmath>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "core/error.h"
 #include "core/tensor_checks.h"
 #include "io/atomic_file.h"
+#include "io/image_codec.h"
 
 namespace distillery {
 
 namespace {
-void write_png(const std::filesystem::path& path, const cv::Mat& image) {
-  std::vector<uint8_t> png;
-  DISTILLERY_CHECK(cv::imencode(".png", image, png), Error("PNG encoding failed").file(path.string()));
-  write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(png.data()), png.size()));
+void write_png(const std::filesystem::path& path, const DecodedImage& image) {
+  try {
+    write_file_atomic(path, encode_png(image));
+  } catch (Error& e) {
+    throw e.file(path.string());
+  }
+}
+
+// A drawing (OpenCV's BGR order, or grey) as a PNG file.
+void write_png(const std::filesystem::path& path, const cv::Mat& drawing) {
+  cv::Mat rgb;
+  if (drawing.channels() == 3) cv::cvtColor(drawing, rgb, cv::COLOR_BGR2RGB);
+  else rgb = drawing.clone();
+  DecodedImage image{rgb.rows, rgb.cols, rgb.channels(), std::vector<uint8_t>(rgb.data, rgb.data + rgb.total() * rgb.elemSize())};
+  write_png(path, image);
 }
 
 // Round numbers 1, 2, 5 × 10^k so that about `target` ticks span [lo, hi].
@@ -44,13 +55,12 @@ void write_image_grid(const std::filesystem::path& path, const at::Tensor& image
   DISTILLERY_CHECK(c == 1 || c == 3, Error("image grids need 1 or 3 channels").file(path.string()).got(std::to_string(c)));
   if (columns <= 0) columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
   const int64_t rows = (n + columns - 1) / columns;
-  // [rows·H, columns·W, C], padding cells black, channels last for OpenCV.
+  // [rows·H, columns·W, C], padding cells black, channels last.
   auto padded = torch::zeros({rows * columns, c, h, w}, torch::kUInt8);
   padded.narrow(0, 0, n).copy_(quantize_to_uint8(images.detach().cpu()));
   auto grid = padded.reshape({rows, columns, c, h, w}).permute({0, 3, 1, 4, 2}).reshape({rows * h, columns * w, c}).contiguous();
-  cv::Mat mat(static_cast<int>(rows * h), static_cast<int>(columns * w), c == 1 ? CV_8UC1 : CV_8UC3, grid.data_ptr<uint8_t>());
-  if (c == 3) cv::cvtColor(mat, mat, cv::COLOR_RGB2BGR);
-  write_png(path, mat);
+  const auto* pixels = grid.data_ptr<uint8_t>();
+  write_png(path, DecodedImage{rows * h, columns * w, c, std::vector<uint8_t>(pixels, pixels + grid.numel())});
 }
 
 namespace {

@@ -306,8 +306,10 @@ def image_cases():
         "truncated-png": {"a.png": good[: len(good) // 2]},
         "bad-ihdr-crc": {"a.png": png(8, 8, ihdr_crc_ok=False)},
         "sixteen-bit": {"a.png": png(8, 8, bit_depth=16)},
-        "huge-declared-png": {"a.png": good[:16] + struct.pack(">II", 60000, 60000) + good[24:]},
-        "huge-declared-jpeg": {"a.jpg": b"\xff\xd8\xff\xe0\x00\x04\x00\x00\xff\xc0\x00\x11\x08\x9c\x40\xc3\x50\x03\x01\x11\x00\x02\x11\x01\x03\x11\x01"},
+        # Valid headers (the size is checked once the decoder has read them, before pixels).
+        "huge-declared-png": {"a.png": png(60000, 60000, rows=b"")},
+        "huge-declared-jpeg": {"a.jpg": b"\xff\xd8\xff\xc0\x00\x11\x08\x9c\x40\xc3\x50\x03\x01\x11\x00\x02\x11\x01\x03\x11\x01"
+                                        b"\xff\xda\x00\x0c\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00\xff\xd9"},
         "truncated-jpeg": {"a.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"},
         "sizes-differ": {"a.png": good, "b.png": png(4, 4)},
         "dataset-json-not-json": {"a.png": good, "dataset.json": b"{labels"},
