@@ -15,11 +15,14 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "io/tensor_file.h"
+#include "teachers/teacher.h"
 #include "test_support.h"
+#include "trajectories/trajectory_reader.h"
 
 namespace distillery {
 namespace {
@@ -27,7 +30,7 @@ namespace {
 // Two processes on a 2-core machine: one thread each (CTest's OMP_NUM_THREADS=1) keeps them
 // from slowing each other several times over.
 testing::CommandResult torchrun(int processes, const std::string& arguments) {
-  return testing::run_command(fmt::format("{} -m torch.distributed.run --standalone --nproc_per_node={} --no-python {} {}", testing::kPython, processes,
+  return testing::run_command(fmt::format("{} -m torch.distributed.run --standalone --nproc_per_node={} --no-python -- {} {}", testing::kPython, processes,
                                           testing::kCli, arguments));
 }
 
@@ -189,6 +192,32 @@ TEST(Distributed, AProcessThatDiesEndsTheOthersWithAnErrorInsteadOfAHang) {
   EXPECT_NE(result.output.find("process 0 of 2: exchanging"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("another process of the launch has stopped"), std::string::npos) << result.output;
   EXPECT_EQ(result.output.find("frame #"), std::string::npos) << "a C++ stack trace reached the user:\n" << result.output;
+}
+
+TEST(Distributed, RecordUnderTorchrunGivesEachProcessAPartAndTheStoreOfOneProcess) {
+  if (!testing::python_available()) GTEST_SKIP() << "no Python environment with torch (torchrun launches the processes)";
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  const auto record = [&](const std::string& name) {
+    return fmt::format("record --teacher gmm:{} --sampler heun --steps 6 --num 100 --shard-size 16 --store full --out {}",
+                       testing::shell_quoted(dir / "three_modes.yaml"), testing::shell_quoted(dir / name));
+  };
+  auto result = one_process(record("one"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  result = torchrun(2, record("two"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("all 2 parts recorded"), std::string::npos) << result.output;
+  // Both parts' locks: each process recorded its own shards.
+  EXPECT_TRUE(std::filesystem::exists(dir / "two/.lock-part-0-of-2"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "two/.lock-part-1-of-2"));
+  const auto teacher = "gmm:" + (dir / "three_modes.yaml").string();
+  TrajectoryReader one(dir / "one", {teacher_fingerprint(teacher)}), two(dir / "two", {teacher_fingerprint(teacher)});
+  std::vector<int64_t> all(100);
+  std::iota(all.begin(), all.end(), 0);
+  EXPECT_TRUE(torch::equal(one.trajectories(all), two.trajectories(all)));
+  result = torchrun(2, record("three") + " --part 0/2");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("--part and a launch of several processes both divide the shards"), std::string::npos) << result.output;
 }
 
 TEST(Distributed, CommandsThatRunAsOneProcessRefuseALaunchOfSeveral) {

@@ -36,7 +36,7 @@ for ((i = 0; i < rounds; ++i)); do
   # by LOCAL_WORLD_SIZE itself, so the variable is set to that share here.
   arguments "$work/two" $((batch / 2))
   OMP_NUM_THREADS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 )) "$root/.venv/bin/python" -m torch.distributed.run --standalone --nproc_per_node=2 \
-    --no-python "$build/distillery" "${args[@]}" >/dev/null 2>&1
+    --no-python -- "$build/distillery" "${args[@]}" >/dev/null 2>&1
   two+=("$(median_ms "$work/two/stats.jsonl")")
 done
 "$root/.venv/bin/python" - "$batch" "$(nproc)" "${one[*]}" "${two[*]}" <<'PY'

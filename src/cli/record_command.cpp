@@ -10,6 +10,7 @@
 #include "cli/number_checks.h"
 #include "cli/commands.h"
 #include "cli/device_option.h"
+#include "core/process_group.h"
 #include "core/runtime.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
@@ -36,11 +37,20 @@ void run_record(RecordCliOptions& cli) {
   char tail = 0;
   DISTILLERY_CHECK(std::sscanf(cli.part.c_str(), "%ld/%ld%c", &part, &parts, &tail) == 2,
                    Error("bad part").field("--part").expected("i/n, e.g. 0/4").got(cli.part));
+  // Under torchrun each process records its own part (no data are exchanged; the group only
+  // lets rank 0 report the whole store once every part has finished).
+  const auto runtime = make_runtime(cli.device, Launch::multi_process);
+  if (runtime.world_size > 1) {
+    DISTILLERY_CHECK(parts == 1, Error("--part and a launch of several processes both divide the shards").field("--part").got(cli.part)
+                                     .hint("drop --part: under torchrun process RANK records part RANK/WORLD_SIZE"));
+    part = runtime.rank;
+    parts = runtime.world_size;
+  }
   o.part = part;
   o.parts = parts;
-  o.device = make_runtime(cli.device).device;
+  o.device = runtime.device;
   spdlog::info("recording {} trajectories from {} with {} ({} steps, seed {}, store {}) into {}{}", o.request.num, o.teacher, o.request.sampler,
-               o.request.steps, o.request.seed, o.store, o.out.string(), o.parts > 1 ? fmt::format(", part {}", cli.part) : "");
+               o.request.steps, o.request.seed, o.store, o.out.string(), o.parts > 1 ? fmt::format(", part {}/{}", o.part, o.parts) : "");
   const auto summary = record_trajectories(o);
   const double seconds = std::max(summary.seconds, 1e-9);
   spdlog::info("{} shards written, {} already there; {} trajectories in {:.1f} s ({:.1f}/s), {:.1f}% of the time waiting for HDF5 and "
@@ -48,6 +58,10 @@ void run_record(RecordCliOptions& cli) {
                summary.shards_written, summary.shards_already_done, summary.trajectories_written, summary.seconds,
                static_cast<double>(summary.trajectories_written) / seconds, 100.0 * summary.io_seconds / seconds,
                100.0 * summary.write_seconds / seconds, static_cast<double>(summary.max_rss_kb) / 1024.0);
+  if (runtime.world_size > 1) {
+    runtime.processes().barrier("the end of every part's recording");
+    if (runtime.rank == 0) spdlog::info("all {} parts recorded: the store in {} is complete", runtime.world_size, o.out.string());
+  }
 }
 
 }  // namespace
@@ -66,7 +80,7 @@ void add_record_command(CLI::App& app) {
   cmd->add_option("--compression", o.compression, "deflate level with the shuffle filter (0 = none; float data gains little)")
       ->check(CLI::Range(0, 9))->capture_default_str();
   cmd->add_option("--shard-size", o.shard_size, "trajectories per shard (a kill loses at most one shard's work)")->check(count_check())->capture_default_str();
-  cmd->add_option("--part", cli->part, "record only shards k with k mod n = i; parts may run at once on machines sharing --out")->capture_default_str();
+  cmd->add_option("--part", cli->part, "record only shards k with k mod n = i; parts may run at once on machines sharing --out (under torchrun: RANK/WORLD_SIZE)")->capture_default_str();
   cmd->add_flag("--resume", o.resume, "complete the store already in --out (only missing shards are recorded)");
   add_device_option(*cmd, cli->device);
   cmd->callback([cli] { run_record(*cli); });

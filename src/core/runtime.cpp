@@ -63,7 +63,7 @@ Runtime make_runtime(std::string_view device_name, Launch launch) {
   runtime.local_rank = environment_count("LOCAL_RANK", 0);
   DISTILLERY_CHECK(runtime.world_size == 1 || launch == Launch::multi_process,
                    Error(fmt::format("launched as {} processes (WORLD_SIZE={}), and this command runs as one", runtime.world_size, runtime.world_size))
-                       .hint("run it as one process; `distill` and `teacher train` run under torchrun, and every result depends only on (seed, sample "
+                       .hint("run it as one process; `distill`, `teacher train` and `record` run under torchrun, and every result depends only on (seed, sample "
                              "index), not on the number of processes"));
   runtime.device = resolve_device(device_name, runtime.local_rank);
   runtime.group = connect_process_group(runtime.rank, runtime.world_size, runtime.device);
