@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <ATen/autocast_mode.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
@@ -85,6 +86,10 @@ void StepContext::update(const std::string& name, const at::Tensor& loss) {
   }
   for (auto& group : optimizer->param_groups()) group.options().set_lr(lr * lr_factor_);
   optimizer->step();
+  // Under bf16 autocast the casts of weights are cached until the step's scope ends; a later
+  // forward pass of this step (DMD2's generator through the critic just updated) must see the
+  // weights as they are now.
+  at::autocast::clear_cache();
 }
 
 EmaDecay ema_halflife_decay(double halflife_images, int64_t images_per_step) {
@@ -108,6 +113,10 @@ void add_training_loop_fields(ConfigSchema& s) {
   s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"}, NumberRange::at_least(0));
   s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"}, NumberRange::at_least(1));
   s.add({"train.seed", ConfigType::Int, "seed of every random draw (noise, σ, data order)", "0"}, NumberRange::at_least(0));
+  s.add({"train.precision", ConfigType::String,
+         "fp32, or bf16: the step's matrix products and convolutions autocast to bfloat16 (weights, gradients, optimiser state, "
+         "averages and the losses' reductions stay float32)",
+         "fp32", false, {"fp32", "bf16"}});
   s.add({"log.every", ConfigType::Int, "steps per stats.jsonl line", "10"}, NumberRange::at_least(1));
   s.add({"checkpoint.every", ConfigType::Int, "steps between checkpoints", "100"}, NumberRange::at_least(1));
   s.add({"checkpoint.keep", ConfigType::Int, "checkpoints kept", "2"}, NumberRange::at_least(1));
@@ -126,6 +135,7 @@ void add_trainer_fields(ConfigSchema& s) {
 namespace {
 
 struct TrainerSettings {
+  bool bf16 = false;
   int64_t batch, steps, warmup_steps, decay_steps, max_nonfinite, log_every, checkpoint_every, keep, grid_every, grid_num, eval_every, eval_num;
   double grad_clip, ema_halflife_images;
   bool cosine;
@@ -135,7 +145,8 @@ struct TrainerSettings {
 // A run without a generator reads only the loop's keys (add_training_loop_fields): no EMA,
 // grids or evaluations.
 TrainerSettings settings_from(const Config& c, bool has_generator) {
-  TrainerSettings s{c.get_int("train.batch"),        c.get_int("train.steps"),     c.get_int("train.warmup_steps"),
+  TrainerSettings s{c.get_string("train.precision") == "bf16",
+                    c.get_int("train.batch"),        c.get_int("train.steps"),     c.get_int("train.warmup_steps"),
                     c.get_int("train.decay_steps"),  c.get_int("train.max_nonfinite"), c.get_int("log.every"),       c.get_int("checkpoint.every"),
                     c.get_int("checkpoint.keep"),    0,                             1,
                     0,                               1,                             c.get_float("train.grad_clip"),
@@ -165,6 +176,32 @@ double lr_factor(const TrainerSettings& s, int64_t step) {
   const double progress = static_cast<double>(step - start) / static_cast<double>(std::max<int64_t>(decay, 1));
   return 0.5 * (1.0 + std::cos(M_PI * progress));
 }
+
+// The step's forward passes autocast to bfloat16 on `device` (PyTorch's autocast: matrix
+// products and convolutions in bfloat16, precision-sensitive operations in float32); the
+// previous state comes back at the end of the scope.
+class Bfloat16Autocast {
+ public:
+  explicit Bfloat16Autocast(c10::DeviceType device)
+      : device_(device), was_enabled_(at::autocast::is_autocast_enabled(device)), was_dtype_(at::autocast::get_autocast_dtype(device)) {
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~Bfloat16Autocast() {
+    // Casts of weights are cached within the outermost scope: stale once the optimiser stepped.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(device_, was_enabled_);
+    at::autocast::set_autocast_dtype(device_, was_dtype_);
+  }
+  Bfloat16Autocast(const Bfloat16Autocast&) = delete;
+  Bfloat16Autocast& operator=(const Bfloat16Autocast&) = delete;
+
+ private:
+  c10::DeviceType device_;
+  bool was_enabled_;
+  at::ScalarType was_dtype_;
+};
 
 // fd_vs_step.png from the evaluations logged in stats.jsonl so far (log scale: FD falls by
 // orders of magnitude).
@@ -441,7 +478,10 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     context.phase = phase;
     context.lr_factor_ = lr_factor(s, step);
     try {
+      std::optional<Bfloat16Autocast> autocast;
+      if (s.bf16) autocast.emplace(context.device.type());
       const auto values = method.step(context);
+      autocast.reset();
       for (const auto& [name, value] : values) sums[name] += value;
       ++counted;
       consecutive_nonfinite = 0;
