@@ -203,8 +203,6 @@ class Bfloat16Autocast {
   at::ScalarType was_dtype_;
 };
 
-// fd_vs_step.png from the evaluations logged in stats.jsonl so far (log scale: FD falls by
-// orders of magnitude).
 // The logged values (sums over the interval's steps) as means over every rank's rows: each rank's
 // values are means over its own rows.
 void mean_over_processes(const ProcessGroup& processes, std::map<std::string, double>& sums, c10::Device device) {
@@ -218,6 +216,8 @@ void mean_over_processes(const ProcessGroup& processes, std::map<std::string, do
   for (auto& [name, sum] : sums) sum = summed[static_cast<int64_t>(i++)].item<double>() / static_cast<double>(processes.world_size());
 }
 
+// fd_vs_step.png from the evaluations logged in stats.jsonl so far (log scale: FD falls by
+// orders of magnitude).
 void plot_evaluations(const std::filesystem::path& out, const std::string& label) {
   PlotSeries series{label, {}, {}};
   std::string metric;
