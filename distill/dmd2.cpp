@@ -99,7 +99,7 @@ struct CriticWithHeads : torch::nn::Module {
   DiscriminatorHeads heads{nullptr};
 };
 
-class Dmd2 final : public TrainingMethod {
+class Dmd2 final : public Dmd2Training {
  public:
   Dmd2(const Config& config, const std::string& teacher_spec, const c10::Device& device)
       : settings_(dmd2_settings_from(config)), device_(device), teacher_(load_teacher(teacher_spec, device)) {
@@ -117,12 +117,8 @@ class Dmd2 final : public TrainingMethod {
     request_.steps = static_cast<int>(settings_.student_sigmas.size());
     request_.labels = label_policy_of(classes_, generator_->num_classes());
 
-    real_ = teacher_.get();
-    if (settings_.guidance != 1.0) {
-      DISTILLERY_CHECK(teacher_->num_classes() > 0, Error("guidance needs a class-conditional teacher").field("dmd2.guidance"));
-      guided_ = std::make_unique<GuidedDenoiser>(*teacher_, settings_.guidance);
-      real_ = guided_.get();
-    }
+    DISTILLERY_CHECK(settings_.guidance == 1.0 || teacher_->num_classes() > 0, Error("guidance needs a class-conditional teacher").field("dmd2.guidance"));
+    set_real_score(nullptr);
     sigma_grid_.emplace(teacher_->sigma_min(), teacher_->sigma_max());
     if (settings_.regression_weight > 0) {
       // The store's pairs are of every class: they would teach the student the others too.
@@ -165,6 +161,20 @@ class Dmd2 final : public TrainingMethod {
   // Draw 0: the generator's batch; draws 1..critic_steps: the critic's.
   int64_t draws_per_step() const override { return 1 + settings_.critic_steps; }
 
+  void set_real_score(Denoiser* real) override {
+    auto& score = real ? *real : *teacher_;
+    if (&score == real_unguided_) return;
+    real_unguided_ = &score;
+    guided_.reset();
+    real_ = &score;
+    if (settings_.guidance != 1.0) {
+      guided_ = std::make_unique<GuidedDenoiser>(score, settings_.guidance);
+      real_ = guided_.get();
+    }
+  }
+  void set_generator_training(bool on) override { generator_training_ = on; }
+  NetworkDenoiser& critic() override { return *critic_; }
+
   std::map<std::string, double> step(StepContext& context) override {
     std::map<std::string, double> stats;
     const auto average = [&](const char* key, double value) { stats[key] += value / static_cast<double>(settings_.critic_steps); };
@@ -192,6 +202,7 @@ class Dmd2 final : public TrainingMethod {
       }
       context.update("critic", loss);
     }
+    if (!generator_training_) return stats;
 
     const auto positions = context.positions(0);
     const auto [x, labels] = few_step_->generate(context.seed, positions);
@@ -252,7 +263,9 @@ class Dmd2 final : public TrainingMethod {
   c10::Device device_;
   std::unique_ptr<Denoiser> teacher_;
   std::unique_ptr<GuidedDenoiser> guided_;
-  Denoiser* real_ = nullptr;
+  Denoiser* real_unguided_ = nullptr;  // the score set_real_score chose
+  Denoiser* real_ = nullptr;           // what the generator is pulled toward: it, guided
+  bool generator_training_ = true;
   std::unique_ptr<NetworkDenoiser> generator_, critic_;
   std::shared_ptr<CriticWithHeads> critic_with_heads_;  // GAN only
   torch::nn::Module* critic_optimized_ = nullptr;     // what the critic's optimiser updates
@@ -266,8 +279,12 @@ class Dmd2 final : public TrainingMethod {
 
 }  // namespace
 
-std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher, const c10::Device& device) {
+std::unique_ptr<Dmd2Training> make_dmd2_training(const Config& config, const std::string& teacher, const c10::Device& device) {
   return std::make_unique<Dmd2>(config, teacher, device);
+}
+
+std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher, const c10::Device& device) {
+  return make_dmd2_training(config, teacher, device);
 }
 
 }  // namespace distillery

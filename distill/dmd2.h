@@ -1,4 +1,5 @@
-// defines: Dmd2Settings, dmd2_settings_from, add_dmd2_fields, distribution_matching_loss, make_dmd2
+// defines: Dmd2Settings, dmd2_settings_from, add_dmd2_fields, distribution_matching_loss, Dmd2Training, make_dmd2_training,
+//          make_dmd2
 // Distribution matching distillation, DMD2 (Yin et al. 2024, "Improved Distribution Matching
 // Distillation for Fast Image Synthesis"): a generator initialised from the teacher is pushed
 // along the difference of two scores of its own noised samples, the frozen teacher's ("real")
@@ -17,11 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "train/trainer.h"
+
 namespace distillery {
 
 class Config;
 class ConfigSchema;
-class TrainingMethod;
+class Denoiser;
+class NetworkDenoiser;
 
 struct Dmd2Settings {
   std::vector<double> student_sigmas;  // the student's σ grid (first: where noise enters)
@@ -51,8 +55,20 @@ Dmd2Settings dmd2_settings_from(const Config& config);
 // g = (D_fake − D_real) normalised per sample by mean |x − D_real| (non-finite values → 0).
 at::Tensor distribution_matching_loss(const at::Tensor& x, const at::Tensor& real_denoised, const at::Tensor& fake_denoised);
 
+// DMD2 as the inner loop of a method that changes what it matches (DisBack, distill/disback.h).
+class Dmd2Training : public TrainingMethod {
+ public:
+  // The score the generator is pulled toward, guided by dmd2.guidance as the teacher's is: a
+  // network that outlives its use, or the teacher when null.
+  virtual void set_real_score(Denoiser* real) = 0;
+  // Off: a step makes the critic's updates only, on samples of the generator as it stands.
+  virtual void set_generator_training(bool on) = 0;
+  virtual NetworkDenoiser& critic() = 0;
+};
+
 // `teacher`: a teacher spec (teacher.h); the config holds student.*, dmd2.*, model.* (scratch).
 // Every network and tensor of the method lives on `device`.
+std::unique_ptr<Dmd2Training> make_dmd2_training(const Config& config, const std::string& teacher, const c10::Device& device);
 std::unique_ptr<TrainingMethod> make_dmd2(const Config& config, const std::string& teacher, const c10::Device& device);
 
 }  // namespace distillery

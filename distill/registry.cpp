@@ -12,6 +12,7 @@
 #include "distill/cd.h"
 #include "distill/ctm.h"
 #include "distill/diffusion2gan.h"
+#include "distill/disback.h"
 #include "distill/dmd2.h"
 #include "distill/ect.h"
 #include "distill/ict.h"
@@ -35,11 +36,12 @@ struct MethodEntry {
   void (*add_fields)(ConfigSchema&);
   bool reads_student_classes;  // keeps to student.classes (its labels and real examples), or refuses them itself
 };
-constexpr std::array<MethodEntry, 13> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields, true},
+constexpr std::array<MethodEntry, 14> kMethods = {{{"dmd2", make_dmd2, add_dmd2_fields, true},
                                                  {"add", make_add, add_add_fields, true},
                                                  {"cd", make_cd, add_cd_fields, false},
                                                  {"ctm", make_ctm, add_ctm_fields, false},
                                                  {"diffusion2gan", make_diffusion2gan, add_diffusion2gan_fields, false},
+                                                 {"disback", make_disback, add_disback_fields, false},
                                                  {"ect", make_ect, add_ect_fields, false},
                                                  {"ict", make_ict, add_ict_fields, false},
                                                  {"instaflow", make_instaflow, add_instaflow_fields, false},

@@ -23,6 +23,7 @@
 #include "distill/common/consistency_training.h"
 #include "distill/common/sigma_sampling.h"
 #include "distill/diffusion2gan.h"
+#include "distill/disback.h"
 #include "distill/dmd2.h"
 #include "distill/ladd.h"
 #include "eval/domain_classifier.h"
@@ -41,6 +42,7 @@
 #include "models/network_denoiser.h"
 #include "models/routed_denoiser.h"
 #include "teacher_training/teacher_training.h"
+#include "teachers/edm_loss.h"
 #include "teachers/gaussian_mixture.h"
 #include "teachers/student.h"
 #include "teachers/teacher.h"
@@ -1998,6 +2000,137 @@ checkpoint: {{every: 2, keep: 10}}
     const auto found = std::find_if(file.tensors.begin(), file.tensors.end(), [&](const auto& entry) { return entry.first.starts_with(prefix) && entry.second.dim() == 4; });
     ASSERT_NE(found, file.tensors.end());
     EXPECT_EQ(found->second.size(0), 4) << found->first;
+  }
+}
+
+
+// DisBack's schedule in closed form: N − 1 critic checkpoints evenly spaced in the degradation
+// (the N-th is the critic as it ends), then each intermediate checkpoint as the real score for
+// target_steps steps, from s_{N−1} down, the teacher (0) last.
+TEST(Disback, PathCheckpointsAndTargetsFollowTheSchedule) {
+  const auto taken = [](const DisbackPath& path) {
+    std::vector<std::pair<int64_t, int64_t>> steps;
+    for (int64_t step = 0; path.phase_of(step) == 0; ++step)
+      if (const auto k = path.checkpoint_taken_before(step)) steps.emplace_back(step, k);
+    return steps;
+  };
+  const DisbackPath path(150, 3, 75);
+  EXPECT_EQ(taken(path), (std::vector<std::pair<int64_t, int64_t>>{{50, 1}, {100, 2}}));
+  EXPECT_EQ(path.phase_of(149), 0);
+  EXPECT_EQ(path.phase_of(150), 1);
+  for (const auto& [step, target] : std::vector<std::pair<int64_t, int64_t>>{{150, 2}, {224, 2}, {225, 1}, {299, 1}, {300, 0}, {100000, 0}})
+    EXPECT_EQ(path.target_at(step), target) << step;
+  EXPECT_EQ(path.teacher_from(), 300);
+  const DisbackPath every_step(4, 4, 1);
+  EXPECT_EQ(taken(every_step), (std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {2, 2}, {3, 3}}));
+  for (int64_t step = 4; step < 8; ++step) EXPECT_EQ(every_step.target_at(step), 7 - step) << step;
+  const DisbackPath critic_only(10, 1, 5);
+  EXPECT_TRUE(taken(critic_only).empty());
+  EXPECT_EQ(critic_only.target_at(10), 0);
+}
+
+// DisBack of a network teacher of the mixture: one-step MLP students from the teacher, the
+// path of `checkpoints` critic checkpoints over `degradation` steps, a checkpoint of the run at
+// the end of the degradation.
+MixtureRun disback_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& teacher, int64_t steps,
+                               int64_t degradation, int64_t checkpoints, int64_t target_steps, std::vector<std::string> overrides = {}) {
+  const auto recipe = dir / (name + ".yaml");
+  std::ofstream(recipe) << fmt::format(R"(
+method: disback
+student: {{init: teacher}}
+dmd2: {{generator_lr: 1.0e-4, critic_lr: 1.0e-3, critic_steps: 3}}
+disback: {{degradation_steps: {}, path_checkpoints: {}, target_steps: {}}}
+train: {{batch: 256, steps: {}}}
+eval: {{every: {}, num: 1000, reference: "gmm:{}", features: raw}}
+grid: {{every: 0, num: 500}}
+log: {{every: 10}}
+checkpoint: {{every: {}, keep: 100}}
+)",
+                                       degradation, checkpoints, target_steps, steps, steps, (dir / "three_modes.yaml").string(), degradation);
+  auto run = run_in(dir, name, dir / "three_modes.yaml", recipe, std::move(overrides));
+  run.teacher = teacher;
+  return run;
+}
+
+// The degradation path leads from the teacher to the initial generator: each checkpoint
+// denoises the initial generator's samples better than the one before it (EDM's weighted loss
+// at fixed σ and noise). Walked back, it trains a one-step student that spreads the collapsed
+// one-step samples over the modes.
+TEST(Disback, ThePathLeadsFromTheTeacherToTheInitialGeneratorAndItsStudentLearnsTheMixture) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher_dir = mixture_network_teacher(dir, 800);
+  const int64_t degradation = 60;
+  const auto run = disback_mixture_run(dir, "run", teacher_dir, 400, degradation, 3, 40);
+  run_distillation(run.options, run.teacher);
+  const auto out = run.options.out_dir;
+  const auto at_end = out / fmt::format("checkpoints/step-{:07d}", degradation);
+
+  torch::NoGradGuard no_grad;
+  auto request = student_request(out / "student-phase-0.safetensors");
+  request.num = 4000;
+  request.seed = 11;
+  const auto initial = draw_samples(*NetworkDenoiser::load(out / "student-phase-0.safetensors"), request).samples;
+  torch::manual_seed(3);
+  const auto sigma = torch::exp(-1.2 + 1.2 * torch::randn({initial.size(0)}));
+  const auto noise = torch::randn_like(initial);
+  std::vector<double> losses;
+  losses.push_back(edm_loss(*load_teacher(teacher_dir, torch::kCPU), initial, sigma, noise, {}, 1.5).item<double>());
+  for (const auto* file : {"path_1.safetensors", "path_2.safetensors", "critic.safetensors"}) {
+    const auto checkpoint = NetworkDenoiser::load(at_end / file);
+    losses.push_back(edm_loss(*checkpoint, initial, sigma, noise, {}, checkpoint->sigma_data()).item<double>());
+  }
+  std::printf("denoising loss on the initial generator's samples: teacher %.4f, s_1 %.4f, s_2 %.4f, s_3 %.4f\n", losses[0], losses[1], losses[2], losses[3]);
+  for (size_t k = 1; k < losses.size(); ++k) EXPECT_LT(losses[k], losses[k - 1]) << "s_" << k;
+
+  const auto [teacher_sw, student_sw] = one_step_sliced_wasserstein(teacher_dir, out / "student.safetensors");
+  std::printf("sliced W2 to the mixture: teacher 1 step %.4f, DisBack student 1 step %.4f\n", teacher_sw, student_sw);
+  EXPECT_LT(student_sw, teacher_sw / 2);
+}
+
+// The generator, the critic, the path's checkpoints and both optimisers carry across a stop in
+// the middle of the walk back; a stop in the degradation too.
+TEST(Trainer, DisbackStopAndResumeEqualsUninterruptedBitForBit) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  torch::manual_seed(1);
+  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 32, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "mlp.safetensors");
+  const auto teacher = (dir / "mlp.safetensors").string();
+  const std::vector<std::string> small = {"train.batch=16", "eval.every=3", "eval.num=200", "log.every=1", "checkpoint.every=3"};
+  const std::vector<std::string> files = {"generator.safetensors", "critic.safetensors", "path_1.safetensors", "generator_optimizer.safetensors",
+                                          "critic_optimizer.safetensors", "state.json"};
+  // Stopped at step 3: the degradation (steps 0-1, s_1 taken before step 1) is over, s_1 is the target (steps 2-3).
+  expect_resume_equals_straight(disback_mixture_run(dir, "straight", teacher, 6, 2, 2, 2, small), disback_mixture_run(dir, "resumed", teacher, 6, 2, 2, 2, small),
+                                6, files, {"step", "critic_loss", "dm_loss", "path_target", "fd_raw"});
+  // Stopped at step 3 of a 4-step degradation, between its checkpoints s_1 (before step 2) and s_2 (critic).
+  expect_resume_equals_straight(disback_mixture_run(dir, "straight-2", teacher, 6, 4, 2, 1, small),
+                                disback_mixture_run(dir, "resumed-2", teacher, 6, 4, 2, 1, small), 6, files, {"step", "critic_loss", "dm_loss", "fd_raw"});
+  const auto lines = stats_lines(dir / "straight");
+  std::vector<int64_t> targets;
+  for (const auto& line : lines)
+    if (line.contains("path_target")) targets.push_back(line.at("path_target").get<int64_t>());
+  EXPECT_EQ(targets, (std::vector<int64_t>{1, 1, 0, 0}));
+}
+
+TEST(Disback, RecipeProblemsAreNamed) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  torch::manual_seed(1);
+  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 32, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "mlp.safetensors");
+  const auto teacher = (dir / "mlp.safetensors").string();
+  const std::vector<std::tuple<std::vector<std::string>, std::string, std::string>> cases = {
+      {{"student.init=scratch", "model.kind=mlp", "model.shape=[2]"}, "student.init", "starts at the teacher"},
+      {{"disback.path_checkpoints=5"}, "disback.path_checkpoints", "a step of its own"},
+  };
+  for (const auto& [overrides, key, message] : cases) {
+    auto run = disback_mixture_run(dir, "refused", teacher, 6, 4, 2, 1, overrides);
+    try {
+      run_distillation(run.options, run.teacher);
+      ADD_FAILURE() << "accepted " << fmt::format("{}", fmt::join(overrides, " "));
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+    std::filesystem::remove_all(dir / "refused");
   }
 }
 
