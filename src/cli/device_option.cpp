@@ -17,4 +17,15 @@ void add_memory_check_option(CLI::App& command, bool& check) {
                    "run even when the memory estimate (results, batch, network) exceeds the free memory of the device");
 }
 
+void add_precision_option(CLI::App& command, std::string& precision) {
+  precision = "fp32";
+  command.add_option("--precision", precision, "what the networks compute in: fp32, or bf16 (matrix products and convolutions autocast to "
+                                               "bfloat16; noise, solver state and results stay float32)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+}
+
+PrecisionScope::PrecisionScope(const std::string& precision, const c10::Device& device) {
+  if (precision == "bf16") autocast_.emplace(device.type());
+}
+
 }  // namespace distillery

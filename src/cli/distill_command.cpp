@@ -31,7 +31,7 @@ namespace distillery {
 namespace {
 
 struct GenerateOptions {
-  std::string model, out, labels, device;  // labels: empty is the student's own (all its network's classes unless its file names some)
+  std::string model, out, labels, device, precision;  // labels: empty is the student's own (all its network's classes unless its file names some)
   std::optional<int> steps;
   std::vector<double> sigmas;  // an explicit multistep grid instead of the student's own
   std::optional<double> gamma;
@@ -74,7 +74,8 @@ void run_generate(const GenerateOptions& options) {
   DISTILLERY_CHECK(out.extension() == ".safetensors" || drawable_as_image(shape) || shape.size() != 3,
                    Error(fmt::format("samples of shape [{}] are not images a PNG can show", fmt::join(shape, ", "))).field("--out").got(out.string())
                        .hint("write FILE.safetensors (latents become images only through their VAE, which distillery does not include)"));
-  student->to(make_runtime(options.device).device);
+  const auto device = make_runtime(options.device).device;
+  student->to(device);
   request.num = options.num;
   request.batch = options.batch;
   request.check_memory = options.check_memory;
@@ -84,6 +85,7 @@ void run_generate(const GenerateOptions& options) {
   SampleResult result;
   {
     Progress progress("generate", request.num, "img");
+    const PrecisionScope precision(options.precision, device);
     result = draw_samples(*student, request, &progress);
   }
   if (!out.parent_path().empty()) std::filesystem::create_directories(out.parent_path());
@@ -96,7 +98,8 @@ void run_generate(const GenerateOptions& options) {
     save_tensor_file(out, tensors,
                      {{"format", "distillery.samples"}, {"format_version", "1"}, {"teacher", path.string()}, {"teacher_hash", teacher_fingerprint(path.string())},
                       {"sampler", request.sampler}, {"steps", std::to_string(request.steps)}, {"nfe", std::to_string(result.nfe)},
-                      {"seed", std::to_string(request.seed)}, {"sigmas", nlohmann::json(result.sigmas).dump()}});
+                      {"seed", std::to_string(request.seed)}, {"sigmas", nlohmann::json(result.sigmas).dump()},
+                      {"precision", options.precision}});
   } else {
     DISTILLERY_CHECK(out.extension().empty() && student->sample_shape().size() == 3,
                      Error("unsupported output").field("--out").expected("FILE.png (grid), FILE.safetensors, or a directory for one PNG per image")
@@ -136,6 +139,7 @@ void add_distill_command(CLI::App& app) {
   generate->add_option("--batch", options->batch, "images per network call (does not change the images)")->check(count_check());
   add_memory_check_option(*generate, options->check_memory);
   add_device_option(*generate, options->device);
+  add_precision_option(*generate, options->precision);
   generate->add_option("--out", options->out, "FILE.png (grid), FILE.safetensors (samples, noise, labels) or DIR (one PNG per image + dataset.json)")
       ->required();
   generate->callback([options] { run_generate(*options); });

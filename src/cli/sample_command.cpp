@@ -27,7 +27,7 @@ namespace distillery {
 namespace {
 
 struct SampleOptions {
-  std::string teacher, out, device;
+  std::string teacher, out, device, precision;
   SamplingCliOptions sampling;
   SampleRequest request;  // sampling.resolved(), once parsed
 };
@@ -70,12 +70,15 @@ void run_sample(SampleOptions& options) {
   if (!out.parent_path().empty()) std::filesystem::create_directories(out.parent_path());
   options.request = options.sampling.resolved();
 
-  auto teacher = load_teacher(options.teacher, make_runtime(options.device).device);
+  const auto device = make_runtime(options.device).device;
+  auto teacher = load_teacher(options.teacher, device);
   const auto& request = options.request;
-  spdlog::info("sampling {} from {} with {} ({} steps, seed {})", request.num, options.teacher, request.sampler, request.steps, request.seed);
+  spdlog::info("sampling {} from {} with {} ({} steps, seed {}{})", request.num, options.teacher, request.sampler, request.steps, request.seed,
+               options.precision == "fp32" ? "" : ", " + options.precision);
   SampleResult result;
   {
     Progress progress("sample", request.num, "img");
+    const PrecisionScope precision(options.precision, device);
     result = draw_samples(*teacher, request, &progress);
   }
 
@@ -95,6 +98,7 @@ void run_sample(SampleOptions& options) {
         {"rho", fmt::format("{}", schedule.rho)},
         {"seed", std::to_string(request.seed)},
         {"guidance", fmt::format("{}", request.guidance)},
+        {"precision", options.precision},
         {"sigmas", nlohmann::json(result.sigmas).dump()},
     };
     std::vector<std::pair<std::string, at::Tensor>> tensors = {{"samples", result.samples}, {"noise", result.noise}};
@@ -111,6 +115,7 @@ void add_sample_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("sample", "draw samples from a teacher with an ODE solver; write .safetensors or a .png plot/grid");
   cmd->add_option("--teacher", options->teacher, "the teacher: " + teacher_forms())->required();
   add_sampling_options(*cmd, options->sampling);
+  add_precision_option(*cmd, options->precision);
   add_device_option(*cmd, options->device);
   cmd->add_option("--out", options->out, "output: FILE.safetensors (samples, noise[, labels]) or FILE.png")->required();
   cmd->callback([options] { run_sample(*options); });

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "core/bfloat16_autocast.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hash.h"
@@ -176,32 +177,6 @@ double lr_factor(const TrainerSettings& s, int64_t step) {
   const double progress = static_cast<double>(step - start) / static_cast<double>(std::max<int64_t>(decay, 1));
   return 0.5 * (1.0 + std::cos(M_PI * progress));
 }
-
-// The step's forward passes autocast to bfloat16 on `device` (PyTorch's autocast: matrix
-// products and convolutions in bfloat16, precision-sensitive operations in float32); the
-// previous state comes back at the end of the scope.
-class Bfloat16Autocast {
- public:
-  explicit Bfloat16Autocast(c10::DeviceType device)
-      : device_(device), was_enabled_(at::autocast::is_autocast_enabled(device)), was_dtype_(at::autocast::get_autocast_dtype(device)) {
-    at::autocast::set_autocast_enabled(device_, true);
-    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~Bfloat16Autocast() {
-    // Casts of weights are cached within the outermost scope: stale once the optimiser stepped.
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(device_, was_enabled_);
-    at::autocast::set_autocast_dtype(device_, was_dtype_);
-  }
-  Bfloat16Autocast(const Bfloat16Autocast&) = delete;
-  Bfloat16Autocast& operator=(const Bfloat16Autocast&) = delete;
-
- private:
-  c10::DeviceType device_;
-  bool was_enabled_;
-  at::ScalarType was_dtype_;
-};
 
 // The logged values (sums over the interval's steps) as means over every rank's rows: each rank's
 // values are means over its own rows.
