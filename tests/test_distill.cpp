@@ -1694,14 +1694,20 @@ checkpoint: {{every: 100}}
   return run;
 }
 
+// A network teacher of the mixture's shape, untrained (seed 1), for tests of what a run keeps
+// rather than what it learns; the mixture's file beside it in `dir`.
+std::string untrained_mixture_teacher(const std::filesystem::path& dir) {
+  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
+  torch::manual_seed(1);
+  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 32, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "mlp.safetensors");
+  return (dir / "mlp.safetensors").string();
+}
+
 // The adversarial methods carry the student, the heads and both optimisers across the stop.
 // Only those two have optimiser state: every entry of the discriminator's belongs to a head.
 TEST(Trainer, AdversarialDistillationStopAndResumeEqualsUninterruptedBitForBit) {
   const auto dir = testing::scratch_dir();
-  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
-  torch::manual_seed(1);
-  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 32, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "mlp.safetensors");
-  const auto teacher = (dir / "mlp.safetensors").string();
+  const auto teacher = untrained_mixture_teacher(dir);
   const std::vector<std::string> small = {"student.sigmas=[80.0, 1.0]", "train.batch=16", "train.ema_halflife_images=50", "eval.every=3",
                                           "eval.num=200", "log.every=1", "checkpoint.every=3"};
   const std::vector<std::string> files = {"generator.safetensors", "discriminator_heads.safetensors", "generator_optimizer.safetensors",
@@ -1741,9 +1747,7 @@ TEST(Ladd, NeedsANetworkTeacherAndTapsItHas) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("has no network to read"), std::string::npos) << e.what();
   }
-  torch::manual_seed(1);
-  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 32, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "mlp.safetensors");
-  run = ladd_mixture_run(dir, "run2", (dir / "mlp.safetensors").string(), 2, {"adversarial.taps=[layer.0, bottleneck]"});
+  run = ladd_mixture_run(dir, "run2", untrained_mixture_teacher(dir), 2, {"adversarial.taps=[layer.0, bottleneck]"});
   try {
     run_distillation(run.options, run.teacher);
     ADD_FAILURE() << "LADD accepted a tap the teacher lacks";
@@ -2091,10 +2095,7 @@ TEST(Disback, ThePathLeadsFromTheTeacherToTheInitialGeneratorAndItsStudentLearns
 // the middle of the walk back; a stop in the degradation too.
 TEST(Trainer, DisbackStopAndResumeEqualsUninterruptedBitForBit) {
   const auto dir = testing::scratch_dir();
-  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
-  torch::manual_seed(1);
-  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 32, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "mlp.safetensors");
-  const auto teacher = (dir / "mlp.safetensors").string();
+  const auto teacher = untrained_mixture_teacher(dir);
   const std::vector<std::string> small = {"train.batch=16", "eval.every=3", "eval.num=200", "log.every=1", "checkpoint.every=3"};
   const std::vector<std::string> files = {"generator.safetensors", "critic.safetensors", "path_1.safetensors", "generator_optimizer.safetensors",
                                           "critic_optimizer.safetensors", "state.json"};
@@ -2113,10 +2114,7 @@ TEST(Trainer, DisbackStopAndResumeEqualsUninterruptedBitForBit) {
 
 TEST(Disback, RecipeProblemsAreNamed) {
   const auto dir = testing::scratch_dir();
-  std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
-  torch::manual_seed(1);
-  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 32, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "mlp.safetensors");
-  const auto teacher = (dir / "mlp.safetensors").string();
+  const auto teacher = untrained_mixture_teacher(dir);
   const std::vector<std::tuple<std::vector<std::string>, std::string, std::string>> cases = {
       {{"student.init=scratch", "model.kind=mlp", "model.shape=[2]"}, "student.init", "starts at the teacher"},
       {{"disback.path_checkpoints=5"}, "disback.path_checkpoints", "a step of its own"},
