@@ -65,14 +65,16 @@ void write_image_grid(const std::filesystem::path& path, const at::Tensor& image
 
 namespace {
 
-// A white canvas with a boxed plot area, grid lines and tick labels for the given ranges;
-// `to_pixel` maps data coordinates (either axis on a log10 scale when asked) into it.
+// A white canvas with a boxed plot area, grid lines and tick labels for the given ranges, and
+// `legend_width` pixels right of it for a legend; `to_pixel` maps data coordinates (either axis
+// on a log10 scale when asked) into the box.
 class PlotFrame {
  public:
   static constexpr int kWidth = 800, kHeight = 800, kMargin = 70;
 
-  PlotFrame(double x0, double x_span, double y0, double y_span, const std::string& title, bool log_y = false, bool log_x = false)
-      : canvas(kHeight, kWidth, CV_8UC3, cv::Scalar(255, 255, 255)), x0_(x0), x_span_(x_span), y0_(y0), y_span_(y_span), log_x_(log_x), log_y_(log_y) {
+  PlotFrame(double x0, double x_span, double y0, double y_span, const std::string& title, bool log_y = false, bool log_x = false, int legend_width = 0)
+      : canvas(kHeight, kWidth + legend_width, CV_8UC3, cv::Scalar(255, 255, 255)), x0_(x0), x_span_(x_span), y0_(y0), y_span_(y_span), log_x_(log_x),
+        log_y_(log_y) {
     const cv::Scalar grey(200, 200, 200), black(0, 0, 0);
     const double x_step = tick_step(0, x_span, 6), y_step = tick_step(0, y_span, 6);
     for (double t = std::ceil(x0 / x_step) * x_step; t <= x0 + x_span; t += x_step) {
@@ -144,7 +146,13 @@ void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSe
   }
   DISTILLERY_CHECK(std::isfinite(x_lo), Error("nothing to plot").file(path.string()));
   const double x_span = std::max(x_hi - x_lo, 1e-9) * 1.05, y_span = std::max(y_hi - y_lo, 1e-9) * 1.1;
-  PlotFrame frame(x_lo - 0.025 * x_span, x_span, y_lo - 0.05 * y_span, y_span, title, log_y, log_x);
+  // The legend stands beside the box, as wide as its longest name: inside it, a results plot's
+  // twenty names covered the curves and ran off the canvas.
+  constexpr double kLegendFont = 0.5;
+  int longest_name = 0;
+  for (const auto& s : series) longest_name = std::max(longest_name, cv::getTextSize(s.name, cv::FONT_HERSHEY_SIMPLEX, kLegendFont, 1, nullptr).width);
+  const int legend_x = PlotFrame::kWidth - PlotFrame::kMargin + 20, legend_right = legend_x + 40 + longest_name + 20;
+  PlotFrame frame(x_lo - 0.025 * x_span, x_span, y_lo - 0.05 * y_span, y_span, title, log_y, log_x, legend_right - PlotFrame::kWidth);
   // Sixteen distinguishable colours (BGR): a results plot carries a dozen methods and teacher
   // curves, and a repeated colour made two of them read as one. Past sixteen, squares mark the
   // second round.
@@ -157,17 +165,21 @@ void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSe
     const auto colour = colours[k % colours.size()];
     const bool squares = (k / colours.size()) % 2 == 1;
     const auto& s = series[k];
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      const auto point = frame.to_pixel(s.x[i], s.y[i]);
+    const auto mark = [&](const cv::Point& point) {
       if (squares)
         cv::rectangle(frame.canvas, point - cv::Point(4, 4), point + cv::Point(4, 4), colour, cv::FILLED, cv::LINE_AA);
       else
         cv::circle(frame.canvas, point, 4, colour, cv::FILLED, cv::LINE_AA);
+    };
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      const auto point = frame.to_pixel(s.x[i], s.y[i]);
+      mark(point);
       if (i > 0) cv::line(frame.canvas, frame.to_pixel(s.x[i - 1], s.y[i - 1]), point, colour, 2, cv::LINE_AA);
     }
-    const int legend_y = PlotFrame::kMargin + 25 + 22 * static_cast<int>(k);
-    cv::line(frame.canvas, {PlotFrame::kWidth - 260, legend_y - 5}, {PlotFrame::kWidth - 230, legend_y - 5}, colour, 3, cv::LINE_AA);
-    cv::putText(frame.canvas, s.name, {PlotFrame::kWidth - 222, legend_y}, cv::FONT_HERSHEY_SIMPLEX, 0.5, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
+    const int legend_y = PlotFrame::kMargin + 10 + 22 * static_cast<int>(k);
+    cv::line(frame.canvas, {legend_x, legend_y - 5}, {legend_x + 30, legend_y - 5}, colour, 3, cv::LINE_AA);
+    mark({legend_x + 15, legend_y - 5});
+    cv::putText(frame.canvas, s.name, {legend_x + 40, legend_y}, cv::FONT_HERSHEY_SIMPLEX, kLegendFont, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
   }
   write_png(path, frame.canvas);
 }
