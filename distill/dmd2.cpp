@@ -163,14 +163,8 @@ class Dmd2 final : public Dmd2Training {
 
   void set_real_score(Denoiser* real) override {
     auto& score = real ? *real : *teacher_;
-    if (&score == real_unguided_) return;
-    real_unguided_ = &score;
-    guided_.reset();
-    real_ = &score;
-    if (settings_.guidance != 1.0) {
-      guided_ = std::make_unique<GuidedDenoiser>(score, settings_.guidance);
-      real_ = guided_.get();
-    }
+    guided_ = settings_.guidance != 1.0 ? std::make_unique<GuidedDenoiser>(score, settings_.guidance) : nullptr;
+    real_ = guided_ ? static_cast<Denoiser*>(guided_.get()) : &score;
   }
   void set_generator_training(bool on) override { generator_training_ = on; }
   NetworkDenoiser& critic() override { return *critic_; }
@@ -263,8 +257,7 @@ class Dmd2 final : public Dmd2Training {
   c10::Device device_;
   std::unique_ptr<Denoiser> teacher_;
   std::unique_ptr<GuidedDenoiser> guided_;
-  Denoiser* real_unguided_ = nullptr;  // the score set_real_score chose
-  Denoiser* real_ = nullptr;           // what the generator is pulled toward: it, guided
+  Denoiser* real_ = nullptr;  // what the generator is pulled toward (set_real_score's score, guided)
   bool generator_training_ = true;
   std::unique_ptr<NetworkDenoiser> generator_, critic_;
   std::shared_ptr<CriticWithHeads> critic_with_heads_;  // GAN only
