@@ -2075,7 +2075,7 @@ TEST(Disback, ThePathLeadsFromTheTeacherToTheInitialGeneratorAndItsStudentLearns
   request.seed = 11;
   const auto initial = draw_samples(*NetworkDenoiser::load(out / "student-phase-0.safetensors"), request).samples;
   torch::manual_seed(3);
-  const auto sigma = torch::exp(-1.2 + 1.2 * torch::randn({initial.size(0)}));
+  const auto sigma = torch::exp(-1.2 + 1.2 * torch::randn({initial.size(0)}, initial.options()));
   const auto noise = torch::randn_like(initial);
   std::vector<double> losses;
   losses.push_back(edm_loss(*load_teacher(teacher_dir, torch::kCPU), initial, sigma, noise, {}, 1.5).item<double>());
