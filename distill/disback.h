@@ -1,6 +1,6 @@
 // defines: DisbackPath, add_disback_fields, make_disback
 // Distribution backtracking, DisBack (Zhang et al. 2024, "Distribution Backtracking Builds A
-// Faster Convergence Trajectory for Diffusion Distillation"), on DMD2. Score distillation pulls
+// Faster Convergence Trajectory for One-step Diffusion Distillation"), on DMD2. Score distillation pulls
 // the generator toward the teacher's score from the first step, though the generator's
 // distribution starts far from the teacher's. DisBack first records how the teacher degrades
 // into the initial generator, then has the generator walk that path back.

@@ -1,7 +1,7 @@
 // defines: Bfloat16Autocast
 // A scope in which forward passes on a device type autocast to bfloat16 (PyTorch's autocast:
 // matrix products and convolutions in bfloat16, precision-sensitive operations in float32).
-// Training steps under train.precision: bf16 and sampling under --dtype bf16 use it; the state
+// Training steps under train.precision: bf16 and sampling under --precision bf16 use it; the state
 // before the scope comes back at its end. Autocast is per thread.
 #pragma once
 
