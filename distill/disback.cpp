@@ -44,9 +44,9 @@ class Disback final : public TrainingMethod {
  public:
   Disback(const Config& config, const std::string& teacher_spec, const c10::Device& device)
       : config_(config), path_(config.get_int("disback.degradation_steps"), config.get_int("disback.path_checkpoints"), config.get_int("disback.target_steps")) {
-    DISTILLERY_CHECK(config.get_string("student.init") == "teacher",
-                     Error("DisBack's path starts at the teacher, which the generator and critic must start as").file(config.source()).field("student.init")
-                         .expected("teacher"));
+    DISTILLERY_CHECK(config.get_string("student.init") != "scratch",
+                     Error("DisBack's path starts at the teacher's network, which the critic starts as").file(config.source()).field("student.init")
+                         .expected("teacher, or a student's network file"));
     DISTILLERY_CHECK(path_.checkpoints() <= path_.degradation_steps(),
                      Error("each checkpoint of the degradation path needs a step of its own").file(config.source()).field("disback.path_checkpoints")
                          .expected(fmt::format("at most disback.degradation_steps ({})", path_.degradation_steps())).got(std::to_string(path_.checkpoints())));

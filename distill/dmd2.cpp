@@ -104,10 +104,12 @@ class Dmd2 final : public Dmd2Training {
   Dmd2(const Config& config, const std::string& teacher_spec, const c10::Device& device)
       : settings_(dmd2_settings_from(config)), device_(device), teacher_(load_teacher(teacher_spec, device)) {
     generator_ = make_student_network(config, teacher_spec, *teacher_);
-    // The critic starts as the generator's initial network: at step 0 it is exactly the
-    // teacher's score when initialised from the teacher, as in DMD2. Like the generator it
-    // stays in eval mode.
-    critic_ = generator_->clone();
+    // The critic starts as the teacher's score, as in DMD2: the generator's initial network
+    // when that is the teacher's or one built from scratch for an analytic teacher, the
+    // teacher's own network when the generator starts from another run's student. Like the
+    // generator it stays in eval mode.
+    const auto* teacher_network = dynamic_cast<const NetworkDenoiser*>(teacher_.get());
+    critic_ = student_starts_from_file(config) && teacher_network ? teacher_network->clone() : generator_->clone();
     if (settings_.student_sigmas.empty()) settings_.student_sigmas = {teacher_->sigma_max()};
     classes_ = student_classes(config, generator_->num_classes());
     few_step_.emplace(*generator_, settings_.student_sigmas,

@@ -57,8 +57,10 @@ void add_student_fields(ConfigSchema& s) {
   s.add({"student.classes", ConfigType::IntList,
          "the classes the student learns and generates (a class-conditional teacher; []: all): DMD2, ADD and LADD honour it, MSD sets it per student",
          "[]"}, NumberRange::between(0, 1 << 20));
-  s.add({"student.init", ConfigType::String, "initial weights of the student (and of any network the method builds from it): the teacher's, or the model.* network from scratch",
-         "teacher", false, {"teacher", "scratch"}});
+  s.add({"student.init", ConfigType::String,
+         "initial weights of the student: teacher (the teacher's network, which any network the method builds from it starts as too), scratch (the "
+         "model.* network, seeded by train.seed), or a network file (.safetensors, a student another run wrote; the method's other networks start as the teacher)",
+         "teacher"});
 }
 
 std::vector<std::string> distillation_method_names() {

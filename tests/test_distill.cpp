@@ -2112,6 +2112,39 @@ TEST(Trainer, DisbackStopAndResumeEqualsUninterruptedBitForBit) {
   EXPECT_EQ(targets, (std::vector<int64_t>{1, 1, 0, 0}));
 }
 
+// A run may start its student from another run's file: the generator then holds the file's
+// weights, and the critic, which must begin as the real score, the teacher's. Here the file
+// is a wider network than the teacher, so a critic copied from the generator would not even
+// have the teacher's shapes.
+TEST(Dmd2, AStudentFileStartsTheGeneratorAndTheTeacherStartsTheCritic) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = untrained_mixture_teacher(dir);
+  torch::manual_seed(2);
+  NetworkDenoiser(MLPConfig{.shape = {2}, .hidden = 48, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5}).save(dir / "student.safetensors");
+  const auto recipe = [&](const std::string& init) {
+    return Config::parse(distillation_schema("dmd2"), fmt::format("method: dmd2\nstudent: {{init: \"{}\"}}\n", init), "dmd2.yaml");
+  };
+  const auto expect_weights_of = [](NetworkDenoiser& network, const std::filesystem::path& file) {
+    const auto tensors = load_tensor_file(file).tensors;
+    const auto held = module_tensors(network.module());
+    ASSERT_EQ(held.size(), tensors.size()) << file;
+    for (const auto& [name, tensor] : held) EXPECT_TRUE(torch::equal(tensor, tensors.at(name))) << name << " of " << file;
+  };
+  auto training = make_dmd2_training(recipe((dir / "student.safetensors").string()), teacher, torch::kCPU);
+  expect_weights_of(*training->generator(), dir / "student.safetensors");
+  expect_weights_of(training->critic(), teacher);
+
+  for (const auto& [init, message] : std::vector<std::pair<std::string, std::string>>{
+           {"teachers", "teacher, scratch, or a network file"}, {(dir / "absent.safetensors").string(), "absent.safetensors"}}) {
+    try {
+      make_dmd2_training(recipe(init), teacher, torch::kCPU);
+      ADD_FAILURE() << "accepted student.init " << init;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Disback, RecipeProblemsAreNamed) {
   const auto dir = testing::scratch_dir();
   const auto teacher = untrained_mixture_teacher(dir);

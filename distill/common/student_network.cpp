@@ -15,7 +15,11 @@ namespace distillery {
 std::unique_ptr<NetworkDenoiser> make_student_network(const Config& config, const std::string& teacher_spec, Denoiser& teacher,
                                                       const NetworkChanges& needs) {
   std::unique_ptr<NetworkDenoiser> student;
-  if (config.get_string("student.init") == "teacher") {
+  const auto init = config.get_string("student.init");
+  if (student_starts_from_file(config)) {
+    student = NetworkDenoiser::load(init)->clone(needs);
+    student->to(teacher.device());
+  } else if (init == "teacher") {
     auto* teacher_network = dynamic_cast<NetworkDenoiser*>(&teacher);
     DISTILLERY_CHECK(teacher_network, Error("student.init: teacher needs a trained network teacher").field("student.init").got(teacher_spec)
                                           .hint("an analytic teacher has no weights: set student.init=scratch and model.*"));
@@ -43,6 +47,14 @@ std::unique_ptr<NetworkDenoiser> make_student_network(const Config& config, cons
                        .expected(std::to_string(teacher.num_classes())).got(std::to_string(student->num_classes())));
   student->module().eval();
   return student;
+}
+
+bool student_starts_from_file(const Config& config) {
+  const auto init = config.get_string("student.init");
+  if (init == "teacher" || init == "scratch") return false;
+  DISTILLERY_CHECK(init.ends_with(".safetensors"), Error("unknown student.init").file(config.source()).field("student.init")
+                                                       .expected("teacher, scratch, or a network file (.safetensors)").got(init));
+  return true;
 }
 
 std::vector<int64_t> student_classes(const Config& config, int64_t num_classes) {
