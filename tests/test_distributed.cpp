@@ -84,11 +84,11 @@ void expect_same_logs(const std::filesystem::path& one, const std::filesystem::p
 }
 
 std::string teacher_arguments(const std::filesystem::path& out, int64_t batch, int64_t steps) {
-  // Dropout, label dropout and flips draw from torch's generator per row, not per sample
-  // position: they are off here (docs/distributed.md).
+  // Dropout, label dropout and flips on: each is drawn by sample position.
   return fmt::format(
       "teacher train --config {} --out {} --set model.model_channels=8 --set 'model.channel_mult=[1, 2]' --set model.blocks_per_level=1 "
-      "--set 'model.attn_resolutions=[14]' --set model.channels_per_head=8 --set model.dropout=0 --set model.label_dropout=0 --set train.batch={} "
+      "--set 'model.attn_resolutions=[14]' --set model.channels_per_head=8 --set model.dropout=0.2 --set model.label_dropout=0.3 --set data.hflip=true "
+      "--set train.batch={} "
       "--set train.warmup_steps=2 --set train.steps={} --set train.ema_halflife_images=20 --set log.every=1 --set checkpoint.every=2 --set grid.every=0 "
       "--set grid.num=4",
       testing::shell_quoted(testing::kSourceDir / "configs/teacher/fmnist.yaml"), testing::shell_quoted(out), batch, steps);

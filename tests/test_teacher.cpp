@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <numeric>
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
@@ -17,6 +18,7 @@
 #include "data/shuffled_order.h"
 #include "io/image.h"
 #include "io/tensor_file.h"
+#include "models/keyed_dropout.h"
 #include "models/mlp.h"
 #include "models/precond.h"
 #include "models/network_denoiser.h"
@@ -322,48 +324,134 @@ TEST(MlpTeacher, KeysOfTheOtherNetworkAreRejected) {
   }
 }
 
-// Label dropout replaces a label by "no label" with its probability, in training mode only.
-class LabelDropout : public ::testing::TestWithParam<std::string> {};
+// Label dropout is the training step's, by sample position: a network in training mode takes
+// its labels as they come, and a row whose label the step dropped (−1) gets the unconditional
+// output.
+class TrainingModeLabels : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(LabelDropout, DropsTheConfiguredShareOfLabelsWhileTraining) {
+TEST_P(TrainingModeLabels, ANetworkInTrainingModeNeverDropsALabelItself) {
   torch::manual_seed(0);
   auto unet = tiny_unet(10);
-  unet.dropout = 0;  // only the label is random
+  unet.dropout = 0;  // nothing else random in training mode
   unet.label_dropout = 0.5;
   const auto D = GetParam() == "unet" ? std::make_unique<NetworkDenoiser>(unet)
                                       : std::make_unique<NetworkDenoiser>(MLPConfig{.shape = {1, 4, 4}, .num_classes = 10, .label_dropout = 0.5});
-  const int64_t n = 400;
+  const int64_t n = 64;
   std::vector<int64_t> shape = {n};
   for (auto d : D->sample_shape()) shape.push_back(d);
   const auto x = torch::randn(shape);
   const auto sigma = torch::full({n}, 1.0f);
   const auto labels = torch::randint(0, 10, {n}, torch::kInt64);
+  std::vector<int64_t> positions(static_cast<size_t>(n));
+  std::iota(positions.begin(), positions.end(), int64_t{100});
+  const auto dropped_labels = drop_labels_per_sample(labels, 0.5, 3, 7, positions);
   torch::NoGradGuard no_grad;
   D->module().eval();
   const auto conditional = D->denoise(x, sigma, labels), unconditional = D->denoise(x, sigma, torch::full({n}, -1, torch::kInt64));
   D->module().train();
-  const auto trained = D->denoise(x, sigma, labels);
-  const auto per_row = [&](const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().reshape({n, -1}).amax(1).lt(1e-6); };
-  const auto dropped = per_row(trained, unconditional), kept = per_row(trained, conditional);
-  EXPECT_TRUE(dropped.logical_xor(kept).all().item<bool>()) << "every row is either conditional or unconditional";
-  // Binomial(400, ½): the share lies in [0.4, 0.6] except with probability < 1e-4.
-  const double share = dropped.to(torch::kFloat64).mean().item<double>();
-  EXPECT_GT(share, 0.4);
-  EXPECT_LT(share, 0.6);
+  EXPECT_TRUE(torch::allclose(D->denoise(x, sigma, labels), conditional, 0, 1e-6));
+  const auto trained = D->denoise(x, sigma, dropped_labels);
+  const auto dropped = dropped_labels.eq(-1).view({n, 1}).expand({n, x[0].numel()}).reshape(shape);
+  EXPECT_TRUE(torch::allclose(trained, torch::where(dropped, unconditional, conditional), 0, 1e-6));
 }
 
-INSTANTIATE_TEST_SUITE_P(Networks, LabelDropout, ::testing::Values("unet", "mlp"));
+INSTANTIATE_TEST_SUITE_P(Networks, TrainingModeLabels, ::testing::Values("unet", "mlp"));
 
-TEST(Augment, HorizontalFlipMirrorsAboutHalfOfTheImages) {
+// Whatever the batch a row falls in, its draws are the same: two halves drawn apart equal the
+// whole batch drawn at once.
+TEST(Augment, LabelDropoutDropsItsShareByPosition) {
+  const int64_t n = 1000;
+  const auto labels = torch::randint(0, 10, {n}, torch::kInt64);
+  std::vector<int64_t> positions(static_cast<size_t>(n)), first(positions.begin(), positions.begin()), second;
+  std::iota(positions.begin(), positions.end(), int64_t{5000});
+  first.assign(positions.begin(), positions.begin() + 300);
+  second.assign(positions.begin() + 300, positions.end());
+  const auto whole = drop_labels_per_sample(labels, 0.25, 9, 1002, positions);
+  EXPECT_TRUE(torch::equal(whole, torch::cat({drop_labels_per_sample(labels.slice(0, 0, 300), 0.25, 9, 1002, first),
+                                               drop_labels_per_sample(labels.slice(0, 300), 0.25, 9, 1002, second)})));
+  const auto dropped = whole.eq(-1);
+  EXPECT_TRUE(torch::equal(torch::where(dropped, labels, whole), labels)) << "a kept label is unchanged";
+  const double share = dropped.to(torch::kFloat64).mean().item<double>();
+  EXPECT_GT(share, 0.25 - 4 * 0.0137);  // Binomial(1000, ¼): ±4σ
+  EXPECT_LT(share, 0.25 + 4 * 0.0137);
+  EXPECT_TRUE(torch::equal(drop_labels_per_sample(labels, 0, 9, 1002, positions), labels));
+  EXPECT_FALSE(torch::equal(drop_labels_per_sample(labels, 0.25, 10, 1002, positions), whole)) << "another seed, other rows";
+  EXPECT_THROW(drop_labels_per_sample(labels, 0.25, 9, 1002, first), Error);
+}
+
+TEST(Augment, HorizontalFlipMirrorsAboutHalfOfTheImagesByPosition) {
   torch::manual_seed(4);
   const auto images = torch::randn({1000, 1, 3, 5});
-  const auto out = random_hflip(images);
+  std::vector<int64_t> positions(1000);
+  std::iota(positions.begin(), positions.end(), int64_t{0});
+  const auto out = hflip_per_sample(images, 1, 1003, positions);
   const auto same = out.eq(images).reshape({1000, -1}).all(1), mirrored = out.eq(images.flip({3})).reshape({1000, -1}).all(1);
   EXPECT_TRUE(same.logical_xor(mirrored).all().item<bool>()) << "each image is kept or mirrored whole";
   const double share = mirrored.to(torch::kFloat64).mean().item<double>();
   EXPECT_GT(share, 0.44);  // Binomial(1000, ½): ±4σ
   EXPECT_LT(share, 0.56);
-  EXPECT_THROW(random_hflip(torch::zeros({4, 2})), Error);
+  const std::vector<int64_t> tail(positions.begin() + 600, positions.end());
+  EXPECT_TRUE(torch::equal(hflip_per_sample(images.slice(0, 600), 1, 1003, tail), out.slice(0, 600)));
+  EXPECT_THROW(hflip_per_sample(torch::zeros({4, 2}), 1, 1003, {0, 1, 2, 3}), Error);
+  EXPECT_THROW(hflip_per_sample(images, 1, 1003, tail), Error);
+}
+
+// Dropout masks are keyed by sample position and by the layer's place in the pass.
+TEST(KeyedDropout, MasksFollowSamplePositionsAndLayersNotTheBatch) {
+  const double p = 0.3;
+  const auto x = torch::ones({8, 3, 16, 16});
+  std::vector<int64_t> positions(8);
+  std::iota(positions.begin(), positions.end(), int64_t{40});
+  at::Tensor whole, second_layer;
+  {
+    const DropoutKeys keys(11, 1100, positions);
+    whole = keyed_dropout(x, p, true);
+    second_layer = keyed_dropout(x, p, true);
+  }
+  at::Tensor front, back;
+  {
+    const DropoutKeys keys(11, 1100, {positions.begin(), positions.begin() + 3});
+    front = keyed_dropout(x.slice(0, 0, 3), p, true);
+  }
+  {
+    const DropoutKeys keys(11, 1100, {positions.begin() + 3, positions.end()});
+    back = keyed_dropout(x.slice(0, 3), p, true);
+  }
+  EXPECT_TRUE(torch::equal(torch::cat({front, back}), whole));
+  EXPECT_FALSE(torch::equal(second_layer, whole)) << "each layer of a pass has its own masks";
+  const auto kept = whole.ne(0);
+  EXPECT_TRUE(torch::allclose(whole.masked_select(kept), torch::full({}, 1 / (1 - p)))) << "kept elements scaled by 1/(1 − p)";
+  const double share = 1 - kept.to(torch::kFloat64).mean().item<double>();
+  EXPECT_NEAR(share, p, 4 * std::sqrt(p * (1 - p) / static_cast<double>(x.numel())));
+  // Without training it is the identity; in training it needs the step's positions.
+  EXPECT_TRUE(keyed_dropout(x, p, false).is_same(x));
+  EXPECT_THROW(keyed_dropout(x, p, true), Error);
+  {
+    const DropoutKeys keys(11, 1100, positions);
+    EXPECT_THROW(keyed_dropout(x.slice(0, 1), p, true), Error) << "a batch of another size than the step's";
+  }
+}
+
+// A UNet trained with dropout computes each row as if that row were alone in its batch.
+TEST(KeyedDropout, ATrainingUNetSplitOverTwoBatchesEqualsOneBatch) {
+  torch::manual_seed(2);
+  auto config = tiny_unet(10);
+  config.dropout = 0.2;
+  NetworkDenoiser D(config);
+  D.module().train();
+  const auto x = torch::randn({6, 1, 28, 28});
+  const auto sigma = torch::linspace(0.1, 5, 6);
+  const auto labels = torch::arange(6, torch::kInt64);
+  std::vector<int64_t> positions = {7, 3, 90, 12, 5, 61};
+  torch::NoGradGuard no_grad;
+  const auto run = [&](int64_t begin, int64_t end) {
+    const DropoutKeys keys(5, 1100, {positions.begin() + begin, positions.begin() + end});
+    return D.denoise(x.slice(0, begin, end), sigma.slice(0, begin, end), labels.slice(0, begin, end));
+  };
+  const auto whole = run(0, 6);
+  EXPECT_TRUE(torch::allclose(torch::cat({run(0, 2), run(2, 6)}), whole, 1e-5, 1e-6));
+  D.module().eval();
+  EXPECT_GT((D.denoise(x, sigma, labels) - whole).abs().max().item<double>(), 1e-3) << "the masks change the output";
 }
 
 TEST(ShuffledOrderTest, EveryEpochIsAPermutationFixedBySeedAndEpoch) {

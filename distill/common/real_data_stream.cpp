@@ -6,7 +6,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "distill/common/sigma_sampling.h"
+#include "data/augment.h"
 
 namespace distillery {
 
@@ -38,11 +38,7 @@ std::pair<at::Tensor, at::Tensor> RealDataStream::batch(uint64_t seed, const std
   for (const auto p : positions) indices.push_back(order_->at(p));
   const auto index = torch::tensor(indices, torch::kInt64);
   auto x = data_.x0.index_select(0, index).to(device_);
-  if (hflip_) {
-    std::vector<int64_t> per_row(static_cast<size_t>(x.dim()), 1);
-    per_row[0] = -1;
-    x = torch::where(uniform_per_sample(seed, flip_stream_, positions).lt(0.5).to(device_).view(per_row), x.flip(-1), x);
-  }
+  if (hflip_) x = hflip_per_sample(x, seed, flip_stream_, positions);
   return {x, num_classes_ > 0 ? data_.labels.index_select(0, index).to(device_) : at::Tensor()};
 }
 

@@ -13,11 +13,6 @@
 
 namespace distillery {
 
-at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions) {
-  const auto normal = per_sample_normal(seed, stream, positions, {}, torch::kFloat64);
-  return (0.5 * torch::erfc(-normal / std::sqrt(2.0))).clamp(0.0, 1.0 - 1e-12);
-}
-
 std::vector<double> karras_grid_ascending(double sigma_min, double sigma_max, double rho, int64_t points) {
   auto grid = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, rho}, static_cast<int>(points));
   grid.pop_back();  // the appended 0

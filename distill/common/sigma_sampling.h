@@ -1,4 +1,4 @@
-// defines: uniform_per_sample, karras_grid_ascending, KarrasGridSampler, lognormal_sigmas, uniform_time_sigmas, ict_discretization_steps,
+// defines: karras_grid_ascending, KarrasGridSampler, lognormal_sigmas, uniform_time_sigmas, ict_discretization_steps,
 //          DiscretizedLognormal
 // The σ (and time) draws distillation methods share, all counter-based: a draw for sample
 // position p depends only on (seed, stream, p), on the host, then copied to the device.
@@ -11,9 +11,6 @@
 #include <vector>
 
 namespace distillery {
-
-// [N] float64 on the CPU, uniform in [0, 1) per position (the normal CDF of the counter-based normals).
-at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions);
 
 // The N points of a Karras grid between σ_min and σ_max, ascending (σ_0 = σ_min, σ_{N−1} = σ_max).
 std::vector<double> karras_grid_ascending(double sigma_min, double sigma_max, double rho, int64_t points);

@@ -59,4 +59,9 @@ at::Tensor per_sample_normal(uint64_t seed, uint64_t stream, const std::vector<i
   return values.to(options.dtype().toScalarType()).to(options.device());
 }
 
+at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions) {
+  const auto normal = per_sample_normal(seed, stream, positions, {}, torch::kFloat64);
+  return (0.5 * torch::erfc(-normal / std::sqrt(2.0))).clamp(0.0, 1.0 - 1e-12);
+}
+
 }  // namespace distillery

@@ -1,4 +1,4 @@
-// defines: philox4x32_10, fill_normal, per_sample_normal
+// defines: philox4x32_10, fill_normal, per_sample_normal, uniform_per_sample
 // Counter-based random numbers: the noise of sample `i` is a pure function of
 // (seed, stream, i), so it never depends on batch size, thread count, process count or
 // device. `stream` separates independent uses (initial noise, per-step sampler noise).
@@ -28,6 +28,9 @@ void fill_normal(uint64_t seed, uint64_t stream, uint64_t sample_index, double* 
 at::Tensor per_sample_normal(uint64_t seed, uint64_t stream, const std::vector<int64_t>& indices,
                              const std::vector<int64_t>& sample_shape, const c10::TensorOptions& options);
 
+// [N] float64 on the CPU, uniform in [0, 1) per position (the normal CDF of the counter-based normals).
+at::Tensor uniform_per_sample(uint64_t seed, uint64_t stream, const std::vector<int64_t>& positions);
+
 // Every stream the project draws from, in one registry so two uses never collide (checked at
 // compile time below). A stream marked "+ k" owns the range [base, base + width).
 namespace noise_stream {
@@ -36,6 +39,10 @@ inline constexpr uint64_t sampler_step = 1;        // + solver step (< max_solve
 inline constexpr uint64_t max_solver_steps = 999;
 inline constexpr uint64_t teacher_sigma = 1000;    // EDM teacher training: ln σ
 inline constexpr uint64_t teacher_noise = 1001;    //   and the noise added at it
+inline constexpr uint64_t teacher_label_drop = 1002;  //   which rows train unconditionally (label dropout)
+inline constexpr uint64_t teacher_flip = 1003;        //   flips of the training images
+inline constexpr uint64_t dropout_layers = 256;       // the most dropout layers one step's keyed masks tell apart
+inline constexpr uint64_t teacher_dropout = 1100;     //   + dropout layer (< dropout_layers): the teacher's dropout masks
 inline constexpr uint64_t dmd2_generator_noise = 3000;  // DMD2: the generator's input noise
 inline constexpr uint64_t dmd2_student_step = 3001;     //   which of a k-step student's σ a row starts at
 inline constexpr uint64_t dmd2_dm_sigma = 3002, dmd2_dm_noise = 3003;          // distribution matching
@@ -62,6 +69,8 @@ inline constexpr uint64_t ladd_real_sigma = 6003, ladd_real_noise = 6004, ladd_f
 inline constexpr uint64_t add_distill_sigma = 6007, add_distill_noise = 6008;  // ADD: the teacher's re-noising of generated images
 inline constexpr uint64_t msd_score_matching_sigma = 6100, msd_score_matching_noise = 6101, msd_score_matching_flip = 6102;  // MSD: teacher score matching of a smaller student
 inline constexpr uint64_t sliced_wasserstein_directions = 7000;  // evaluation: the sliced Wasserstein distance's projections
+inline constexpr uint64_t classifier_flip = 7100;     // the evaluation classifier's training: flips of its images
+inline constexpr uint64_t classifier_dropout = 7200;  //   + dropout layer (< dropout_layers): its dropout masks
 
 struct Range {
   uint64_t base, width;
@@ -70,6 +79,9 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {sampler_step, max_solver_steps},
                                     {teacher_sigma, 1},
                                     {teacher_noise, 1},
+                                    {teacher_label_drop, 1},
+                                    {teacher_flip, 1},
+                                    {teacher_dropout, dropout_layers},
                                     {dmd2_generator_noise, 1},
                                     {dmd2_student_step, 1},
                                     {dmd2_dm_sigma, 1},
@@ -108,7 +120,9 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {msd_score_matching_sigma, 1},
                                     {msd_score_matching_noise, 1},
                                     {msd_score_matching_flip, 1},
-                                    {sliced_wasserstein_directions, 1}};
+                                    {sliced_wasserstein_directions, 1},
+                                    {classifier_flip, 1},
+                                    {classifier_dropout, dropout_layers}};
 constexpr bool disjoint() {
   for (const auto& a : kRanges)
     for (const auto& b : kRanges)

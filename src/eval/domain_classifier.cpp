@@ -13,6 +13,8 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/rng.h"
+#include "models/keyed_dropout.h"
 #include "data/augment.h"
 #include "data/fashion_mnist.h"
 #include "data/shuffled_order.h"
@@ -74,7 +76,7 @@ FeatureMap DomainClassifierImpl::features_at(const at::Tensor& x, const std::vec
 at::Tensor DomainClassifierImpl::features(const at::Tensor& x) { return forward_features(x); }
 
 at::Tensor DomainClassifierImpl::logits(const at::Tensor& x) {
-  return out_->forward(F::dropout(forward_features(x), F::DropoutFuncOptions().p(dropout_).training(is_training())));
+  return out_->forward(keyed_dropout(forward_features(x), dropout_, is_training()));
 }
 
 std::string DomainClassifierImpl::config_json() const {
@@ -124,15 +126,15 @@ namespace {
 class ClassifierTraining final : public TrainingMethod {
  public:
   ClassifierTraining(const Config& config, const c10::Device& device)
-      : lr_(config.get_float("train.lr")), hflip_(config.get_bool("data.hflip")), device_(device) {
+      : seed_(static_cast<uint64_t>(config.get_int("train.seed"))), lr_(config.get_float("train.lr")), hflip_(config.get_bool("data.hflip")), device_(device) {
     const auto train = load_fashion_mnist("train");
     images_ = to_model_range(train.images);
     labels_ = train.labels;
-    torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));  // initial weights, drawn on the CPU whatever the device
+    torch::manual_seed(seed_);  // initial weights, drawn on the CPU whatever the device
     net_ = DomainClassifier(config.get_int("model.channels"), config.get_int("model.features"), 10, config.get_float("model.dropout"));
     net_->to(device);
     net_->train();
-    order_.emplace(images_.size(0), static_cast<uint64_t>(config.get_int("train.seed")));
+    order_.emplace(images_.size(0), seed_);
   }
 
   NetworkDenoiser* generator() override { return nullptr; }
@@ -144,12 +146,14 @@ class ClassifierTraining final : public TrainingMethod {
   }
 
   std::map<std::string, double> step(StepContext& context) override {
+    const auto positions = context.positions();
     std::vector<int64_t> indices;
-    for (const auto position : context.positions()) indices.push_back(order_->at(position));
+    for (const auto position : positions) indices.push_back(order_->at(position));
     const auto index = torch::tensor(indices, torch::kInt64);
     auto x = images_.index_select(0, index).to(device_);
-    if (hflip_) x = random_hflip(x);
+    if (hflip_) x = hflip_per_sample(x, seed_, noise_stream::classifier_flip, positions);
     const auto labels = labels_.index_select(0, index).to(device_);
+    const DropoutKeys dropout_keys(seed_, noise_stream::classifier_dropout, positions);
     const auto logits = net_->logits(x);
     const auto loss = F::cross_entropy(logits, labels);
     context.update("model", loss);
@@ -176,6 +180,7 @@ class ClassifierTraining final : public TrainingMethod {
     return torch::cat(logits).argmax(1).eq(test.labels).to(torch::kFloat64).mean().item<double>();
   }
 
+  uint64_t seed_;
   double lr_;
   bool hflip_;
   c10::Device device_;

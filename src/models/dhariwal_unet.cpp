@@ -113,7 +113,7 @@ DhariwalUNetImpl::DhariwalUNetImpl(DhariwalUNetConfig config) : config_(std::mov
 at::Tensor DhariwalUNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels) {
   auto emb = torch::silu(map_layer0_->forward(positional_embedding(c_noise.to(torch::kFloat32), config_.model_channels, false)));
   emb = map_layer1_->forward(emb);
-  if (map_label_) emb = emb + map_label_->forward(class_embedding_input(labels, config_.num_classes, config_.label_dropout, is_training()));
+  if (map_label_) emb = emb + map_label_->forward(class_embedding_input(labels, config_.num_classes));
   return torch::silu(emb);
 }
 

@@ -141,11 +141,10 @@ struct LabelEmbedderImpl : torch::nn::Module {
   LabelEmbedderImpl(int64_t classes, int64_t hidden, bool null_class) : num_classes(classes), has_null_class(null_class) {
     embedding_table = register_module("embedding_table", torch::nn::Embedding(classes + (null_class ? 1 : 0), hidden));
   }
-  // Labels −1, and in training each label with probability `dropout`, become the null class.
-  at::Tensor forward(const at::Tensor& labels, double dropout, bool training) {
+  // Labels −1 (a training step's label dropout among them) become the null class.
+  at::Tensor forward(const at::Tensor& labels) {
     DISTILLERY_CHECK(labels.defined(), Error("this DiT is class-conditional: labels are required (use −1 for the null class)"));
-    auto dropped = labels.lt(0);
-    if (training && dropout > 0) dropped = dropped.logical_or(torch::rand({labels.size(0)}, labels.options().dtype(torch::kFloat32)).lt(dropout));
+    const auto dropped = labels.lt(0);
     DISTILLERY_CHECK(has_null_class || !dropped.any().item<bool>(),
                      Error("this DiT has no null class (it was built with model.label_dropout 0): label −1 cannot be embedded")
                          .expected(fmt::format("labels in [0, {})", num_classes)));
@@ -250,7 +249,7 @@ void DitImpl::initialize() {
 
 at::Tensor DitImpl::conditioning(const at::Tensor& c_noise, const at::Tensor& labels) {
   auto c = t_embedder_->as<TimestepEmbedderImpl>()->forward(c_noise);
-  if (y_embedder_) c = c + y_embedder_->as<LabelEmbedderImpl>()->forward(labels, config_.label_dropout, is_training());
+  if (y_embedder_) c = c + y_embedder_->as<LabelEmbedderImpl>()->forward(labels);
   return c;
 }
 

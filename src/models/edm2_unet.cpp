@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "models/keyed_dropout.h"
 #include "kernels/attention.h"
 #include "models/edm_layers.h"
 
@@ -109,7 +110,7 @@ struct Edm2BlockImpl : torch::nn::Module {
     auto y = conv_res0->forward(mp_silu(x));
     const auto c = emb_linear->forward(emb, emb_gain) + 1;
     y = mp_silu(y * c.unsqueeze(2).unsqueeze(3).to(y.scalar_type()));
-    y = conv_res1->forward(F::dropout(y, F::DropoutFuncOptions().p(dropout).training(is_training() && dropout > 0)));
+    y = conv_res1->forward(keyed_dropout(y, dropout, is_training()));
     if (!encoder && conv_skip) x = conv_skip->forward(x);
     x = mp_sum(x, y, res_balance);
     if (num_heads > 0) {
@@ -270,7 +271,7 @@ at::Tensor Edm2UNetImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, 
   const auto ends_here = [&](const at::Tensor& features) { return visit && !(*visit)(taps_[next_tap++].name, features); };
   auto emb = emb_noise_->as<MPConvImpl>()->forward(emb_fourier_->as<MPFourierImpl>()->forward(c_noise.to(torch::kFloat32)));
   if (emb_label_) {
-    const auto one_hot = class_embedding_input(labels, config_.num_classes, config_.label_dropout, is_training());
+    const auto one_hot = class_embedding_input(labels, config_.num_classes);
     emb = mp_sum(emb, emb_label_->as<MPConvImpl>()->forward(one_hot * std::sqrt(static_cast<double>(config_.num_classes))), config_.label_balance);
   }
   emb = mp_silu(emb);

@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "models/keyed_dropout.h"
 #include "kernels/attention.h"
 
 namespace distillery {
@@ -138,7 +139,7 @@ at::Tensor EdmUNetBlockImpl::forward(const at::Tensor& input, const at::Tensor& 
   } else {
     x = torch::silu(norm1_->forward(x + params));
   }
-  x = conv1_->forward(F::dropout(x, F::DropoutFuncOptions().p(dropout_).training(is_training())));
+  x = conv1_->forward(keyed_dropout(x, dropout_, is_training()));
   x = (x + (skip_ ? skip_->forward(input) : input)) * skip_scale_;
   if (num_heads_ > 0) {
     const int64_t n = x.size(0), head_dim = x.size(1) / num_heads_, tokens = x.size(2) * x.size(3);
@@ -164,11 +165,9 @@ at::Tensor positional_embedding(const at::Tensor& c_noise, int64_t channels, boo
   return torch::cat({angles.cos(), angles.sin()}, 1);
 }
 
-at::Tensor class_embedding_input(const at::Tensor& labels, int64_t num_classes, double dropout, bool training) {
+at::Tensor class_embedding_input(const at::Tensor& labels, int64_t num_classes, c10::ScalarType dtype) {
   DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
-  auto one_hot = F::one_hot(labels.clamp_min(0), num_classes).to(torch::kFloat32) * labels.ge(0).unsqueeze(1);
-  if (training && dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}, one_hot.options()).ge(dropout);
-  return one_hot;
+  return F::one_hot(labels.clamp_min(0), num_classes).to(dtype) * labels.ge(0).unsqueeze(1);
 }
 
 }  // namespace distillery

@@ -123,8 +123,10 @@ TORCH_MODULE(FourierEmbedding);
 // DDPM++'s and ADM's embedding: angles c_noise·(1/10000)^(j/(channels/2 − endpoint)), cos then sin.
 at::Tensor positional_embedding(const at::Tensor& c_noise, int64_t channels, bool endpoint);
 
-// The label input of EDM's networks from our labels ([N] int64, −1: no label): one-hot rows
-// (zero for −1, as EDM's unconditional input), zeroed with probability `dropout` in training.
-at::Tensor class_embedding_input(const at::Tensor& labels, int64_t num_classes, double dropout, bool training);
+// The label input of the networks from our labels ([N] int64, −1: no label): one-hot rows in
+// `dtype`, zero for −1 (EDM's unconditional input). Label dropout is the training step's: it
+// sets a row's label to −1 by the row's sample position (data/augment.h), so a network never
+// draws it.
+at::Tensor class_embedding_input(const at::Tensor& labels, int64_t num_classes, c10::ScalarType dtype = c10::ScalarType::Float);
 
 }  // namespace distillery

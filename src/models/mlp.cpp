@@ -10,6 +10,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "models/edm_layers.h"
 
 namespace distillery {
 
@@ -64,10 +65,7 @@ at::Tensor MLPImpl::run(const at::Tensor& x_in, const at::Tensor& c_noise, const
     h = h + target_noise_->forward(noise_features(c_noise_target));
   }
   if (label_) {
-    DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
-    auto one_hot = torch::nn::functional::one_hot(labels.clamp_min(0), config_.num_classes).to(x_in.scalar_type()) * labels.ge(0).unsqueeze(1);
-    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout).to(one_hot.device());
-    h = h + label_->forward(one_hot);
+    h = h + label_->forward(class_embedding_input(labels, config_.num_classes, x_in.scalar_type()));
   }
   if (ends_here(h)) return {};
   for (const auto& layer : *hidden_) {

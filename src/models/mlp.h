@@ -26,7 +26,7 @@ struct MLPConfig {
   int64_t layers = 3;                // residual hidden layers
   int64_t embedding = 32;            // noise-embedding channels (even)
   int64_t num_classes = 0;           // 0: unconditional
-  double label_dropout = 0.1;        // probability of dropping the label while training (CFG)
+  double label_dropout = 0.1;        // probability with which teacher training drops a row's label (CFG)
   bool target_time = false;          // a second time input, the σ a trajectory model jumps to (CTM)
   int64_t dim() const;
 };

@@ -150,7 +150,7 @@ at::Tensor SongUNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labe
   // DDPM++ and NCSN++ feed sin before cos.
   emb = emb.reshape({emb.size(0), 2, -1}).flip(1).reshape(emb.sizes());
   if (map_label_) {
-    const auto one_hot = class_embedding_input(labels, config_.num_classes, config_.label_dropout, is_training());
+    const auto one_hot = class_embedding_input(labels, config_.num_classes);
     emb = emb + map_label_->forward(one_hot * std::sqrt(static_cast<double>(config_.num_classes)));
   }
   emb = torch::silu(map_layer0_->forward(emb));

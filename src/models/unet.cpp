@@ -9,6 +9,8 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "models/keyed_dropout.h"
+#include "models/edm_layers.h"
 #include "kernels/attention.h"
 
 namespace distillery {
@@ -59,7 +61,7 @@ struct UNetBlockImpl : torch::nn::Module {
     const auto params = affine->forward(emb).unsqueeze(2).unsqueeze(3);
     const auto scale_shift = params.chunk(2, 1);
     h = torch::silu(scale_shift[1] + norm1->forward(h) * (scale_shift[0] + 1));
-    h = conv1->forward(F::dropout(h, F::DropoutFuncOptions().p(dropout).training(is_training())));
+    h = conv1->forward(keyed_dropout(h, dropout, is_training()));
     const auto residual = skip ? skip->forward(resampled(x)) : resampled(x);
     auto out = (h + residual) * M_SQRT1_2;
     if (qkv) {
@@ -207,11 +209,7 @@ at::Tensor UNetImpl::noise_features(const at::Tensor& c_noise) const {
 at::Tensor UNetImpl::embed(const at::Tensor& c_noise, const at::Tensor& labels, const at::Tensor& c_noise_target) {
   auto emb = noise_features(c_noise);
   if (map_label_) {
-    DISTILLERY_CHECK(labels.defined(), Error("this model is class-conditional: labels are required (use −1 for none)"));
-    // One-hot with −1 mapped to the zero vector: "no label", the unconditional branch of CFG.
-    auto one_hot = F::one_hot(labels.clamp_min(0), config_.num_classes).to(torch::kFloat32) * labels.ge(0).unsqueeze(1);
-    if (is_training() && config_.label_dropout > 0) one_hot = one_hot * torch::rand({one_hot.size(0), 1}).ge(config_.label_dropout).to(one_hot.device());
-    emb = emb + map_label_->forward(one_hot * std::sqrt(static_cast<double>(config_.num_classes)));
+    emb = emb + map_label_->forward(class_embedding_input(labels, config_.num_classes) * std::sqrt(static_cast<double>(config_.num_classes)));
   }
   auto hidden = map_layer0_->forward(emb);
   if (map_target_) {

@@ -36,7 +36,7 @@ struct UNetConfig {
   int64_t channels_per_head = 32;              // attention heads = channels / this
   double dropout = 0.1;                        // inside residual blocks, training only
   int64_t num_classes = 0;                     // 0: unconditional
-  double label_dropout = 0.1;                  // probability of dropping the label while training (CFG)
+  double label_dropout = 0.1;                  // probability with which teacher training drops a row's label (CFG)
   std::string noise_embedding = "positional";  // positional | fourier
   bool target_time = false;                    // a second time input, the σ a trajectory model jumps to (CTM)
 };

@@ -14,6 +14,7 @@
 #include "data/shuffled_order.h"
 #include "data/training_data.h"
 #include "eval/in_loop_evaluation.h"
+#include "models/keyed_dropout.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampling.h"
 #include "teachers/edm_loss.h"
@@ -30,7 +31,8 @@ class TeacherTraining final : public TrainingMethod {
  public:
   TeacherTraining(const Config& config, const c10::Device& device)
       : seed_(static_cast<uint64_t>(config.get_int("train.seed"))), lr_(config.get_float("train.lr")), p_mean_(config.get_float("loss.p_mean")),
-        p_std_(config.get_float("loss.p_std")), grid_steps_(config.get_int("grid.steps")), hflip_(config.get_bool("data.hflip")),
+        p_std_(config.get_float("loss.p_std")), label_dropout_(config.get_float("model.label_dropout")), grid_steps_(config.get_int("grid.steps")),
+        hflip_(config.get_bool("data.hflip")),
         dataset_(config.get_string("data.dataset")), device_(device) {
     torch::manual_seed(seed_);  // initial weights, drawn on the CPU whatever the device
     model_ = NetworkDenoiser::from_config(config);
@@ -72,11 +74,14 @@ class TeacherTraining final : public TrainingMethod {
     // The data stay on the host; each batch moves to the device.
     const auto index_tensor = torch::tensor(indices, torch::kInt64);
     auto x0 = data_.x0.index_select(0, index_tensor).to(device_);
-    if (hflip_) x0 = random_hflip(x0);
-    const auto labels = model_->num_classes() > 0 ? data_.labels.index_select(0, index_tensor).to(device_) : at::Tensor();
+    if (hflip_) x0 = hflip_per_sample(x0, seed_, noise_stream::teacher_flip, positions);
+    const auto labels = model_->num_classes() > 0 ? drop_labels_per_sample(data_.labels.index_select(0, index_tensor).to(device_), label_dropout_, seed_,
+                                                                           noise_stream::teacher_label_drop, positions)
+                                                  : at::Tensor();
     const auto options = x0.options();
     const auto sigma = (p_mean_ + p_std_ * per_sample_normal(seed_, noise_stream::teacher_sigma, positions, {}, options)).exp();
     const auto noise = per_sample_normal(seed_, noise_stream::teacher_noise, positions, shape_, options);
+    const DropoutKeys dropout_keys(seed_, noise_stream::teacher_dropout, positions);
     const auto loss = edm_loss(*model_, x0, sigma, noise, labels, model_->sigma_data());
     context.update("model", loss);
     return {{"loss", loss.item<double>()}};
@@ -84,7 +89,7 @@ class TeacherTraining final : public TrainingMethod {
 
  private:
   uint64_t seed_;
-  double lr_, p_mean_, p_std_;
+  double lr_, p_mean_, p_std_, label_dropout_;
   int64_t grid_steps_;
   bool hflip_;
   std::string dataset_;

@@ -7,8 +7,11 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <numeric>
 #include <string>
 
+#include "core/rng.h"
+#include "models/keyed_dropout.h"
 #include "models/network_denoiser.h"
 #include "train/trainer.h"
 
@@ -32,6 +35,11 @@ double differentiated_bytes_per_row(NetworkDenoiser& generator, int64_t batch) {
   const auto x = torch::zeros(shape, options).requires_grad_(true);
   const auto sigma = torch::ones({probe}, options);
   const auto labels = generator.num_classes() > 0 ? torch::zeros({probe}, options.dtype(torch::kInt64)) : at::Tensor();
+  // A network in training mode draws dropout masks, whose bytes count too; the probe's masks
+  // are thrown away, so it may draw from the teacher's streams.
+  std::vector<int64_t> positions(static_cast<size_t>(probe));
+  std::iota(positions.begin(), positions.end(), int64_t{0});
+  const DropoutKeys dropout_keys(0, noise_stream::teacher_dropout, positions);
   const auto bytes = allocated_bytes(options.device(), [&] {
     const auto denoised = generator.denoise(x, sigma, labels);
     torch::autograd::grad({denoised.square().sum()}, {x});

@@ -255,6 +255,19 @@ struct Average {
   EmaDecay decay;
 };
 
+// A module in eval mode for the scope's life, its mode restored after.
+class EvalMode {
+ public:
+  explicit EvalMode(torch::nn::Module& module) : module_(module), was_training_(module.is_training()) { module_.eval(); }
+  ~EvalMode() { module_.train(was_training_); }
+  EvalMode(const EvalMode&) = delete;
+  EvalMode& operator=(const EvalMode&) = delete;
+
+ private:
+  torch::nn::Module& module_;
+  bool was_training_;
+};
+
 // What the trainer builds around the method's current phase.
 struct PhaseParts {
   std::vector<std::unique_ptr<torch::optim::Optimizer>> optimizers;
@@ -378,8 +391,9 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     processes.broadcast(tensors, "the networks' weights");
   };
   share_rank0_networks();
-  // What grids and evaluations show (only asked for when there is a generator).
-  const auto shown = [&]() -> Denoiser& { return current.ema ? static_cast<Denoiser&>(*current.ema) : *method.generator(); };
+  // What grids and evaluations show (only asked for when there is a generator), in eval mode:
+  // a network trained in training mode (a teacher's dropout) is shown as it will be used.
+  const auto shown = [&]() -> NetworkDenoiser& { return current.ema ? *current.ema : *method.generator(); };
 
   std::optional<StatsLog> stats;
   // A run killed before its first checkpoint starts again from nothing, its log included.
@@ -400,12 +414,15 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
                                                        .field("eval.every").hint("set eval.every=0"));
   const auto evaluation = [&](uint64_t seed, int64_t num) {
     const auto request = sampling_for(seed, num);
+    const EvalMode eval_mode(shown().module());
     nlohmann::json result = {{"eval_num", num}, {"eval_nfe", BatchSampler(shown(), request).nfe()}};
     for (const auto& [name, value] : evaluate(shown(), request)) result[name] = value;
     return result;
   };
   const auto write_grid = [&](int64_t step) {
-    if (has_generator && callbacks.grid) callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
+    if (!has_generator || !callbacks.grid) return;
+    const EvalMode eval_mode(shown().module());
+    callbacks.grid(shown(), sampling_for(s.seed, s.grid_num), grids / fmt::format("grid-step-{:07d}.png", step), step);
   };
 
   // The starting point of the FD-vs-step curve (every rank draws its share of the samples).
@@ -447,7 +464,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       current = assemble();
       share_rank0_networks();
     }
-    // Dropout and any other torch-internal randomness: a function of (seed, step) too.
+    // Torch's own generator, for whatever a method still draws from it: a function of (seed, step) too.
     torch::manual_seed(fnv1a64(fmt::format("{}:step:{}", s.seed, step)));
     context.step = step;
     context.phase = phase;
