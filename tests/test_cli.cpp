@@ -378,6 +378,20 @@ TEST(Cli, Bfloat16SamplingKeepsTheNoiseAndStaysCloseToFloat32) {
   EXPECT_FALSE(std::filesystem::exists(dir / "x.png"));
 }
 
+// CUDA graphs are checked on the GPU machine (tools/gpu_check.sh); here, that the option is
+// refused by name where no graph can be captured, before anything is written.
+TEST(Cli, CudaGraphsAreRefusedOffCuda) {
+  const auto dir = testing::scratch_dir();
+  for (const std::string& command : {" generate --model " + shell_quoted(kSourceDir / "assets/students/fmnist-dmd2.safetensors"),
+                                    " sample --teacher " + shell_quoted(kGmm2d)}) {
+    const auto refused = run_command(kCli + command + " --num 4 --device cpu --cuda-graph --out " + shell_quoted(dir / "x.safetensors"));
+    EXPECT_NE(refused.exit_code, 0) << refused.output;
+    EXPECT_NE(refused.output.find("--cuda-graph"), std::string::npos) << refused.output;
+    EXPECT_NE(refused.output.find("--device cuda"), std::string::npos) << refused.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "x.safetensors"));
+  }
+}
+
 TEST(Cli, PngIsAScatterPlotFor2dAndAGridForImages) {
   const auto dir = testing::scratch_dir();
   auto result = run_command(kCli + " sample --teacher " + shell_quoted(kGmm2d) + " --num 200 --out " + shell_quoted(dir / "points.png"));

@@ -17,6 +17,7 @@
 #include "eval/evaluate.h"
 #include "eval/image_source.h"
 #include "foreign_device.h"
+#include "models/cuda_graph_denoiser.h"
 #include "models/network_denoiser.h"
 #include "samplers/sampling.h"
 #include "teachers/teacher.h"
@@ -199,6 +200,53 @@ TEST(Device, TeacherTrainingOnAnotherDeviceMatchesTheCpusAndResumesThere) {
   run("foreign", 4, true, testing::foreign_device());  // the optimiser's moments are restored onto the device
   for (const char* file : {"teacher.safetensors", "checkpoints/step-0000004/model_optimizer.safetensors"})
     EXPECT_LT(testing::max_tensor_file_difference(dir / "cpu" / file, dir / "foreign" / file), 1e-4) << file;
+}
+
+// Off CUDA the graph wrapper is the network itself: the same results, nothing captured.
+TEST(CudaGraph, OffCudaTheWrapperEvaluatesTheNetworkItself) {
+  const auto dir = testing::scratch_dir();
+  auto net = NetworkDenoiser::load(tiny_unet_teacher(dir));
+  CudaGraphDenoiser graphed(*net);
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({3, 1, 28, 28});
+  const auto sigma = torch::tensor({0.5f, 2.0f, 10.0f});
+  const auto labels = torch::tensor({1, 4, -1}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(graphed.denoise(x, sigma, labels), net->denoise(x, sigma, labels)));
+  EXPECT_EQ(graphed.graphs(), 0);
+  EXPECT_EQ(graphed.replays(), 0);
+}
+
+// On a GPU: one capture per batch shape, replays equal to eager evaluation, and whole sampling
+// runs (the teacher's Heun steps and a one-step student) unchanged.
+TEST(CudaGraph, ReplaysGiveTheEagerResultsWithOneCapturePerShape) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device here: tools/gpu_check.sh runs this on the GPU machine";
+  const auto dir = testing::scratch_dir();
+  auto net = NetworkDenoiser::load(tiny_unet_teacher(dir));
+  const c10::Device cuda(c10::DeviceType::CUDA, 0);
+  net->to(cuda);
+  CudaGraphDenoiser graphed(*net);
+  torch::NoGradGuard no_grad;
+  const auto options = torch::TensorOptions().device(cuda);
+  for (int call = 0; call < 3; ++call) {
+    const auto x = torch::randn({4, 1, 28, 28}, options);
+    const auto sigma = torch::rand({4}, options) * 10 + 0.01;
+    const auto labels = torch::randint(-1, 10, {4}, options.dtype(torch::kInt64));
+    EXPECT_LT((graphed.denoise(x, sigma, labels) - net->denoise(x, sigma, labels)).abs().max().item<double>(), 1e-5) << "call " << call;
+  }
+  EXPECT_EQ(graphed.graphs(), 1);
+  EXPECT_EQ(graphed.replays(), 3);
+  graphed.denoise(torch::randn({2, 1, 28, 28}, options), torch::ones({2}, options), torch::zeros({2}, options.dtype(torch::kInt64)));
+  EXPECT_EQ(graphed.graphs(), 2) << "another batch size, another graph";
+
+  SampleRequest request;
+  request.sampler = "heun";
+  request.steps = 6;
+  request.num = 10;
+  request.batch = 4;
+  request.labels = "all";
+  const auto eager = draw_samples(*net, request), replayed = draw_samples(graphed, request);
+  EXPECT_TRUE(torch::equal(eager.noise, replayed.noise));
+  EXPECT_LT((eager.samples - replayed.samples).abs().max().item<double>(), 1e-4);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 #   2. follows the device: sample (the teacher, Heun 18 steps), generate (the shipped DMD2
 #      student) and a few DMD2 steps, each on the CPU and on DEVICE; the noise must be equal bit
 #      for bit, the samples and the trained weights equal within tolerance; sample and generate
-#      again on DEVICE with --precision bf16, close to its float32 results,
+#      again on DEVICE with --precision bf16, close to its float32 results, and with
+#      --cuda-graph, equal to its eager results, each timed in images/s at batch 256,
 #   3. runs the main job on DEVICE (record, distill, report: README's) and keeps its report,
 #   4. runs tools/gpu_attention.sh (the fused attention kernel's correctness, benchmark and
 #      compute-sanitizer) with what is left of the time budget,
@@ -76,11 +77,24 @@ stage sample-bf16 "$cli" sample --teacher "$teacher" --sampler heun --steps 18 -
   --out "$work/sample-bf16.safetensors"
 stage generate-bf16 "$cli" generate --model assets/students/fmnist-dmd2.safetensors --num 256 --seed 3 --device "$device" --precision bf16 \
   --out "$work/generate-bf16.safetensors"
+# Eager and CUDA-graph sampling on DEVICE at batch 256, timed by the progress line's rate over
+# the whole run (the graphs' capture included): the one-step student and the teacher's 18 Heun
+# steps (35 NFE). device-follow compares them.
+if [ "$device" != cpu ]; then
+  for mode in eager graph; do
+    flag=""
+    [ "$mode" = graph ] && flag="--cuda-graph"
+    stage "generate-$mode-rate" "$cli" generate --model assets/students/fmnist-dmd2.safetensors --num 25600 --batch 256 --seed 3 --device "$device" \
+      $flag --out "$work/generate-$mode-rate.safetensors"
+    stage "sample-$mode-rate" "$cli" sample --teacher "$teacher" --sampler heun --steps 18 --num 2560 --batch 256 --seed 3 --device "$device" \
+      $flag --out "$work/sample-$mode-rate.safetensors"
+  done
+fi
 # The comparisons, read with a safetensors reader of a few lines (the machine may lack the package).
-stage device-follow "$python" - "$work" device "$out/device_follow.json" <<'PY'
-import json, struct, sys
+stage device-follow "$python" - "$work" device "$out/device_follow.json" "$out" <<'PY'
+import json, os, re, struct, sys
 import torch
-work, tag, path = sys.argv[1:4]
+work, tag, path, logs = sys.argv[1:5]
 DTYPES = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "U8": torch.uint8, "I32": torch.int32}
 def load(file):
     data = open(file, "rb").read()
@@ -100,6 +114,22 @@ for kind in ("sample", "generate"):
     bf16 = load(f"{work}/{kind}-bf16.safetensors")
     report[kind + "-bf16"] = {"noise_bitwise_equal": torch.equal(other["noise"], bf16["noise"]),
                               "samples_mean_abs_difference": (other["samples"] - bf16["samples"]).abs().mean().item()}
+# CUDA graphs against eager evaluation on DEVICE, and the images/s of each from the progress
+# line; the twins' figures on the H200 (../shared/gpu-results/2026-11-29): graphed, eager.
+def rate(stage):
+    found = re.findall(r"([0-9.]+) img/s in", open(f"{logs}/{stage}.log", errors="replace").read())
+    return float(found[-1]) if found else None
+twins = {"generate": (49600, 15100), "sample": (1417, 436)}
+graphed = [kind for kind in twins if os.path.exists(f"{work}/{kind}-graph-rate.safetensors")]
+for kind in graphed:
+    eager, graph = load(f"{work}/{kind}-eager-rate.safetensors"), load(f"{work}/{kind}-graph-rate.safetensors")
+    r_eager, r_graph = rate(f"{kind}-eager-rate"), rate(f"{kind}-graph-rate")
+    report[kind + "-cuda-graph"] = {"noise_bitwise_equal": torch.equal(eager["noise"], graph["noise"]),
+                                    "samples_max_abs_difference": (eager["samples"] - graph["samples"]).abs().max().item(),
+                                    "images_per_s_eager": r_eager, "images_per_s_graph": r_graph,
+                                    "graph_over_eager": r_graph / r_eager if r_eager and r_graph else None,
+                                    "graph_over_twins_graphed": r_graph / twins[kind][0] if r_graph else None,
+                                    "eager_over_twins_eager": r_eager / twins[kind][1] if r_eager else None}
 cpu, other = load(f"{work}/distill-cpu/student.safetensors"), load(f"{work}/distill-{tag}/student.safetensors")
 report["distill"] = {"student_relative_difference": max(relative(other[k], cpu[k]) for k in cpu)}
 # Tolerances: 35 solver evaluations in float32 by other kernels (cuDNN, cuBLAS); four Adam steps.
@@ -107,7 +137,8 @@ report["distill"] = {"student_relative_difference": max(relative(other[k], cpu[k
 report["pass"] = all(report[k]["noise_bitwise_equal"] for k in ("sample", "generate", "sample-bf16", "generate-bf16")) and \
     all(report[k]["samples_mean_abs_difference"] < 5e-2 for k in ("sample-bf16", "generate-bf16")) and \
     report["sample"]["samples_max_abs_difference"] < 1e-2 and report["generate"]["samples_max_abs_difference"] < 1e-2 and \
-    report["distill"]["student_relative_difference"] < 1e-3
+    report["distill"]["student_relative_difference"] < 1e-3 and \
+    all(report[k + "-cuda-graph"]["noise_bitwise_equal"] and report[k + "-cuda-graph"]["samples_max_abs_difference"] < 1e-4 for k in graphed)
 json.dump(report, open(path, "w"), indent=1)
 print(json.dumps(report))
 sys.exit(0 if report["pass"] else 1)

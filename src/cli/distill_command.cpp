@@ -37,7 +37,7 @@ struct GenerateOptions {
   std::optional<double> gamma;
   int64_t num = 64, batch = 256;
   uint64_t seed = 0;
-  bool check_memory = true;
+  bool check_memory = true, cuda_graph = false;
 };
 
 void write_png_folder(const std::filesystem::path& dir, const SampleResult& result, int64_t first_index) {
@@ -84,9 +84,11 @@ void run_generate(const GenerateOptions& options) {
   if (!options.labels.empty()) request.labels = options.labels;
   SampleResult result;
   {
+    SampledDenoiser sampled(*student, options.cuda_graph);
     Progress progress("generate", request.num, "img");
     const PrecisionScope precision(options.precision, device);
-    result = draw_samples(*student, request, &progress);
+    result = draw_samples(sampled.get(), request, &progress);
+    if (const auto summary = sampled.summary(); !summary.empty()) spdlog::info("{}", summary);
   }
   if (!out.parent_path().empty()) std::filesystem::create_directories(out.parent_path());
   if (out.extension() == ".png") {
@@ -140,6 +142,7 @@ void add_distill_command(CLI::App& app) {
   add_memory_check_option(*generate, options->check_memory);
   add_device_option(*generate, options->device);
   add_precision_option(*generate, options->precision);
+  add_cuda_graph_option(*generate, options->cuda_graph);
   generate->add_option("--out", options->out, "FILE.png (grid), FILE.safetensors (samples, noise, labels) or DIR (one PNG per image + dataset.json)")
       ->required();
   generate->callback([options] { run_generate(*options); });

@@ -28,6 +28,7 @@ namespace {
 
 struct SampleOptions {
   std::string teacher, out, device, precision;
+  bool cuda_graph = false;
   SamplingCliOptions sampling;
   SampleRequest request;  // sampling.resolved(), once parsed
 };
@@ -77,9 +78,11 @@ void run_sample(SampleOptions& options) {
                options.precision == "fp32" ? "" : ", " + options.precision);
   SampleResult result;
   {
+    SampledDenoiser sampled(*teacher, options.cuda_graph);
     Progress progress("sample", request.num, "img");
     const PrecisionScope precision(options.precision, device);
-    result = draw_samples(*teacher, request, &progress);
+    result = draw_samples(sampled.get(), request, &progress);
+    if (const auto summary = sampled.summary(); !summary.empty()) spdlog::info("{}", summary);
   }
 
   if (kind == OutputKind::Png) {
@@ -116,6 +119,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--teacher", options->teacher, "the teacher: " + teacher_forms())->required();
   add_sampling_options(*cmd, options->sampling);
   add_precision_option(*cmd, options->precision);
+  add_cuda_graph_option(*cmd, options->cuda_graph);
   add_device_option(*cmd, options->device);
   cmd->add_option("--out", options->out, "output: FILE.safetensors (samples, noise[, labels]) or FILE.png")->required();
   cmd->callback([options] { run_sample(*options); });
