@@ -382,9 +382,9 @@ TEST(Cli, Bfloat16SamplingKeepsTheNoiseAndStaysCloseToFloat32) {
 // refused by name where no graph can be captured, before anything is written.
 TEST(Cli, CudaGraphsAreRefusedOffCuda) {
   const auto dir = testing::scratch_dir();
-  for (const std::string& command : {" generate --model " + shell_quoted(kSourceDir / "assets/students/fmnist-dmd2.safetensors"),
-                                    " sample --teacher " + shell_quoted(kGmm2d)}) {
-    const auto refused = run_command(kCli + command + " --num 4 --device cpu --cuda-graph --out " + shell_quoted(dir / "x.safetensors"));
+  for (const std::string& command : {" generate --model " + shell_quoted(kSourceDir / "assets/students/fmnist-dmd2.safetensors") + " --out ",
+                                    " sample --teacher " + shell_quoted(kGmm2d) + " --out ", " record --teacher " + shell_quoted(kGmm2d) + " --out "}) {
+    const auto refused = run_command(kCli + command + shell_quoted(dir / "x.safetensors") + " --num 4 --device cpu --cuda-graph");
     EXPECT_NE(refused.exit_code, 0) << refused.output;
     EXPECT_NE(refused.output.find("--cuda-graph"), std::string::npos) << refused.output;
     EXPECT_NE(refused.output.find("--device cuda"), std::string::npos) << refused.output;

@@ -1,9 +1,7 @@
 #include "cli/device_option.h"
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
-#include "core/error.h"
 #include "core/runtime.h"
 
 namespace distillery {
@@ -34,18 +32,6 @@ void add_cuda_graph_option(CLI::App& command, bool& graphs) {
   graphs = false;
   command.add_flag("--cuda-graph", graphs, "replay the networks as CUDA graphs, one captured per batch shape: the host launches each "
                                            "evaluation at once instead of kernel by kernel (CUDA devices)");
-}
-
-SampledDenoiser::SampledDenoiser(Denoiser& network, bool cuda_graph) : network_(network) {
-  if (!cuda_graph) return;
-  DISTILLERY_CHECK(network.device().is_cuda() && cuda_graphs_built(),
-                   Error("--cuda-graph replays CUDA graphs").field("--cuda-graph").expected("--device cuda (a build with CUDA)")
-                       .got(network.device().str() + (cuda_graphs_built() ? "" : ", a build without CUDA")));
-  graphed_.emplace(network);
-}
-
-std::string SampledDenoiser::summary() const {
-  return graphed_ ? fmt::format("{} evaluations replayed from {} CUDA graph(s)", graphed_->replays(), graphed_->graphs()) : std::string();
 }
 
 }  // namespace distillery

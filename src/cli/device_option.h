@@ -1,4 +1,4 @@
-// defines: add_device_option, add_memory_check_option, add_precision_option, PrecisionScope, add_cuda_graph_option, SampledDenoiser
+// defines: add_device_option, add_memory_check_option, add_precision_option, PrecisionScope, add_cuda_graph_option
 // --device for every command that runs a network, --no-memory-check for those whose memory
 // grows with the user's numbers, and --precision and --cuda-graph for those that sample: one
 // declaration, one default, one check each.
@@ -10,7 +10,6 @@
 #include <string>
 
 #include "core/bfloat16_autocast.h"
-#include "models/cuda_graph_denoiser.h"
 
 namespace CLI { class App; }
 
@@ -40,19 +39,5 @@ class PrecisionScope {
 
 // --cuda-graph into `graphs` (default false).
 void add_cuda_graph_option(CLI::App& command, bool& graphs);
-
-// What a command samples with: `network` itself, or, with --cuda-graph, `network` replayed as
-// CUDA graphs; the option is refused by name on any device but CUDA.
-class SampledDenoiser {
- public:
-  SampledDenoiser(Denoiser& network, bool cuda_graph);
-  Denoiser& get() { return graphed_ ? static_cast<Denoiser&>(*graphed_) : network_; }
-  // A line for the log: how many evaluations the graphs replayed; empty without them.
-  std::string summary() const;
-
- private:
-  Denoiser& network_;
-  std::optional<CudaGraphDenoiser> graphed_;
-};
 
 }  // namespace distillery

@@ -13,6 +13,7 @@
 #include "cli/number_checks.h"
 #include "cli/commands.h"
 #include "cli/device_option.h"
+#include "models/cuda_graph_denoiser.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/runtime.h"

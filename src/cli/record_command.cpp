@@ -83,6 +83,7 @@ void add_record_command(CLI::App& app) {
   cmd->add_option("--part", cli->part, "record only shards k with k mod n = i; parts may run at once on machines sharing --out (under torchrun: RANK/WORLD_SIZE)")->capture_default_str();
   cmd->add_flag("--resume", o.resume, "complete the store already in --out (only missing shards are recorded)");
   add_device_option(*cmd, cli->device);
+  add_cuda_graph_option(*cmd, cli->record.cuda_graph);
   cmd->callback([cli] { run_record(*cli); });
 }
 

@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_option.h"
+#include "models/cuda_graph_denoiser.h"
 #include "core/runtime.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"

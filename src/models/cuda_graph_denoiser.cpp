@@ -147,4 +147,16 @@ at::Tensor CudaGraphDenoiser::evaluate(const at::Tensor& x, const at::Tensor& si
 #endif
 }
 
+SampledDenoiser::SampledDenoiser(Denoiser& network, bool cuda_graph) : network_(network) {
+  if (!cuda_graph) return;
+  DISTILLERY_CHECK(network.device().is_cuda() && cuda_graphs_built(),
+                   Error("--cuda-graph replays CUDA graphs").field("--cuda-graph").expected("--device cuda (a build with CUDA)")
+                       .got(network.device().str() + (cuda_graphs_built() ? "" : ", a build without CUDA")));
+  graphed_.emplace(network);
+}
+
+std::string SampledDenoiser::summary() const {
+  return graphed_ ? fmt::format("{} evaluations replayed from {} CUDA graph(s)", graphed_->replays(), graphed_->graphs()) : std::string();
+}
+
 }  // namespace distillery

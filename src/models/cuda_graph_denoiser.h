@@ -1,4 +1,4 @@
-// defines: CudaGraphDenoiser, cuda_graphs_built
+// defines: CudaGraphDenoiser, cuda_graphs_built, SampledDenoiser
 // A denoiser whose evaluations are replayed as CUDA graphs. Sampling these small networks on a
 // GPU is bound by the host launching their kernels one by one; a graph captured once per input
 // shape launches them all at once. Each (shape, dtype, label presence, jump target, autocast)
@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "models/denoiser.h"
 
@@ -45,6 +47,20 @@ class CudaGraphDenoiser final : public Denoiser {
   Denoiser& inner_;
   std::unique_ptr<Graphs> graphs_;
   int64_t replays_ = 0;
+};
+
+// What a command samples with: `network` itself, or, when `cuda_graph` (its --cuda-graph) asks,
+// `network` replayed as CUDA graphs; the option is refused by name on any device but CUDA.
+class SampledDenoiser {
+ public:
+  SampledDenoiser(Denoiser& network, bool cuda_graph);
+  Denoiser& get() { return graphed_ ? static_cast<Denoiser&>(*graphed_) : network_; }
+  // A line for the log: how many evaluations the graphs replayed; empty without them.
+  std::string summary() const;
+
+ private:
+  Denoiser& network_;
+  std::optional<CudaGraphDenoiser> graphed_;
 };
 
 }  // namespace distillery

@@ -19,6 +19,7 @@
 #include "data/label_policy.h"
 #include "io/directory_lock.h"
 #include "io/atomic_file.h"
+#include "models/cuda_graph_denoiser.h"
 #include "samplers/sampler.h"
 #include "teachers/teacher.h"
 #include "trajectories/trajectory_store.h"
@@ -141,7 +142,8 @@ RecordSummary record_trajectories(const RecordOptions& o) {
   const auto start = Clock::now();
   auto teacher = load_teacher(o.teacher, o.device);
   labels_for(o.request.labels, teacher->num_classes(), {0});  // a bad policy fails before anything is written
-  BatchSampler sampler(*teacher, o.request);
+  SampledDenoiser sampled(*teacher, o.cuda_graph);
+  BatchSampler sampler(sampled.get(), o.request);
   const auto settings = settings_for(o, *teacher, sampler);
   require_recording_memory(o, settings, sampler);
   // Parts of one store run at once by design; two runs of the same part would record every
@@ -230,6 +232,7 @@ RecordSummary record_trajectories(const RecordOptions& o) {
   }
   wait_for_writer();
   progress.finish();
+  if (const auto graphs = sampled.summary(); !graphs.empty()) spdlog::info("{}", graphs);
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return summary;
 }

@@ -27,6 +27,7 @@ struct RecordOptions {
   std::filesystem::path out;
   bool show_progress = true;
   c10::Device device = c10::Device(c10::DeviceType::CPU);  // where the teacher runs; states are stored from the host
+  bool cuda_graph = false;        // replay the teacher as CUDA graphs (models/cuda_graph_denoiser.h)
 };
 
 struct RecordSummary {
