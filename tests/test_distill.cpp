@@ -1240,7 +1240,9 @@ TEST(Trainer, Bfloat16AutocastTrainsCloseToFloat32AndKeepsFloat32State) {
   for (const char* file : {"student.safetensors", "checkpoints/step-0000006/generator.safetensors", "checkpoints/step-0000006/critic.safetensors",
                            "checkpoints/step-0000006/critic_optimizer.safetensors"}) {
     for (const auto& [name, tensor] : load_tensor_file(dir / "bf16" / file).tensors)
-      if (tensor.is_floating_point()) EXPECT_EQ(tensor.scalar_type(), torch::kFloat32) << file << " " << name;  // (step counters are integers)
+      if (tensor.is_floating_point()) {  // (step counters are integers)
+        EXPECT_EQ(tensor.scalar_type(), torch::kFloat32) << file << " " << name;
+      }
     const double difference = testing::max_tensor_file_difference(dir / "fp32" / file, dir / "bf16" / file);
     std::printf("%s: largest difference %.3g of the tensor's scale\n", file, difference);
     EXPECT_GT(difference, 1e-5) << file << ": the bf16 run computed in float32";
