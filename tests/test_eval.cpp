@@ -433,6 +433,38 @@ TEST(EvalCommand, FdBetweenADatasetAndItsStatisticsIsZero) {
 namespace distillery {
 namespace {
 
+// `report` through files on disk: its teacher side is the store's samples and its student side
+// the student's samples of the same seed, indices and classes, so each FD equals what `eval fd`
+// gives for the store and for `generate`'s file, to the bit; the grids and the figures land.
+TEST(ReportCommand, EachSideEqualsEvalFdOfTheSameSamples) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = shell_quoted(testing::kSourceDir / "assets/teachers/fmnist.safetensors");
+  const auto student = shell_quoted(testing::kSourceDir / "assets/students/fmnist-dmd2.safetensors");
+  const auto reference = shell_quoted(testing::kSourceDir / "assets/eval/fmnist-test.npz");
+  const auto run = [](const std::string& arguments) {
+    const auto result = testing::run_command(testing::kCli + " " + arguments);
+    EXPECT_EQ(result.exit_code, 0) << arguments << ":\n" << result.output;
+    return result.output;
+  };
+  run("record --teacher " + teacher + " --sampler heun --steps 4 --num 24 --labels all --seed 5 --store endpoints --out " + shell_quoted(dir / "store"));
+  run("report --teacher " + teacher + " --student " + student + " --store " + shell_quoted(dir / "store") + " --out " + shell_quoted(dir / "report") +
+      " --num 24 --speed-batch 8 --speed-rounds 1 --classifier " + shell_quoted(kClassifier) + " --reference " + reference);
+  run("generate --model " + student + " --num 24 --seed 5 --labels all --out " + shell_quoted(dir / "student.safetensors"));
+  const auto fd = [&](const std::filesystem::path& source) {
+    const auto output = run("eval fd " + shell_quoted(source) + " " + reference + " --quiet --classifier " + shell_quoted(kClassifier));
+    return nlohmann::json::parse(output.substr(output.find('{')))["value"].get<double>();
+  };
+  std::ifstream in(dir / "report/report.json");
+  const auto report = nlohmann::json::parse(in);
+  EXPECT_EQ(report["num"], 24);
+  EXPECT_EQ(report["teacher"]["nfe"], 7);
+  EXPECT_EQ(report["student"]["nfe"], 1);
+  EXPECT_EQ(report["teacher"]["fd_fmnist"].get<double>(), fd(dir / "store"));
+  EXPECT_EQ(report["student"]["fd_fmnist"].get<double>(), fd(dir / "student.safetensors"));
+  EXPECT_GT(report["speedup"].get<double>(), 1) << "one evaluation against seven";
+  for (const char* file : {"report.md", "comparison.png", "teacher.png", "student.png"}) EXPECT_TRUE(std::filesystem::exists(dir / "report" / file)) << file;
+}
+
 TEST(Inception, Pool3FeaturesMatchPytorchFidForEveryImageSize) {
   if (!testing::python_available()) GTEST_SKIP() << "no project Python (run tools/bootstrap.sh)";
   const auto dir = testing::scratch_dir();
