@@ -39,7 +39,7 @@ at::Tensor keyed_dropout(const at::Tensor& x, double p, bool training) {
   // An element is kept when the top 24 bits of its Philox word reach p·2²⁴: probability 1 − p
   // up to 2⁻²⁴, in integers, so every host agrees.
   const auto threshold = static_cast<uint32_t>(std::ceil(p * 0x1p24));
-  auto keep = torch::empty(x.sizes(), torch::kUInt8);
+  auto keep = torch::empty(x.sizes(), torch::kUInt8);  // filled on the host, whatever x's device, then copied
   const int64_t per_row = x.numel() / std::max<int64_t>(rows, 1);
   uint8_t* data = keep.data_ptr<uint8_t>();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
