@@ -41,13 +41,13 @@ void add_ctm_fields(ConfigSchema& s) {
   add_multistep_fields(s);
 }
 
-CtmTimes ctm_times(int64_t grid_points, int64_t max_teacher_steps, uint64_t seed, const std::vector<int64_t>& positions) {
+CtmTimes ctm_times(int64_t grid_points, int64_t max_teacher_steps, uint64_t seed, int64_t batch_position, const std::vector<int64_t>& positions) {
   DISTILLERY_CHECK(grid_points >= 3 && max_teacher_steps >= 1 && !positions.empty(),
                    Error("CTM draws t < u ≤ s on a grid of at least 3 points").got(fmt::format("{} points", grid_points)));
   const auto index = [](double uniform, int64_t count) { return std::min(static_cast<int64_t>(uniform * static_cast<double>(count)), count - 1); };
   CtmTimes times;
-  // One k for the batch, keyed by its first position so a resumed run draws it again.
-  const auto k_draw = uniform_per_sample(seed, noise_stream::consistency_second_time, {positions.front()});
+  // One k for the batch over all ranks, so that every rank's teacher solves as many steps.
+  const auto k_draw = uniform_per_sample(seed, noise_stream::consistency_second_time, {batch_position});
   times.k = 1 + index(k_draw.data_ptr<double>()[0], std::min(max_teacher_steps, grid_points - 2));
   const auto t_draw = uniform_per_sample(seed, noise_stream::consistency_pair, positions).contiguous();
   const auto s_draw = uniform_per_sample(seed, noise_stream::consistency_time, positions).contiguous();
@@ -128,7 +128,7 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
     const auto positions = context.positions();
     const auto [x0, labels] = data_->batch(context.seed, positions);
     const auto noise = per_sample_normal(context.seed, noise_stream::consistency_noise, positions, student_->sample_shape(), x0.options());
-    const auto times = ctm_times(static_cast<int64_t>(grid_.size()), max_teacher_steps_, context.seed, positions);
+    const auto times = ctm_times(static_cast<int64_t>(grid_.size()), max_teacher_steps_, context.seed, context.batch_position(), positions);
     // Each row's σ at t, u and s, built once: [N, 1, ...] for x_t, flat for the jumps.
     const auto t_rows = per_row(at_indices(grid_, times.t), x0);
     const auto t = t_rows.flatten(), u = per_row(at_indices(grid_, times.u), x0).flatten(), s = per_row(at_indices(grid_, times.s), x0).flatten();

@@ -35,9 +35,10 @@ struct CtmTimes {
   int64_t k = 0;  // the teacher's steps from t to u, the same for every row
   std::vector<int64_t> t, u, s;
 };
-// k uniform in 1..min(max_teacher_steps, N − 2), t uniform in [0, N − 1 − k), s uniform in
-// [u, N − 1]; counter-based in (seed, positions). N ≥ 3.
-CtmTimes ctm_times(int64_t grid_points, int64_t max_teacher_steps, uint64_t seed, const std::vector<int64_t>& positions);
+// k uniform in 1..min(max_teacher_steps, N − 2), keyed by (seed, batch_position), the whole
+// batch's; t uniform in [0, N − 1 − k) and s uniform in [u, N − 1], keyed by (seed, positions).
+// N ≥ 3.
+CtmTimes ctm_times(int64_t grid_points, int64_t max_teacher_steps, uint64_t seed, int64_t batch_position, const std::vector<int64_t>& positions);
 
 // x_u: the teacher's `times.k` solver steps along `grid` from each row's t to its u, without gradient.
 at::Tensor ctm_teacher_solve(Denoiser& teacher, const Sampler& solver, const at::Tensor& x_t, const std::vector<double>& grid, const CtmTimes& times,

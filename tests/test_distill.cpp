@@ -627,7 +627,7 @@ TEST(Ctm, TimesStayInOrderOnTheGridAndTheTeacherSolveIsItsSolverRunAlone) {
   for (uint64_t seed = 0; seed < 60; ++seed) {
     std::vector<int64_t> positions(64);
     std::iota(positions.begin(), positions.end(), static_cast<int64_t>(seed) * 64);
-    const auto times = ctm_times(N, 17, seed, positions);
+    const auto times = ctm_times(N, 17, seed, positions.front(), positions);
     ASSERT_GE(times.k, 1);
     ASSERT_LE(times.k, N - 2);
     ks.insert(times.k);
@@ -643,7 +643,7 @@ TEST(Ctm, TimesStayInOrderOnTheGridAndTheTeacherSolveIsItsSolverRunAlone) {
   EXPECT_EQ(ks.size(), static_cast<size_t>(N - 2));
   EXPECT_EQ(*ts.begin(), 0);
   EXPECT_EQ(*ss.rbegin(), N - 1);
-  EXPECT_EQ(ctm_times(N, 3, 1, {0, 1, 2}).k <= 3, true);
+  EXPECT_EQ(ctm_times(N, 3, 1, 0, {0, 1, 2}).k <= 3, true);
 
   const auto dir = testing::scratch_dir();
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
@@ -652,7 +652,7 @@ TEST(Ctm, TimesStayInOrderOnTheGridAndTheTeacherSolveIsItsSolverRunAlone) {
   std::reverse(grid.begin(), grid.end());
   std::vector<int64_t> rows(12);
   std::iota(rows.begin(), rows.end(), 0);
-  const auto times = ctm_times(N, 6, 4, rows);
+  const auto times = ctm_times(N, 6, 4, rows.front(), rows);
   std::vector<double> start;
   for (const auto t : times.t) start.push_back(grid[static_cast<size_t>(t)]);
   const auto x_t = per_sample_normal(3, 0, rows, {2}, torch::TensorOptions(torch::kFloat32)) * torch::tensor(start, torch::kFloat32).view({-1, 1});

@@ -29,9 +29,11 @@
 
 namespace distillery {
 
+int64_t StepContext::batch_position(int64_t draw) const { return (step * draws_per_step + draw) * world_size * batch; }
+
 std::vector<int64_t> StepContext::positions(int64_t draw) const {
   std::vector<int64_t> out(static_cast<size_t>(batch));
-  const int64_t first = ((step * draws_per_step + draw) * world_size + rank) * batch;
+  const int64_t first = batch_position(draw) + rank * batch;
   for (int64_t i = 0; i < batch; ++i) out[static_cast<size_t>(i)] = first + i;
   return out;
 }

@@ -85,6 +85,9 @@ class StepContext {
   // the step (a method drawing several batches per step numbers them 0..draws_per_step−1).
   // Noise keyed by these positions is the same whatever the number of ranks.
   std::vector<int64_t> positions(int64_t draw = 0) const;
+  // The global position of the draw's first row over all ranks: the key of a draw made once
+  // for the whole batch, which every rank then makes alike.
+  int64_t batch_position(int64_t draw = 0) const;
   int64_t draws_per_step = 1;
 
   // zero_grad, backward, the gradients averaged over the processes, clip to train.grad_clip,
