@@ -11,7 +11,6 @@
 
 #include <torch/types.h>
 
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -19,20 +18,13 @@
 #include <string>
 #include <vector>
 
-#include "io/tensor_file.h"
+#include "distributed_support.h"
 #include "teachers/teacher.h"
 #include "test_support.h"
 #include "trajectories/trajectory_reader.h"
 
 namespace distillery {
 namespace {
-
-// Two processes on a 2-core machine: one thread each (CTest's OMP_NUM_THREADS=1) keeps them
-// from slowing each other several times over.
-testing::CommandResult torchrun(int processes, const std::string& arguments) {
-  return testing::run_command(fmt::format("{} -m torch.distributed.run --standalone --nproc_per_node={} --no-python -- {} {}", testing::kPython, processes,
-                                          testing::kCli, arguments));
-}
 
 testing::CommandResult one_process(const std::string& arguments) { return testing::run_command(fmt::format("{} {}", testing::kCli, arguments)); }
 
@@ -41,46 +33,6 @@ std::vector<nlohmann::json> stats_lines(const std::filesystem::path& run) {
   std::ifstream in(run / "stats.jsonl");
   for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
   return lines;
-}
-
-// ‖a − b‖ / ‖b‖ over every tensor of two weight files.
-double relative_difference(const std::filesystem::path& a, const std::filesystem::path& b) {
-  const auto first = load_tensor_file(a), second = load_tensor_file(b);
-  EXPECT_EQ(first.tensors.size(), second.tensors.size()) << a << " and " << b << " hold different tensors";
-  double difference = 0, size = 0;
-  for (const auto& [name, tensor] : second.tensors) {
-    const auto other = first.tensors.find(name);
-    if (other == first.tensors.end()) {
-      ADD_FAILURE() << a << " lacks " << name;
-      return INFINITY;
-    }
-    difference += (other->second.to(torch::kFloat64) - tensor.to(torch::kFloat64)).square().sum().item<double>();
-    size += tensor.to(torch::kFloat64).square().sum().item<double>();
-  }
-  return std::sqrt(difference / std::max(size, 1e-300));
-}
-
-// Gradients averaged over two processes round differently from one mean over both halves, and
-// Adam carries the rounding into the weights. Measured after 4 teacher steps: 1.6e-6 between
-// one and two processes, and 2.7e-6 between two single-process runs that differ only in their
-// thread count (1 or 2), the rounding any change of summation order brings. A rank training on
-// the wrong rows, or gradients not averaged, differs by orders of magnitude more.
-constexpr double kSameTraining = 1e-5;
-
-void expect_same_logs(const std::filesystem::path& one, const std::filesystem::path& two, const std::vector<std::string>& keys) {
-  const auto a = stats_lines(one), b = stats_lines(two);
-  ASSERT_EQ(a.size(), b.size());
-  ASSERT_FALSE(a.empty());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].at("step"), b[i].at("step"));
-    EXPECT_EQ(a[i].value("images", -1), b[i].value("images", -1)) << "line " << i;
-    for (const auto& key : keys) {
-      ASSERT_EQ(a[i].contains(key), b[i].contains(key)) << key << " line " << i;
-      if (!a[i].contains(key)) continue;
-      const double x = a[i].at(key), y = b[i].at(key);
-      EXPECT_NEAR(x, y, kSameTraining * std::max(1.0, std::abs(x))) << key << " line " << i;
-    }
-  }
 }
 
 std::string teacher_arguments(const std::filesystem::path& out, int64_t batch, int64_t steps) {
@@ -99,14 +51,14 @@ TEST(Distributed, TeacherTrainingInTwoProcessesEqualsOneProcessWithTheDoubledBat
   const auto dir = testing::scratch_dir();
   auto result = one_process(teacher_arguments(dir / "one", 8, 4));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = torchrun(2, teacher_arguments(dir / "two", 4, 4));
+  result = testing::torchrun(2, teacher_arguments(dir / "two", 4, 4));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   for (const char* file : {"teacher.safetensors", "checkpoints/step-0000004/model.safetensors", "checkpoints/step-0000004/model_optimizer.safetensors"}) {
-    const double difference = relative_difference(dir / "one" / file, dir / "two" / file);
+    const double difference = testing::relative_difference(dir / "one" / file, dir / "two" / file);
     std::printf("%s: relative difference %.3g\n", file, difference);
-    EXPECT_LT(difference, kSameTraining) << file;
+    EXPECT_LT(difference, testing::kSameTraining) << file;
   }
-  expect_same_logs(dir / "one", dir / "two", {"loss"});
+  testing::expect_same_logs(dir / "one", dir / "two", {"loss"});
   // Only rank 0 writes: one log, one checkpoint directory per step.
   EXPECT_EQ(stats_lines(dir / "two").size(), 4u);
 }
@@ -140,25 +92,25 @@ TEST(Distributed, Dmd2InTwoProcessesEqualsOneProcessAndResumesAcrossProcessCount
   const auto dir = testing::scratch_dir();
   const auto expect_ok = [](const testing::CommandResult& result) { ASSERT_EQ(result.exit_code, 0) << result.output; };
   expect_ok(one_process(dmd2_arguments(dir, "one", 64, 6, false)));
-  expect_ok(torchrun(2, dmd2_arguments(dir, "two", 32, 6, false)));
+  expect_ok(testing::torchrun(2, dmd2_arguments(dir, "two", 32, 6, false)));
   // Stopped after 3 steps and resumed, by two processes; and started by one, resumed by two.
-  expect_ok(torchrun(2, dmd2_arguments(dir, "two-resumed", 32, 3, false)));
-  expect_ok(torchrun(2, dmd2_arguments(dir, "two-resumed", 32, 6, true)));
+  expect_ok(testing::torchrun(2, dmd2_arguments(dir, "two-resumed", 32, 3, false)));
+  expect_ok(testing::torchrun(2, dmd2_arguments(dir, "two-resumed", 32, 6, true)));
   expect_ok(one_process(dmd2_arguments(dir, "one-then-two", 64, 3, false)));
-  expect_ok(torchrun(2, dmd2_arguments(dir, "one-then-two", 32, 6, true)));
+  expect_ok(testing::torchrun(2, dmd2_arguments(dir, "one-then-two", 32, 6, true)));
 
   const std::vector<std::string> files = {"student.safetensors", "checkpoints/step-0000006/generator.safetensors",
                                           "checkpoints/step-0000006/critic.safetensors", "checkpoints/step-0000006/critic_optimizer.safetensors",
                                           "checkpoints/step-0000006/generator_optimizer.safetensors"};
   for (const char* run : {"two", "two-resumed", "one-then-two"})
     for (const auto& file : files) {
-      const double difference = relative_difference(dir / "one" / file, dir / run / file);
+      const double difference = testing::relative_difference(dir / "one" / file, dir / run / file);
       std::printf("%s/%s: relative difference %.3g\n", run, file.c_str(), difference);
-      EXPECT_LT(difference, kSameTraining) << run << "/" << file;
+      EXPECT_LT(difference, testing::kSameTraining) << run << "/" << file;
     }
   // With the same number of processes a resumed run is the uninterrupted one, bit for bit.
-  for (const auto& file : files) EXPECT_EQ(relative_difference(dir / "two" / file, dir / "two-resumed" / file), 0) << file;
-  for (const char* run : {"two", "two-resumed", "one-then-two"}) expect_same_logs(dir / "one", dir / run, {"dm_loss", "critic_loss", "fd_raw"});
+  for (const auto& file : files) EXPECT_EQ(testing::relative_difference(dir / "two" / file, dir / "two-resumed" / file), 0) << file;
+  for (const char* run : {"two", "two-resumed", "one-then-two"}) testing::expect_same_logs(dir / "one", dir / run, {"dm_loss", "critic_loss", "fd_raw"});
 }
 
 int free_port() {
@@ -204,7 +156,7 @@ TEST(Distributed, RecordUnderTorchrunGivesEachProcessAPartAndTheStoreOfOneProces
   };
   auto result = one_process(record("one"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = torchrun(2, record("two"));
+  result = testing::torchrun(2, record("two"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("all 2 parts recorded"), std::string::npos) << result.output;
   // Both parts' locks: each process recorded its own shards.
@@ -215,7 +167,7 @@ TEST(Distributed, RecordUnderTorchrunGivesEachProcessAPartAndTheStoreOfOneProces
   std::vector<int64_t> all(100);
   std::iota(all.begin(), all.end(), 0);
   EXPECT_TRUE(torch::equal(one.trajectories(all), two.trajectories(all)));
-  result = torchrun(2, record("three") + " --part 0/2");
+  result = testing::torchrun(2, record("three") + " --part 0/2");
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("--part and a launch of several processes both divide the shards"), std::string::npos) << result.output;
 }
