@@ -128,11 +128,9 @@ TEST(Dmd2, OneStepStudentOfTheMixtureCutsItsFrechetDistanceFivefold) {
   EXPECT_EQ(nlohmann::json::parse(metadata.at("student_sigmas")), nlohmann::json::array({80.0}));
 }
 
-// A CD recipe for the three-mode mixture: an MLP consistency student from scratch, examples
-// drawn from the mixture itself, the analytic teacher's Heun step.
-// A consistency recipe for the mixture: `method` (cd, ect or ict) with its own keys
-// `method_keys`, an MLP student from scratch under the consistency preconditioning, trained on
-// samples of the mixture.
+// A recipe for the mixture: `method` with its own keys `method_keys`, an MLP student from
+// scratch under the consistency preconditioning (overrides may change it), trained on samples
+// of the mixture.
 MixtureRun consistency_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& method, const std::string& method_keys,
                                    int64_t steps, std::vector<std::string> overrides = {}) {
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
@@ -154,6 +152,7 @@ checkpoint: {{every: 100}}
   return run_in(dir, name, dir / "three_modes.yaml", recipe, std::move(overrides));
 }
 
+// CD of the analytic teacher, its Heun step between neighbours of an 18-point grid.
 MixtureRun cd_mixture_run(const std::filesystem::path& dir, const std::string& name, int64_t steps, std::vector<std::string> overrides = {}) {
   return consistency_mixture_run(dir, name, "cd", "lr: 1.0e-3, grid_points: 18, target_decay: 0.95", steps, std::move(overrides));
 }
