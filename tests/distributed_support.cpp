@@ -33,14 +33,15 @@ double relative_difference(const std::filesystem::path& a, const std::filesystem
   return std::sqrt(difference / std::max(size, 1e-300));
 }
 
+std::vector<nlohmann::json> stats_lines(const std::filesystem::path& run) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(run / "stats.jsonl");
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
 void expect_same_logs(const std::filesystem::path& one, const std::filesystem::path& two, const std::vector<std::string>& keys) {
-  const auto lines = [](const std::filesystem::path& run) {
-    std::vector<nlohmann::json> parsed;
-    std::ifstream in(run / "stats.jsonl");
-    for (std::string line; std::getline(in, line);) parsed.push_back(nlohmann::json::parse(line));
-    return parsed;
-  };
-  const auto a = lines(one), b = lines(two);
+  const auto a = stats_lines(one), b = stats_lines(two);
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   for (size_t i = 0; i < a.size(); ++i) {

@@ -1,8 +1,9 @@
-// defines: torchrun, relative_difference, kSameTraining, expect_same_logs
-// Launching the CLI as several processes under torchrun, and comparing what two launches wrote.
+// defines: torchrun, stats_lines, relative_difference, kSameTraining, expect_same_logs
+// Launching the CLI as several processes under torchrun, and reading and comparing what runs wrote.
 #pragma once
 
 #include <filesystem>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,9 @@ namespace distillery::testing {
 
 // `distillery <arguments>` as `processes` processes under torchrun (c10d's Gloo between them).
 CommandResult torchrun(int processes, const std::string& arguments);
+
+// A run's stats.jsonl, one object per line.
+std::vector<nlohmann::json> stats_lines(const std::filesystem::path& run);
 
 // ‖a − b‖ / ‖b‖ over every tensor of two weight files; a tensor one of them lacks fails the test.
 double relative_difference(const std::filesystem::path& a, const std::filesystem::path& b);

@@ -68,12 +68,7 @@ std::string file_bytes(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
-std::vector<nlohmann::json> stats_lines(const std::filesystem::path& run) {
-  std::vector<nlohmann::json> lines;
-  std::ifstream in(run / "stats.jsonl");
-  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
+using testing::stats_lines;
 
 // A DMD2 recipe for the tests' three-mode mixture: MLP generator and critic from scratch.
 struct MixtureRun {
@@ -2167,7 +2162,6 @@ TEST(Disback, RecipeProblemsAreNamed) {
   }
 }
 
-
 // Every method draws its data, noise, labels, times and augmentations by global sample position
 // and reduces what it logs, so two processes with batch B train as one process with batch 2B:
 // through the CLI, each method's student, the last checkpoint (networks, heads, targets,
@@ -2177,7 +2171,7 @@ class EveryMethodUnderTorchrun : public ::testing::TestWithParam<std::string> {}
 // `method`'s recipe for a run of `steps` steps named `name` in `dir`, checkpointed at its end;
 // what it reads (a network teacher, a store) is made once per directory.
 MixtureRun split_run(const std::string& method, const std::filesystem::path& dir, const std::string& name, int64_t steps) {
-  std::vector<std::string> small = {"log.every=1", fmt::format("checkpoint.every={}", steps)};
+  const std::vector<std::string> small = {"log.every=1", fmt::format("checkpoint.every={}", steps)};
   const auto with = [&](std::vector<std::string> more) {
     more.insert(more.end(), small.begin(), small.end());
     return more;

@@ -28,12 +28,7 @@ namespace {
 
 testing::CommandResult one_process(const std::string& arguments) { return testing::run_command(fmt::format("{} {}", testing::kCli, arguments)); }
 
-std::vector<nlohmann::json> stats_lines(const std::filesystem::path& run) {
-  std::vector<nlohmann::json> lines;
-  std::ifstream in(run / "stats.jsonl");
-  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
+using testing::stats_lines;
 
 std::string teacher_arguments(const std::filesystem::path& out, int64_t batch, int64_t steps) {
   // Dropout, label dropout and flips on: each is drawn by sample position.
