@@ -1713,7 +1713,9 @@ TEST(Trainer, AdversarialDistillationStopAndResumeEqualsUninterruptedBitForBit) 
   with_ema.push_back("ema.safetensors");
   expect_resume_equals_straight(ladd_mixture_run(dir, "ladd-straight", teacher, 6, small), ladd_mixture_run(dir, "ladd-resumed", teacher, 6, small), 6,
                                 with_ema, {"step", "discriminator_loss", "generator_adversarial_loss", "r1", "realism_real", "fd_raw"});
-  expect_resume_equals_straight(add_image_run(dir, "add-straight", 6, {"data.hflip=true"}), add_image_run(dir, "add-resumed", 6, {"data.hflip=true"}), 6,
+  // ADD's with class-conditional heads: their class embeddings are heads' parameters too.
+  const std::vector<std::string> add_overrides = {"data.hflip=true", "adversarial.class_conditional=true"};
+  expect_resume_equals_straight(add_image_run(dir, "add-straight", 6, add_overrides), add_image_run(dir, "add-resumed", 6, add_overrides), 6,
                                 files, {"step", "discriminator_loss", "generator_adversarial_loss", "score_distillation_loss", "r1"});
   // Diffusion2GAN reads its pairs from a store of the same teacher, 96 rows for 16 a step.
   record_full(teacher, dir / "store", 96);

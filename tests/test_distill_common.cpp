@@ -276,6 +276,45 @@ TEST(DiscriminatorHeads, OneLogitPerTapReadingThatTapOnly) {
   EXPECT_THROW(DiscriminatorHeads(std::vector<FeatureTap>{}), Error);
 }
 
+TEST(DiscriminatorHeads, ClassProjectionAddsTheLabelsEmbeddingDotTheLastHiddenFeatures) {
+  const std::vector<FeatureTap> taps = {{"enc.1", {8, 8, 8}}, {"layer.0", {5}}};
+  torch::manual_seed(1);
+  DiscriminatorHeads unconditional(taps);
+  torch::manual_seed(1);
+  DiscriminatorHeads conditional(taps, 3);
+  EXPECT_EQ(conditional->num_classes(), 3);
+  torch::manual_seed(2);
+  const FeatureMap features = {{"enc.1", torch::randn({4, 8, 8, 8})}, {"layer.0", torch::randn({4, 5})}};
+  const auto labels = torch::tensor({0, 2, 0, 2}, torch::kLong);
+  // Zero embeddings at first: the same heads as the unconditional ones, bit for bit.
+  EXPECT_TRUE(torch::equal(conditional->forward(features, labels), unconditional->forward(features)));
+  EXPECT_THROW(conditional->forward(features), Error);
+
+  auto parameters = conditional->named_parameters();
+  {
+    torch::NoGradGuard no_grad;
+    parameters["class_0.weight"].normal_();
+    parameters["class_1.weight"].normal_();
+    parameters["class_0.weight"][0].zero_();
+    parameters["class_1.weight"][0].zero_();
+  }
+  const auto logits = conditional->forward(features, labels);
+  const auto plain = unconditional->forward(features).detach();
+  // A row of the class whose embedding is zero keeps the unconditional logits.
+  EXPECT_TRUE(torch::equal(logits[0].detach(), plain[0]));
+  // The vector head by hand: hidden = silu(W0·f + b0), logit = W1·hidden + b1 + ⟨E[y], hidden⟩.
+  const auto hidden = torch::silu(F::linear(features.at("layer.0"), parameters["1.0.weight"], parameters["1.0.bias"]));
+  const auto expected = F::linear(hidden, parameters["1.2.weight"], parameters["1.2.bias"]).flatten() +
+                        (hidden * parameters["class_1.weight"].index_select(0, labels)).sum(1);
+  EXPECT_TRUE(torch::allclose(logits.select(1, 1), expected, 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(logits[1][0], plain[1][0]));
+  // Each class's embedding learns from its own rows only: class 1 has none here.
+  logits.sum().backward();
+  const auto grad = parameters["class_0.weight"].grad();
+  EXPECT_GT(grad[2].abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(grad[1].abs().sum().item<double>(), 0.0);
+}
+
 TEST(RealDataStream, EachEpochVisitsEveryExampleOnceAndRepeatsByPosition) {
   const auto dir = testing::scratch_dir();
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;

@@ -44,6 +44,8 @@ void add_adversarial_fields(ConfigSchema& s, const std::string& default_taps) {
   s.add({"adversarial.generator_weight", ConfigType::Float, "weight of the student's hinge loss −mean(logit) through the heads", "1"}, NumberRange::at_least(0));
   s.add({"adversarial.r1_weight", ConfigType::Float, "weight of the R1 penalty mean ‖∇_x D(x)‖² on real inputs (0: off)", "0"}, NumberRange::at_least(0));
   s.add({"adversarial.taps", ConfigType::StringList, "feature taps of the frozen network that get a discriminator head", default_taps});
+  s.add({"adversarial.class_conditional", ConfigType::Bool,
+         "give each head a class projection ⟨embed(y), h⟩ (ADD conditions its heads; needs a class-conditional student)", "false"});
 }
 
 namespace {
@@ -62,7 +64,11 @@ class AdversarialDistillation final : public TrainingMethod {
     request_.sigmas = student_sigmas_;
     request_.steps = static_cast<int>(student_sigmas_.size());
     torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
-    heads_ = DiscriminatorHeads(parts_.features.taps);
+    const bool class_conditional = config.get_bool("adversarial.class_conditional");
+    DISTILLERY_CHECK(!class_conditional || parts_.student->num_classes() > 0,
+                     Error("class-conditional discriminator heads need a class-conditional student").file(config.source())
+                         .field("adversarial.class_conditional").got("a student without classes").hint("set it to false"));
+    heads_ = DiscriminatorHeads(parts_.features.taps, class_conditional ? parts_.student->num_classes() : 0);
     heads_->to(device);
     heads_->eval();
     if (!parts_.batches) {
@@ -135,7 +141,7 @@ class AdversarialDistillation final : public TrainingMethod {
   }
 
   at::Tensor discriminate(const at::Tensor& images, const AdversarialBatch& batch, const StepContext& context, bool real) {
-    return heads_->forward(parts_.features.read(images, batch.labels, batch.condition, context, real));
+    return heads_->forward(parts_.features.read(images, batch.labels, batch.condition, context, real), batch.labels);
   }
 
   AdversarialParts parts_;

@@ -4,7 +4,8 @@
 // the teacher denoises real examples (data.*) noised to one of its σ (student.sigmas, uniform
 // per row) in one step, and a discriminator tells those images from the real ones: a frozen
 // feature network read at several taps (adversarial.taps) with a trainable head on each
-// (DiscriminatorHeads). The heads learn by the hinge loss plus the R1 penalty on real inputs
+// (DiscriminatorHeads, class-conditional by adversarial.class_conditional, as ADD's are). The
+// heads learn by the hinge loss plus the R1 penalty on real inputs
 // (adversarial.r1_weight); then the student by the hinge generator loss through the updated
 // heads, plus a method's own term (ADD's score distillation). Only the student and the heads
 // are optimised: the feature network is frozen (no gradient, no optimiser state), and the

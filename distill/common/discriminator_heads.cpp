@@ -4,11 +4,14 @@
 #include <fmt/ranges.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
+#include <iterator>
 #include <set>
 
 #include "core/config.h"
@@ -40,9 +43,12 @@ torch::nn::Sequential vector_head(int64_t width) {
   return torch::nn::Sequential(torch::nn::Linear(width, width), torch::nn::SiLU(), torch::nn::Linear(width, 1));
 }
 
+// Both kinds of head keep their width up to the last layer.
+int64_t hidden_width(const FeatureTap& tap) { return tap.shape[0]; }
+
 }  // namespace
 
-DiscriminatorHeadsImpl::DiscriminatorHeadsImpl(const std::vector<FeatureTap>& taps) {
+DiscriminatorHeadsImpl::DiscriminatorHeadsImpl(const std::vector<FeatureTap>& taps, int64_t num_classes) : num_classes_(num_classes) {
   DISTILLERY_CHECK(!taps.empty(), Error("a discriminator needs at least one feature tap"));
   for (const auto& tap : taps) {
     const auto& s = tap.shape;
@@ -52,14 +58,34 @@ DiscriminatorHeadsImpl::DiscriminatorHeadsImpl(const std::vector<FeatureTap>& ta
     heads_.push_back(register_module(std::to_string(heads_.size()), s.size() == 3 ? image_head(s[0], s[1]) : vector_head(s[0])));
     names_.push_back(tap.name);
   }
+  if (num_classes_ <= 0) return;
+  torch::NoGradGuard no_grad;
+  for (size_t k = 0; k < taps.size(); ++k) {
+    class_embeddings_.push_back(register_module("class_" + std::to_string(k), torch::nn::Embedding(num_classes_, hidden_width(taps[k]))));
+    class_embeddings_.back()->weight.zero_();
+  }
 }
 
-at::Tensor DiscriminatorHeadsImpl::forward(const FeatureMap& features) {
+at::Tensor DiscriminatorHeadsImpl::forward(const FeatureMap& features, const at::Tensor& labels) {
+  const bool conditional = num_classes_ > 0;
+  if (conditional)
+    DISTILLERY_CHECK(labels.defined() && labels.dim() == 1 && labels.scalar_type() == torch::kLong,
+                     Error("class-conditional discriminator heads need one int64 label per row").expected("labels of shape [N]"));
   std::vector<at::Tensor> logits;
   for (size_t k = 0; k < names_.size(); ++k) {
     const auto found = features.find(names_[k]);
     DISTILLERY_CHECK(found != features.end(), Error(fmt::format("the discriminator head of tap '{}' was given no features for it", names_[k])));
-    logits.push_back(heads_[k]->forward(found->second).flatten(1));
+    if (!conditional) {
+      logits.push_back(heads_[k]->forward(found->second).flatten(1));
+      continue;
+    }
+    // The head's layers up to its last, then the last layer's logit plus the projection.
+    auto hidden = found->second;
+    auto layer = heads_[k]->begin();
+    for (; std::next(layer) != heads_[k]->end(); ++layer) hidden = layer->forward(hidden);
+    const auto unconditional = layer->forward(hidden).flatten(1);
+    const auto projection = (hidden.flatten(1) * class_embeddings_[k]->forward(labels)).sum(1, true);
+    logits.push_back(unconditional + projection);
   }
   return torch::cat(logits, 1);
 }

@@ -3,12 +3,17 @@
 // tap, each giving one logit per row. DMD2 puts them on its critic (its classifier branch reads
 // the bottleneck); ADD and LADD put one on each of several layers of a frozen network. A
 // method turns the logits into its own GAN loss (non-saturating, hinge) per tap.
+// Class-conditional heads add a projection term (Miyato & Koyama 2018), as ADD conditions its
+// heads: ⟨embed(y), h⟩ on each head's last hidden features h. A head that ignores the label can
+// be fooled by any realistic image, so a student may keep to a few typical ones per class.
 #pragma once
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/pimpl.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,16 +28,23 @@ class DiscriminatorHeadsImpl : public torch::nn::Module {
   // One head per tap, in the given order, sized to its features: for [C, H, W], a strided 4×4
   // convolution halving the side (when it is at least 4), a convolution as wide as what is
   // left, then a 1×1 convolution to one logit, with GroupNorm + SiLU in between; for [D], two
-  // linear layers with SiLU. Initial weights come from torch's generator, in tap order.
-  explicit DiscriminatorHeadsImpl(const std::vector<FeatureTap>& taps);
+  // linear layers with SiLU. Initial weights come from torch's generator, in tap order. With
+  // `num_classes` > 0 each head also gets a class embedding for the projection, zero at first
+  // (the heads start as the unconditional ones) and created after every head, so the heads'
+  // own initial weights do not depend on it.
+  explicit DiscriminatorHeadsImpl(const std::vector<FeatureTap>& taps, int64_t num_classes = 0);
   // The tap names, to ask the network for (NetworkDenoiser::features).
   const std::vector<std::string>& taps() const { return names_; }
   // [N, taps] logits: column k from the features at the k-th tap (an error names a missing one).
-  at::Tensor forward(const FeatureMap& features);
+  // Class-conditional heads need the rows' labels (int64, in [0, num_classes)).
+  at::Tensor forward(const FeatureMap& features, const at::Tensor& labels = {});
+  int64_t num_classes() const { return num_classes_; }
 
  private:
   std::vector<std::string> names_;
   std::vector<torch::nn::Sequential> heads_;  // registered as "0", "1", ... in tap order
+  std::vector<torch::nn::Embedding> class_embeddings_;  // "class_0", "class_1", ...: empty when unconditional
+  int64_t num_classes_;
 };
 TORCH_MODULE(DiscriminatorHeads);
 
