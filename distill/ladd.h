@@ -8,8 +8,9 @@
 // LADD draws the noise level from a logit-normal in rectified-flow time, t = sigmoid(m + s·n);
 // since σ = t/(1 − t), that is σ = exp(m + s·n), a log-normal in EDM's σ (ladd.sigma_mean = m,
 // ladd.sigma_std = s; the paper's m = 1, s = 1 favours the high noise levels that carry global
-// structure). Following the paper the student has no distillation loss of its own: the
-// adversarial loss alone, with the R1 penalty on the real side.
+// structure). Following the paper the student has no distillation loss of its own by default:
+// the adversarial loss alone, with the R1 penalty on the real side. ladd.distill_weight > 0 adds
+// ADD's score distillation toward the same teacher (distill/common/score_distillation.h).
 #pragma once
 
 #include <c10/core/Device.h>

@@ -19,6 +19,7 @@
 #include "distill/cd.h"
 #include "distill/common/adversarial_losses.h"
 #include "distill/common/discriminator_heads.h"
+#include "distill/common/score_distillation.h"
 #include "distill/ctm.h"
 #include "distill/common/consistency_training.h"
 #include "distill/common/sigma_sampling.h"
@@ -1527,9 +1528,9 @@ TEST(Adversarial, R1PenaltyMatchesTheGradientNormOfAHandCase) {
 }
 
 TEST(Adversarial, ScoreDistillationWeightIsTheSignalScaleOfTheVarianceKeepingProcess) {
-  EXPECT_DOUBLE_EQ(add_score_distillation_weight(0, 0.5), 1);
-  EXPECT_DOUBLE_EQ(add_score_distillation_weight(0.5, 0.5), 1 / std::sqrt(2.0));
-  EXPECT_NEAR(add_score_distillation_weight(80, 0.5), 0.5 / 80, 1e-6);
+  EXPECT_DOUBLE_EQ(score_distillation_weight(0, 0.5), 1);
+  EXPECT_DOUBLE_EQ(score_distillation_weight(0.5, 0.5), 1 / std::sqrt(2.0));
+  EXPECT_NEAR(score_distillation_weight(80, 0.5), 0.5 / 80, 1e-6);
 }
 
 // The discriminator's feature networks are frozen: the heads' loss, R1 included (twice
@@ -1753,6 +1754,34 @@ TEST(Ladd, NeedsANetworkTeacherAndTapsItHas) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no feature tap 'bottleneck'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("adversarial.taps"), std::string::npos) << e.what();
+  }
+}
+
+// LADD has no distillation loss of its own, as in its paper; ladd.distill_weight adds ADD's.
+// Class-conditional heads need classes to condition on, which the mixture's student lacks.
+TEST(Ladd, ScoreDistillationOnlyWhenWeightedAndClassHeadsOnlyWithClasses) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher = untrained_mixture_teacher(dir);
+  const std::vector<std::string> small = {"train.batch=16", "log.every=1", "eval.every=0"};
+  auto plain = ladd_mixture_run(dir, "plain", teacher, 2, small);
+  run_distillation(plain.options, plain.teacher);
+  auto weighted_overrides = small;
+  weighted_overrides.push_back("ladd.distill_weight=1");
+  auto weighted = ladd_mixture_run(dir, "weighted", teacher, 2, weighted_overrides);
+  run_distillation(weighted.options, weighted.teacher);
+  for (const auto& line : stats_lines(plain.options.out_dir)) EXPECT_FALSE(line.contains("score_distillation_loss")) << line.dump();
+  for (const auto& line : stats_lines(weighted.options.out_dir)) EXPECT_GT(line.value("score_distillation_loss", 0.0), 0.0) << line.dump();
+  const auto student = [](const MixtureRun& run) { return load_tensor_file(run.options.out_dir / "student.safetensors").tensors; };
+  EXPECT_FALSE(torch::equal(student(plain).at("output.weight"), student(weighted).at("output.weight")));
+
+  auto conditional_overrides = small;
+  conditional_overrides.push_back("adversarial.class_conditional=true");
+  auto conditional = ladd_mixture_run(dir, "conditional", teacher, 2, conditional_overrides);
+  try {
+    run_distillation(conditional.options, conditional.teacher);
+    ADD_FAILURE() << "class-conditional heads accepted a student without classes";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("adversarial.class_conditional"), std::string::npos) << e.what();
   }
 }
 
