@@ -5,12 +5,12 @@
 # offers: a DMD2 student only its own; one NAME may be given several files, as progressive
 # distillation's rounds), NUM samples per point (seed 2000, labels cycling, as the
 # README's 10,000-sample rows). Writes OUT/points.jsonl (one line per point, kept across runs so
-# an interrupted sweep resumes), OUT/table.md and OUT/fd_vs_nfe.png.
+# an interrupted sweep resumes), OUT/table.md, OUT/fd_vs_nfe.png and one OUT/fd_vs_nfe-FAMILY.png per family.
 # Usage: tools/fd_vs_nfe.sh OUT NUM [NAME=STUDENT_FILE_OR_RUN_DIR ...]
 #   tools/fd_vs_nfe.sh runs/fd-vs-nfe 10000 DMD2=assets/students/fmnist-dmd2.safetensors ECT=runs/ect-fmnist
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n '2,8p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,10p' "$0"; exit 2; }
 out=$1 num=$2
 shift 2
 python=.venv/bin/python
@@ -77,6 +77,19 @@ plot = {"title": f"FD_fmnist against NFE ({num:,} samples per point)",
         "series": [{"name": name, "x": [p["nfe"] for p in sorted(points, key=lambda p: p["nfe"])],
                     "y": [p["fd_fmnist"] for p in sorted(points, key=lambda p: p["nfe"])]} for name, points in series.items()]}
 json.dump(plot, open(f"{out}/plot.json", "w"))
+# One plot per family as well, each with the teacher's curves: all series in one are too many to tell apart.
+families = {"consistency": ["CD", "ECT", "iCT", "sCD", "CTM"], "pd-reflow": ["PD", "2-RF", "InstaFlow", "SlimFlow"],
+            "matching-adversarial": ["DMD2", "LADD", "ADD", "Diffusion2GAN", "MSD", "DisBack"]}
+titles = {"consistency": "consistency", "pd-reflow": "progressive distillation and rectified flow",
+          "matching-adversarial": "distribution matching and adversarial"}
+method = lambda name: name.split()[0].rstrip(",")
+for family, methods in families.items():
+    chosen = [s for s in plot["series"] if method(s["name"]) in methods + ["teacher"]]
+    json.dump({"title": f"FD_fmnist against NFE, {titles[family]} ({num:,} samples per point)", "series": chosen},
+              open(f"{out}/plot-{family}.json", "w"))
 PY
 "$cli" plot --data "$out/plot.json" --out "$out/fd_vs_nfe.png" --log-x --log-y
+for family in consistency pd-reflow matching-adversarial; do
+  "$cli" plot --data "$out/plot-$family.json" --out "$out/fd_vs_nfe-$family.png" --log-x --log-y
+done
 cat "$out/table.md"
