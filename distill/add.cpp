@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 #include <torch/types.h>
 
-
 #include "core/config.h"
 #include "core/error.h"
 #include "distill/common/discriminator_heads.h"
