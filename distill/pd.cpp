@@ -106,6 +106,11 @@ class ProgressiveDistillation final : public TrainingMethod {
   std::vector<OptimizerSlot> optimizers() override { return {{"generator", &student_->module(), lr_}}; }
 
   int64_t phase_of(int64_t step) const override { return std::min(step / round_steps_, rounds_.count() - 1); }
+  // A round's result is what the trainer wrote for it, the output EMA where there is one: the next
+  // round distils that network and starts from it, not from the raw weights the EMA smoothed.
+  void end_phase(int64_t /*round*/, const NetworkDenoiser& result) override {
+    if (&result != student_.get()) student_->copy_weights_from(result);
+  }
   void begin_phase(int64_t round) override {
     round_ = round;
     // On resume the checkpoint then overwrites these weights with the round's teacher.

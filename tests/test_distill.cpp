@@ -923,6 +923,11 @@ TEST(Trainer, ProgressiveDistillationResumedMidRoundEqualsUninterruptedBitForBit
   for (const char* file : {"student-phase-0.safetensors", "student-phase-1.safetensors"})
     EXPECT_EQ(file_bytes(dir / "straight" / file), file_bytes(dir / "resumed" / file)) << file;
   EXPECT_EQ(student_request(dir / "resumed" / "student-phase-1.safetensors").sigmas.size(), 2u);
+  // With an EMA, the last round's teacher is the previous round's written result, not its raw weights.
+  const auto round_teacher = load_tensor_file(dir / "resumed" / "checkpoints/step-0000008/teacher.safetensors").tensors;
+  const auto previous_result = load_tensor_file(dir / "resumed" / "student-phase-1.safetensors").tensors;
+  ASSERT_EQ(round_teacher.size(), previous_result.size());
+  for (const auto& [name, tensor] : previous_result) EXPECT_TRUE(torch::equal(round_teacher.at(name), tensor)) << name;
 }
 
 // Fed by a store of the teacher's samples instead of data.*, progressive distillation reads them
