@@ -1,4 +1,4 @@
-// defines: add_ladd_fields, ladd_teacher_features, make_ladd
+// defines: add_ladd_fields, make_ladd
 // Latent adversarial diffusion distillation, LADD (Sauer et al. 2024, "Fast High-Resolution
 // Image Synthesis with Latent Adversarial Diffusion Distillation"): adversarial distillation
 // (distill/common/adversarial_distillation.h) whose discriminator reads the teacher's own
@@ -17,22 +17,14 @@
 
 #include <memory>
 #include <string>
-#include <vector>
-
-#include "distill/common/adversarial_distillation.h"
 
 namespace distillery {
 
 class Config;
 class ConfigSchema;
-class NetworkDenoiser;
 class TrainingMethod;
 
 void add_ladd_fields(ConfigSchema& schema);
-
-// The teacher (frozen here) as the discriminator's feature network at `taps`: each side's
-// images noised to σ = exp(sigma_mean + sigma_std·n) (streams ladd_{real,fake}_{sigma,noise}).
-FrozenFeatures ladd_teacher_features(NetworkDenoiser& teacher, const std::vector<FeatureTap>& taps, double sigma_mean, double sigma_std);
 
 // `teacher`: a network teacher (teacher.h) whose features the discriminator reads; the config
 // holds student.*, adversarial.*, ladd.*, data.* (the real images) and model.* (scratch).

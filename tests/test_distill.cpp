@@ -18,6 +18,7 @@
 #include "distill/add.h"
 #include "distill/cd.h"
 #include "distill/common/adversarial_losses.h"
+#include "distill/common/discriminator.h"
 #include "distill/common/discriminator_heads.h"
 #include "distill/common/score_distillation.h"
 #include "distill/ctm.h"
@@ -1550,7 +1551,7 @@ TEST(Adversarial, FrozenFeatureNetworksPassGradientsToImagesButTakeNone) {
   context.batch = 4;
   context.seed = 5;
   const auto taps = std::vector<FeatureTap>{teacher.feature_tap("enc.1"), teacher.feature_tap("bottleneck")};
-  auto ladd = ladd_teacher_features(teacher, taps, 0.0, 1.0);
+  auto ladd = noised_teacher_features(teacher, taps, 0.0, 1.0);
   const auto config = Config::parse(distillation_schema("add"), fmt::format("method: add\nadd: {{classifier: \"{}\"}}\n",
                                                                             (testing::kSourceDir / "assets/eval/fmnist-classifier.safetensors").string()),
                                     "add.yaml");

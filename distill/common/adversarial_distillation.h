@@ -1,15 +1,11 @@
-// defines: FrozenFeatures, GeneratorTerm, AdversarialBatch, BatchSource, AdversarialParts, parts_with_network_teacher, freeze,
-//          add_adversarial_fields, make_adversarial_distillation
+// defines: GeneratorTerm, AdversarialBatch, BatchSource, AdversarialParts, parts_with_network_teacher, add_adversarial_fields,
+//          make_adversarial_distillation
 // The training step ADD and LADD share (Sauer et al. 2023, 2024): a student initialised from
 // the teacher denoises real examples (data.*) noised to one of its σ (student.sigmas, uniform
-// per row) in one step, and a discriminator tells those images from the real ones: a frozen
-// feature network read at several taps (adversarial.taps) with a trainable head on each
-// (DiscriminatorHeads, class-conditional by adversarial.class_conditional, as ADD's are). The
-// heads learn by the hinge loss plus the R1 penalty on real inputs
-// (adversarial.r1_weight); then the student by the hinge generator loss through the updated
-// heads, plus a method's own term (ADD's score distillation). Only the student and the heads
-// are optimised: the feature network is frozen (no gradient, no optimiser state), and the
-// student's gradient passes through it to the generated images. What the frozen network is,
+// per row) in one step, and a discriminator (common/discriminator.h: a frozen feature network
+// with a trainable head on each of several taps) tells those images from the real ones. The
+// heads learn first; then the student by the hinge generator loss through the updated heads,
+// plus a method's own term (ADD's score distillation). What the frozen network is,
 // and what it sees, is the method's: the teacher's own features of noised images (LADD), or a
 // classifier's of clean ones (ADD). A method may bring its own examples instead: Diffusion2GAN
 // reads (noise, image) pairs of the teacher's ODE from a trajectory store, and its
@@ -26,9 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "models/feature_taps.h"
-
-namespace torch::nn { class Module; }
+#include "distill/common/discriminator.h"
 
 namespace distillery {
 
@@ -38,17 +32,6 @@ class Denoiser;
 class NetworkDenoiser;
 class StepContext;
 class TrainingMethod;
-
-// The discriminator's frozen network: the taps that get heads (with the shapes the reader
-// gives), and their features of a batch of images. `condition` is the batch's
-// AdversarialBatch::condition; `real` says which side the batch is, for a reader that draws
-// noise per side.
-struct FrozenFeatures {
-  std::shared_ptr<torch::nn::Module> network;  // frozen (freeze()), shared with the reader
-  std::vector<FeatureTap> taps;
-  std::function<FeatureMap(const at::Tensor& images, const at::Tensor& labels, const at::Tensor& condition, const StepContext& context, bool real)>
-      read;
-};
 
 // One step's examples on the method's device: the real images and their labels (undefined when
 // unconditional), the student's inputs at their σ (one per row), and what the discriminator is
@@ -80,11 +63,8 @@ struct AdversarialParts {
 std::pair<AdversarialParts, NetworkDenoiser*> parts_with_network_teacher(const Config& config, const std::string& teacher_spec,
                                                                          const c10::Device& device, const std::string& method);
 
-// Turns off gradients of every parameter of `module`: backward passes through it, into nothing of its own.
-void freeze(torch::nn::Module& module);
-
-// adversarial.*: learning rates, the generator's adversarial weight, R1 weight, the taps
-// (default `default_taps`, the method's network's).
+// adversarial.*: the discriminator's (add_discriminator_fields), the student's learning rate
+// and its adversarial weight.
 void add_adversarial_fields(ConfigSchema& schema, const std::string& default_taps);
 
 std::unique_ptr<TrainingMethod> make_adversarial_distillation(const Config& config, AdversarialParts parts, const c10::Device& device);
