@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "distill/common/discriminator.h"
 #include "distill/common/distances.h"
 #include "distill/common/multistep_grids.h"
 #include "distill/common/real_data_stream.h"
@@ -36,6 +37,13 @@ void add_ctm_fields(ConfigSchema& s) {
   s.add({"ctm.dsm_weight", ConfigType::Float, "weight of the denoising loss on g(x, σ, σ) (0: none)", "1"}, NumberRange::at_least(0));
   s.add({"ctm.dsm_p_mean", ConfigType::Float, "P_mean of the denoising loss's log-normal σ (EDM's)", "-1.2"});
   s.add({"ctm.dsm_p_std", ConfigType::Float, "P_std of the denoising loss's log-normal σ", "1.2"}, NumberRange::above(0));
+  s.add({"ctm.gan_weight", ConfigType::Float,
+         "weight of CTM's GAN term: the hinge generator loss of the student's one-step jump G(x_t, t, 0) through a discriminator of the frozen "
+         "teacher's features (adversarial.*) (0: none)",
+         "0"}, NumberRange::at_least(0));
+  s.add({"ctm.gan_sigma_mean", ConfigType::Float, "m of the noise level the discriminator's teacher sees its images at, σ = exp(m + s·n)", "-2"});
+  s.add({"ctm.gan_sigma_std", ConfigType::Float, "s of the same", "1"}, NumberRange::above(0));
+  add_discriminator_fields(s, "[enc.1, bottleneck, dec.1]");
   s.add({"ctm.gamma", ConfigType::Float, "the student's γ-sampling: 1 re-noises fully after every jump (consistency models' multistep sampling), "
          "0 jumps deterministically", "1"}, NumberRange::between(0, 1));
   add_multistep_fields(s);
@@ -93,6 +101,7 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
         dsm_p_mean_(config.get_float("ctm.dsm_p_mean")),
         dsm_p_std_(config.get_float("ctm.dsm_p_std")),
         gamma_(config.get_float("ctm.gamma")),
+        gan_weight_(config.get_float("ctm.gan_weight")),
         teacher_(load_teacher(teacher_spec, device)),
         solver_(make_sampler(config.get_string("ctm.solver"))) {
     student_ = make_student_network(config, teacher_spec, *teacher_, {.parameterization = Parameterization::EDM, .target_time = true});
@@ -102,6 +111,15 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
     sampling_.emplace(config, teacher_->sigma_max());
     distance_ = distance_from(config, "ctm", student_->sample_shape(), device);
     data_.emplace(config, student_->sample_shape(), student_->num_classes(), noise_stream::consistency_flip, device);
+    if (gan_weight_ > 0) {
+      auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
+      DISTILLERY_CHECK(teacher_network, Error("CTM's GAN term reads the teacher's own features, and this teacher has no network to read")
+                                            .field("ctm.gan_weight").got(teacher_->describe()).hint("give a network teacher, or set ctm.gan_weight=0"));
+      auto features = noised_teacher_features(*teacher_network, configured_taps(config, "adversarial.taps", teacher_network->feature_taps()),
+                                              config.get_float("ctm.gan_sigma_mean"), config.get_float("ctm.gan_sigma_std"));
+      torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
+      discriminator_.emplace(config, std::move(features), student_->num_classes(), device);
+    }
   }
 
   NetworkDenoiser* generator() override { return student_.get(); }
@@ -116,9 +134,16 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
     return metadata;
   }
   std::vector<CheckpointModule> checkpoint_modules() override {
-    return {{"generator", &student_->module(), student_->file_metadata()}, {"target", &target_->module(), target_->file_metadata()}};
+    std::vector<CheckpointModule> modules = {{"generator", &student_->module(), student_->file_metadata()},
+                                             {"target", &target_->module(), target_->file_metadata()}};
+    if (discriminator_) modules.push_back({"discriminator_heads", &discriminator_->heads()});
+    return modules;
   }
-  std::vector<OptimizerSlot> optimizers() override { return {{"generator", &student_->module(), lr_}}; }
+  std::vector<OptimizerSlot> optimizers() override {
+    std::vector<OptimizerSlot> slots = {{"generator", &student_->module(), lr_}};
+    if (discriminator_) slots.push_back({"discriminator", &discriminator_->heads(), discriminator_->lr()});
+    return slots;
+  }
   std::vector<EmaSlot> averages() override {
     const double mu = target_decay_;
     return {{"target", &target_->module(), &student_->module(), [mu](int64_t) { return mu; }}};
@@ -151,6 +176,13 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
       loss = loss + dsm_weight_ * dsm_loss;
       stats["dsm_loss"] = dsm_loss.item<double>();
     }
+    if (discriminator_) {
+      // The GAN term trains the jump a one-step sample takes, from x_t straight to the data
+      // (CTM's "consistency" GAN estimate), against the batch's real examples.
+      const auto one_step = jump(*student_, x_t, t, data, labels);
+      context.update("discriminator", discriminator_->loss(x0, one_step, labels, {}, context, stats));
+      loss = loss + gan_weight_ * discriminator_->generator_loss(one_step, labels, {}, context, stats);
+    }
     context.update("generator", loss);
     return stats;
   }
@@ -158,7 +190,7 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
  private:
   double lr_;
   int64_t max_teacher_steps_;
-  double target_decay_, dsm_weight_, dsm_p_mean_, dsm_p_std_, gamma_;
+  double target_decay_, dsm_weight_, dsm_p_mean_, dsm_p_std_, gamma_, gan_weight_;
   std::unique_ptr<Denoiser> teacher_;
   std::unique_ptr<Sampler> solver_;
   std::unique_ptr<NetworkDenoiser> student_, target_;
@@ -166,6 +198,7 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
   Distance distance_;
   std::optional<RealDataStream> data_;
   std::optional<ConsistencySampling> sampling_;
+  std::optional<Discriminator> discriminator_;
 };
 
 }  // namespace

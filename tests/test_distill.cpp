@@ -909,6 +909,39 @@ TEST(Trainer, ConsistencyTrajectoryModelStopAndResumeEqualsUninterruptedBitForBi
   EXPECT_EQ(student_request(dir / "resumed" / "student.safetensors").options.gamma, 0.5);
 }
 
+std::string mixture_network_teacher(const std::filesystem::path& dir, int64_t steps);
+
+// CTM's GAN term adds a discriminator over a network teacher's features: its heads and their
+// optimiser are checkpointed beside the student and the target, and resume to the same bits.
+// An analytic teacher has no features to read, which the error says.
+TEST(Trainer, CtmWithItsGanTermStopAndResumeEqualsUninterruptedBitForBit) {
+  const auto dir = testing::scratch_dir();
+  const std::vector<std::string> small = {"student.sigmas=[80.0, 1.0]", "model.hidden=32", "train.batch=16", "eval.every=3", "eval.num=200",
+                                          "log.every=1", "checkpoint.every=3", "adversarial.taps=[layer.0, layer.1]", "adversarial.r1_weight=0.1",
+                                          "adversarial.discriminator_lr=1e-3", "ctm.gan_sigma_mean=-1"};
+  const std::string keys = "lr: 1.0e-3, teacher_steps: 5, gan_weight: 0.5";
+  const auto teacher = mixture_network_teacher(dir, 200);
+  auto with_network_teacher = [&](MixtureRun run) {
+    run.teacher = teacher;
+    return run;
+  };
+  expect_resume_equals_straight(with_network_teacher(ctm_mixture_run(dir, "straight", keys, 6, small)),
+                                with_network_teacher(ctm_mixture_run(dir, "resumed", keys, 6, small)), 6,
+                                {"generator.safetensors", "target.safetensors", "discriminator_heads.safetensors", "generator_optimizer.safetensors",
+                                 "discriminator_optimizer.safetensors", "state.json"},
+                                {"step", "ctm_loss", "dsm_loss", "discriminator_loss", "generator_adversarial_loss", "r1", "fd_raw"});
+  const auto lines = stats_lines(dir / "resumed");
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const auto& line) { return line.contains("generator_adversarial_loss"); }));
+  EXPECT_TRUE(std::filesystem::exists(dir / "resumed" / "checkpoints" / "step-0000006" / "discriminator_heads.safetensors"));
+  const auto analytic = ctm_mixture_run(dir, "analytic", keys, 2, small);
+  try {
+    run_distillation(analytic.options, analytic.teacher);
+    ADD_FAILURE() << "expected an error naming ctm.gan_weight";
+  } catch (const Error& e) {
+    for (const std::string phrase : {"CTM's GAN term", "no network", "ctm.gan_weight"}) EXPECT_NE(std::string(e.what()).find(phrase), std::string::npos) << e.what();
+  }
+}
+
 // Three rounds of three steps (4 → 2 → 1), stopped at step 4 in the middle of the second: the
 // resumed run rebuilds round 1 with its teacher from the checkpoint and ends bit for bit where the
 // uninterrupted one does, the round files included.
