@@ -40,7 +40,7 @@ std::vector<nlohmann::json> stats_lines(const std::filesystem::path& run) {
   return lines;
 }
 
-void expect_same_logs(const std::filesystem::path& one, const std::filesystem::path& two, const std::vector<std::string>& keys) {
+void expect_same_logs(const std::filesystem::path& one, const std::filesystem::path& two, const std::vector<std::string>& keys, double tolerance) {
   const auto a = stats_lines(one), b = stats_lines(two);
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
@@ -51,7 +51,7 @@ void expect_same_logs(const std::filesystem::path& one, const std::filesystem::p
       ASSERT_EQ(a[i].contains(key), b[i].contains(key)) << key << " line " << i;
       if (!a[i].contains(key)) continue;
       const double x = a[i].at(key), y = b[i].at(key);
-      EXPECT_NEAR(x, y, kSameTraining * std::max(1.0, std::abs(x))) << key << " line " << i;
+      EXPECT_NEAR(x, y, tolerance * std::max(1.0, std::abs(x))) << key << " line " << i;
     }
   }
 }

@@ -2304,8 +2304,12 @@ TEST_P(EveryMethodUnderTorchrun, TwoProcessesEqualOneProcessWithTheDoubledBatch)
   // DMD2's critic, from scratch beside GAN heads, gets gradients near zero in some weights,
   // which Adam's normalisation turns into steps of about the learning rate whatever their
   // rounding: one process with 1 or 2 threads ends 2.3e-5 apart there (two processes: 3.4e-5).
+  // ADD's heads learn from scratch on the classifier's features, and its training magnifies
+  // rounding more: on a machine whose kernels round differently, one process ends 9.1e-4 apart
+  // in the student (heads 5.1e-4) after these 4 steps with 1 or 2 threads, and one process
+  // against two 5.3e-5 apart (heads 2.0e-4) with 1 thread, 4.1e-6 (1.2e-6) with 2.
   // Rows assigned to the wrong rank differ by 1e-3 and more (CTM's k drawn per rank: 4.2e-3).
-  const double bound = method == "dmd2-gan" ? 1e-4 : testing::kSameTraining;
+  const double bound = method == "dmd2-gan" ? 1e-4 : method == "add" ? 3e-4 : testing::kSameTraining;
   for (const auto& file : files) {
     const double difference = testing::relative_difference(dir / "two" / file, dir / "one" / file);
     std::printf("%s %s: relative difference %.3g\n", method.c_str(), file.c_str(), difference);
@@ -2315,7 +2319,7 @@ TEST_P(EveryMethodUnderTorchrun, TwoProcessesEqualOneProcessWithTheDoubledBatch)
   for (const auto& line : stats_lines(dir / "one"))
     for (const auto& [key, value] : line.items())
       if (value.is_number() && key != "sec_per_step" && key != "timestamp" && !key.ends_with("_seconds")) logged.insert(key);
-  testing::expect_same_logs(dir / "one", dir / "two", {logged.begin(), logged.end()});
+  testing::expect_same_logs(dir / "one", dir / "two", {logged.begin(), logged.end()}, method == "add" ? bound : testing::kSameTraining);
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, EveryMethodUnderTorchrun,
