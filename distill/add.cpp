@@ -6,10 +6,9 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "distill/common/discriminator_heads.h"
+#include "distill/common/adversarial_distillation.h"
 #include "distill/common/score_distillation.h"
 #include "distill/common/student_network.h"
-#include "eval/domain_classifier.h"
 #include "models/network_denoiser.h"
 #include "teachers/teacher.h"
 #include "train/trainer.h"
@@ -23,18 +22,6 @@ void add_add_fields(ConfigSchema& s) {
   add_score_distillation_fields(s, "add", "2.5");
 }
 
-FrozenFeatures add_classifier_features(const Config& config, const c10::Device& device) {
-  auto classifier = load_domain_classifier(config.get_string("add.classifier"));
-  classifier->to(device);
-  freeze(*classifier);
-  const auto taps = configured_taps(config, "adversarial.taps", classifier->feature_taps());
-  std::vector<std::string> names;
-  for (const auto& tap : taps) names.push_back(tap.name);
-  return {classifier.ptr(), taps, [classifier, names](const at::Tensor& images, const at::Tensor&, const at::Tensor&, const StepContext&, bool) mutable {
-            return classifier->features_at(images, names);
-          }};
-}
-
 std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string& teacher_spec, const c10::Device& device) {
   AdversarialParts parts;
   parts.teacher = load_teacher(teacher_spec, device);
@@ -44,7 +31,7 @@ std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string
                    Error("ADD's discriminator reads the Fashion-MNIST classifier's features").file(config.source()).field("add.classifier")
                        .expected("samples of shape [1, 28, 28]").got(fmt::format("[{}]", fmt::join(shape, ", ")))
                        .hint("use method: ladd, whose discriminator reads the teacher's own features"));
-  parts.features = add_classifier_features(config, device);
+  parts.features = classifier_features(config, "add.classifier", device);
 
   parts.generator_term = score_distillation_term(config, "add", *parts.teacher, parts.student->sigma_data());
   return make_adversarial_distillation(config, std::move(parts), device);

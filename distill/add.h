@@ -1,4 +1,4 @@
-// defines: add_add_fields, add_classifier_features, make_add
+// defines: add_add_fields, make_add
 // Adversarial diffusion distillation, ADD (Sauer et al. 2023, "Adversarial Diffusion
 // Distillation"): adversarial distillation (distill/common/adversarial_distillation.h) whose
 // discriminator is a frozen feature network of clean images with trainable heads on several of
@@ -11,9 +11,6 @@
 
 #include <memory>
 #include <string>
-#include <vector>
-
-#include "distill/common/adversarial_distillation.h"
 
 namespace distillery {
 
@@ -22,10 +19,6 @@ class ConfigSchema;
 class TrainingMethod;
 
 void add_add_fields(ConfigSchema& schema);
-
-// The classifier of add.classifier (frozen, on `device`) as the discriminator's feature network
-// at adversarial.taps.
-FrozenFeatures add_classifier_features(const Config& config, const c10::Device& device);
 
 // `teacher`: a teacher spec (teacher.h); the config holds student.*, adversarial.*, add.*,
 // data.* (the real images) and model.* (scratch).

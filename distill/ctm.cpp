@@ -38,11 +38,18 @@ void add_ctm_fields(ConfigSchema& s) {
   s.add({"ctm.dsm_p_mean", ConfigType::Float, "P_mean of the denoising loss's log-normal σ (EDM's)", "-1.2"});
   s.add({"ctm.dsm_p_std", ConfigType::Float, "P_std of the denoising loss's log-normal σ", "1.2"}, NumberRange::above(0));
   s.add({"ctm.gan_weight", ConfigType::Float,
-         "weight of CTM's GAN term: the hinge generator loss of the student's one-step jump G(x_t, t, 0) through a discriminator of the frozen "
-         "teacher's features (adversarial.*) (0: none)",
+         "weight of CTM's GAN term: the hinge generator loss of the student's one-step jump G(x_t, t, 0) through the discriminator "
+         "(adversarial.*) (0: none)",
          "0"}, NumberRange::at_least(0));
-  s.add({"ctm.gan_sigma_mean", ConfigType::Float, "m of the noise level the discriminator's teacher sees its images at, σ = exp(m + s·n)", "-2"});
-  s.add({"ctm.gan_sigma_std", ConfigType::Float, "s of the same", "1"}, NumberRange::above(0));
+  s.add({"ctm.gan_features", ConfigType::String,
+         "the discriminator's frozen network: the teacher (its features of noised images), or a Fashion-MNIST classifier (ctm.gan_classifier; "
+         "adversarial.taps among conv1, conv2, conv3, features)",
+         "teacher", false, {"teacher", "classifier"}});
+  s.add({"ctm.gan_sigma_mean", ConfigType::Float, "teacher features: m of the noise level the teacher sees the images at, σ = exp(m + s·n)", "-2"});
+  s.add({"ctm.gan_sigma_std", ConfigType::Float, "teacher features: s of the same", "1"}, NumberRange::above(0));
+  s.add({"ctm.gan_classifier", ConfigType::String,
+         "classifier features: its file (FD_fmnist is measured in the shipped one's features: train another to keep the two apart)",
+         "assets/eval/fmnist-classifier.safetensors"});
   add_discriminator_fields(s, "[enc.1, bottleneck, dec.1]");
   s.add({"ctm.gamma", ConfigType::Float, "the student's γ-sampling: 1 re-noises fully after every jump (consistency models' multistep sampling), "
          "0 jumps deterministically", "1"}, NumberRange::between(0, 1));
@@ -112,11 +119,17 @@ class ConsistencyTrajectoryModel final : public TrainingMethod {
     distance_ = distance_from(config, "ctm", student_->sample_shape(), device);
     data_.emplace(config, student_->sample_shape(), student_->num_classes(), noise_stream::consistency_flip, device);
     if (gan_weight_ > 0) {
-      auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
-      DISTILLERY_CHECK(teacher_network, Error("CTM's GAN term reads the teacher's own features, and this teacher has no network to read")
-                                            .field("ctm.gan_weight").got(teacher_->describe()).hint("give a network teacher, or set ctm.gan_weight=0"));
-      auto features = noised_teacher_features(*teacher_network, configured_taps(config, "adversarial.taps", teacher_network->feature_taps()),
-                                              config.get_float("ctm.gan_sigma_mean"), config.get_float("ctm.gan_sigma_std"));
+      FrozenFeatures features;
+      if (config.get_string("ctm.gan_features") == "classifier") {
+        features = classifier_features(config, "ctm.gan_classifier", device);
+      } else {
+        auto* teacher_network = dynamic_cast<NetworkDenoiser*>(teacher_.get());
+        DISTILLERY_CHECK(teacher_network, Error("CTM's GAN term reads the teacher's own features, and this teacher has no network to read")
+                                              .field("ctm.gan_weight").got(teacher_->describe())
+                                              .hint("give a network teacher, set ctm.gan_features=classifier, or set ctm.gan_weight=0"));
+        features = noised_teacher_features(*teacher_network, configured_taps(config, "adversarial.taps", teacher_network->feature_taps()),
+                                           config.get_float("ctm.gan_sigma_mean"), config.get_float("ctm.gan_sigma_std"));
+      }
       torch::manual_seed(static_cast<uint64_t>(config.get_int("train.seed")));
       discriminator_.emplace(config, std::move(features), student_->num_classes(), device);
     }

@@ -11,10 +11,11 @@
 // jump from x_u, each carried to the data by the EMA target θ⁻ (gradient through the first
 // one's input only). The denoising loss trains g_θ(x, σ, σ), the student's own EDM denoiser.
 // CTM's GAN term (ctm.gan_weight > 0) trains the one-step jump G_θ(x_t, t, 0) against the
-// batch's real examples through a discriminator (common/discriminator.h) with heads on the
-// frozen teacher's features of noised images, as LADD's. The paper's discriminator reads a
-// frozen pretrained network; the teacher is the one every recipe has. The Fashion-MNIST
-// classifier would do, but FD_fmnist is measured in its features.
+// batch's real examples through a discriminator (common/discriminator.h) with heads on a
+// frozen network, as the paper's reads a pretrained one: by default the teacher's features of
+// noised images (LADD's reader), the one network every recipe has; or a Fashion-MNIST
+// classifier's (ctm.gan_features: classifier), which should not be the one FD_fmnist is
+// measured with.
 // Students sample by γ-sampling (samplers/multistep.cpp) with ctm.gamma.
 #pragma once
 

@@ -1588,7 +1588,7 @@ TEST(Adversarial, FrozenFeatureNetworksPassGradientsToImagesButTakeNone) {
   const auto config = Config::parse(distillation_schema("add"), fmt::format("method: add\nadd: {{classifier: \"{}\"}}\n",
                                                                             (testing::kSourceDir / "assets/eval/fmnist-classifier.safetensors").string()),
                                     "add.yaml");
-  auto add = add_classifier_features(config, torch::kCPU);
+  auto add = classifier_features(config, "add.classifier", torch::kCPU);
   EXPECT_EQ(add.taps.size(), 4u);
   for (auto* features : {&ladd, &add}) {
     const bool images28 = features == &add;

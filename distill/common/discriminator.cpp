@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "distill/common/adversarial_losses.h"
 #include "distill/common/sigma_sampling.h"
+#include "eval/domain_classifier.h"
 #include "kernels/attention.h"
 #include "models/network_denoiser.h"
 #include "train/trainer.h"
@@ -33,6 +34,18 @@ FrozenFeatures noised_teacher_features(NetworkDenoiser& teacher, const std::vect
             auto shape = std::vector<int64_t>(static_cast<size_t>(images.dim()), 1);
             shape[0] = -1;
             return teacher.features(images + sigma.view(shape) * noise, sigma, labels, names);
+          }};
+}
+
+FrozenFeatures classifier_features(const Config& config, const std::string& classifier_key, const c10::Device& device) {
+  auto classifier = load_domain_classifier(config.get_string(classifier_key));
+  classifier->to(device);
+  freeze(*classifier);
+  const auto taps = configured_taps(config, "adversarial.taps", classifier->feature_taps());
+  std::vector<std::string> names;
+  for (const auto& tap : taps) names.push_back(tap.name);
+  return {classifier.ptr(), taps, [classifier, names](const at::Tensor& images, const at::Tensor&, const at::Tensor&, const StepContext&, bool) mutable {
+            return classifier->features_at(images, names);
           }};
 }
 

@@ -1,4 +1,4 @@
-// defines: FrozenFeatures, freeze, noised_teacher_features, add_discriminator_fields, Discriminator
+// defines: FrozenFeatures, freeze, noised_teacher_features, classifier_features, add_discriminator_fields, Discriminator
 // The discriminator of adversarial distillation (ADD, LADD, Diffusion2GAN) and of CTM's GAN
 // term: a frozen feature network read at several taps, with a trainable head on each
 // (DiscriminatorHeads, class-conditional by adversarial.class_conditional). The heads learn by
@@ -47,6 +47,12 @@ void freeze(torch::nn::Module& module);
 // σ = exp(sigma_mean + sigma_std·n), one independent draw per side and row (streams
 // ladd_{real,fake}_{sigma,noise}): LADD's discriminator, and CTM's.
 FrozenFeatures noised_teacher_features(NetworkDenoiser& teacher, const std::vector<FeatureTap>& taps, double sigma_mean, double sigma_std);
+
+// The frozen Fashion-MNIST classifier of the file the config's `classifier_key` names, read at
+// adversarial.taps (its conv1, conv2, conv3, features) of clean images: ADD's discriminator.
+// FD_fmnist is measured in the shipped classifier's features, so a student trained against it
+// is judged by its own discriminator's network: give another classifier file to avoid that.
+FrozenFeatures classifier_features(const Config& config, const std::string& classifier_key, const c10::Device& device);
 
 // adversarial.discriminator_lr, .r1_weight, .taps (default `default_taps`, the method's
 // network's) and .class_conditional.
