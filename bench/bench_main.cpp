@@ -2,7 +2,8 @@
 // (Heun vs Euler per sample, float32 vs float64, safetensors parse throughput) are meaningful
 // on a noisy machine. Report medians: --benchmark_repetitions=5 --benchmark_report_aggregates_only.
 #include <benchmark/benchmark.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/optim/adam.h>
 
 #include <numeric>
 

@@ -5,7 +5,8 @@
 // device draw's float32 values differ from the host's: the host draw is what every device
 // must reproduce bit for bit.
 #include <benchmark/benchmark.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/cuda.h>
 
 #include <numbers>
 #include <numeric>

@@ -1,6 +1,9 @@
 #include "distill/scm.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
 
 #include <algorithm>
 #include <numeric>

@@ -1,7 +1,9 @@
 // Attention: the reference path on the CPU against the textbook formula, the backend switch,
 // and — on a machine with a GPU — the fused CUDA kernel against float64 and against SDPA.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/cuda.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>

@@ -1,7 +1,8 @@
 // The `distillery` command as users run it: outputs are checked against the library, and
 // bad input produces a specific message and a non-zero exit code, never a crash.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/cuda.h>
 
 #include <fstream>
 #include <map>

@@ -1,7 +1,7 @@
 // Core utilities: error formatting, progress formatting, atomic files, label policies, hashes.
 #include <gtest/gtest.h>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdio>
 #include <thread>

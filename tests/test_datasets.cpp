@@ -2,7 +2,8 @@
 // unpickler, against torchvision's reading of the same files) and ImageNet-style class folders,
 // through data.* configs and evaluation sources.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <fstream>
 #include <functional>

@@ -4,7 +4,9 @@
 // on a machine without a GPU. Sampling and recording give the CPU's results bit for bit (the
 // noise is the counter-based host draw on both); training agrees to rounding.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/cuda.h>
 
 #include <fmt/format.h>
 

@@ -1,7 +1,8 @@
 // Distillation: DMD2 against the analytic mixture, its distribution-matching gradient in
 // closed form, the shared trainer (exact resume, the non-finite guard) and `generate`.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 #include <unistd.h>
 
 #include <fmt/format.h>

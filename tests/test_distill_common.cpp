@@ -4,7 +4,9 @@
 // networks' feature taps with the discriminator heads that read them.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/nn/functional.h>
 
 #include <cmath>
 #include <fstream>

@@ -4,7 +4,9 @@
 // tools/convert_teacher.py and sampled through the CLI against the published samplers on the
 // same noise.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/nn/module.h>
 
 #include <algorithm>
 #include <cmath>

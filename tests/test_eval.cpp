@@ -3,7 +3,8 @@
 // accuracy, its training on the shared loop (stopped and resumed bit for bit), and specific
 // errors for bad inputs.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <fmt/format.h>
 

@@ -1,7 +1,8 @@
 // Preconditioning and σ schedules: every parameterisation's ideal network output yields the
 // clean sample, and every grid has the documented endpoints and monotonicity.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <cmath>

@@ -1,6 +1,8 @@
 // The analytic teacher: its denoiser is exactly Tweedie's formula on the mixture's density.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/autograd.h>
 
 #include "core/error.h"
 #include "teachers/gaussian_mixture.h"

@@ -1,7 +1,8 @@
 // PyTorch interop: the Python twins of our networks (tools/reference/denoiser.py) and ours
 // agree to 1e-5 relative on the same weights, moved through safetensors in both directions.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <fstream>
 

@@ -1,6 +1,7 @@
 // Counter-based noise: sample i's noise is a function of (seed, stream, i) only.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <numeric>
 

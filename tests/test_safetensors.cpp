@@ -1,7 +1,7 @@
 // safetensors: exact round trips for every dtype, interop with the reference `safetensors`
 // package both ways, and one specific rejection per kind of malformed file.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <fstream>
 #include <set>

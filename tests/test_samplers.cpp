@@ -2,7 +2,7 @@
 // high-accuracy solution of the same probability-flow ODE, exact NFE counts, batch-size
 // independence, and sample moments against the mixture's exact moments.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cmath>
 #include <cstdio>

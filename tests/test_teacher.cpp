@@ -1,7 +1,8 @@
 // Trained teachers: the Fashion-MNIST reader, the UNet and its weights files, and EDM
 // training's exact resume and EMA.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 #include <zlib.h>
 
 #include <fmt/format.h>
