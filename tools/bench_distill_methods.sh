@@ -11,7 +11,7 @@ steps=${2:-20}
 shift $(( $# < 2 ? $# : 2 ))
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
-methods=(dmd2 cd ect ict scm ctm pd reflow)
+methods=(dmd2 cd ect ict scm ctm ctm_gan pd reflow)
 rm -rf "$out"
 mkdir -p "$out"
 for method in "${methods[@]}"; do
