@@ -85,7 +85,7 @@ struct MixtureRun {
 
 // A run named `name` in `dir` of `recipe`, distilling the analytic mixture of `spec`.
 inline MixtureRun run_in(const std::filesystem::path& dir, const std::string& name, const std::filesystem::path& spec, const std::filesystem::path& recipe,
-                  std::vector<std::string> overrides) {
+                         std::vector<std::string> overrides) {
   MixtureRun run{dir, "gmm:" + spec.string(), {}};
   run.options.config_file = recipe;
   run.options.out_dir = dir / name;
@@ -117,7 +117,7 @@ checkpoint: {{every: 3}}
 // scratch under the consistency preconditioning (overrides may change it), trained on samples
 // of the mixture.
 inline MixtureRun consistency_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& method, const std::string& method_keys,
-                                   int64_t steps, std::vector<std::string> overrides = {}) {
+                                          int64_t steps, std::vector<std::string> overrides = {}) {
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
   const auto recipe = dir / (name + ".yaml");
   std::ofstream(recipe) << fmt::format(R"(
@@ -143,7 +143,7 @@ inline MixtureRun cd_mixture_run(const std::filesystem::path& dir, const std::st
 }
 
 inline MixtureRun ctm_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& keys, int64_t steps,
-                           std::vector<std::string> overrides = {}) {
+                                  std::vector<std::string> overrides = {}) {
   overrides.insert(overrides.begin(), {"precond.parameterization=edm", "model.target_time=true"});
   return consistency_mixture_run(dir, name, "ctm", keys, steps, std::move(overrides));
 }
@@ -162,7 +162,7 @@ struct ExactFlowMap {
 };
 
 inline MixtureRun pd_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& keys, int64_t steps,
-                          std::vector<std::string> overrides = {}) {
+                                 std::vector<std::string> overrides = {}) {
   overrides.insert(overrides.begin(), "precond.parameterization=edm");
   return consistency_mixture_run(dir, name, "pd", keys, steps, std::move(overrides));
 }
@@ -180,7 +180,7 @@ inline void record_full(const std::string& teacher, const std::filesystem::path&
 }
 
 inline MixtureRun reflow_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::filesystem::path& store, int64_t steps,
-                              std::vector<std::string> overrides = {}) {
+                                     std::vector<std::string> overrides = {}) {
   overrides.insert(overrides.begin(), "precond.parameterization=edm");
   return consistency_mixture_run(dir, name, "reflow", fmt::format("lr: 1.0e-3, store: \"{}\"", store.string()), steps, std::move(overrides));
 }
@@ -224,7 +224,7 @@ checkpoint: {{every: 2}}
 // Runs `straight` to the end and `resumed` in two halves (with what a kill leaves behind in
 // between); the checkpoints, the student and the logs must be equal byte for byte.
 inline void expect_resume_equals_straight(const MixtureRun& straight, const MixtureRun& resumed, int64_t steps, const std::vector<std::string>& files,
-                                   const std::vector<std::string>& logged) {
+                                          const std::vector<std::string>& logged) {
   const auto dir = resumed.options.out_dir;
   run_distillation(straight.options, straight.teacher);
   auto first_half = resumed.options;
@@ -269,7 +269,7 @@ grid: {{every: 0}}
 // LADD of that teacher: a one-step MLP student from the teacher, real points drawn from the
 // mixture, heads on the teacher's input embedding and both residual layers at low noise.
 inline MixtureRun ladd_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& teacher, int64_t steps,
-                            std::vector<std::string> overrides = {}) {
+                                   std::vector<std::string> overrides = {}) {
   const auto recipe = dir / (name + ".yaml");
   std::ofstream(recipe) << fmt::format(R"(
 method: ladd
@@ -332,7 +332,7 @@ checkpoint: {{every: 3}}
 // teacher's ODE pairs (noise, endpoint) from a store, by regression and by heads on the
 // teacher's features of each point stacked with those of its noise.
 inline MixtureRun diffusion2gan_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& teacher,
-                                     const std::filesystem::path& store, int64_t steps, std::vector<std::string> overrides = {}) {
+                                            const std::filesystem::path& store, int64_t steps, std::vector<std::string> overrides = {}) {
   const auto recipe = dir / (name + ".yaml");
   std::ofstream(recipe) << fmt::format(R"(
 method: diffusion2gan
@@ -363,7 +363,7 @@ inline std::string untrained_mixture_teacher(const std::filesystem::path& dir) {
 // Multi-student distillation of the conditional three-mode mixture (class c is mode c): MLP
 // students from scratch, as in mixture_run, with `method` dmd2 or msd.
 inline MixtureRun conditional_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& method, int64_t steps,
-                                   std::vector<std::string> overrides = {}) {
+                                          std::vector<std::string> overrides = {}) {
   std::ofstream(dir / "labelled.yaml") << testing::kThreeModes2d << "conditional: true\n";
   const auto recipe = dir / (name + ".yaml");
   std::ofstream(recipe) << fmt::format(R"(
@@ -386,7 +386,7 @@ checkpoint: {{every: 2}}
 // path of `checkpoints` critic checkpoints over `degradation` steps, a checkpoint of the run at
 // the end of the degradation.
 inline MixtureRun disback_mixture_run(const std::filesystem::path& dir, const std::string& name, const std::string& teacher, int64_t steps,
-                               int64_t degradation, int64_t checkpoints, int64_t target_steps, std::vector<std::string> overrides = {}) {
+                                      int64_t degradation, int64_t checkpoints, int64_t target_steps, std::vector<std::string> overrides = {}) {
   const auto recipe = dir / (name + ".yaml");
   std::ofstream(recipe) << fmt::format(R"(
 method: disback
