@@ -26,15 +26,15 @@ namespace distillery {
 
 namespace {
 std::atomic<AttentionBackend> current_backend{AttentionBackend::Auto};
-constexpr std::string_view kNames[] = {"auto", "fused", "sdpa"};
+constexpr std::string_view kAttentionBackendNames[] = {"auto", "fused", "sdpa"};
 }  // namespace
 
-std::vector<std::string> attention_backend_names() { return {std::begin(kNames), std::end(kNames)}; }
+std::vector<std::string> attention_backend_names() { return {std::begin(kAttentionBackendNames), std::end(kAttentionBackendNames)}; }
 
 AttentionBackend attention_backend_from_name(std::string_view name) {
-  for (size_t i = 0; i < std::size(kNames); ++i)
-    if (kNames[i] == name) return static_cast<AttentionBackend>(i);
-  throw Error(fmt::format("unknown attention backend '{}'", name)).expected(fmt::format("one of: {}", fmt::join(kNames, ", ")));
+  for (size_t i = 0; i < std::size(kAttentionBackendNames); ++i)
+    if (kAttentionBackendNames[i] == name) return static_cast<AttentionBackend>(i);
+  throw Error(fmt::format("unknown attention backend '{}'", name)).expected(fmt::format("one of: {}", fmt::join(kAttentionBackendNames, ", ")));
 }
 
 void set_attention_backend(AttentionBackend backend) { current_backend = backend; }

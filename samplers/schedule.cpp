@@ -13,7 +13,7 @@
 namespace distillery {
 
 namespace {
-constexpr std::array<std::string_view, kScheduleCount> kNames = {"karras", "uniform-t", "loglinear", "ddpm"};
+constexpr std::array<std::string_view, kScheduleCount> kScheduleNames = {"karras", "uniform-t", "loglinear", "ddpm"};
 static_assert(static_cast<int>(ScheduleKind::Ddpm) + 1 == kScheduleCount);
 
 // Improved DDPM's space_timesteps for one section: indices round(k·999/(N−1)), the stride
@@ -30,15 +30,15 @@ std::vector<double> ddpm_respaced_sigmas(int steps) {
   return sigmas;
 }
 }  // namespace
-std::string_view schedule_name(ScheduleKind kind) { return kNames.at(static_cast<size_t>(kind)); }
+std::string_view schedule_name(ScheduleKind kind) { return kScheduleNames.at(static_cast<size_t>(kind)); }
 
 ScheduleKind schedule_from_name(std::string_view name) {
-  for (size_t i = 0; i < kNames.size(); ++i)
-    if (kNames[i] == name) return static_cast<ScheduleKind>(i);
-  throw Error(fmt::format("unknown schedule '{}'", name)).field("schedule").expected(fmt::format("one of: {}", fmt::join(kNames, ", ")));
+  for (size_t i = 0; i < kScheduleNames.size(); ++i)
+    if (kScheduleNames[i] == name) return static_cast<ScheduleKind>(i);
+  throw Error(fmt::format("unknown schedule '{}'", name)).field("schedule").expected(fmt::format("one of: {}", fmt::join(kScheduleNames, ", ")));
 }
 
-std::vector<std::string> schedule_names() { return {kNames.begin(), kNames.end()}; }
+std::vector<std::string> schedule_names() { return {kScheduleNames.begin(), kScheduleNames.end()}; }
 
 std::vector<double> make_sigmas(const ScheduleSpec& spec, int steps) {
   if (spec.kind == ScheduleKind::Ddpm) return ddpm_respaced_sigmas(steps);

@@ -22,15 +22,6 @@ namespace distillery {
 
 #if DISTILLERY_WITH_CUDA
 namespace {
-// What a graph is specific to: the inputs' shape and dtypes, whether labels and a jump target
-// come, and whether the networks run under bf16 autocast.
-using GraphKey = std::tuple<std::vector<int64_t>, c10::ScalarType, c10::ScalarType, bool, bool, bool>;
-
-struct CapturedEvaluation {
-  std::unique_ptr<at::cuda::CUDAGraph> graph;
-  at::Tensor x, sigma, sigma_target, labels, out;
-};
-
 // `waiting` waits for what `done` has queued so far.
 void wait_for(const c10::cuda::CUDAStream& waiting, const c10::cuda::CUDAStream& done) {
   at::cuda::CUDAEvent event;
@@ -39,8 +30,18 @@ void wait_for(const c10::cuda::CUDAStream& waiting, const c10::cuda::CUDAStream&
 }
 }  // namespace
 
+// Its types are members, not in an anonymous namespace: a class with external linkage should not
+// hold members of internal-linkage types (GCC's -Wsubobject-linkage, which shows once the file
+// is compiled inside a batch of the library's sources).
 struct CudaGraphDenoiser::Graphs {
-  std::map<GraphKey, CapturedEvaluation> captured;
+  // What a graph is specific to: the inputs' shape and dtypes, whether labels and a jump target
+  // come, and whether the networks run under bf16 autocast.
+  using Key = std::tuple<std::vector<int64_t>, c10::ScalarType, c10::ScalarType, bool, bool, bool>;
+  struct Evaluation {
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+    at::Tensor x, sigma, sigma_target, labels, out;
+  };
+  std::map<Key, Evaluation> captured;
 };
 #else
 struct CudaGraphDenoiser::Graphs {};
@@ -85,11 +86,11 @@ at::Tensor CudaGraphDenoiser::evaluate(const at::Tensor& x, const at::Tensor& si
 #if DISTILLERY_WITH_CUDA
   // A graph replays without autograd: an evaluation that must be differentiated runs eagerly.
   if (!x.is_cuda() || c10::GradMode::is_enabled()) return eager(x, sigma, sigma_target, labels);
-  const GraphKey key{x.sizes().vec(), x.scalar_type(), sigma.scalar_type(), labels.defined(), sigma_target.defined(),
-                     at::autocast::is_autocast_enabled(at::kCUDA)};
+  const Graphs::Key key{x.sizes().vec(), x.scalar_type(), sigma.scalar_type(), labels.defined(), sigma_target.defined(),
+                        at::autocast::is_autocast_enabled(at::kCUDA)};
   auto found = graphs_->captured.find(key);
   if (found == graphs_->captured.end()) {
-    CapturedEvaluation captured;
+    Graphs::Evaluation captured;
     const c10::cuda::CUDAGuard device_guard(x.device());
     const auto caller = c10::cuda::getCurrentCUDAStream();
     captured.x = x.clone();

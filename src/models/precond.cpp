@@ -14,7 +14,7 @@
 namespace distillery {
 
 namespace {
-constexpr std::array<std::string_view, kParameterizationCount> kNames = {"edm", "vp", "ve", "rectified-flow", "consistency", "trigflow", "ddpm"};
+constexpr std::array<std::string_view, kParameterizationCount> kParameterizationNames = {"edm", "vp", "ve", "rectified-flow", "consistency", "trigflow", "ddpm"};
 static_assert(static_cast<int>(Parameterization::DDPM) + 1 == kParameterizationCount);
 
 // Song et al. 2021 VP SDE constants as used by EDM's VPPrecond.
@@ -28,12 +28,12 @@ at::Tensor per_sample(const at::Tensor& coefficient, const at::Tensor& x) {
 }
 }  // namespace
 
-std::string_view parameterization_name(Parameterization p) { return kNames.at(static_cast<size_t>(p)); }
+std::string_view parameterization_name(Parameterization p) { return kParameterizationNames.at(static_cast<size_t>(p)); }
 
 Parameterization parameterization_from_name(std::string_view name) {
-  for (size_t i = 0; i < kNames.size(); ++i)
-    if (kNames[i] == name) return static_cast<Parameterization>(i);
-  throw Error(fmt::format("unknown parameterization '{}'", name)).expected(fmt::format("one of: {}", fmt::join(kNames, ", ")));
+  for (size_t i = 0; i < kParameterizationNames.size(); ++i)
+    if (kParameterizationNames[i] == name) return static_cast<Parameterization>(i);
+  throw Error(fmt::format("unknown parameterization '{}'", name)).expected(fmt::format("one of: {}", fmt::join(kParameterizationNames, ", ")));
 }
 
 double rf_time_from_sigma(double sigma) { return sigma / (1.0 + sigma); }

@@ -15,7 +15,7 @@
 namespace distillery {
 
 namespace {
-constexpr const char* kFormat = "distillery.routed_denoiser";
+constexpr const char* kRoutedFormat = "distillery.routed_denoiser";
 constexpr int64_t kMaxNetworks = 1024;
 std::string tensor_prefix(size_t k) { return fmt::format("student.{}.", k); }
 }  // namespace
@@ -95,7 +95,7 @@ void RoutedDenoiser::save(const std::filesystem::path& path, const std::vector<c
     configs.push_back(nlohmann::json::parse(networks[k]->config_json()));
   }
   auto metadata = extra_metadata;
-  metadata["format"] = kFormat;
+  metadata["format"] = kRoutedFormat;
   metadata["format_version"] = "1";
   metadata["router"] = nlohmann::json{{"route", route}, {"networks", configs}}.dump();
   save_tensor_file(path, tensors, metadata);
@@ -141,7 +141,7 @@ std::unique_ptr<RoutedDenoiser> RoutedDenoiser::from_file(const TensorFile& file
 std::unique_ptr<Denoiser> load_denoiser_file(const std::filesystem::path& path) {
   const auto file = load_tensor_file(path);
   const auto format = file.metadata.find("format");
-  if (format != file.metadata.end() && format->second == kFormat) return RoutedDenoiser::from_file(file);
+  if (format != file.metadata.end() && format->second == kRoutedFormat) return RoutedDenoiser::from_file(file);
   return NetworkDenoiser::from_file(file);
 }
 
