@@ -202,5 +202,38 @@ TEST(Diffusion2Gan, TheDiscriminatorSeesEachImageWithItsNoise) {
   EXPECT_THROW(features.read(x, {}, {}, context, true), Error);
 }
 
+// The classifier backbone pairs the same way: its features of the image, which carry the
+// generator's gradient to the image, stacked with its features of the noise.
+TEST(Diffusion2Gan, TheClassifierDiscriminatorSeesEachImageWithItsNoise) {
+  const auto classifier_file = testing::kSourceDir / "assets/eval/fmnist-second-classifier.safetensors";
+  const auto config = Config::parse(distillation_schema("diffusion2gan"),
+                                    fmt::format("method: diffusion2gan\nadversarial: {{taps: [conv2, features]}}\ndiffusion2gan: {{features: classifier, classifier: \"{}\"}}\n",
+                                                classifier_file.string()),
+                                    "d2g.yaml");
+  const auto features = diffusion2gan_classifier_pair_features(config, torch::kCPU);
+  auto classifier = load_domain_classifier(classifier_file);
+  const auto alone = classifier->feature_taps();
+  ASSERT_EQ(features.taps.size(), 2u);
+  for (const auto& tap : features.taps) {
+    const auto same = std::find_if(alone.begin(), alone.end(), [&](const FeatureTap& t) { return t.name == tap.name; });
+    ASSERT_NE(same, alone.end());
+    EXPECT_EQ(tap.shape[0], 2 * same->shape[0]) << tap.name;
+  }
+  torch::manual_seed(4);
+  const auto x = torch::rand({3, 1, 28, 28}).mul(2).sub(1).requires_grad_(true), z = torch::randn({3, 1, 28, 28});
+  const auto paired = features.read(x, {}, z, StepContext{}, false);
+  const auto width = paired.at("features").size(1) / 2;
+  paired.at("features").slice(1, 0, width).sum().backward();
+  EXPECT_TRUE(x.grad().defined() && x.grad().abs().sum().item<double>() > 0);
+  torch::NoGradGuard no_grad;
+  const auto of_image = classifier->features_at(x, {"conv2", "features"}), of_noise = classifier->features_at(z, {"conv2", "features"});
+  for (const auto& name : {"conv2", "features"}) {
+    const auto half = paired.at(name).size(1) / 2;
+    EXPECT_TRUE(torch::allclose(paired.at(name).slice(1, 0, half), of_image.at(name))) << name;
+    EXPECT_TRUE(torch::allclose(paired.at(name).slice(1, half), of_noise.at(name))) << name;
+  }
+  EXPECT_THROW(features.read(x, {}, {}, StepContext{}, true), Error);
+}
+
 }  // namespace
 }  // namespace distillery
