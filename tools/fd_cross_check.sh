@@ -11,7 +11,7 @@
 # Each NAME=SOURCE is a student file or run directory at 1 step, or teacher:SAMPLER:STEPS for
 # the shipped teacher; NUM samples each (seed 2000, labels cycling, as tools/fd_vs_nfe.sh).
 # Writes OUT/points.jsonl (kept across runs, so an interrupted check resumes) and OUT/table.md.
-# Usage: tools/fd_cross_check.sh OUT NUM NAME=SOURCE ...
+# Usage: tools/fd_cross_check.sh OUT NUM NAME=SOURCE ... (the source is what follows the last =)
 #   tools/fd_cross_check.sh runs/fd-cross-check 10000 'teacher=teacher:heun:18' ADD=assets/students/fmnist-add.safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ second=assets/eval/fmnist-second-classifier.safetensors
 [ -f "$out/fmnist-test-second.npz" ] || "$cli" eval stats dataset:fmnist-test --classifier "$second" --out "$out/fmnist-test-second.npz" --quiet > /dev/null
 
 for entry in "$@"; do
-  name=${entry%%=*} source=${entry#*=}
+  name=${entry%=*} source=${entry##*=}
   grep -q "\"name\": \"$name\"," "$points" && continue
   samples="$out/samples.safetensors"
   case $source in

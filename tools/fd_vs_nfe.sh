@@ -6,7 +6,7 @@
 # distillation's rounds), NUM samples per point (seed 2000, labels cycling, as the
 # README's 10,000-sample rows). Writes OUT/points.jsonl (one line per point, kept across runs so
 # an interrupted sweep resumes), OUT/table.md, OUT/fd_vs_nfe.png and one OUT/fd_vs_nfe-FAMILY.png per family.
-# Usage: tools/fd_vs_nfe.sh OUT NUM [NAME=STUDENT_FILE_OR_RUN_DIR ...]
+# Usage: tools/fd_vs_nfe.sh OUT NUM [NAME=STUDENT_FILE_OR_RUN_DIR ...] (the file is what follows the last =)
 #   tools/fd_vs_nfe.sh runs/fd-vs-nfe 10000 DMD2=assets/students/fmnist-dmd2.safetensors ECT=runs/ect-fmnist
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +46,7 @@ teacher() {
   measure "$name" "$3" "$out/samples.safetensors"
 }
 for student in "$@"; do
-  name=${student%%=*} model=${student#*=}
+  name=${student%=*} model=${student##*=}
   for steps in 1 2 4 8; do
     grep -q "\"name\": \"$name\", \"nfe\": $steps," "$points" && continue
     # A student offers only the step counts its file lists; the others are skipped.

@@ -2,7 +2,7 @@
 # The in-loop FD of several training runs against the step, in one plot: each run's stats.jsonl
 # lines that carry fd_fmnist (or fd_raw) become a series. Writes OUT.json (the plot's data) and
 # OUT.png (`distillery plot`, FD on a log scale) and prints the table.
-# Usage: tools/fd_vs_step.sh OUT.png NAME=RUN_DIR [NAME=RUN_DIR ...]
+# Usage: tools/fd_vs_step.sh OUT.png NAME=RUN_DIR [NAME=RUN_DIR ...] (the directory is what follows the last =)
 #   tools/fd_vs_step.sh docs/disback_vs_dmd2.png DMD2=runs/disback-base-dmd2 DisBack=runs/disback-fmnist
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ import json, sys
 path, runs = sys.argv[1], sys.argv[2:]
 series, metric = [], None
 for run in runs:
-    name, directory = run.split("=", 1)
+    name, directory = run.rsplit("=", 1)
     points = []
     with open(f"{directory}/stats.jsonl") as stats:
         for line in stats:
