@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <set>
 
@@ -22,6 +23,7 @@
 #include "distill/common/discriminator_heads.h"
 #include "distill/common/distances.h"
 #include "distill/common/sigma_sampling.h"
+#include "eval/domain_classifier.h"
 #include "models/mlp.h"
 #include "models/network_denoiser.h"
 #include "models/unet.h"
@@ -35,6 +37,15 @@ std::vector<int64_t> first_positions(int64_t n) {
   std::vector<int64_t> positions(static_cast<size_t>(n));
   std::iota(positions.begin(), positions.end(), 0);
   return positions;
+}
+
+void expect_error_mentioning(const std::function<void()>& call, const std::vector<std::string>& phrases) {
+  try {
+    call();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    for (const auto& phrase : phrases) EXPECT_NE(std::string(e.what()).find(phrase), std::string::npos) << e.what();
+  }
 }
 
 TEST(SigmaSampling, KarrasGridDrawsStayOnTheGridWithinTheirRange) {
@@ -124,6 +135,65 @@ TEST(Distances, FeatureDistanceGoesThroughTheFrozenClassifier) {
   EXPECT_GT(d.min().item<double>(), 0.0);
   d.sum().backward();
   EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(Distances, PerceptualDistanceIsLpipsFormOverTheClassifiersTaps) {
+  const auto file = testing::kSourceDir / "assets/eval/fmnist-second-classifier.safetensors";
+  const std::vector<std::string> taps = {"conv1", "conv3", "features"};
+  const FeatureDistance distance(file, taps, torch::kCPU);
+  torch::manual_seed(1);
+  const auto target = torch::rand({3, 1, 28, 28}) * 2 - 1;
+  const auto x = (target + 0.3 * torch::randn({3, 1, 28, 28})).clamp(-1, 1);
+  EXPECT_EQ(distance(target, target).abs().max().item<double>(), 0.0);
+
+  // Written out from the classifier's own taps: unit channel vectors by division by the norm.
+  auto classifier = load_domain_classifier(file);
+  torch::NoGradGuard no_grad;
+  const auto fx = classifier->features_at(x, taps), fy = classifier->features_at(target, taps);
+  auto expected = torch::zeros({3});
+  for (const auto& tap : taps) {
+    const auto unit = [](const at::Tensor& h) { return h / h.norm(2, 1, true).clamp_min(1e-30); };
+    auto d = (unit(fx.at(tap)) - unit(fy.at(tap))).square().sum(1);
+    expected += d.dim() > 1 ? d.flatten(1).mean(1) : d;
+  }
+  const auto got = distance(x, target);
+  EXPECT_GT(expected.min().item<double>(), 0.01);
+  EXPECT_LT(((got - expected).abs() / expected).max().item<double>(), 1e-5);
+
+  // The same one-tap distance as a recipe names it.
+  ConfigSchema schema;
+  add_distance_fields(schema, "cd");
+  const auto yaml = fmt::format("cd:\n  distance: perceptual\n  feature_taps: [conv3]\n  feature_classifier: {}\n", file.string());
+  const auto single = distance_from(Config::parse(schema, yaml, "run.yaml"), "cd", {1, 28, 28}, torch::kCPU);
+  auto d3 = (torch::nn::functional::normalize(fx.at("conv3"), torch::nn::functional::NormalizeFuncOptions().dim(1)) -
+             torch::nn::functional::normalize(fy.at("conv3"), torch::nn::functional::NormalizeFuncOptions().dim(1)))
+                .square().sum(1).flatten(1).mean(1);
+  EXPECT_LT(((single(x, target) - d3).abs() / d3).max().item<double>(), 1e-5);
+}
+
+TEST(Distances, PerceptualDistanceGuidesTowardTheTargetAndRefusesUnknownTaps) {
+  const auto file = testing::kSourceDir / "assets/eval/fmnist-second-classifier.safetensors";
+  const FeatureDistance distance(file, {"conv1", "conv2", "conv3", "features"}, torch::kCPU);
+  auto x = torch::full({2, 1, 28, 28}, -1.0);
+  x.index_put_({torch::indexing::Slice(), 0, torch::indexing::Slice(10, 18), torch::indexing::Slice(10, 18)}, 0.8);
+  x.requires_grad_(true);
+  const auto target = torch::full({2, 1, 28, 28}, -1.0);
+  const auto d = distance(x, target);
+  d.sum().backward();
+  EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>());
+  // A small step against the gradient brings the image closer to its target.
+  torch::NoGradGuard no_grad;
+  const auto stepped = x - 1e-3 * x.grad() / x.grad().flatten(1).norm(2, 1).view({2, 1, 1, 1});
+  EXPECT_TRUE((distance(stepped, target) < d).all().item<bool>());
+
+  expect_error_mentioning([&] { (void)FeatureDistance(file, {"conv9"}, torch::kCPU); }, {"conv9", "conv1, conv2, conv3, features"});
+  expect_error_mentioning([&] { (void)FeatureDistance(file, {}, torch::kCPU); }, {"at least one feature tap"});
+  ConfigSchema schema;
+  add_distance_fields(schema, "cd");
+  const auto yaml = fmt::format("cd:\n  distance: perceptual\n  feature_taps: [conv1, conv9]\n  feature_classifier: {}\n", file.string());
+  expect_error_mentioning([&] { distance_from(Config::parse(schema, yaml, "run.yaml"), "cd", {1, 28, 28}, torch::kCPU); },
+                          {"conv9", "cd.feature_taps", "run.yaml"});
+  expect_error_mentioning([&] { distance(x, torch::zeros({2, 1, 28, 27})); }, {"target"});
 }
 
 TEST(FewStepGenerator, EachRowIsTheStudentsOwnChainStoppedAtItsStartStep) {
