@@ -69,11 +69,8 @@
 
 namespace distillery {
 
-inline std::string file_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
+using testing::file_bytes;
 using testing::stats_lines;
 
 // A DMD2 recipe for the tests' three-mode mixture: MLP generator and critic from scratch.

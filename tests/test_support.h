@@ -1,14 +1,20 @@
-// defines: CommandResult, run_command, scratch_dir, python_available, shell_quoted, last_line, kPython, kSourceDir, kCli, kBuild*, kThreeModes2d
-// Helpers shared by the test files: running the CLI and the Python reference scripts, and a
-// fresh scratch directory per test.
+// defines: CommandResult, run_command, scratch_dir, python_available, shell_quoted, last_line, file_bytes, expect_error_mentioning,
+//          kPython, kSourceDir, kCli, kBuild*, kThreeModes2d
+// Helpers shared by the test files: running the CLI and the Python reference scripts, a fresh
+// scratch directory per test, a file's bytes, and an error's message.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <array>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <string>
+#include <vector>
 
 namespace distillery::testing {
 
@@ -68,5 +74,21 @@ inline std::filesystem::path scratch_dir() {
 }
 
 inline bool python_available() { return std::filesystem::exists(kPython); }
+
+// The whole file, for bit-for-bit comparisons.
+inline std::string file_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// `call` must throw, with every phrase in its message.
+inline void expect_error_mentioning(const std::function<void()>& call, const std::vector<std::string>& phrases) {
+  try {
+    call();
+    ADD_FAILURE() << "no error";
+  } catch (const std::exception& e) {
+    for (const auto& phrase : phrases) EXPECT_NE(std::string(e.what()).find(phrase), std::string::npos) << e.what();
+  }
+}
 
 }  // namespace distillery::testing

@@ -175,10 +175,6 @@ TrainingRunOptions tiny_run(const std::filesystem::path& out, int64_t steps, boo
   return o;
 }
 
-std::string file_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 TEST(TeacherTraining, StopAndResumeEqualsUninterruptedBitForBit) {
   const auto dir = testing::scratch_dir();
@@ -190,8 +186,8 @@ TEST(TeacherTraining, StopAndResumeEqualsUninterruptedBitForBit) {
   train_teacher(tiny_run(dir / "resumed", 6, true));
   EXPECT_FALSE(std::filesystem::exists(dir / "resumed/checkpoints/.step-0000004.tmp.999"));
   for (const char* file : {"model.safetensors", "ema.safetensors", "model_optimizer.safetensors"})
-    EXPECT_EQ(file_bytes(dir / "straight/checkpoints/step-0000006" / file), file_bytes(dir / "resumed/checkpoints/step-0000006" / file)) << file;
-  EXPECT_EQ(file_bytes(dir / "straight/teacher.safetensors"), file_bytes(dir / "resumed/teacher.safetensors"));
+    EXPECT_EQ(testing::file_bytes(dir / "straight/checkpoints/step-0000006" / file), testing::file_bytes(dir / "resumed/checkpoints/step-0000006" / file)) << file;
+  EXPECT_EQ(testing::file_bytes(dir / "straight/teacher.safetensors"), testing::file_bytes(dir / "resumed/teacher.safetensors"));
   // Losses logged after the resume equal the uninterrupted run's.
   std::ifstream a(dir / "straight/stats.jsonl"), b(dir / "resumed/stats.jsonl");
   int lines = 0;

@@ -40,10 +40,6 @@ namespace {
 
 using testing::shell_quoted;
 
-std::string file_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 std::filesystem::path write_mixture(const std::filesystem::path& dir, const std::string& text = testing::kThreeModes2d) {
   const auto path = dir / "mixture.yaml";
@@ -228,9 +224,9 @@ std::multiset<std::string> manifest_lines(const std::filesystem::path& dir) {
 
 // Same settings, same manifest lines (in any order) and byte-identical shards.
 void expect_same_store(const std::filesystem::path& a, const std::filesystem::path& b) {
-  EXPECT_EQ(file_bytes(a / "store.json"), file_bytes(b / "store.json"));
+  EXPECT_EQ(testing::file_bytes(a / "store.json"), testing::file_bytes(b / "store.json"));
   EXPECT_EQ(manifest_lines(a), manifest_lines(b));
-  for (const auto& entry : read_manifest(a)) EXPECT_TRUE(file_bytes(a / entry.file) == file_bytes(b / entry.file)) << entry.file << " differs";
+  for (const auto& entry : read_manifest(a)) EXPECT_TRUE(testing::file_bytes(a / entry.file) == testing::file_bytes(b / entry.file)) << entry.file << " differs";
 }
 
 TEST(Record, KilledAtRandomMomentsAndResumedItEqualsAnUninterruptedRun) {
@@ -382,7 +378,7 @@ TEST(Inspect, EachKindOfDamageIsNamedByInspectAndByTheReader) {
   // A manifest whose last line a kill cut short.
   const auto torn = copy("torn");
   {
-    auto text = file_bytes(torn / "manifest.jsonl");
+    auto text = testing::file_bytes(torn / "manifest.jsonl");
     text.resize(text.size() - 30);
     std::ofstream(torn / "manifest.jsonl", std::ios::trunc) << text;
   }
