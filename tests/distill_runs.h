@@ -69,7 +69,6 @@
 
 namespace distillery {
 
-
 using testing::file_bytes;
 using testing::stats_lines;
 

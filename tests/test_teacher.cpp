@@ -175,7 +175,6 @@ TrainingRunOptions tiny_run(const std::filesystem::path& out, int64_t steps, boo
   return o;
 }
 
-
 TEST(TeacherTraining, StopAndResumeEqualsUninterruptedBitForBit) {
   const auto dir = testing::scratch_dir();
   train_teacher(tiny_run(dir / "straight", 6, false));

@@ -40,7 +40,6 @@ namespace {
 
 using testing::shell_quoted;
 
-
 std::filesystem::path write_mixture(const std::filesystem::path& dir, const std::string& text = testing::kThreeModes2d) {
   const auto path = dir / "mixture.yaml";
   std::ofstream(path) << text;
