@@ -18,11 +18,13 @@
 #include "io/tensor_file.h"
 #include "models/network_denoiser.h"
 #include "models/weights.h"
+#include "tensor_checks.h"
 #include "test_support.h"
 
 namespace distillery {
 namespace {
 
+using testing::relative_difference;
 using testing::shell_quoted;
 
 const std::filesystem::path& golden_dir() {
@@ -60,10 +62,6 @@ std::unique_ptr<NetworkDenoiser> network_of(const TensorFile& vector) {
   ConfigSchema schema;
   add_network_fields(schema);
   return NetworkDenoiser::from_config(Config::parse(schema, vector.metadata.at("config"), vector.source));
-}
-
-double relative_difference(const at::Tensor& got, const at::Tensor& expected) {
-  return ((got - expected).abs().max() / expected.abs().max()).item<double>();
 }
 
 // Float32 rounding: 1e-5 of the output's largest magnitude. EDM2's networks normalise every

@@ -10,11 +10,13 @@
 #include "core/error.h"
 #include "models/network_denoiser.h"
 #include "teachers/teacher.h"
+#include "tensor_checks.h"
 #include "test_support.h"
 
 namespace distillery {
 namespace {
 
+using testing::relative_difference;
 using testing::shell_quoted;
 
 UNetConfig parity_config(const std::string& embedding) {
@@ -46,10 +48,6 @@ std::vector<int64_t> batch_shape(int64_t n, const Denoiser& D) {
 }
 
 std::string parity_script() { return shell_quoted(testing::kSourceDir / "tests/python/network_parity.py"); }
-
-double relative_difference(const at::Tensor& a, const at::Tensor& b) {
-  return ((a - b).abs().max() / b.abs().max()).item<double>();
-}
 
 class NetworkParity : public ::testing::TestWithParam<std::string> {};
 
