@@ -88,12 +88,8 @@ TEST(CpuThreads, TheFlagThenOmpNumThreadsThenTheCoresDividedAmongLocalProcesses)
   EXPECT_EQ(choose_cpu_threads(0, std::nullopt, 4, 16).threads, 4);
   EXPECT_EQ(choose_cpu_threads(0, "", 3, 2).threads, 1);  // never zero
   for (const char* bad : {"0", "two", "-1", "4x"}) {
-    try {
-      choose_cpu_threads(0, bad, 1, 16);
-      ADD_FAILURE() << "OMP_NUM_THREADS=" << bad << " was taken";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("OMP_NUM_THREADS"), std::string::npos) << e.what();
-    }
+    SCOPED_TRACE(std::string("OMP_NUM_THREADS=") + bad);
+    testing::expect_error_mentioning<Error>([&] { choose_cpu_threads(0, bad, 1, 16); }, {"OMP_NUM_THREADS"});
   }
   // Applied to ATen, and through the CLI.
   const int before = at::get_num_threads();

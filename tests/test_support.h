@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <source_location>
 #include <string>
 #include <vector>
 
@@ -81,12 +82,17 @@ inline std::string file_bytes(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
-// `call` must throw, with every phrase in its message.
-inline void expect_error_mentioning(const std::function<void()>& call, const std::vector<std::string>& phrases) {
+// `call` must throw an `Expected` with every phrase in its message; any other exception escapes
+// and fails the test, so a wrong error cannot pass for the right one. A failure names the
+// caller's line, not this one.
+template <class Expected = std::exception>
+void expect_error_mentioning(const std::function<void()>& call, const std::vector<std::string>& phrases,
+                             const std::source_location caller = std::source_location::current()) {
+  const ::testing::ScopedTrace trace(caller.file_name(), static_cast<int>(caller.line()), "the expected error");
   try {
     call();
     ADD_FAILURE() << "no error";
-  } catch (const std::exception& e) {
+  } catch (const Expected& e) {
     for (const auto& phrase : phrases) EXPECT_NE(std::string(e.what()).find(phrase), std::string::npos) << e.what();
   }
 }

@@ -422,20 +422,10 @@ TEST(Inspect, EachKindOfDamageIsNamedByInspectAndByTheReader) {
 
   // Recording into an existing store: only with --resume, and only with the same settings.
   auto again = small_recording(teacher, dir / "good");
-  try {
-    record_trajectories(again);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
-  }
+  testing::expect_error_mentioning<Error>([&] { record_trajectories(again); }, {"--resume"});
   again.resume = true;
   again.request.seed = 6;
-  try {
-    record_trajectories(again);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("seed: 5 vs 6"), std::string::npos) << e.what();
-  }
+  testing::expect_error_mentioning<Error>([&] { record_trajectories(again); }, {"seed: 5 vs 6"});
 }
 
 TEST(Inspect, CommandLineSummaryAndExitCode) {
