@@ -16,14 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 3 ] || { sed -n '2,15p' "$0"; exit 2; }
-out=$1 num=$2
+source tools/sweep_setup.sh "$@"
 shift 2
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
-cli=build/distillery
-mkdir -p "$out"
-points="$out/points.jsonl"
-touch "$points"
 second=assets/eval/fmnist-second-classifier.safetensors
 [ -f "$out/fmnist-test-second.npz" ] || "$cli" eval stats dataset:fmnist-test --classifier "$second" --out "$out/fmnist-test-second.npz" --quiet > /dev/null
 

@@ -11,14 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,10p' "$0"; exit 2; }
-out=$1 num=$2
+source tools/sweep_setup.sh "$@"
 shift 2
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
-cli=build/distillery
-mkdir -p "$out"
-points="$out/points.jsonl"
-touch "$points"
 
 # measure NAME NFE SAMPLES: one line of points.jsonl, unless that point is there already.
 measure() {
