@@ -176,14 +176,14 @@ TEST(Distances, PerceptualDistanceGuidesTowardTheTargetAndRefusesUnknownTaps) {
   const auto stepped = x - 1e-3 * x.grad() / x.grad().flatten(1).norm(2, 1).view({2, 1, 1, 1});
   EXPECT_TRUE((distance(stepped, target) < d).all().item<bool>());
 
-  testing::expect_error_mentioning([&] { (void)FeatureDistance(file, {"conv9"}, torch::kCPU); }, {"conv9", "conv1, conv2, conv3, features"});
-  testing::expect_error_mentioning([&] { (void)FeatureDistance(file, {}, torch::kCPU); }, {"at least one feature tap"});
+  testing::expect_error_mentioning<Error>([&] { (void)FeatureDistance(file, {"conv9"}, torch::kCPU); }, {"conv9", "conv1, conv2, conv3, features"});
+  testing::expect_error_mentioning<Error>([&] { (void)FeatureDistance(file, {}, torch::kCPU); }, {"at least one feature tap"});
   ConfigSchema schema;
   add_distance_fields(schema, "cd");
   const auto yaml = fmt::format("cd:\n  distance: perceptual\n  feature_taps: [conv1, conv9]\n  feature_classifier: {}\n", file.string());
-  testing::expect_error_mentioning([&] { distance_from(Config::parse(schema, yaml, "run.yaml"), "cd", {1, 28, 28}, torch::kCPU); },
-                          {"conv9", "cd.feature_taps", "run.yaml"});
-  testing::expect_error_mentioning([&] { distance(x, torch::zeros({2, 1, 28, 27})); }, {"target"});
+  testing::expect_error_mentioning<Error>([&] { distance_from(Config::parse(schema, yaml, "run.yaml"), "cd", {1, 28, 28}, torch::kCPU); },
+                                          {"conv9", "cd.feature_taps", "run.yaml"});
+  testing::expect_error_mentioning<Error>([&] { distance(x, torch::zeros({2, 1, 28, 27})); }, {"target"});
 }
 
 TEST(FewStepGenerator, EachRowIsTheStudentsOwnChainStoppedAtItsStartStep) {
