@@ -34,17 +34,23 @@ void add_pd_fields(ConfigSchema& s) {
          "trajectory store of the teacher whose final states replace data.* as the clean inputs (data-free distillation; empty: data.*)", "\"\""});
   s.add({"pd.solver", ConfigType::String, "the original teacher's step in round 0 (later rounds' teachers are students: DDIM)", "heun", false,
          {"heun", "euler"}});
+  s.add({"pd.original_substeps", ConfigType::Int,
+         "K: round 0's original teacher makes each of its two steps in K solver steps, on a Karras grid of 2·N_0·K steps (1: two steps)", "1"},
+        NumberRange::between(1, 64));
 }
 
-ProgressiveRounds::ProgressiveRounds(double sigma_min, double sigma_max, double rho, int64_t start_steps, int64_t final_steps)
-    : start_steps_(start_steps) {
+ProgressiveRounds::ProgressiveRounds(double sigma_min, double sigma_max, double rho, int64_t start_steps, int64_t final_steps,
+                                     int64_t original_substeps)
+    : start_steps_(start_steps), original_substeps_(original_substeps) {
   const auto power_of_two = [](int64_t n) { return n >= 1 && std::has_single_bit(static_cast<uint64_t>(n)); };
   DISTILLERY_CHECK(power_of_two(start_steps) && power_of_two(final_steps) && final_steps <= start_steps,
                    Error("progressive distillation halves the steps each round").field("pd.start_steps")
                        .expected("pd.start_steps and pd.final_steps powers of two, final ≤ start")
                        .got(fmt::format("start {}, final {}", start_steps, final_steps)));
   count_ = std::countr_zero(static_cast<uint64_t>(start_steps)) - std::countr_zero(static_cast<uint64_t>(final_steps)) + 1;
-  base_ = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, rho}, static_cast<int>(2 * start_steps));
+  DISTILLERY_CHECK(original_substeps >= 1, Error("round 0's teacher needs at least one solver step per step").field("pd.original_substeps")
+                                               .got(std::to_string(original_substeps)));
+  base_ = make_sigmas({ScheduleKind::Karras, sigma_min, sigma_max, rho}, static_cast<int>(2 * start_steps * original_substeps));
 }
 
 std::vector<double> ProgressiveRounds::every(int64_t stride) const {
@@ -53,11 +59,14 @@ std::vector<double> ProgressiveRounds::every(int64_t stride) const {
   return sigmas;
 }
 
-at::Tensor pd_target(Denoiser& teacher, const Sampler& solver, const at::Tensor& x_t, const std::vector<double>& t, const std::vector<double>& t_mid,
-                     const std::vector<double>& s, const SampleContext& context) {
+at::Tensor pd_target(Denoiser& teacher, const Sampler& solver, const at::Tensor& x_t, const std::vector<std::vector<double>>& path,
+                     const SampleContext& context) {
+  DISTILLERY_CHECK(path.size() >= 2, Error("a progressive-distillation target needs the teacher's path from t to s").got(fmt::format("{} σ", path.size())));
   torch::NoGradGuard no_grad;
-  const auto x_mid = solver.step(teacher, x_t, RowStep{t, t_mid}, context).x;
-  const auto x_s = solver.step(teacher, x_mid, RowStep{t_mid, s}, context).x;
+  auto x_s = x_t;
+  for (size_t k = 0; k + 1 < path.size(); ++k) x_s = solver.step(teacher, x_s, RowStep{path[k], path[k + 1]}, context).x;
+  const auto& t = path.front();
+  const auto& s = path.back();
   // x_s = x̃ + (s/t)·(x_t − x̃)  ⇔  x̃ = (t·x_s − s·x_t)/(t − s).
   std::vector<double> of_end(t.size()), of_start(t.size());
   for (size_t r = 0; r < t.size(); ++r) {
@@ -76,7 +85,7 @@ class ProgressiveDistillation final : public TrainingMethod {
         round_steps_(config.get_int("pd.round_steps")),
         original_(load_teacher(teacher_spec, device)),
         rounds_(original_->sigma_min(), original_->sigma_max(), config.get_float("pd.rho"), config.get_int("pd.start_steps"),
-                config.get_int("pd.final_steps")),
+                config.get_int("pd.final_steps"), config.get_int("pd.original_substeps")),
         original_solver_(make_sampler(config.get_string("pd.solver"))),
         ddim_(make_sampler("euler")) {
     DISTILLERY_CHECK(config.get_float_list("student.sigmas").empty(),
@@ -120,21 +129,22 @@ class ProgressiveDistillation final : public TrainingMethod {
   std::map<std::string, double> step(StepContext& context) override {
     const auto positions = context.positions();
     const auto [x0, labels] = clean_inputs(context);
-    const auto student_grid = rounds_.student_sigmas(round_), teacher_grid = rounds_.teacher_sigmas(round_);
+    const auto teacher_grid = rounds_.teacher_sigmas(round_);
     const auto steps = rounds_.student_steps(round_);
+    const auto teacher_steps_per_step = static_cast<int64_t>(teacher_grid.size() - 1) / steps;
     const auto u = uniform_per_sample(context.seed, noise_stream::pd_step, positions).contiguous();
-    std::vector<double> t(positions.size()), t_mid(positions.size()), s(positions.size()), weight(positions.size());
+    std::vector<std::vector<double>> path(static_cast<size_t>(teacher_steps_per_step + 1), std::vector<double>(positions.size()));
+    std::vector<double> weight(positions.size());
     for (size_t r = 0; r < positions.size(); ++r) {
       const auto i = std::min(static_cast<int64_t>(u.data_ptr<double>()[r] * static_cast<double>(steps)), steps - 1);
-      t[r] = student_grid[static_cast<size_t>(i)];
-      t_mid[r] = teacher_grid[static_cast<size_t>(2 * i + 1)];
-      s[r] = student_grid[static_cast<size_t>(i + 1)];
-      weight[r] = std::max(1.0 / (t[r] * t[r]), 1.0);
+      for (size_t k = 0; k < path.size(); ++k) path[k][r] = teacher_grid[static_cast<size_t>(i * teacher_steps_per_step) + k];
+      weight[r] = std::max(1.0 / (path.front()[r] * path.front()[r]), 1.0);
     }
+    const auto& t = path.front();
     const auto noise = per_sample_normal(context.seed, noise_stream::pd_noise, positions, student_->sample_shape(), x0.options());
     const auto x_t = x0 + per_row(t, x0) * noise;
     Denoiser& teacher = round_teacher_ ? static_cast<Denoiser&>(*round_teacher_) : *original_;
-    const auto target = pd_target(teacher, round_teacher_ ? *ddim_ : *original_solver_, x_t, t, t_mid, s, SampleContext{labels, context.seed, positions});
+    const auto target = pd_target(teacher, round_teacher_ ? *ddim_ : *original_solver_, x_t, path, SampleContext{labels, context.seed, positions});
     const auto predicted = denoise_rows(*student_, x_t, t, labels);
     const auto loss = (per_row(weight, x_t) * (predicted - target).square()).flatten(1).mean(1).mean();
     context.update("generator", loss);

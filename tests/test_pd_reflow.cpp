@@ -6,11 +6,13 @@ namespace distillery {
 namespace {
 
 // Round r's grids are every 2^(r+1)-th (student) and 2^r-th (teacher) point of one Karras grid
-// of 2·N_0 steps, so a teacher's midpoint lies between each student step's ends. The target x̃ is
-// what one DDIM step from t must denoise to so as to land where the teacher's two steps did:
-// checked against the solver run alone on each row's grid [t, t′, s], with Heun and with Euler,
-// for rows at different steps at once.
-TEST(Pd, RoundsHalveTheGridAndTheTargetLandsWhereTheTeachersTwoStepsDo) {
+// of 2·N_0 steps, so a teacher's midpoint lies between each student step's ends. With K
+// substeps, round 0 starts on the student grid of a later round of K = 1 (N_0·K = 8 here), and
+// its original teacher walks that round's finest grid. The target x̃ is what one DDIM step from
+// t must denoise to so as to land where the teacher's steps did: checked against the solver
+// run alone on each row's path [t, …, s], with Heun and with Euler, for rows at different steps
+// at once, with two and with four teacher steps per student step.
+TEST(Pd, RoundsHalveTheGridAndTheTargetLandsWhereTheTeachersStepsDo) {
   const ProgressiveRounds rounds(0.002, 80, 7, 8, 1);
   ASSERT_EQ(rounds.count(), 4);
   const auto base = make_sigmas({ScheduleKind::Karras, 0.002, 80, 7}, 16);
@@ -28,27 +30,43 @@ TEST(Pd, RoundsHalveTheGridAndTheTargetLandsWhereTheTeachersTwoStepsDo) {
   EXPECT_EQ(rounds.student_sigmas(3), (std::vector<double>{80.0, 0.0}));
   EXPECT_THROW(ProgressiveRounds(0.002, 80, 7, 6, 1), Error);
   EXPECT_THROW(ProgressiveRounds(0.002, 80, 7, 4, 8), Error);
+  testing::expect_error_mentioning<Error>([] { ProgressiveRounds(0.002, 80, 7, 4, 1, 0); }, {"pd.original_substeps", "at least one solver step"});
+
+  const ProgressiveRounds substeps(0.002, 80, 7, 4, 1, 2);
+  ASSERT_EQ(substeps.count(), 3);
+  EXPECT_EQ(substeps.teacher_sigmas(0), base);
+  for (int64_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(substeps.student_steps(r), rounds.student_steps(r + 1));
+    EXPECT_EQ(substeps.student_sigmas(r), rounds.student_sigmas(r + 1));
+    if (r > 0) {
+      EXPECT_EQ(substeps.teacher_sigmas(r), rounds.teacher_sigmas(r + 1));
+    }
+  }
 
   const auto dir = testing::scratch_dir();
   std::ofstream(dir / "three_modes.yaml") << testing::kThreeModes2d;
   const auto teacher = load_teacher("gmm:" + (dir / "three_modes.yaml").string(), c10::Device(c10::DeviceType::CPU));
-  const auto grid = rounds.teacher_sigmas(0);
-  const std::vector<int64_t> rows = {0, 3, 5, 7};  // student steps; the last ends at σ = 0
-  std::vector<double> t, t_mid, s;
-  for (auto i : rows) {
-    t.push_back(grid[static_cast<size_t>(2 * i)]);
-    t_mid.push_back(grid[static_cast<size_t>(2 * i + 1)]);
-    s.push_back(grid[static_cast<size_t>(2 * i + 2)]);
-  }
-  const auto x_t = per_sample_normal(3, noise_stream::initial, {0, 1, 2, 3}, {2}, torch::kFloat64) * per_row(t, torch::zeros({4, 2}, torch::kFloat64));
-  for (const char* solver_name : {"heun", "euler"}) {
-    const auto solver = make_sampler(solver_name);
-    const auto target = pd_target(*teacher, *solver, x_t, t, t_mid, s, SampleContext{});
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const auto row = x_t.narrow(0, static_cast<int64_t>(r), 1);
-      const auto x_s = solver->run(*teacher, row, {t[r], t_mid[r], s[r]}, SampleContext{});
-      const auto landed = target.narrow(0, static_cast<int64_t>(r), 1) + (s[r] / t[r]) * (row - target.narrow(0, static_cast<int64_t>(r), 1));
-      EXPECT_LT((landed - x_s).abs().max().item<double>(), 1e-12 * (1 + x_s.abs().max().item<double>())) << solver_name << " row " << r;
+  for (const auto& [grid, per_step, rows] : {std::tuple{rounds.teacher_sigmas(0), 2, std::vector<int64_t>{0, 3, 5, 7}},
+                                              std::tuple{substeps.teacher_sigmas(0), 4, std::vector<int64_t>{0, 1, 2, 3}}}) {
+    // rows: student steps, the last ending at σ = 0
+    std::vector<std::vector<double>> path(static_cast<size_t>(per_step + 1));
+    for (auto i : rows)
+      for (size_t k = 0; k < path.size(); ++k) path[k].push_back(grid[static_cast<size_t>(i * per_step) + k]);
+    const auto& t = path.front();
+    const auto& s = path.back();
+    const auto x_t = per_sample_normal(3, noise_stream::initial, {0, 1, 2, 3}, {2}, torch::kFloat64) * per_row(t, torch::zeros({4, 2}, torch::kFloat64));
+    for (const char* solver_name : {"heun", "euler"}) {
+      const auto solver = make_sampler(solver_name);
+      const auto target = pd_target(*teacher, *solver, x_t, path, SampleContext{});
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const auto row = x_t.narrow(0, static_cast<int64_t>(r), 1);
+        std::vector<double> row_path;
+        for (const auto& sigmas : path) row_path.push_back(sigmas[r]);
+        const auto x_s = solver->run(*teacher, row, row_path, SampleContext{});
+        const auto landed = target.narrow(0, static_cast<int64_t>(r), 1) + (s[r] / t[r]) * (row - target.narrow(0, static_cast<int64_t>(r), 1));
+        EXPECT_LT((landed - x_s).abs().max().item<double>(), 1e-12 * (1 + x_s.abs().max().item<double>()))
+            << solver_name << ", " << per_step << " teacher steps, row " << r;
+      }
     }
   }
 }
