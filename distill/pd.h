@@ -6,8 +6,9 @@
 // point: the original teacher in round 0 (with pd.solver: Heun lets round 0 start from 2·N_0
 // accurate steps instead of the paper's thousands of DDIM steps; pd.original_substeps = K splits
 // each of them into K, on a grid of 2·N_0·K steps, so round 0 can start at fewer student steps
-// from an equally accurate teacher), then the previous round's student, by DDIM. For a row at the student's step t → s through the teacher's t′, the
-// teacher's two steps carry x_t = x + t·z to x_s; the target is the x̃ whose one DDIM step from t
+// from an equally accurate teacher), then the previous round's student, by DDIM. For a row at
+// the student's step t → s, the teacher's steps through the grid points between them carry
+// x_t = x + t·z to x_s; the target is the x̃ whose one DDIM step from t
 // lands there, x̃ = (x_s − (s/t)·x_t)/(1 − s/t), and the loss max(SNR, 1)·‖D_θ(x_t; t) − x̃‖²
 // with SNR = 1/t² in EDM's coordinates (the paper's truncated-SNR weighting of the x-error).
 // The student keeps its preconditioning: EDM's and TrigFlow's are the paper's v-prediction
