@@ -68,7 +68,7 @@ FrozenFeatures diffusion2gan_pair_features(NetworkDenoiser& teacher, const std::
   auto of_noise = [&teacher, names, noise_sigma](const at::Tensor& noise, const at::Tensor& labels) {
     return teacher.features(noise * noise_sigma, torch::full({noise.size(0)}, noise_sigma, noise.options()), labels, names);
   };
-  return paired_with_noise({teacher.shared_module(), taps, of_images}, of_noise);
+  return paired_with_noise({teacher.shared_module(), taps, of_images, {}}, of_noise);
 }
 
 FrozenFeatures diffusion2gan_classifier_pair_features(const Config& config, const c10::Device& device) {

@@ -4,7 +4,8 @@
 // (distill/common/adversarial_distillation.h) whose discriminator reads the teacher's own
 // features. Real and generated images are noised to σ before the frozen teacher sees them, one
 // independent draw per side; the heads sit on its taps (UNet: enc.<k>, bottleneck, dec.<k>;
-// MLP: layer.<k>). No other network is needed, so it is the default adversarial method.
+// MLP: layer.<k>), and are told that σ with adversarial.noise_conditional, as the paper's are.
+// No other network is needed, so it is the default adversarial method.
 // LADD draws the noise level from a logit-normal in rectified-flow time, t = sigmoid(m + s·n);
 // since σ = t/(1 − t), that is σ = exp(m + s·n), a log-normal in EDM's σ (ladd.sigma_mean = m,
 // ladd.sigma_std = s; the paper's m = 1, s = 1 favours the high noise levels that carry global

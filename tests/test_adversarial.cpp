@@ -101,8 +101,12 @@ TEST(Trainer, AdversarialDistillationStopAndResumeEqualsUninterruptedBitForBit) 
                                           "discriminator_optimizer.safetensors", "state.json"};
   auto with_ema = files;
   with_ema.push_back("ema.safetensors");
-  expect_resume_equals_straight(ladd_mixture_run(dir, "ladd-straight", teacher, 6, small), ladd_mixture_run(dir, "ladd-resumed", teacher, 6, small), 6,
-                                with_ema, {"step", "discriminator_loss", "generator_adversarial_loss", "r1", "realism_real", "fd_raw"});
+  // LADD's with noise-conditional heads: their noise MLPs are heads' parameters too.
+  auto noise_conditional = small;
+  noise_conditional.push_back("adversarial.noise_conditional=true");
+  expect_resume_equals_straight(ladd_mixture_run(dir, "ladd-straight", teacher, 6, noise_conditional),
+                                ladd_mixture_run(dir, "ladd-resumed", teacher, 6, noise_conditional), 6, with_ema,
+                                {"step", "discriminator_loss", "generator_adversarial_loss", "r1", "realism_real", "fd_raw"});
   // ADD's with class-conditional heads: their class embeddings are heads' parameters too.
   const std::vector<std::string> add_overrides = {"data.hflip=true", "adversarial.class_conditional=true"};
   expect_resume_equals_straight(add_image_run(dir, "add-straight", 6, add_overrides), add_image_run(dir, "add-resumed", 6, add_overrides), 6,
@@ -159,6 +163,34 @@ TEST(Ladd, ScoreDistillationOnlyWhenWeightedAndClassHeadsOnlyWithClasses) {
   // The mixture student has no classes for class-conditional heads.
   testing::expect_error_mentioning<Error>([&] { run_distillation(conditional.options, conditional.teacher); },
                                           {"adversarial.class_conditional"});
+}
+
+// Noise-conditional heads are told the σ the teacher read each side's rows at: the reader's own
+// draw, the same for the same step and side, another for the other side. A discriminator of
+// clean images has no σ to give, which the config's key is named for.
+TEST(Ladd, NoiseConditionalHeadsAreToldTheSigmaTheTeacherReadEachRowAt) {
+  torch::manual_seed(2);
+  NetworkDenoiser teacher(MLPConfig{.shape = {2}, .hidden = 16, .layers = 2, .num_classes = 0}, {.sigma_data = 1.5});
+  const auto features = noised_teacher_features(teacher, {teacher.feature_tap("layer.1")}, -1.0, 1.0);
+  ASSERT_TRUE(features.noise_level);
+  StepContext context;
+  context.batch = 6;
+  context.seed = 7;
+  context.step = 3;
+  const auto x = torch::randn({6, 2});
+  const auto sigma = features.noise_level(context, true, 6, x.options());
+  ASSERT_EQ(sigma.sizes(), (std::vector<int64_t>{6}));
+  EXPECT_TRUE(torch::equal(sigma, lognormal_sigmas(7, noise_stream::ladd_real_sigma, context.positions(), -1.0, 1.0, x.options())));
+  EXPECT_FALSE(torch::allclose(sigma, features.noise_level(context, false, 6, x.options())));
+  const auto noise = per_sample_normal(7, noise_stream::ladd_real_noise, context.positions(), {2}, x.options());
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(features.read(x, {}, {}, context, true).at("layer.1"),
+                           teacher.features(x + sigma.view({-1, 1}) * noise, sigma, {}, {"layer.1"}).at("layer.1")));
+  testing::expect_error_mentioning<Error>([&] { features.noise_level(context, true, 5, x.options()); }, {"6 rows", "5"});
+
+  const auto dir = testing::scratch_dir();
+  auto add = add_image_run(dir, "add", 1, {"adversarial.noise_conditional=true"});
+  testing::expect_error_mentioning<Error>([&] { run_distillation(add.options, add.teacher); }, {"adversarial.noise_conditional", "clean"});
 }
 
 TEST(Diffusion2Gan, OneStepStudentOfTheMixtureBeatsTheOneStepTeacherInSlicedWasserstein) {

@@ -23,6 +23,7 @@
 #include "distill/common/distances.h"
 #include "distill/common/sigma_sampling.h"
 #include "eval/domain_classifier.h"
+#include "models/edm_layers.h"
 #include "models/mlp.h"
 #include "models/network_denoiser.h"
 #include "models/unet.h"
@@ -369,6 +370,47 @@ TEST(DiscriminatorHeads, ClassProjectionAddsTheLabelsEmbeddingDotTheLastHiddenFe
   const auto grad = parameters["class_0.weight"].grad();
   EXPECT_GT(grad[2].abs().sum().item<double>(), 0.0);
   EXPECT_EQ(grad[1].abs().sum().item<double>(), 0.0);
+}
+
+// Noise-conditional heads add ⟨g(σ), h⟩ with g an MLP of σ's positional embedding; its last
+// layer starts at zero, so they start as the plain heads, and with class heads too the two
+// directions add.
+TEST(DiscriminatorHeads, NoiseProjectionAddsTheNoiseLevelsEmbeddingDotTheLastHiddenFeatures) {
+  const std::vector<FeatureTap> taps = {{"enc.1", {8, 8, 8}}, {"layer.0", {5}}};
+  torch::manual_seed(1);
+  DiscriminatorHeads plain(taps);
+  torch::manual_seed(1);
+  DiscriminatorHeads both(taps, 3, true);
+  EXPECT_TRUE(both->noise_conditional());
+  EXPECT_FALSE(plain->noise_conditional());
+  torch::manual_seed(2);
+  const FeatureMap features = {{"enc.1", torch::randn({4, 8, 8, 8})}, {"layer.0", torch::randn({4, 5})}};
+  const auto labels = torch::tensor({0, 2, 0, 2}, torch::kLong);
+  const auto sigma = torch::tensor({0.05, 0.5, 2.0, 80.0});
+  EXPECT_TRUE(torch::equal(both->forward(features, labels, sigma), plain->forward(features)));
+  testing::expect_error_mentioning<Error>([&] { both->forward(features, labels); }, {"σ each row was read at"});
+
+  auto parameters = both->named_parameters();
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& name : {"class_1.weight", "noise_1.2.weight", "noise_1.2.bias"}) parameters[name].normal_();
+  }
+  const auto logits = both->forward(features, labels, sigma);
+  // The vector head by hand.
+  const auto hidden = torch::silu(F::linear(features.at("layer.0"), parameters["1.0.weight"], parameters["1.0.bias"]));
+  const auto embedded = positional_embedding(sigma.log() / 4, 32, false);
+  const auto of_noise = F::linear(torch::silu(F::linear(embedded, parameters["noise_1.0.weight"], parameters["noise_1.0.bias"])),
+                                  parameters["noise_1.2.weight"], parameters["noise_1.2.bias"]);
+  const auto expected = F::linear(hidden, parameters["1.2.weight"], parameters["1.2.bias"]).flatten() +
+                        (hidden * (parameters["class_1.weight"].index_select(0, labels) + of_noise)).sum(1);
+  EXPECT_TRUE(torch::allclose(logits.select(1, 1), expected, 1e-5, 1e-6));
+  // The same features and label at another σ get another logit.
+  const auto other_sigma = torch::tensor({0.05, 0.5, 2.0, 0.05});
+  const auto moved = both->forward(features, labels, other_sigma);
+  EXPECT_TRUE(torch::equal(moved.slice(0, 0, 3), logits.slice(0, 0, 3)));
+  EXPECT_GT((moved[3][1] - logits[3][1]).abs().item<double>(), 1e-3);
+  // The first head's noise MLP is still zero at its last layer: its logits ignore σ.
+  EXPECT_TRUE(torch::equal(moved.select(1, 0), logits.select(1, 0)));
 }
 
 TEST(RealDataStream, EachEpochVisitsEveryExampleOnceAndRepeatsByPosition) {

@@ -1,5 +1,6 @@
 #include "distill/common/discriminator.h"
 
+#include <fmt/format.h>
 #include <torch/types.h>
 
 #include <optional>
@@ -25,16 +26,23 @@ FrozenFeatures noised_teacher_features(NetworkDenoiser& teacher, const std::vect
   freeze(teacher.module());
   std::vector<std::string> names;
   for (const auto& tap : taps) names.push_back(tap.name);
-  return {teacher.shared_module(), taps, [&teacher, names, sigma_mean, sigma_std](const at::Tensor& images, const at::Tensor& labels, const at::Tensor&, const StepContext& context, bool real) {
-            const auto positions = context.positions();
-            const auto sigma = lognormal_sigmas(context.seed, real ? noise_stream::ladd_real_sigma : noise_stream::ladd_fake_sigma, positions,
-                                                sigma_mean, sigma_std, images.options());
-            const auto noise = per_sample_normal(context.seed, real ? noise_stream::ladd_real_noise : noise_stream::ladd_fake_noise, positions,
-                                                 teacher.sample_shape(), images.options());
+  const auto noise_level = [sigma_mean, sigma_std](const StepContext& context, bool real, int64_t rows, const at::TensorOptions& options) {
+    const auto positions = context.positions();
+    DISTILLERY_CHECK(static_cast<int64_t>(positions.size()) == rows,
+                     Error("the discriminator's noise levels are drawn per sample position").expected(fmt::format("{} rows", positions.size()))
+                         .got(fmt::format("{}", rows)));
+    return lognormal_sigmas(context.seed, real ? noise_stream::ladd_real_sigma : noise_stream::ladd_fake_sigma, positions, sigma_mean, sigma_std, options);
+  };
+  return {teacher.shared_module(), taps,
+          [&teacher, names, noise_level](const at::Tensor& images, const at::Tensor& labels, const at::Tensor&, const StepContext& context, bool real) {
+            const auto sigma = noise_level(context, real, images.size(0), images.options());
+            const auto noise = per_sample_normal(context.seed, real ? noise_stream::ladd_real_noise : noise_stream::ladd_fake_noise,
+                                                 context.positions(), teacher.sample_shape(), images.options());
             auto shape = std::vector<int64_t>(static_cast<size_t>(images.dim()), 1);
             shape[0] = -1;
             return teacher.features(images + sigma.view(shape) * noise, sigma, labels, names);
-          }};
+          },
+          noise_level};
 }
 
 FrozenFeatures classifier_features(const Config& config, const std::string& classifier_key, const c10::Device& device) {
@@ -46,7 +54,8 @@ FrozenFeatures classifier_features(const Config& config, const std::string& clas
   for (const auto& tap : taps) names.push_back(tap.name);
   return {classifier.ptr(), taps, [classifier, names](const at::Tensor& images, const at::Tensor&, const at::Tensor&, const StepContext&, bool) mutable {
             return classifier->features_at(images, names);
-          }};
+          },
+          {}};
 }
 
 void add_discriminator_fields(ConfigSchema& s, const std::string& default_taps) {
@@ -55,6 +64,10 @@ void add_discriminator_fields(ConfigSchema& s, const std::string& default_taps) 
   s.add({"adversarial.taps", ConfigType::StringList, "feature taps of the frozen network that get a discriminator head", default_taps});
   s.add({"adversarial.class_conditional", ConfigType::Bool,
          "give each head a class projection ⟨embed(y), h⟩ (ADD conditions its heads; needs a class-conditional student)", "false"});
+  s.add({"adversarial.noise_conditional", ConfigType::Bool,
+         "give each head a noise-level projection ⟨g(σ), h⟩ of the σ its network read the images at (LADD conditions its heads on it; needs a "
+         "network that reads noised images)",
+         "false"});
 }
 
 Discriminator::Discriminator(const Config& config, FrozenFeatures features, int64_t num_classes, const c10::Device& device)
@@ -63,13 +76,18 @@ Discriminator::Discriminator(const Config& config, FrozenFeatures features, int6
   DISTILLERY_CHECK(!class_conditional || num_classes > 0,
                    Error("class-conditional discriminator heads need a class-conditional student").file(config.source())
                        .field("adversarial.class_conditional").got("a student without classes").hint("set it to false"));
-  heads_ = DiscriminatorHeads(features_.taps, class_conditional ? num_classes : 0);
+  const bool noise_conditional = config.get_bool("adversarial.noise_conditional");
+  DISTILLERY_CHECK(!noise_conditional || features_.noise_level,
+                   Error("noise-conditional discriminator heads need a network that reads noised images, and this one reads clean ones")
+                       .file(config.source()).field("adversarial.noise_conditional").hint("set it to false"));
+  heads_ = DiscriminatorHeads(features_.taps, class_conditional ? num_classes : 0, noise_conditional);
   heads_->to(device);
   heads_->eval();
 }
 
 at::Tensor Discriminator::logits(const at::Tensor& images, const at::Tensor& labels, const at::Tensor& condition, const StepContext& context, bool real) {
-  return heads_->forward(features_.read(images, labels, condition, context, real), labels);
+  const auto sigma = heads_->noise_conditional() ? features_.noise_level(context, real, images.size(0), images.options()) : at::Tensor();
+  return heads_->forward(features_.read(images, labels, condition, context, real), labels, sigma);
 }
 
 at::Tensor Discriminator::loss(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& labels, const at::Tensor& condition,

@@ -2,7 +2,9 @@
 // The discriminator of adversarial distillation (ADD, LADD, Diffusion2GAN) and of CTM's GAN
 // term: a frozen feature network read at several taps, with a trainable head on each
 // (DiscriminatorHeads, class-conditional by adversarial.class_conditional). The heads learn by
-// the hinge loss plus the R1 penalty on real inputs (adversarial.r1_weight); a generator learns
+// the hinge loss plus the R1 penalty on real inputs (adversarial.r1_weight), and are conditioned
+// on the noise level the network read the images at when it reads noised ones and
+// adversarial.noise_conditional asks; a generator learns
 // by the hinge generator loss through them. Only the heads are trained: the feature network has
 // no gradient and no optimiser state, and a generator's gradient passes through it to its images.
 #pragma once
@@ -38,6 +40,9 @@ struct FrozenFeatures {
   std::vector<FeatureTap> taps;
   std::function<FeatureMap(const at::Tensor& images, const at::Tensor& labels, const at::Tensor& condition, const StepContext& context, bool real)>
       read;
+  // The σ ([N], in `options`) that `read` noises each row of a side to in this step; empty for
+  // a reader of clean images.
+  std::function<at::Tensor(const StepContext& context, bool real, int64_t rows, const at::TensorOptions& options)> noise_level;
 };
 
 // Turns off gradients of every parameter of `module`: backward passes through it, into nothing of its own.
@@ -55,14 +60,15 @@ FrozenFeatures noised_teacher_features(NetworkDenoiser& teacher, const std::vect
 FrozenFeatures classifier_features(const Config& config, const std::string& classifier_key, const c10::Device& device);
 
 // adversarial.discriminator_lr, .r1_weight, .taps (default `default_taps`, the method's
-// network's) and .class_conditional.
+// network's), .class_conditional and .noise_conditional.
 void add_discriminator_fields(ConfigSchema& schema, const std::string& default_taps);
 
 class Discriminator {
  public:
   // Heads on `features.taps`, initialised from torch's generator (seed it first for a
   // reproducible start), class-conditional when the config asks (then `num_classes` > 0, or an
-  // error names the key).
+  // error names the key), noise-conditional when it asks (then `features` reads noised images,
+  // or an error names the key).
   Discriminator(const Config& config, FrozenFeatures features, int64_t num_classes, const c10::Device& device);
 
   // The heads' loss: hinge on `real` against `fake` (detached here), plus the R1 penalty on

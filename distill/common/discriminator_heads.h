@@ -6,6 +6,10 @@
 // Class-conditional heads add a projection term (Miyato & Koyama 2018), as ADD conditions its
 // heads: ⟨embed(y), h⟩ on each head's last hidden features h. A head that ignores the label can
 // be fooled by any realistic image, so a student may keep to a few typical ones per class.
+// Noise-conditional heads add the same kind of term for the noise level σ the network read the
+// images at, ⟨g(σ), h⟩ with g a small MLP of σ's positional embedding, as LADD conditions its
+// heads on the noise level: without it one head must judge every σ alike, though what tells a
+// generated image from a real one differs between high and low noise.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -31,19 +35,23 @@ class DiscriminatorHeadsImpl : public torch::nn::Module {
   // linear layers with SiLU. Initial weights come from torch's generator, in tap order. With
   // `num_classes` > 0 each head also gets a class embedding for the projection, zero at first
   // (the heads start as the unconditional ones) and created after every head, so the heads'
-  // own initial weights do not depend on it.
-  explicit DiscriminatorHeadsImpl(const std::vector<FeatureTap>& taps, int64_t num_classes = 0);
+  // own initial weights do not depend on it. With `noise_conditional` each head also gets a
+  // noise-level MLP, created after those, whose last layer is zero at first for the same reason.
+  explicit DiscriminatorHeadsImpl(const std::vector<FeatureTap>& taps, int64_t num_classes = 0, bool noise_conditional = false);
   // The tap names, to ask the network for (NetworkDenoiser::features).
   const std::vector<std::string>& taps() const { return names_; }
   // [N, taps] logits: column k from the features at the k-th tap (an error names a missing one).
-  // Class-conditional heads need the rows' labels (int64, in [0, num_classes)).
-  at::Tensor forward(const FeatureMap& features, const at::Tensor& labels = {});
+  // Class-conditional heads need the rows' labels (int64, in [0, num_classes)); noise-conditional
+  // ones the σ each row's features were read at ([N]).
+  at::Tensor forward(const FeatureMap& features, const at::Tensor& labels = {}, const at::Tensor& sigma = {});
   int64_t num_classes() const { return num_classes_; }
+  bool noise_conditional() const { return !noise_embeddings_.empty(); }
 
  private:
   std::vector<std::string> names_;
   std::vector<torch::nn::Sequential> heads_;  // registered as "0", "1", ... in tap order
   std::vector<torch::nn::Embedding> class_embeddings_;  // "class_0", "class_1", ...: empty when unconditional
+  std::vector<torch::nn::Sequential> noise_embeddings_;  // "noise_0", "noise_1", ...: empty unless noise-conditional
   int64_t num_classes_;
 };
 TORCH_MODULE(DiscriminatorHeads);
