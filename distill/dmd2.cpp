@@ -123,11 +123,6 @@ class Dmd2 final : public Dmd2Training {
     set_real_score(nullptr);
     sigma_grid_.emplace(teacher_->sigma_min(), teacher_->sigma_max());
     if (settings_.regression_weight > 0) {
-      // The store's pairs are of every class: they would teach the student the others too.
-      DISTILLERY_CHECK(static_cast<int64_t>(classes_.size()) == generator_->num_classes(),
-                       Error("the regression loss reads pairs of every class, so a student of some classes cannot use it").file(config.source())
-                           .field("dmd2.regression_weight")
-                           .expected("0 with student.classes (or msd)"));
       pairs_ = open_teacher_store(config, "dmd2.regression_store", teacher_spec, *generator_, "the regression loss needs the teacher's trajectory store");
       DISTILLERY_CHECK(std::abs(pairs_->sigmas().front() - settings_.student_sigmas.front()) < 1e-6 * settings_.student_sigmas.front(),
                        Error("the regression store starts at another σ than the student").field("dmd2.regression_store")
@@ -215,12 +210,7 @@ class Dmd2 final : public Dmd2Training {
     // The loss is 0.5·mean(g²): its value tracks the size of the update direction.
     stats["dm_loss"] = loss.item<double>();
     if (pairs_) {
-      const auto pair = pairs_for_step(*pairs_, context);
-      const auto noise = pair.noise.to(device_);
-      const auto first = torch::full({noise.size(0)}, settings_.student_sigmas.front(), noise.options());
-      const auto predicted = generator_->denoise(noise * settings_.student_sigmas.front(), first,
-                                                 generator_->num_classes() > 0 ? pair.labels.to(device_) : at::Tensor());
-      const auto regression = torch::mse_loss(predicted, pair.sample.to(device_));
+      const auto regression = one_step_regression(*pairs_, *generator_, squared_l2_distance, context, device_).mean();
       stats["regression_loss"] = regression.item<double>();
       loss = loss + settings_.regression_weight * regression;
     }

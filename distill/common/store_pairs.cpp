@@ -4,7 +4,9 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "distill/common/student_network.h"
 #include "models/denoiser.h"
+#include "samplers/sampler.h"
 #include "teachers/teacher.h"
 #include "train/trainer.h"
 
@@ -20,11 +22,25 @@ std::unique_ptr<TrajectoryReader> open_teacher_store(const Config& config, const
   DISTILLERY_CHECK(student.num_classes() == 0 || (!labels.empty() && labels != "none"),
                    Error("a class-conditional student needs a store recorded with labels").file(store).field(key)
                        .got(labels.empty() ? "a store of an unconditional teacher" : "--labels none").hint("record it with --labels all"));
+  if (student.num_classes() > 0) {
+    const auto classes = student_classes(config, student.num_classes());
+    if (static_cast<int64_t>(classes.size()) < student.num_classes()) reader->keep_classes(classes);
+  }
   return reader;
 }
 
 TrajectoryReader::Pairs pairs_for_step(TrajectoryReader& reader, const StepContext& context) {
   return reader.pairs(reader.batch_indices(context.step * context.world_size + context.rank, context.batch, context.seed));
+}
+
+at::Tensor one_step_regression(TrajectoryReader& reader, Denoiser& student, const Distance& distance, const StepContext& context,
+                               const c10::Device& device) {
+  const auto pair = pairs_for_step(reader, context);
+  const auto noise = pair.noise.to(device);
+  const double start = reader.sigmas().front();
+  const auto generated = denoise_rows(student, noise * start, std::vector<double>(static_cast<size_t>(noise.size(0)), start),
+                                      student.num_classes() > 0 ? pair.labels.to(device) : at::Tensor());
+  return distance(generated, pair.sample.to(device));
 }
 
 }  // namespace distillery

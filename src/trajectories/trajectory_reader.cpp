@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <fstream>
 #include <numeric>
 
@@ -152,12 +153,31 @@ std::vector<int64_t> TrajectoryReader::batch_indices(int64_t batch_number, int64
   // The epoch's permutation is kept: drawn afresh for every batch, it cost each training step
   // time and memory in proportion to the store's size.
   if (!order_ || order_seed_ != seed) {
-    order_.emplace(settings_.num, seed);
+    order_.emplace(kept_rows_ ? static_cast<int64_t>(kept_rows_->size()) : settings_.num, seed);
     order_seed_ = seed;
   }
   std::vector<int64_t> out;
-  for (int64_t p = batch_number * batch_size; p < (batch_number + 1) * batch_size; ++p) out.push_back(order_->at(p));
+  for (int64_t p = batch_number * batch_size; p < (batch_number + 1) * batch_size; ++p) {
+    const auto position = order_->at(p);
+    out.push_back(kept_rows_ ? (*kept_rows_)[static_cast<size_t>(position)] : position);
+  }
   return out;
+}
+
+void TrajectoryReader::keep_classes(const std::vector<int64_t>& classes) {
+  std::vector<int64_t> rows, labels;
+  for (int64_t shard = 0; shard < settings_.shard_count(); ++shard) {
+    const auto first = settings_.shard_first(shard);
+    labels.resize(static_cast<size_t>(std::min(settings_.shard_size, settings_.num - first)));
+    shard_file(shard).read_rows("labels", H5Type::I64, 0, labels.size(), labels.data());
+    for (size_t k = 0; k < labels.size(); ++k)
+      if (std::find(classes.begin(), classes.end(), labels[k]) != classes.end()) rows.push_back(first + static_cast<int64_t>(k));
+  }
+  DISTILLERY_CHECK(!rows.empty(), Error("the store holds no trajectory of the student's classes").file(dir_.string())
+                                      .expected(fmt::format("labels among [{}]", fmt::join(classes, ", ")))
+                                      .hint("record the store with --labels all"));
+  kept_rows_ = std::move(rows);
+  order_.reset();
 }
 
 }  // namespace distillery

@@ -55,8 +55,14 @@ class TrajectoryReader {
   };
   StatePairs state_pairs(const std::vector<int64_t>& indices, uint64_t seed);
 
-  // Batch b of an endless shuffled stream over the store (epochs reshuffled by (seed, epoch)).
+  // Batch b of an endless shuffled stream over the store (epochs reshuffled by (seed, epoch)),
+  // or over the rows kept by keep_classes.
   std::vector<int64_t> batch_indices(int64_t batch_number, int64_t batch_size, uint64_t seed);
+
+  // From now on the stream holds only the rows of these labels, in store order before shuffling
+  // (a student of some classes must not learn the others'). An error names the classes when
+  // the store holds none of them.
+  void keep_classes(const std::vector<int64_t>& classes);
 
  private:
   const H5File& shard_file(int64_t shard);
@@ -75,6 +81,7 @@ class TrajectoryReader {
   int64_t uses_ = 0;
   std::optional<ShuffledOrder> order_;
   uint64_t order_seed_ = 0;
+  std::optional<std::vector<int64_t>> kept_rows_;  // keep_classes's rows; all of them when unset
 };
 
 }  // namespace distillery
