@@ -4,10 +4,15 @@
 #include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <cmath>
+#include <memory>
+
 #include "core/config.h"
 #include "core/error.h"
 #include "distill/common/adversarial_distillation.h"
+#include "distill/common/distances.h"
 #include "distill/common/score_distillation.h"
+#include "distill/common/store_pairs.h"
 #include "distill/common/student_network.h"
 #include "models/network_denoiser.h"
 #include "teachers/teacher.h"
@@ -20,6 +25,10 @@ void add_add_fields(ConfigSchema& s) {
   s.add({"add.classifier", ConfigType::String, "the frozen feature network of the discriminator: a Fashion-MNIST classifier file",
          "assets/eval/fmnist-classifier.safetensors"});
   add_score_distillation_fields(s, "add", "2.5");
+  s.add({"add.regression_weight", ConfigType::Float, "weight of the regression d(G(σ₀·z), x) onto the teacher's ODE pairs (z, x) (0: off)", "0"},
+        NumberRange::at_least(0));
+  s.add({"add.regression_store", ConfigType::String, "trajectory store of the teacher holding those pairs; σ₀ is its first σ", "\"\""});
+  add_distance_fields(s, "add");
 }
 
 std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string& teacher_spec, const c10::Device& device) {
@@ -34,6 +43,23 @@ std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string
   parts.features = classifier_features(config, "add.classifier", device);
 
   parts.generator_term = score_distillation_term(config, "add", *parts.teacher, parts.student->sigma_data());
+  if (const double weight = config.get_float("add.regression_weight"); weight > 0) {
+    std::shared_ptr<TrajectoryReader> pairs =
+        open_teacher_store(config, "add.regression_store", teacher_spec, *parts.student, "the regression loss needs the teacher's trajectory store");
+    const auto student_sigmas = config.get_float_list("student.sigmas");
+    const double start = pairs->sigmas().front(), first = student_sigmas.empty() ? parts.teacher->sigma_max() : student_sigmas.front();
+    DISTILLERY_CHECK(std::abs(start - first) < 1e-6 * first, Error("the regression store starts at another σ than the student").file(config.source())
+                                                                  .field("add.regression_store").expected(std::to_string(first)).got(std::to_string(start)));
+    auto distance = distance_from(config, "add", shape, device);
+    auto* student = parts.student.get();
+    parts.generator_term = [distill = std::move(parts.generator_term), pairs, student, distance, weight, device](
+                               const at::Tensor& generated, const AdversarialBatch& batch, const StepContext& context, std::map<std::string, double>& stats) {
+      const auto regression = one_step_regression(*pairs, *student, distance, context, device).mean();
+      stats["regression_loss"] = regression.item<double>();
+      const auto term = weight * regression;
+      return distill ? distill(generated, batch, context, stats) + term : term;
+    };
+  }
   return make_adversarial_distillation(config, std::move(parts), device);
 }
 

@@ -1,5 +1,7 @@
 // Several students: MSD's routing by label (one file, `generate`), K = 1 as DMD2, smaller
 // students, and DisBack's degradation path walked back to the teacher.
+#include "distill/common/distances.h"
+#include "distill/common/store_pairs.h"
 #include "distill_runs.h"
 
 namespace distillery {
@@ -112,20 +114,90 @@ TEST(Msd, EachLabelIsDrawnByItsOwnStudentThroughGenerate) {
 }
 
 // ADD as the students' method: each phase runs ADD's step (heads on the classifier, score
-// distillation) on real images of its own class, and the file routes to both.
+// distillation, the regression onto the teacher's pairs) on real images of its own class, and
+// the file routes to both.
 TEST(Msd, StudentsCanBeDistilledByAdd) {
   const auto dir = testing::scratch_dir();
-  const auto run = add_image_run(dir, "run", 4, {"method=msd", "msd.method=add", "msd.students=2"});
+  RecordOptions store;
+  store.teacher = "gmm:" + two_class_images(dir, 28).string();
+  store.out = dir / "store";
+  store.request.num = 16;
+  store.request.steps = 2;
+  store.request.labels = "all";
+  store.show_progress = false;
+  record_trajectories(store);
+  const auto run = add_image_run(dir, "run", 4, {"method=msd", "msd.method=add", "msd.students=2", "add.regression_weight=0.5",
+                                                 "add.regression_store=" + store.out.string()});
   run_distillation(run.options, run.teacher);
   const auto lines = stats_lines(run.options.out_dir);
   ASSERT_EQ(lines.size(), 4u);
-  for (const auto& line : lines) EXPECT_TRUE(line.contains("generator_adversarial_loss") && line.contains("score_distillation_loss")) << line.dump();
+  for (const auto& line : lines)
+    EXPECT_TRUE(line.contains("generator_adversarial_loss") && line.contains("score_distillation_loss") && line.contains("regression_loss")) << line.dump();
   auto loaded = load_denoiser_file(run.options.out_dir / "student.safetensors");
   auto& routed = dynamic_cast<RoutedDenoiser&>(*loaded);
   EXPECT_EQ(routed.route(), (std::vector<int64_t>{0, 1}));
   const auto phase = load_tensor_file(run.options.out_dir / "student-phase-0.safetensors");
   for (const auto& [name, tensor] : module_tensors(routed.network(0).module())) EXPECT_TRUE(torch::equal(tensor, phase.get(name))) << name;
   EXPECT_EQ(phase.metadata.at("student_sigmas"), "[80.0]");
+}
+
+// A student of some classes (an MSD student) regresses onto the teacher's pairs of those classes
+// only, each once an epoch, and the regression's target is the store's endpoint of the same
+// noise: the teacher as its own student is on target where the store took one Euler step (the
+// endpoint is then D(σ₀·z)), and off it where the store took two.
+TEST(Msd, AStudentOfSomeClassesRegressesOntoThePairsOfThoseClassesOnly) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher_spec = "gmm:" + two_class_images(dir, 8).string();
+  const auto teacher = load_teacher(teacher_spec, torch::kCPU);
+  std::map<int, double> regression;
+  for (const int steps : {1, 2}) {
+    RecordOptions record;
+    record.teacher = teacher_spec;
+    record.out = dir / fmt::format("store-{}", steps);
+    record.request.sampler = "euler";
+    record.request.steps = steps;
+    record.request.num = 40;
+    record.request.labels = "all";
+    record.shard_size = 16;
+    record.show_progress = false;
+    record_trajectories(record);
+    const auto config = Config::parse(distillation_schema("add"), "method: add\n", "add.yaml",
+                                      {"student.classes=[1]", "add.regression_weight=1", "add.regression_store=" + record.out.string()});
+    const auto pairs = open_teacher_store(config, "add.regression_store", teacher_spec, *teacher, "the regression's pairs");
+    const auto labels = TrajectoryReader(record.out).labels([] {
+      std::vector<int64_t> all(40);
+      std::iota(all.begin(), all.end(), 0);
+      return all;
+    }());
+    StepContext context;
+    context.batch = 5;
+    context.seed = 3;
+    std::multiset<int64_t> seen;
+    for (context.step = 0; context.step < 4; ++context.step)
+      for (const auto index : pairs->batch_indices(context.step, context.batch, context.seed)) seen.insert(index);
+    std::multiset<int64_t> of_class;
+    for (int64_t index = 0; index < 40; ++index)
+      if (labels[index].item<int64_t>() == 1) of_class.insert(index);
+    EXPECT_EQ(of_class.size(), 20u);
+    EXPECT_EQ(seen, of_class) << "an epoch of the stream is the class's rows, each once";
+    context.step = 0;
+    EXPECT_TRUE((pairs_for_step(*pairs, context).labels == 1).all().item<bool>());
+    torch::NoGradGuard no_grad;
+    regression[steps] = one_step_regression(*pairs, *teacher, squared_l2_distance, context, torch::kCPU).max().item<double>();
+  }
+  // The second Euler step starts at Karras's σ_min = 0.002 and adds about σ_min·z to D(σ₀·z):
+  // a squared distance near σ_min² = 4e-6, against rounding for the one-step store.
+  EXPECT_LT(regression[1], 1e-10);
+  EXPECT_GT(regression[2], 1e-6);
+
+  const auto config = Config::parse(distillation_schema("add"), "method: add\n", "add.yaml",
+                                    {"student.classes=[1]", "add.regression_weight=1", "add.regression_store=" + (dir / "store-1").string()});
+  testing::expect_error_mentioning<Error>(
+      [&] {
+        auto pairs = open_teacher_store(config, "add.regression_store", teacher_spec, *teacher, "the regression's pairs");
+        pairs->keep_classes({5});
+      },
+      {"the store holds no trajectory of the student's classes", "labels among [5]"});
 }
 
 // Smaller students (half the channels of a tiny UNet teacher) score-matched, then distilled
