@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 #include <torch/types.h>
 
-#include <cmath>
 #include <memory>
 
 #include "core/config.h"
@@ -44,12 +43,9 @@ std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string
 
   parts.generator_term = score_distillation_term(config, "add", *parts.teacher, parts.student->sigma_data());
   if (const double weight = config.get_float("add.regression_weight"); weight > 0) {
-    std::shared_ptr<TrajectoryReader> pairs =
-        open_teacher_store(config, "add.regression_store", teacher_spec, *parts.student, "the regression loss needs the teacher's trajectory store");
     const auto student_sigmas = config.get_float_list("student.sigmas");
-    const double start = pairs->sigmas().front(), first = student_sigmas.empty() ? parts.teacher->sigma_max() : student_sigmas.front();
-    DISTILLERY_CHECK(std::abs(start - first) < 1e-6 * first, Error("the regression store starts at another σ than the student").file(config.source())
-                                                                  .field("add.regression_store").expected(std::to_string(first)).got(std::to_string(start)));
+    std::shared_ptr<TrajectoryReader> pairs = open_regression_store(config, "add.regression_store", teacher_spec, *parts.student,
+                                                                    student_sigmas.empty() ? parts.teacher->sigma_max() : student_sigmas.front());
     auto distance = distance_from(config, "add", shape, device);
     auto* student = parts.student.get();
     parts.generator_term = [distill = std::move(parts.generator_term), pairs, student, distance, weight, device](

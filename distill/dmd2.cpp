@@ -123,10 +123,7 @@ class Dmd2 final : public Dmd2Training {
     set_real_score(nullptr);
     sigma_grid_.emplace(teacher_->sigma_min(), teacher_->sigma_max());
     if (settings_.regression_weight > 0) {
-      pairs_ = open_teacher_store(config, "dmd2.regression_store", teacher_spec, *generator_, "the regression loss needs the teacher's trajectory store");
-      DISTILLERY_CHECK(std::abs(pairs_->sigmas().front() - settings_.student_sigmas.front()) < 1e-6 * settings_.student_sigmas.front(),
-                       Error("the regression store starts at another σ than the student").field("dmd2.regression_store")
-                           .expected(std::to_string(settings_.student_sigmas.front())).got(std::to_string(pairs_->sigmas().front())));
+      pairs_ = open_regression_store(config, "dmd2.regression_store", teacher_spec, *generator_, settings_.student_sigmas.front());
     }
     critic_optimized_ = &critic_->module();
     if (settings_.gan()) {

@@ -198,6 +198,8 @@ TEST(Msd, AStudentOfSomeClassesRegressesOntoThePairsOfThoseClassesOnly) {
         pairs->keep_classes({5});
       },
       {"the store holds no trajectory of the student's classes", "labels among [5]"});
+  testing::expect_error_mentioning<Error>([&] { open_regression_store(config, "add.regression_store", teacher_spec, *teacher, 40.0); },
+                                          {"the regression store starts at another σ than the student", "store-1"});
 }
 
 // Smaller students (half the channels of a tiny UNet teacher) score-matched, then distilled

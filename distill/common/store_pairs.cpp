@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "core/config.h"
 #include "core/error.h"
 #include "distill/common/student_network.h"
@@ -26,6 +28,16 @@ std::unique_ptr<TrajectoryReader> open_teacher_store(const Config& config, const
     const auto classes = student_classes(config, student.num_classes());
     if (static_cast<int64_t>(classes.size()) < student.num_classes()) reader->keep_classes(classes);
   }
+  return reader;
+}
+
+std::unique_ptr<TrajectoryReader> open_regression_store(const Config& config, const std::string& key, const std::string& teacher_spec,
+                                                        const Denoiser& student, double student_sigma) {
+  auto reader = open_teacher_store(config, key, teacher_spec, student, "the regression loss needs the teacher's trajectory store");
+  const double start = reader->sigmas().front();
+  DISTILLERY_CHECK(std::abs(start - student_sigma) < 1e-6 * student_sigma, Error("the regression store starts at another σ than the student")
+                                                                               .file(config.get_string(key)).field(key)
+                                                                               .expected(std::to_string(student_sigma)).got(std::to_string(start)));
   return reader;
 }
 

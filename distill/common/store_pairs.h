@@ -1,4 +1,4 @@
-// defines: open_teacher_store, pairs_for_step, one_step_regression
+// defines: open_teacher_store, open_regression_store, pairs_for_step, one_step_regression
 // The (noise, endpoint) pairs a training step reads from a trajectory store (DMD2's regression,
 // reflow, InstaFlow, progressive distillation's inputs): the store is the method's teacher's
 // (checked by fingerprint), and a step reads batch number step·world_size + rank of the store's
@@ -27,6 +27,11 @@ class StepContext;
 // and how to record one.
 std::unique_ptr<TrajectoryReader> open_teacher_store(const Config& config, const std::string& key, const std::string& teacher_spec,
                                                      const Denoiser& student, const std::string& purpose);
+
+// The store of a one-step student's regression (one_step_regression): as open_teacher_store,
+// and its trajectories must start at the student's σ.
+std::unique_ptr<TrajectoryReader> open_regression_store(const Config& config, const std::string& key, const std::string& teacher_spec,
+                                                        const Denoiser& student, double student_sigma);
 
 TrajectoryReader::Pairs pairs_for_step(TrajectoryReader& reader, const StepContext& context);
 
