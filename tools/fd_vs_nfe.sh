@@ -5,7 +5,8 @@
 # offers: a DMD2 student only its own; one NAME may be given several files, as progressive
 # distillation's rounds), NUM samples per point (seed 2000, labels cycling, as the
 # README's 10,000-sample rows). Writes OUT/points.jsonl (one line per point, kept across runs so
-# an interrupted sweep resumes), OUT/table.md, OUT/fd_vs_nfe.png and one OUT/fd_vs_nfe-FAMILY.png per family.
+# an interrupted sweep resumes), OUT/table.md, OUT/fd_vs_nfe.png, one OUT/fd_vs_nfe-FAMILY.png per
+# family and OUT/fd_vs_nfe-best.png (each method's best run).
 # Usage: tools/fd_vs_nfe.sh OUT NUM [NAME=STUDENT_FILE_OR_RUN_DIR ...] (the file is what follows the last =)
 #   tools/fd_vs_nfe.sh runs/fd-vs-nfe 10000 DMD2=assets/students/fmnist-dmd2.safetensors ECT=runs/ect-fmnist
 set -euo pipefail
@@ -81,9 +82,18 @@ for family, methods in families.items():
     chosen = [s for s in plot["series"] if method(s["name"]) in methods + ["teacher"]]
     json.dump({"title": f"FD_fmnist against NFE, {titles[family]} ({num:,} samples per point)", "series": chosen},
               open(f"{out}/plot-{family}.json", "w"))
+# And one series per method, the run with its best one-step figure (its best figure where it has no
+# one-step point), beside the teacher's curves: where the project stands at a glance.
+best = collections.OrderedDict()
+rank = lambda s: (0, s["y"][0]) if s["x"][0] == 1 else (1, min(s["y"]))
+for s in plot["series"]:
+    if method(s["name"]) == "teacher" or method(s["name"]) not in best or rank(s) < rank(best[method(s["name"])]):
+        best[s["name"] if method(s["name"]) == "teacher" else method(s["name"])] = s
+json.dump({"title": f"FD_fmnist against NFE, each method's best run ({num:,} samples per point)", "series": list(best.values())},
+          open(f"{out}/plot-best.json", "w"))
 PY
 "$cli" plot --data "$out/plot.json" --out "$out/fd_vs_nfe.png" --log-x --log-y
-for family in consistency pd-reflow matching-adversarial; do
+for family in best consistency pd-reflow matching-adversarial; do
   "$cli" plot --data "$out/plot-$family.json" --out "$out/fd_vs_nfe-$family.png" --log-x --log-y
 done
 cat "$out/table.md"
