@@ -87,8 +87,9 @@ for family, methods in families.items():
 best = collections.OrderedDict()
 rank = lambda s: (0, s["y"][0]) if s["x"][0] == 1 else (1, min(s["y"]))
 for s in plot["series"]:
-    if method(s["name"]) == "teacher" or method(s["name"]) not in best or rank(s) < rank(best[method(s["name"])]):
-        best[s["name"] if method(s["name"]) == "teacher" else method(s["name"])] = s
+    key = s["name"] if method(s["name"]) == "teacher" else method(s["name"])
+    if key not in best or rank(s) < rank(best[key]):
+        best[key] = s
 json.dump({"title": f"FD_fmnist against NFE, each method's best run ({num:,} samples per point)", "series": list(best.values())},
           open(f"{out}/plot-best.json", "w"))
 PY
