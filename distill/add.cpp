@@ -27,6 +27,7 @@ void add_add_fields(ConfigSchema& s) {
   s.add({"add.regression_weight", ConfigType::Float, "weight of the regression d(G(σ₀·z), x) onto the teacher's ODE pairs (z, x) (0: off)", "0"},
         NumberRange::at_least(0));
   s.add({"add.regression_store", ConfigType::String, "trajectory store of the teacher holding those pairs; σ₀ is its first σ", "\"\""});
+  add_regression_source_field(s, "add");
   add_distance_fields(s, "add");
 }
 
@@ -44,7 +45,7 @@ std::unique_ptr<TrainingMethod> make_add(const Config& config, const std::string
   parts.generator_term = score_distillation_term(config, "add", *parts.teacher, parts.student->sigma_data());
   if (const double weight = config.get_float("add.regression_weight"); weight > 0) {
     const auto student_sigmas = config.get_float_list("student.sigmas");
-    std::shared_ptr<TrajectoryReader> pairs = open_regression_store(config, "add.regression_store", teacher_spec, *parts.student,
+    std::shared_ptr<TrajectoryReader> pairs = open_regression_store(config, "add", teacher_spec, *parts.student,
                                                                     student_sigmas.empty() ? parts.teacher->sigma_max() : student_sigmas.front());
     auto distance = distance_from(config, "add", shape, device);
     auto* student = parts.student.get();

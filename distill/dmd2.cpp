@@ -37,6 +37,7 @@ void add_dmd2_fields(ConfigSchema& s) {
   s.add({"dmd2.critic_range", ConfigType::FloatList, "σ range of the critic's denoising loss, as fractions of the same grid", "[0.0, 1.0]"}, NumberRange::between(0, 1));
   s.add({"dmd2.regression_weight", ConfigType::Float, "weight of the MSE to the teacher's samples of the same noise (0: off)", "0"}, NumberRange::at_least(0));
   s.add({"dmd2.regression_store", ConfigType::String, "trajectory store of the teacher holding those (noise, sample) pairs", "\"\""});
+  add_regression_source_field(s, "dmd2");
   s.add({"dmd2.gan_generator_weight", ConfigType::Float, "weight of the generator's GAN loss through the critic's heads (0: no GAN; DMD2: 3e-3)", "0"}, NumberRange::at_least(0));
   s.add({"dmd2.gan_critic_weight", ConfigType::Float, "weight of the critic's GAN loss, real images from data.* (DMD2: 1e-2)", "0"}, NumberRange::at_least(0));
   s.add({"dmd2.gan_range", ConfigType::FloatList, "σ range of the noise on real and generated images the GAN head sees, as fractions of the Karras grid",
@@ -123,7 +124,7 @@ class Dmd2 final : public Dmd2Training {
     set_real_score(nullptr);
     sigma_grid_.emplace(teacher_->sigma_min(), teacher_->sigma_max());
     if (settings_.regression_weight > 0) {
-      pairs_ = open_regression_store(config, "dmd2.regression_store", teacher_spec, *generator_, settings_.student_sigmas.front());
+      pairs_ = open_regression_store(config, "dmd2", teacher_spec, *generator_, settings_.student_sigmas.front());
     }
     critic_optimized_ = &critic_->module();
     if (settings_.gan()) {

@@ -198,8 +198,46 @@ TEST(Msd, AStudentOfSomeClassesRegressesOntoThePairsOfThoseClassesOnly) {
         pairs->keep_classes({5});
       },
       {"the store holds no trajectory of the student's classes", "labels among [5]"});
-  testing::expect_error_mentioning<Error>([&] { open_regression_store(config, "add.regression_store", teacher_spec, *teacher, 40.0); },
+  testing::expect_error_mentioning<Error>([&] { open_regression_store(config, "add", teacher_spec, *teacher, 40.0); },
                                           {"the regression store starts at another σ than the student", "store-1"});
+}
+
+// The regression's pairs may come from another model than the teacher (a distilled student with
+// sharper samples), named by regression_source: a store of that model is refused without it and
+// read with it, its endpoints the targets (that model as its own student is on target).
+TEST(Msd, ARegressionStoreOfAnotherModelIsReadWhenItsSourceIsNamed) {
+  const auto dir = testing::scratch_dir();
+  const auto teacher_spec = "gmm:" + two_class_images(dir, 8).string();
+  const auto source_file = dir / "sharper.yaml";
+  {
+    std::ifstream in(teacher_spec.substr(4));
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("stds: [0.1, 0.1]"), 16, "stds: [0.05, 0.05]");
+    std::ofstream(source_file) << text;
+  }
+  const auto source_spec = "gmm:" + source_file.string();
+  RecordOptions record;
+  record.teacher = source_spec;
+  record.out = dir / "sharper-store";
+  record.request.sampler = "euler";
+  record.request.steps = 1;
+  record.request.num = 16;
+  record.request.labels = "all";
+  record.show_progress = false;
+  record_trajectories(record);
+  const auto source = load_teacher(source_spec, torch::kCPU);
+  const std::vector<std::string> overrides = {"add.regression_weight=1", "add.regression_store=" + record.out.string()};
+  const auto parse = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), overrides.begin(), overrides.end());
+    return Config::parse(distillation_schema("add"), "method: add\n", "add.yaml", extra);
+  };
+  testing::expect_error_mentioning<Error>([&] { open_regression_store(parse({}), "add", teacher_spec, *source, source->sigma_max()); },
+                                          {"the trajectory store was recorded from another teacher", "sharper-store"});
+  const auto pairs = open_regression_store(parse({"add.regression_source=" + source_spec}), "add", teacher_spec, *source, source->sigma_max());
+  StepContext context;
+  context.batch = 8;
+  torch::NoGradGuard no_grad;
+  EXPECT_LT(one_step_regression(*pairs, *source, squared_l2_distance, context, torch::kCPU).max().item<double>(), 1e-10);
 }
 
 // Smaller students (half the channels of a tiny UNet teacher) score-matched, then distilled

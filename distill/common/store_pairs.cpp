@@ -31,9 +31,17 @@ std::unique_ptr<TrajectoryReader> open_teacher_store(const Config& config, const
   return reader;
 }
 
-std::unique_ptr<TrajectoryReader> open_regression_store(const Config& config, const std::string& key, const std::string& teacher_spec,
+void add_regression_source_field(ConfigSchema& s, const std::string& prefix) {
+  s.add({prefix + ".regression_source", ConfigType::String,
+         "the model the regression store was recorded from, when not the teacher (a distilled one-step student, say: its samples become the targets)",
+         "\"\""});
+}
+
+std::unique_ptr<TrajectoryReader> open_regression_store(const Config& config, const std::string& prefix, const std::string& teacher_spec,
                                                         const Denoiser& student, double student_sigma) {
-  auto reader = open_teacher_store(config, key, teacher_spec, student, "the regression loss needs the teacher's trajectory store");
+  const auto key = prefix + ".regression_store";
+  const auto source = config.get_string(prefix + ".regression_source");
+  auto reader = open_teacher_store(config, key, source.empty() ? teacher_spec : source, student, "the regression loss needs the teacher's trajectory store");
   const double start = reader->sigmas().front();
   DISTILLERY_CHECK(std::abs(start - student_sigma) < 1e-6 * student_sigma, Error("the regression store starts at another σ than the student")
                                                                                .file(config.get_string(key)).field(key)

@@ -1,4 +1,4 @@
-// defines: open_teacher_store, open_regression_store, pairs_for_step, one_step_regression
+// defines: open_teacher_store, add_regression_source_field, open_regression_store, pairs_for_step, one_step_regression
 // The (noise, endpoint) pairs a training step reads from a trajectory store (DMD2's regression,
 // reflow, InstaFlow, progressive distillation's inputs): the store is the method's teacher's
 // (checked by fingerprint), and a step reads batch number step·world_size + rank of the store's
@@ -17,6 +17,7 @@
 namespace distillery {
 
 class Config;
+class ConfigSchema;
 class Denoiser;
 class StepContext;
 
@@ -28,9 +29,14 @@ class StepContext;
 std::unique_ptr<TrajectoryReader> open_teacher_store(const Config& config, const std::string& key, const std::string& teacher_spec,
                                                      const Denoiser& student, const std::string& purpose);
 
-// The store of a one-step student's regression (one_step_regression): as open_teacher_store,
-// and its trajectories must start at the student's σ.
-std::unique_ptr<TrajectoryReader> open_regression_store(const Config& config, const std::string& key, const std::string& teacher_spec,
+// <prefix>.regression_source: the model a regression store was recorded from when that is not
+// the teacher, such as a distilled one-step student whose sharper samples are the targets.
+void add_regression_source_field(ConfigSchema& schema, const std::string& prefix);
+
+// The store of a one-step student's regression (one_step_regression), <prefix>.regression_store:
+// as open_teacher_store, recorded from <prefix>.regression_source (the teacher when empty), and
+// its trajectories must start at the student's σ.
+std::unique_ptr<TrajectoryReader> open_regression_store(const Config& config, const std::string& prefix, const std::string& teacher_spec,
                                                         const Denoiser& student, double student_sigma);
 
 TrajectoryReader::Pairs pairs_for_step(TrajectoryReader& reader, const StepContext& context);
