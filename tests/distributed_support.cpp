@@ -12,9 +12,11 @@
 namespace distillery::testing {
 
 // Two processes on a 2-core machine: one thread each (CTest's OMP_NUM_THREADS=1) keeps them
-// from slowing each other several times over.
+// from slowing each other several times over. torchrun's own logs go to the test's scratch
+// folder: left to itself it makes a new /tmp/torchelastic_* folder per launch and never removes it.
 CommandResult torchrun(int processes, const std::string& arguments) {
-  return run_command(fmt::format("{} -m torch.distributed.run --standalone --nproc_per_node={} --no-python -- {} {}", kPython, processes, kCli, arguments));
+  return run_command(fmt::format("{} -m torch.distributed.run --standalone --nproc_per_node={} --log-dir {} --no-python -- {} {}", kPython, processes,
+                                 (scratch_path() / "torchrun-logs").string(), kCli, arguments));
 }
 
 double relative_difference(const std::filesystem::path& a, const std::filesystem::path& b) {

@@ -64,11 +64,15 @@ inline std::string last_line(std::string output) {
   return line_start == std::string::npos ? output : output.substr(line_start + 1);
 }
 
-// <tmp>/distillery-tests/<suite>.<test>, emptied at the start of each test.
-inline std::filesystem::path scratch_dir() {
+// <tmp>/distillery-tests/<suite>.<test> of the running test, as it is.
+inline std::filesystem::path scratch_path() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  auto dir = std::filesystem::temp_directory_path() / "distillery-tests" /
-             (std::string(info->test_suite_name()) + "." + info->name());
+  return std::filesystem::temp_directory_path() / "distillery-tests" / (std::string(info->test_suite_name()) + "." + info->name());
+}
+
+// scratch_path(), emptied at the start of each test.
+inline std::filesystem::path scratch_dir() {
+  auto dir = scratch_path();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
