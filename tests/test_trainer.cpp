@@ -304,6 +304,21 @@ TEST(Trainer, ResumeFallsBackPastADamagedCheckpointAndRefusesWhenNoneIsUsable) {
     std::ofstream(entry.path() / "state.json") << state.dump();
   }
   testing::expect_error_mentioning<Error>([&] { run("float-step", 6, true); }, {"checkpoint state 'step' is not an integer"});
+  // The same without checksums, a step that is not the checkpoint's; and with them, any edit of
+  // state.json (its checksum tells).
+  for (const bool checksums : {false, true}) {
+    const auto name = checksums ? "edited-state" : "other-step";
+    run(name, 4, false);
+    for (const auto& entry : std::filesystem::directory_iterator(dir / name / "checkpoints")) {
+      if (!checksums) std::filesystem::remove(entry.path() / "checksums.json");
+      auto state = nlohmann::json::parse(std::ifstream(entry.path() / "state.json"));
+      state["step"] = checksums ? state["step"].get<int64_t>() : 1000000;
+      state["phase"] = 7;
+      std::ofstream(entry.path() / "state.json") << state.dump();
+    }
+    testing::expect_error_mentioning<Error>([&] { run(name, 6, true); },
+                                            {"no checkpoint of the run can be resumed", checksums ? "checksum" : "state.json's step is not the step its checkpoint is named for"});
+  }
 }
 
 TEST(Trainer, NonFiniteStepsAreSkippedAndCounted) {

@@ -127,10 +127,10 @@ void write_checkpoint(const std::filesystem::path& dir, int64_t step, const Chec
   for (const auto& o : parts.optimizers)
     save_tensor_file(tmp / (o.name + ".safetensors"), optimizer_state_tensors(o.spec, *o.optimizer, *o.optimized),
                      {{"format", "distillery.optimizer"}, {"format_version", "1"}, {"kind", o.spec.kind}});
+  write_file_atomic(tmp / "state.json", state_json + "\n");
   nlohmann::json checksums = nlohmann::json::object();
   for (const auto& entry : std::filesystem::directory_iterator(tmp)) checksums[entry.path().filename().string()] = file_fingerprint(entry.path());
   write_file_atomic(tmp / kChecksums, checksums.dump(2) + "\n");
-  write_file_atomic(tmp / "state.json", state_json + "\n");
   std::filesystem::remove_all(final_dir);
   publish_atomically(tmp, final_dir);
   std::vector<std::filesystem::path> all;
@@ -152,8 +152,14 @@ std::optional<std::string> read_newest_checkpoint(const std::filesystem::path& d
     try {
       std::ifstream in(candidate / "state.json");
       const std::string state((std::istreambuf_iterator<char>(in)), {});
-      DISTILLERY_CHECK(nlohmann::json::parse(state, nullptr, false).contains("step"), Error("state.json is missing or has no step").file(candidate.string()));
+      const auto json = nlohmann::json::parse(state, nullptr, false);
+      DISTILLERY_CHECK(json.contains("step"), Error("state.json is missing or has no step").file(candidate.string()));
       verify_checksums(candidate);
+      // Checkpoints written before state.json had a checksum: their step must at least be their folder's.
+      const auto& step = json.at("step");
+      DISTILLERY_CHECK(!step.is_number_integer() || step_name(step.get<int64_t>()) == candidate.filename().string(),
+                       Error("state.json's step is not the step its checkpoint is named for").file((candidate / "state.json").string())
+                           .expected(candidate.filename().string()).got(fmt::format("step {}", step.dump())));
       const auto parts = prepare(state);
       for (const auto& m : parts.modules) {
         const auto path = candidate / (m.name + ".safetensors");
