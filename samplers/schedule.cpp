@@ -69,6 +69,17 @@ std::vector<double> make_sigmas(const ScheduleSpec& spec, int steps) {
         break;
     }
   }
+  // An extreme ρ rounds σ^(1/ρ) to 1 in double precision (beyond about 1e13) or overflows it
+  // (near 0), and the grid's ends and order with it: refuse it rather than sample on that grid.
+  bool ordered = std::isfinite(sigmas.front());
+  for (int i = 1; i < steps; ++i) ordered = ordered && sigmas[static_cast<size_t>(i)] < sigmas[static_cast<size_t>(i) - 1];
+  const auto near = [](double value, double expected) { return std::abs(value - expected) <= 1e-6 * expected; };
+  DISTILLERY_CHECK(ordered && near(sigmas.front(), spec.sigma_max) && (steps == 1 || near(sigmas[static_cast<size_t>(steps) - 1], spec.sigma_min)),
+                   Error("the σ schedule cannot be computed in double precision").field(spec.kind == ScheduleKind::Karras ? "rho" : "sigma_max")
+                       .expected(fmt::format("a decreasing grid from σ_max {} down to σ_min {}", spec.sigma_max, spec.sigma_min))
+                       .got(fmt::format("{} … {}", sigmas.front(), sigmas[static_cast<size_t>(steps) - 1]))
+                       .hint(spec.kind == ScheduleKind::Karras ? fmt::format("ρ is {}: use one between about 0.1 and 100 (EDM samples with 7)", spec.rho)
+                                                               : "use σ values of the teacher's range"));
   return sigmas;
 }
 

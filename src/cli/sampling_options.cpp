@@ -1,9 +1,13 @@
 #include "cli/sampling_options.h"
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <utility>
 
 #include "cli/device_option.h"
 #include "cli/number_checks.h"
+#include "core/error.h"
 #include "samplers/sampler.h"
 #include "samplers/schedule.h"
 
@@ -12,8 +16,13 @@ namespace distillery {
 SampleRequest SamplingCliOptions::resolved() const {
   auto r = request;
   r.schedule = schedule_from_name(schedule);
+  // DDPM's respaced timesteps are the teacher's own: these options would be ignored in silence.
+  for (const auto& [option, given] : {std::pair{"--sigma-min", sigma_min.has_value()}, {"--sigma-max", sigma_max.has_value()}, {"--rho", rho.has_value()}})
+    DISTILLERY_CHECK(r.schedule != ScheduleKind::Ddpm || !given, Error("--schedule ddpm walks the teacher's own DDPM timesteps, which this option does not change")
+                                                                     .field(option).hint("leave it out, or choose another --schedule"));
   r.sigma_min = sigma_min;
   r.sigma_max = sigma_max;
+  if (rho) r.rho = *rho;
   return r;
 }
 
@@ -26,7 +35,7 @@ void add_sampling_options(CLI::App& cmd, SamplingCliOptions& options) {
   cmd.add_option("--batch", r.batch, "samples per batch (does not change results)")->check(count_check())->capture_default_str();
   add_memory_check_option(cmd, r.check_memory);
   cmd.add_option("--schedule", options.schedule, "σ schedule (ddpm: a discrete DDPM teacher's own timesteps, as DiT samples)")->check(CLI::IsMember(schedule_names()))->capture_default_str();
-  cmd.add_option("--rho", r.rho, "Karras schedule exponent ρ")->check(positive_number_check())->capture_default_str();
+  cmd.add_option("--rho", options.rho, fmt::format("Karras schedule exponent ρ (default {})", SampleRequest{}.rho))->check(positive_number_check());
   cmd.add_option("--sigma-min", options.sigma_min, "smallest non-zero σ (default: the teacher's)")->check(positive_number_check());
   cmd.add_option("--sigma-max", options.sigma_max, "starting σ (default: the teacher's)")->check(positive_number_check());
   cmd.add_option("--labels", r.labels, "conditional teachers: all | none (the unconditional branch) | CLASS | C1,C2,... (default all)");

@@ -14,7 +14,7 @@ namespace distillery {
 
 struct SamplingCliOptions {
   std::string schedule = "karras";
-  std::optional<double> sigma_min, sigma_max;
+  std::optional<double> sigma_min, sigma_max, rho;
   SampleRequest request;
   SampleRequest resolved() const;  // the request with the schedule options applied
 };

@@ -49,7 +49,13 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b, 
     trace_root = trace_sqrt_product(s1 + offset, s2 + offset);
   }
   DISTILLERY_CHECK(std::isfinite(trace_root), Error("the Fréchet distance is not finite (NaN or Inf in the statistics?)"));
-  return diff.dot(diff).item<double>() + s1.trace() + s2.trace() - 2.0 * trace_root;
+  const double distance = diff.dot(diff).item<double>() + s1.trace() + s2.trace() - 2.0 * trace_root;
+  // Finite statistics can still overflow a double here (means near 1e160); report that, not a null.
+  DISTILLERY_CHECK(std::isfinite(distance), Error("the Fréchet distance overflows: the statistics' means or covariances are too large to compare")
+                                                .expected("features of a classifier or Inception network (magnitudes far below 1e150)")
+                                                .got(fmt::format("largest |mean| {:g} and {:g}", a.mean().abs().max().item<double>(),
+                                                                 b.mean().abs().max().item<double>())));
+  return distance;
 }
 
 KernelInceptionDistance kernel_inception_distance(const at::Tensor& a, const at::Tensor& b, int64_t subsets, int64_t subset_size, uint64_t seed) {

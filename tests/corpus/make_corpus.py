@@ -229,6 +229,8 @@ def npz_cases():
         "sigma-asymmetric": npz_bytes({"mu": mu, "sigma": sigma_bad}),
         "sigma-negative-definite": npz_bytes({"mu": mu, "sigma": -sigma}),
         "mu-infinite": npz_bytes({"mu": mu_inf, "sigma": sigma}),
+        # Finite, but its squared distance to any other mean overflows a double.
+        "mu-huge": npz_bytes({"mu": mu * 1e160, "sigma": sigma}),
         "mu-integer": npz_bytes({"mu": mu.astype(np.int64), "sigma": sigma}),
         "mu-big-endian": npz_bytes({"mu": mu.astype(">f8"), "sigma": sigma}),
         "mu-fortran-matrix": npz_bytes({"mu": mu, "sigma": np.asfortranarray(sigma + np.eye(256) * 1e-9)}),
@@ -450,6 +452,8 @@ def cli_cases():
         "steps-huge": sample + "--steps 1000000",
         "batch-zero": sample + "--batch 0",
         "rho-nan": sample + "--rho nan",
+        "rho-huge": sample + "--rho 1e17",
+        "ddpm-schedule-sigma-max": sample + "--schedule ddpm --sigma-max 10",
         "sigma-min-negative": sample + "--sigma-min -1",
         "sigma-max-infinite": sample + "--sigma-max inf",
         "guidance-nan": sample + "--guidance nan",
