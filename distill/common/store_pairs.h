@@ -1,7 +1,7 @@
 // defines: open_teacher_store, add_regression_source_field, open_regression_store, pairs_for_step, one_step_regression
 // The (noise, endpoint) pairs a training step reads from a trajectory store (DMD2's regression,
-// reflow, InstaFlow, progressive distillation's inputs): the store is the method's teacher's
-// (checked by fingerprint), and a step reads batch number step·world_size + rank of the store's
+// reflow, InstaFlow, progressive distillation's inputs): the store is the method's teacher's, or
+// for a regression the model <prefix>.regression_source names (checked by fingerprint), and a step reads batch number step·world_size + rank of the store's
 // shuffled stream, so the ranks of a step read disjoint rows and a resumed run reads the same
 // ones again.
 #pragma once
