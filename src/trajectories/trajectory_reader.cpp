@@ -6,7 +6,6 @@
 #include <torch/types.h>
 
 #include <algorithm>
-#include <fstream>
 #include <numeric>
 
 #include "core/error.h"
@@ -31,13 +30,7 @@ std::vector<int64_t> with_leading(std::initializer_list<int64_t> leading, const 
 }  // namespace
 
 TrajectoryReader::TrajectoryReader(const std::filesystem::path& dir, const StoreExpectation& expect) : dir_(dir) {
-  const auto settings_path = dir / "store.json";
-  DISTILLERY_CHECK(std::filesystem::exists(settings_path),
-                   Error("not a trajectory store (no store.json)").file(dir.string()).hint("record one with `distillery record`"));
-  {
-    std::ifstream in(settings_path);
-    settings_ = StoreSettings::from_json(std::string((std::istreambuf_iterator<char>(in)), {}), settings_path.string());
-  }
+  settings_ = read_store_settings(dir);
   if (!expect.teacher_hash.empty())
     DISTILLERY_CHECK(expect.teacher_hash == settings_.teacher_hash,
                      Error("the trajectory store was recorded from another teacher").file(dir.string())

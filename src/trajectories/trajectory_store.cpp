@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -17,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/memory_check.h"
+#include "data/label_policy.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "samplers/sampler.h"
@@ -26,6 +28,26 @@ namespace distillery {
 namespace {
 
 H5Type storage_type(const StoreSettings& s) { return s.dtype == "float16" ? H5Type::F16 : H5Type::F32; }
+
+// Read a few trajectories at a time, so that checking a shard of large images stays small.
+void expect_finite(const H5File& file, const std::string& dataset, int64_t first_index) {
+  const auto dims = file.dims(dataset);
+  const uint64_t rows = dims.empty() ? 0 : dims[0];
+  uint64_t row_numel = 1;
+  for (size_t d = 1; d < dims.size(); ++d) row_numel *= dims[d];
+  const uint64_t chunk = std::max<uint64_t>(1, (uint64_t{1} << 22) / std::max<uint64_t>(row_numel, 1));
+  std::vector<float> values;
+  for (uint64_t first = 0; first < rows; first += chunk) {
+    const uint64_t count = std::min(chunk, rows - first);
+    values.resize(count * row_numel);
+    file.read_rows(dataset, H5Type::F32, first, count, values.data());
+    const auto bad = std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+    DISTILLERY_CHECK(bad == values.end(),
+                     Error(fmt::format("dataset '{}' holds a non-finite value", dataset)).file(file.path().string())
+                         .expected("finite states").got(fmt::format("{} in trajectory {}", *bad,
+                                                                    first_index + static_cast<int64_t>(first + (bad - values.begin()) / row_numel))));
+  }
+}
 
 class Fd {
  public:
@@ -232,18 +254,37 @@ void verify_shard(const std::filesystem::path& dir, const ShardEntry& entry, con
     DISTILLERY_CHECK(index[static_cast<size_t>(i)] == entry.first_index + i,
                      Error("dataset 'sample_index' is not the shard's index range").file(path.string())
                          .expected(fmt::format("{}..{}", entry.first_index, entry.first_index + n - 1)));
+  // A checksum proves the bytes are the ones recorded, not that they make sense: a shard
+  // rewritten with its manifest line would otherwise feed a NaN or a foreign label to training.
+  std::vector<int64_t> labels(static_cast<size_t>(n));
+  file.read_all("labels", H5Type::I64, labels.data());
+  auto expected_labels = labels_for(settings.labels, settings.num_classes, index);
+  if (expected_labels.empty()) expected_labels.assign(static_cast<size_t>(n), -1);
+  for (size_t i = 0; i < labels.size(); ++i)
+    DISTILLERY_CHECK(labels[i] == expected_labels[i],
+                     Error("dataset 'labels' disagrees with the store's label policy").file(path.string())
+                         .expected(fmt::format("label {} for trajectory {} (labels '{}', {} classes)", expected_labels[i], index[i],
+                                               settings.labels, settings.num_classes))
+                         .got(std::to_string(labels[i])));
+  expect_finite(file, "x", entry.first_index);
+  if (settings.denoised) expect_finite(file, "denoised", entry.first_index);
+}
+
+StoreSettings read_store_settings(const std::filesystem::path& dir) {
+  const auto path = dir / "store.json";
+  DISTILLERY_CHECK(std::filesystem::exists(path),
+                   Error("not a trajectory store (no store.json)").file(dir.string()).hint("record one with `distillery record`"));
+  DISTILLERY_CHECK(std::filesystem::is_regular_file(path), Error("store.json is not a regular file").file(path.string()));
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  DISTILLERY_CHECK(!in.bad(), Error("cannot read store.json").file(path.string()));
+  return StoreSettings::from_json(text, path.string());
 }
 
 StoreReport inspect_store(const std::filesystem::path& dir) {
   StoreReport report;
-  const auto settings_path = dir / "store.json";
-  if (!std::filesystem::exists(settings_path)) {
-    report.problems.push_back(fmt::format("{} has no store.json: not a trajectory store", dir.string()));
-    return report;
-  }
   try {
-    std::ifstream in(settings_path);
-    report.settings = StoreSettings::from_json(std::string((std::istreambuf_iterator<char>(in)), {}), settings_path.string());
+    report.settings = read_store_settings(dir);
   } catch (const Error& e) {
     report.problems.push_back(e.what());
     return report;
@@ -289,7 +330,7 @@ StoreReport inspect_store(const std::filesystem::path& dir) {
 }
 
 std::string StoreReport::summary() const {
-  if (!settings) return "not a readable trajectory store";
+  if (!settings) return "not a readable trajectory store\n";
   const auto& s = *settings;
   std::string nfe = "?";
   try {

@@ -1,5 +1,5 @@
 // defines: set_sampling_request, sampling_request, ShardContents, write_shard, append_manifest,
-//          read_manifest, file_crc32, verify_shard, inspect_store, StoreReport
+//          read_manifest, file_crc32, verify_shard, read_store_settings, inspect_store, StoreReport
 // The trajectory store (format v1, docs/formats.md): a directory with `store.json` (the
 // recording's settings, io/store_format), HDF5 shards `shard-NNNNNN.h5` holding a fixed range of sample indices
 // each, and `manifest.jsonl`, one line per finished shard. A shard is complete before its
@@ -56,6 +56,9 @@ struct StoreReport {
 };
 // Checks store.json, every manifest line, every shard's checksum, attributes, datasets and
 // sample indices, and coverage (gaps, duplicates, strays).
+// store.json of the store in `dir`; Error naming the file unless it is a readable, valid one.
+StoreSettings read_store_settings(const std::filesystem::path& dir);
+
 StoreReport inspect_store(const std::filesystem::path& dir);
 
 // Checks one shard file against its manifest entry and the store's settings (checksum,
