@@ -214,6 +214,16 @@ TEST(Npz, DamagedFilesAndImpossibleStatisticsAreRefused) {
   EXPECT_THROW(more.add(features), Error);
   good.save(dir / "ours.npz");
   EXPECT_EQ(FeatureStatistics::load(dir / "ours.npz").count(), 50);
+  // Statistics of another network of the same width have the same shapes: only the
+  // fingerprint they carry tells them apart. Files without one (pytorch-fid's) are taken.
+  good.save(dir / "fingerprinted.npz", "network-a");
+  EXPECT_EQ(FeatureStatistics::load(dir / "fingerprinted.npz", 0, "network-a").count(), 50);
+  EXPECT_EQ(FeatureStatistics::load(dir / "ours.npz", 0, "network-b").count(), 50);
+  const auto other = error_of([&] { FeatureStatistics::load(dir / "fingerprinted.npz", 0, "network-b"); });
+  EXPECT_NE(other.find("computed with another feature network"), std::string::npos) << other;
+  EXPECT_NE(other.find("fingerprint network-a"), std::string::npos) << other;
+  EXPECT_NE(load_error("fingerprint-not-bytes.npz", {{"mu", mu}, {"sigma", sigma}, {"feature_network", mu}}).find("fingerprint as bytes"),
+            std::string::npos);
 }
 
 TEST(Npy, PreamblesRoundTripAndMalformedOnesAreNamed) {

@@ -48,7 +48,7 @@ struct Side {
 Side evaluate(const std::string& spec, const FeatureNetwork& network, const EvalOptions& o, bool keep_features, const c10::Device& device) {
   if (spec.ends_with(".npz")) {
     DISTILLERY_CHECK(!keep_features, Error("this metric needs features, not only their statistics").file(spec).hint("give images or a sample source"));
-    return {"statistics " + spec, {FeatureStatistics::load(spec, network.dims), {}, {}, {}}};
+    return {"statistics " + spec, {FeatureStatistics::load(spec, network.dims, network.hash), {}, {}, {}}};
   }
   const auto start = std::chrono::steady_clock::now();
   auto source = open_image_source(spec, o.sampling.resolved(), device);
@@ -71,8 +71,7 @@ void run_eval(const std::string& metric, const EvalOptions& o) {
     report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count_known() ? nlohmann::json(sides[i].evaluation.statistics.count()) : nlohmann::json(nullptr)},
                                  {"seconds", sides[i].seconds}});
   if (metric == "stats") {
-    DISTILLERY_CHECK(!o.out.empty(), Error("stats needs --out FILE.npz"));
-    sides[0].evaluation.statistics.save(o.out);
+    sides[0].evaluation.statistics.save(o.out, network.hash);
     report["out"] = o.out;
   } else if (metric == "fd") {
     report["value"] = frechet_distance(sides[0].evaluation.statistics, sides[1].evaluation.statistics);

@@ -5,6 +5,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <map>
 
 #include "core/error.h"
 #include "eval/npz.h"
@@ -44,8 +45,11 @@ at::Tensor FeatureStatistics::covariance() const {
   return scatter_ / static_cast<double>(count_ - 1);
 }
 
-void FeatureStatistics::save(const std::filesystem::path& path) const {
-  write_npz(path, {{"mu", mean()}, {"sigma", covariance()}, {"count", torch::tensor({count_}, torch::kInt64)}});
+void FeatureStatistics::save(const std::filesystem::path& path, const std::string& feature_network) const {
+  std::map<std::string, at::Tensor> arrays = {{"mu", mean()}, {"sigma", covariance()}, {"count", torch::tensor({count_}, torch::kInt64)}};
+  if (!feature_network.empty())
+    arrays[kFeatureNetworkKey] = torch::from_blob(const_cast<char*>(feature_network.data()), {static_cast<int64_t>(feature_network.size())}, torch::kUInt8).clone();
+  write_npz(path, arrays);
 }
 
 FeatureStatistics FeatureStatistics::from_moments(at::Tensor mean, at::Tensor covariance, int64_t count) {
@@ -59,8 +63,20 @@ FeatureStatistics FeatureStatistics::from_moments(at::Tensor mean, at::Tensor co
   return s;
 }
 
-FeatureStatistics FeatureStatistics::load(const std::filesystem::path& path, int64_t expected_dims) {
+FeatureStatistics FeatureStatistics::load(const std::filesystem::path& path, int64_t expected_dims, const std::string& expected_network) {
   const auto arrays = read_npz(path);
+  if (const auto stored = arrays.find(kFeatureNetworkKey); stored != arrays.end()) {
+    const auto& bytes = stored->second;
+    DISTILLERY_CHECK(bytes.scalar_type() == torch::kUInt8 && bytes.dim() == 1,
+                     Error(fmt::format("'{}' must be the feature network's fingerprint as bytes", kFeatureNetworkKey)).file(path.string())
+                         .got(fmt::format("{} [{}]", c10::toString(bytes.scalar_type()), fmt::join(bytes.sizes(), ", "))));
+    const std::string fingerprint(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), static_cast<size_t>(bytes.numel()));
+    // Two classifiers of one width give statistics of one shape; only the fingerprint tells them apart.
+    DISTILLERY_CHECK(expected_network.empty() || fingerprint == expected_network,
+                     Error("statistics were computed with another feature network").file(path.string())
+                         .expected("features of the network with fingerprint " + expected_network).got("fingerprint " + fingerprint)
+                         .hint("compute the reference with the same --classifier (eval stats)"));
+  }
   for (const char* key : {"mu", "sigma"})
     DISTILLERY_CHECK(arrays.count(key), Error(fmt::format("statistics file has no '{}' array", key)).file(path.string()).expected("arrays mu [d] and sigma [d, d]"));
   const auto mu = arrays.at("mu"), sigma = arrays.at("sigma");

@@ -55,7 +55,7 @@ class InLoopEvaluation {
     network_ = domain_feature_network(config.get_string("eval.classifier"), device);
     feature_dims_ = network_.dims;
     if (reference.ends_with(".npz")) {
-      reference_ = FeatureStatistics::load(reference, network_.dims);
+      reference_ = FeatureStatistics::load(reference, network_.dims, network_.hash);
     } else {
       const auto source = open_image_source(reference, {}, device);
       reference_ = evaluate_source(*source, network_, false, 250, false).statistics;
