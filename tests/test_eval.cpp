@@ -488,6 +488,25 @@ TEST(ReportCommand, EachSideEqualsEvalFdOfTheSameSamples) {
   EXPECT_EQ(report["student"]["fd_fmnist"].get<double>(), fd(dir / "student.safetensors"));
   EXPECT_GT(report["speedup"].get<double>(), 1) << "one evaluation against seven";
   for (const char* file : {"report.md", "comparison.png", "teacher.png", "student.png"}) EXPECT_TRUE(std::filesystem::exists(dir / "report" / file)) << file;
+
+  // A student that cannot stand beside this store is refused by name before anything is sampled.
+  MLPConfig unconditional;
+  unconditional.shape = {1, 28, 28};
+  unconditional.hidden = 8;
+  unconditional.layers = 1;
+  NetworkDenoiser(unconditional).save(dir / "unconditional.safetensors", {{"student_sampler", "multistep"}, {"student_sigmas", "[80.0]"}});
+  const std::vector<std::pair<std::filesystem::path, std::string>> mismatched = {
+      {dir / "unconditional.safetensors", "the student and the teacher's store differ in their classes"},
+      {testing::kSourceDir / "tests/corpus/denoiser/valid.safetensors", "the student makes samples of another shape than the teacher's store"}};
+  for (const auto& [other, message] : mismatched) {
+    const auto result = testing::run_command(testing::kCli + " report --teacher " + teacher + " --student " + shell_quoted(other) + " --store " +
+                                             shell_quoted(dir / "store") + " --out " + shell_quoted(dir / "refused") + " --num 24 --classifier " +
+                                             shell_quoted(kClassifier) + " --reference " + reference);
+    EXPECT_NE(result.exit_code, 0) << other;
+    EXPECT_NE(result.output.find(message), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find("file: " + other.string()), std::string::npos) << result.output;
+    EXPECT_EQ(result.output.find("--labels"), std::string::npos) << result.output;
+  }
 }
 
 // Every shipped student, through the CLI: 200 one-step samples of cycling classes, scored by the

@@ -1,6 +1,7 @@
 #include "eval/report.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/types.h>
 
@@ -74,14 +75,6 @@ void run_report(const ReportOptions& o) {
   const std::filesystem::path out = o.out;
   std::filesystem::create_directories(out);
   const auto& device = o.device;
-  const auto network = domain_feature_network(o.classifier, device);
-  const auto reference = FeatureStatistics::load(o.reference, network.dims);
-  const auto real = [&] {
-    auto source = open_image_source("dataset:fmnist-test", {}, device);
-    return evaluate_source(*source, network, true, 500, false);
-  }();
-  const auto real_features = real.features.narrow(0, 0, std::min(o.num, real.features.size(0)));
-
   // The teacher's samples are the store's (its solver and NFE); the student draws the same
   // sample indices from the same seed and labels, so grids compare like with like.
   TrajectoryReader store(o.store, {teacher_fingerprint(o.teacher)});
@@ -89,6 +82,25 @@ void run_report(const ReportOptions& o) {
   DISTILLERY_CHECK(store.size() >= o.num, Error("the trajectory store holds fewer samples than the report needs").file(o.store)
                                               .expected(fmt::format("at least {}", o.num)).got(std::to_string(store.size())).hint("lower --num"));
   const auto student_path = student_file(o.student);
+  const auto student_model = load_denoiser_file(student_path);
+  // Checked before any sampling, and named here: the samplers would only name their --labels.
+  DISTILLERY_CHECK(student_model->sample_shape() == recorded.sample_shape,
+                   Error("the student makes samples of another shape than the teacher's store").file(student_path.string())
+                       .expected(fmt::format("[{}] (the store {})", fmt::join(recorded.sample_shape, ", "), o.store))
+                       .got(fmt::format("[{}]", fmt::join(student_model->sample_shape(), ", "))));
+  DISTILLERY_CHECK(student_model->num_classes() == recorded.num_classes,
+                   Error("the student and the teacher's store differ in their classes").file(student_path.string())
+                       .expected(fmt::format("{} classes (the store {}, labels '{}'; 0: unconditional)", recorded.num_classes, o.store, recorded.labels))
+                       .got(fmt::format("{} classes", student_model->num_classes())));
+  student_model->to(device);
+
+  const auto network = domain_feature_network(o.classifier, device);
+  const auto reference = FeatureStatistics::load(o.reference, network.dims, network.hash);
+  const auto real = [&] {
+    auto source = open_image_source("dataset:fmnist-test", {}, device);
+    return evaluate_source(*source, network, true, 500, false);
+  }();
+  const auto real_features = real.features.narrow(0, 0, std::min(o.num, real.features.size(0)));
   auto student_sampling = student_request(student_path, o.steps);
   student_sampling.seed = recorded.seed;
   student_sampling.labels = recorded.labels;
@@ -105,8 +117,6 @@ void run_report(const ReportOptions& o) {
     spdlog::info("timing the teacher: {} rounds of {} images at {} NFE", o.speed_rounds, o.speed_batch, sides[0].nfe);
     sides[0].images_per_second = static_cast<double>(o.speed_batch) / median_batch_seconds(*teacher_model, teacher_sampling, o.speed_batch, o.speed_rounds);
   }
-  const auto student_model = load_denoiser_file(student_path);
-  student_model->to(device);
   {
     sides[1] = {"student", BatchSampler(*student_model, student_sampling).nfe(), {}, 0, parameter_count(*student_model)};
     auto source = open_image_source("model:" + student_path.string(), student_sampling, device);
