@@ -46,6 +46,10 @@ std::vector<double> make_sigmas(const ScheduleSpec& spec, int steps) {
   DISTILLERY_CHECK(spec.sigma_min > 0 && spec.sigma_max > spec.sigma_min,
                    Error("invalid σ range").expected("0 < sigma_min < sigma_max").got(fmt::format("sigma_min {}, sigma_max {}", spec.sigma_min, spec.sigma_max)));
   DISTILLERY_CHECK(spec.kind != ScheduleKind::Karras || spec.rho > 0, Error("rho must be positive").field("rho").got(std::to_string(spec.rho)));
+  // The preconditioning squares σ in the samples' float32, which overflows past about 1.8e19.
+  constexpr double kLargestSigma = 1e18;
+  DISTILLERY_CHECK(spec.sigma_max <= kLargestSigma, Error("sigma_max is too large for float32 samples").field("sigma_max")
+                                                        .expected(fmt::format("at most {:g}", kLargestSigma)).got(fmt::format("{:g}", spec.sigma_max)));
   std::vector<double> sigmas(static_cast<size_t>(steps) + 1, 0.0);
   // With one step there is only σ_max before the final 0.
   auto fraction = [steps](int i) { return steps == 1 ? 0.0 : static_cast<double>(i) / (steps - 1); };

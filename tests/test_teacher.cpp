@@ -538,7 +538,13 @@ TEST(ImageFolder, ProblemsAreNamed) {
   EXPECT_NE(folder_error(dir).find("must all have one size"), std::string::npos);
   std::filesystem::remove(dir / "b.png");
   std::ofstream(dir / "dataset.json") << R"({"labels": [["other.png", 1]]})";
-  EXPECT_NE(folder_error(dir).find("no label for 'a.png'"), std::string::npos);
+  EXPECT_NE(folder_error(dir).find("labels 'other.png', which is not an image in the folder"), std::string::npos);
+  write_png(dir / "b.png", torch::zeros({1, 8, 6}, torch::kUInt8));
+  std::ofstream(dir / "dataset.json") << R"({"labels": [["a.png", 1]]})";
+  EXPECT_NE(folder_error(dir).find("no label for 'b.png'"), std::string::npos);
+  std::filesystem::remove(dir / "b.png");
+  std::ofstream(dir / "dataset.json") << R"({"labels": [["a.png", 1], ["a.png", 2]]})";
+  EXPECT_NE(folder_error(dir).find("'a.png' is labelled more than once"), std::string::npos);
   std::ofstream(dir / "dataset.json") << R"({"labels": [["a.png", "shirt"]]})";
   EXPECT_NE(folder_error(dir).find("is not [path, non-negative class]"), std::string::npos);
   std::filesystem::remove(dir / "dataset.json");

@@ -64,9 +64,17 @@ void run_eval(const std::string& metric, const EvalOptions& o) {
   nlohmann::json report = {{"metric", metric == "fd" && o.features == "inception" ? "fid" : metric},
                            {"features", {{"network", network.name}, {"file", network.file}, {"hash", network.hash}, {"dims", network.dims}}},
                            {"images", "uint8 as a saved PNG holds them (generated samples quantised as EDM saves images)"}};
+  // Checked before the sources are read, which can take minutes.
+  DISTILLERY_CHECK(metric != "stats" || o.out.ends_with(".npz"),
+                   Error("unsupported output file type").field("--out").expected("a path ending in .npz").got(o.out));
   const bool needs_features = metric == "kid" || metric == "pr" || metric == "accuracy";
   std::vector<Side> sides;
-  for (const auto& spec : o.sources) sides.push_back(evaluate(spec, network, o, needs_features, device));
+  for (const auto& spec : o.sources) {
+    sides.push_back(evaluate(spec, network, o, needs_features, device));
+    const auto& statistics = sides.back().evaluation.statistics;
+    DISTILLERY_CHECK(!(metric == "stats" || metric == "fd") || !statistics.count_known() || statistics.count() >= 2,
+                     Error("too few images for a covariance").file(spec).expected("at least 2 images").got(std::to_string(statistics.count())));
+  }
   for (size_t i = 0; i < sides.size(); ++i)
     report["sources"].push_back({{"source", o.sources[i]}, {"description", sides[i].description}, {"n", sides[i].evaluation.statistics.count_known() ? nlohmann::json(sides[i].evaluation.statistics.count()) : nlohmann::json(nullptr)},
                                  {"seconds", sides[i].seconds}});

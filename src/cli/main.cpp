@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -57,6 +58,12 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const distillery::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.describe(verbose).c_str());
+  } catch (const std::filesystem::filesystem_error& e) {
+    // Said in the project's words: the library's text ("filesystem error: cannot create
+    // directories: Not a directory [a/b]") leads with its own function, not the path.
+    auto error = distillery::Error("cannot use the path").file(e.path1().string()).got(e.code().message());
+    if (!e.path2().empty()) error.hint("with " + e.path2().string());
+    std::fprintf(stderr, "error: %s\n", error.describe(verbose).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
   }

@@ -39,6 +39,7 @@ void run_plot(const std::string& data, const std::string& out, bool log_y, bool 
     series.push_back({entry["name"].get<std::string>(), numbers(entry["x"], data, field + ".x"), numbers(entry["y"], data, field + ".y")});
   }
   const auto title = parsed.contains("title") && parsed["title"].is_string() ? parsed["title"].get<std::string>() : std::string();
+  line_plot_extent(series, log_y, log_x, data);  // so that a bad value is blamed on the data, not the PNG
   const std::filesystem::path path = out;
   if (!path.parent_path().empty()) std::filesystem::create_directories(path.parent_path());
   write_line_plot(path, series, title, log_y, log_x);

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cstdio>
 #include <memory>
 
@@ -33,10 +34,17 @@ struct RecordCliOptions {
 void run_record(RecordCliOptions& cli) {
   auto& o = cli.record;
   o.request = cli.sampling.resolved();
-  long part = -1, parts = -1;
-  char tail = 0;
-  DISTILLERY_CHECK(std::sscanf(cli.part.c_str(), "%ld/%ld%c", &part, &parts, &tail) == 2,
-                   Error("bad part").field("--part").expected("i/n, e.g. 0/4").got(cli.part));
+  int64_t part = -1, parts = -1;
+  {
+    // from_chars, unlike sscanf, reports a number beyond int64 instead of clamping it.
+    const auto slash = cli.part.find('/');
+    const auto whole_number = [&](size_t begin, size_t end, int64_t& value) {
+      const auto [rest, problem] = std::from_chars(cli.part.data() + begin, cli.part.data() + end, value);
+      return problem == std::errc() && rest == cli.part.data() + end && begin < end;
+    };
+    DISTILLERY_CHECK(slash != std::string::npos && whole_number(0, slash, part) && whole_number(slash + 1, cli.part.size(), parts),
+                     Error("bad part").field("--part").expected("i/n with whole numbers that fit in 64 bits, e.g. 0/4").got(cli.part));
+  }
   // Under torchrun each process records its own part (no data are exchanged; the group only
   // lets rank 0 report the whole store once every part has finished).
   const auto runtime = make_runtime(cli.device, Launch::multi_process);

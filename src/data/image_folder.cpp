@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -34,7 +35,9 @@ std::map<std::string, int64_t> read_labels(const std::filesystem::path& folder) 
   for (const auto& entry : json["labels"]) {
     if (!entry.is_array() || entry.size() != 2 || !entry[0].is_string() || !entry[1].is_number_integer() || entry[1].get<int64_t>() < 0)
       throw bad(fmt::format("entry {} is not [path, non-negative class]", entry.dump()));
-    labels[entry[0].get<std::string>()] = entry[1].get<int64_t>();
+    // A second label for one image would otherwise silently replace the first.
+    if (!labels.emplace(entry[0].get<std::string>(), entry[1].get<int64_t>()).second)
+      throw bad(fmt::format("'{}' is labelled more than once", entry[0].get<std::string>()));
   }
   return labels;
 }
@@ -80,6 +83,11 @@ LabeledImages read_images(const std::filesystem::path& folder, const std::vector
 LabeledImages read_image_folder(const std::filesystem::path& folder) {
   const auto files = image_files(folder);
   const auto labels = read_labels(folder);
+  std::set<std::string> present;
+  for (const auto& file : files) present.insert(std::filesystem::relative(file, folder).generic_string());
+  for (const auto& [relative, label] : labels)
+    DISTILLERY_CHECK(present.count(relative), Error(fmt::format("dataset.json labels '{}', which is not an image in the folder", relative))
+                                                  .file((folder / "dataset.json").string()).expected("one entry per PNG or JPEG file, by its path in the folder"));
   return read_images(folder, files, [&](const std::string& relative) -> int64_t {
     if (labels.empty()) return -1;
     const auto it = labels.find(relative);

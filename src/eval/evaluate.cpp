@@ -43,15 +43,21 @@ SourceEvaluation evaluate_source(ImageSource& source, const FeatureNetwork& netw
   std::vector<at::Tensor> features, logits, labels;
   Progress progress("features", source.size(), "img", show_progress ? stderr : nullptr);
   torch::NoGradGuard no_grad;
-  for (ImageBatch batch; source.next(batch_size, batch);) {
-    const auto f = network.features(batch.images);
-    result.statistics.add(f);
-    if (keep_features) {
-      features.push_back(f);
-      if (network.logits) logits.push_back(network.logits(batch.images));
+  try {
+    for (ImageBatch batch; source.next(batch_size, batch);) {
+      const auto f = network.features(batch.images);
+      result.statistics.add(f);
+      if (keep_features) {
+        features.push_back(f);
+        if (network.logits) logits.push_back(network.logits(batch.images));
+      }
+      labels.push_back(batch.labels);
+      progress.advance(batch.images.size(0));
     }
-    labels.push_back(batch.labels);
-    progress.advance(batch.images.size(0));
+  } catch (Error& e) {
+    // The network's own checks (an image size) know nothing of where the images came from.
+    if (e.file().empty()) e.file(source.describe());
+    throw;
   }
   if (keep_features) result.features = torch::cat(features);
   if (!logits.empty()) result.logits = torch::cat(logits);

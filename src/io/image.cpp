@@ -133,19 +133,28 @@ void write_scatter_plot(const std::filesystem::path& path, const at::Tensor& poi
   write_png(path, canvas);
 }
 
-void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y, bool log_x) {
+PlotExtent line_plot_extent(const std::vector<PlotSeries>& series, bool log_y, bool log_x, const std::string& source) {
   double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
   for (const auto& s : series) {
-    DISTILLERY_CHECK(s.x.size() == s.y.size(), Error("a plotted series needs as many x as y values").file(path.string()).field(s.name));
+    DISTILLERY_CHECK(s.x.size() == s.y.size(), Error("a plotted series needs as many x as y values").file(source).field(s.name));
     for (size_t i = 0; i < s.x.size(); ++i) {
       DISTILLERY_CHECK(std::isfinite(s.x[i]) && std::isfinite(s.y[i]) && (!log_y || s.y[i] > 0) && (!log_x || s.x[i] > 0),
-                       Error("plotted values must be finite (and positive on a log scale)").file(path.string()).field(s.name));
+                       Error("plotted values must be finite (and positive on a log scale)").file(source).field(s.name));
       const double x = log_x ? std::log10(s.x[i]) : s.x[i], y = log_y ? std::log10(s.y[i]) : s.y[i];
       x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x), y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
     }
   }
-  DISTILLERY_CHECK(std::isfinite(x_lo), Error("nothing to plot").file(path.string()));
+  DISTILLERY_CHECK(std::isfinite(x_lo), Error("nothing to plot").file(source));
   const double x_span = std::max(x_hi - x_lo, 1e-9) * 1.05, y_span = std::max(y_hi - y_lo, 1e-9) * 1.1;
+  // Finite values whose range overflows (±1e308) would map every point to one line.
+  DISTILLERY_CHECK(std::isfinite(x_span) && std::isfinite(y_span),
+                   Error("the plotted values span more than a double holds").file(source)
+                       .got(fmt::format("x {:g} … {:g}, y {:g} … {:g}", x_lo, x_hi, y_lo, y_hi)));
+  return {x_lo, x_span, y_lo, y_span};
+}
+
+void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y, bool log_x) {
+  const auto [x_lo, x_span, y_lo, y_span] = line_plot_extent(series, log_y, log_x, path.string());
   // The legend stands beside the box, as wide as its longest name: inside it, a results plot's
   // twenty names covered the curves and ran off the canvas.
   constexpr double kLegendFont = 0.5;

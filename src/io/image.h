@@ -1,4 +1,5 @@
-// defines: quantize_to_uint8, drawable_as_image, write_image_grid, write_scatter_plot, PlotSeries, write_line_plot
+// defines: quantize_to_uint8, drawable_as_image, write_image_grid, write_scatter_plot, PlotSeries, PlotExtent,
+//          line_plot_extent, write_line_plot
 // PNG output for people to look at: image grids for image-shaped samples and scatter plots
 // for 2-D points, line plots for curves (FD against training step).
 #pragma once
@@ -33,6 +34,13 @@ struct PlotSeries {
   std::string name;  // shown in the legend
   std::vector<double> x, y;
 };
+
+// The axes' lowest values and spans (in log10 where asked) that hold every point; Error naming
+// `source` (the values' file) unless the series are plottable.
+struct PlotExtent {
+  double x_lo, x_span, y_lo, y_span;
+};
+PlotExtent line_plot_extent(const std::vector<PlotSeries>& series, bool log_y, bool log_x, const std::string& source);
 
 // Each series as points joined by lines, with a legend; either axis on a log10 scale when asked.
 void write_line_plot(const std::filesystem::path& path, const std::vector<PlotSeries>& series, const std::string& title, bool log_y = false,

@@ -334,7 +334,13 @@ std::unique_ptr<NetworkDenoiser> NetworkDenoiser::from_tensors(const std::string
           .field("metadata config").expected(fmt::format("a network of about {}, the size of the file's tensors", megabytes(file_bytes)))
           .got(fmt::format("a network of more than {}", megabytes(bytes))).hint("the metadata was altered, or belongs to another network");
     });
-    denoiser = from_config(config);
+    try {
+      denoiser = from_config(config);
+    } catch (Error& e) {
+      // The network's own checks (an odd embedding, heads that do not split) know no file.
+      if (e.file().empty()) e.file(source + " (metadata config)");
+      throw;
+    }
   }
   load_module_tensors(*denoiser->module_, tensors, source);
   denoiser->module_->eval();
