@@ -128,6 +128,8 @@ def safetensors_cases():
     variants["config-far-larger-network"] = (tensors, {**metadata, "config": json.dumps(huge)})
     wider = json.loads(metadata["config"]); wider["model"]["hidden"] = 16
     variants["config-other-width"] = (tensors, {**metadata, "config": json.dumps(wider)})
+    odd = json.loads(metadata["config"]); odd["model"]["embedding"] = 7
+    variants["config-odd-embedding"] = (tensors, {**metadata, "config": json.dumps(odd)})
     kind = json.loads(metadata["config"]); kind["model"]["kind"] = "transformer"
     variants["config-unknown-kind"] = (tensors, {**metadata, "config": json.dumps(kind)})
     missing = dict(tensors); missing.pop(sorted(missing)[0])
@@ -319,6 +321,10 @@ def image_cases():
         "dataset-json-label-string": {"a.png": good, "dataset.json": b'{"labels": [["a.png", "shirt"]]}'},
         "dataset-json-negative": {"a.png": good, "dataset.json": b'{"labels": [["a.png", -2]]}'},
         "dataset-json-missing-image": {"a.png": good, "dataset.json": b'{"labels": [["other.png", 1]]}'},
+        "dataset-json-extra-entry": {"a.png": good, "dataset.json": b'{"labels": [["a.png", 1], ["other.png", 1]]}'},
+        "dataset-json-duplicate": {"a.png": good, "dataset.json": b'{"labels": [["a.png", 1], ["a.png", 2]]}'},
+        # Decodable, but not the 28x28 the Fashion-MNIST classifier reads.
+        "size-27": {"a.png": png(27, 27), "b.png": png(27, 27)},
         "image-rows-short": {"a.png": png(8, 8, rows=b"\x00" * 20)},
     }
     for name, files in folders.items():
@@ -413,6 +419,8 @@ def store_cases(cli):
 
     shard = "shard-000000.h5"
     variant("store-json-missing", lambda f: (f / "store.json").unlink())
+    # With a file inside, because git keeps no empty folder.
+    variant("store-json-a-directory", lambda f: ((f / "store.json").unlink(), (f / "store.json").mkdir(), (f / "store.json" / "kept").write_bytes(b"")))
     variant("store-json-not-json", edit("store.json", lambda b: b[:20]))
     variant("store-json-other-format", edit("store.json", lambda b: b.replace(b"distillery.trajectories", b"other.trajectories")))
     variant("store-json-version-9", edit("store.json", lambda b: b.replace(b'"format_version": 1', b'"format_version": 9')))
@@ -432,6 +440,24 @@ def store_cases(cli):
     variant("shard-truncated", edit(shard, lambda b: b[: len(b) // 2]))
     variant("shard-not-hdf5", edit(shard, lambda b: b"\0" * len(b)))
     variant("shard-flipped-byte", edit(shard, lambda b: b[:-40] + bytes([b[-40] ^ 1]) + b[-39:]))
+
+    # Shards rewritten with their manifest lines brought up to date, so that every checksum
+    # holds and only the contents are wrong.
+    def rewrite(dataset, index, value):
+        def change(folder):
+            import h5py
+            with h5py.File(folder / shard, "r+") as f:
+                f[dataset][index] = value
+            data = (folder / shard).read_bytes()
+            lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+            for entry in lines:
+                if entry["file"] == shard:
+                    entry["bytes"], entry["crc32"] = len(data), f"{zlib.crc32(data):08x}"
+            (folder / "manifest.jsonl").write_text("".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in lines))
+        return change
+
+    variant("shard-nan-state-checksum-updated", rewrite("x", (3, 1, 0), float("nan")))
+    variant("shard-foreign-label-checksum-updated", rewrite("labels", 2, 7))
     shutil.rmtree(base)
 
 
@@ -440,6 +466,10 @@ def store_cases(cli):
 def cli_cases():
     gmm = write("cli/gmm.yaml", "dim: 2\nweights: [1]\nmeans: [[0, 0]]\nstds: [1]\n")
     sample = "{cli} sample --teacher gmm:" + gmm + " --out {out}/s.safetensors "
+    plot = "{cli} plot --data " + write("cli/plot.json", json.dumps({"series": [{"name": "a", "x": [1, 2], "y": [3, 4]}]}))
+    write("cli/two-images/a.png", png(28, 28))
+    two_images = write("cli/two-images/b.png", png(28, 28)).rsplit("/", 1)[0]
+    huge = write("cli/plot-span-overflow.json", json.dumps({"series": [{"name": "a", "x": [1, 2], "y": [-1e308, 1e308]}]}))
     generate = "{cli} generate --model {corpus}/denoiser/valid.safetensors --out {out}/g.png "
     arguments = {
         "num-zero": sample + "--num 0",
@@ -456,6 +486,7 @@ def cli_cases():
         "ddpm-schedule-sigma-max": sample + "--schedule ddpm --sigma-max 10",
         "sigma-min-negative": sample + "--sigma-min -1",
         "sigma-max-infinite": sample + "--sigma-max inf",
+        "sigma-max-beyond-float32": sample + "--sigma-max 1e300",
         "guidance-nan": sample + "--guidance nan",
         "s-noise-negative": sample + "--s-noise -1",
         "unknown-sampler": sample + "--sampler rk45",
@@ -474,11 +505,21 @@ def cli_cases():
         "generate-labels-unconditional": generate + "--labels 2",
         "generate-model-missing": "{cli} generate --model {out}/absent --out {out}/g.png",
         "eval-one-source": "{cli} eval fd {corpus}/npz/valid.npz",
+        "eval-fd-of-one-image": "{cli} eval fd model:{source}/assets/teachers/fmnist.safetensors {corpus}/npz/valid.npz --num 1 --steps 1 --classifier {source}/assets/eval/fmnist-classifier.safetensors",
+        "eval-stats-output-type": "{cli} eval stats dataset:fmnist-test --out {out}/stats.txt --classifier {source}/assets/eval/fmnist-classifier.safetensors",
         "eval-unknown-dataset": "{cli} eval fd dataset:cifar10 {corpus}/npz/valid.npz --classifier {source}/assets/eval/fmnist-classifier.safetensors",
         "record-shard-size-zero": "{cli} record --teacher gmm:" + gmm + " --out {out}/store --num 8 --shard-size 0",
+        "record-part-beyond-int64": "{cli} record --teacher gmm:" + gmm + " --out {out}/store --num 8 --part 0/99999999999999999999",
         "set-without-equals": "{cli} teacher train --config {source}/configs/teacher/gmm2d_mlp.yaml --out {out}/run --set train.steps",
         "set-unknown-key": "{cli} teacher train --config {source}/configs/teacher/gmm2d_mlp.yaml --out {out}/run --set train.stpes=3",
         "config-missing": "{cli} teacher train --config {out}/absent.yaml --out {out}/run",
+        "plot-span-overflow": "{cli} plot --data " + huge + " --out {out}/p.png",
+        # Statistics of the second classifier (the same width as the first) read against the first.
+        "eval-fd-statistics-of-another-network": "{cli} eval stats " + two_images + " --quiet --out {out}/second.npz"
+                                                 " --classifier {source}/assets/eval/fmnist-second-classifier.safetensors && "
+                                                 "{cli} eval fd {out}/second.npz {corpus}/npz/valid.npz --quiet"
+                                                 " --classifier {source}/assets/eval/fmnist-classifier.safetensors",
+        "output-folder-under-a-file": plot + " --out {corpus}/cli/plot.json/p.png",
     }
     for name, command in arguments.items():
         case(f"cli/{name}", command)
