@@ -26,7 +26,7 @@ replay() {
 replay fuzz_safetensors "$corpus"/safetensors/*.safetensors "$corpus"/denoiser/*.safetensors
 replay fuzz_npz "$corpus"/npz/*.npz
 replay fuzz_config "$corpus"/yaml/*.yaml
-replay fuzz_store $(find "$corpus"/store -name store.json -o -name manifest.jsonl | sort)
+replay fuzz_store $(find "$corpus"/store -type f \( -name store.json -o -name manifest.jsonl \) | sort)
 replay fuzz_idx "$inflated"/*-ubyte
 replay fuzz_pickle "$corpus"/pickle/*/test_batch
 replay fuzz_image $(find "$corpus"/images -name "*.png" -o -name "*.jpg" | sort)
