@@ -77,12 +77,15 @@ class Msd final : public TrainingMethod {
     route_ = msd_route(config, teacher_->num_classes());
     // In-loop evaluation would measure the current student alone, on its classes, against
     // statistics of all of them; and a schedule over train.steps would give each student
-    // another part of it (a warm-up only the first, a cosine decay mostly the last).
+    // another part of it (a warm-up only the first, a cosine decay mostly the last) unless the
+    // schedule restarts in each phase.
     DISTILLERY_CHECK(config.get_int("eval.every") == 0, Error("multi-student runs have no in-loop evaluation").file(config.source()).field("eval.every")
                                                             .expected("0").hint("measure the output file with `distillery generate` and `distillery eval`"));
-    DISTILLERY_CHECK(students_ == 1 || (config.get_int("train.warmup_steps") == 0 && config.get_string("train.lr_schedule") == "constant"),
+    DISTILLERY_CHECK(students_ == 1 || config.get_string("train.lr_schedule_scope") == "phase" ||
+                         (config.get_int("train.warmup_steps") == 0 && config.get_string("train.lr_schedule") == "constant"),
                      Error("the learning-rate schedule spans train.steps, which several students split among them").file(config.source())
-                         .field("train.lr_schedule").expected("constant, without train.warmup_steps"));
+                         .field("train.lr_schedule").expected("constant, without train.warmup_steps")
+                         .hint("train.lr_schedule_scope: phase gives each student (and each score-matching phase) its own"));
     // Each student reads the keys of msd.method only: a key of the other method would be lost.
     const auto& student_schema = distillation_schema(method_);
     for (const auto& key : config.explicit_keys())

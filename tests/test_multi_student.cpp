@@ -105,6 +105,13 @@ TEST(Msd, EachLabelIsDrawnByItsOwnStudentThroughGenerate) {
   refused("dmd2", {"student.classes=[3]"}, "student.classes must be distinct classes of the teacher");
   refused("msd", {"adversarial.r1_weight=1"}, "config key 'adversarial.r1_weight' does not apply to the students' method");
   refused("msd", {"train.warmup_steps=2"}, "the learning-rate schedule spans train.steps");
+  // Scoped to the phases, each student gets the whole schedule.
+  auto scoped = conditional_mixture_run(dir, "scoped", "msd", 6, {"train.lr_schedule=linear", "train.lr_schedule_scope=phase", "log.every=1"});
+  run_distillation(scoped.options, scoped.teacher);
+  const auto lines = stats_lines(scoped.options.out_dir);
+  ASSERT_EQ(lines.size(), 6u);
+  const std::vector<double> per_student = {1.0, 2.0 / 3, 1.0 / 3, 1.0, 2.0 / 3, 1.0 / 3};
+  for (size_t i = 0; i < lines.size(); ++i) EXPECT_NEAR(lines[i].at("lr_factor").get<double>(), per_student[i], 1e-12) << "step " << i;
   // A resumed run keeps the split its checkpoints were made with.
   auto other = run;
   other.options.resume = true;

@@ -411,6 +411,28 @@ TEST(Trainer, ACosineDecayOverTheLastStepsCanEndARunExtendedByResume) {
       {"train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, 8]"});
 }
 
+// Progressive distillation's paper anneals each round's learning rate linearly to 0.
+TEST(Trainer, APhaseScopedScheduleRestartsInEachPhase) {
+  const auto dir = testing::scratch_dir();
+  TrainingRunOptions options;
+  options.show_progress = false;
+  options.out_dir = dir / "run";
+  TwoPhaseMethod method;  // phases: steps 0..2 and 3..7
+  run_trainer(method, scripted_config(8, ", lr_schedule: linear, lr_schedule_scope: phase"), options);
+  const auto lines = stats_lines(options.out_dir);
+  ASSERT_EQ(lines.size(), 8u);
+  const std::vector<double> expected = {1.0, 2.0 / 3, 1.0 / 3, 1.0, 0.8, 0.6, 0.4, 0.2};
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(lines[i].at("lr_factor").get<double>(), expected[i], 1e-12) << "step " << i;
+
+  // A decay longer than the shortest phase is refused before anything is written.
+  TwoPhaseMethod rejected;
+  options.out_dir = dir / "rejected";
+  testing::expect_error_mentioning<Error>(
+      [&] { run_trainer(rejected, scripted_config(8, ", warmup_steps: 1, lr_schedule: cosine, lr_schedule_scope: phase, decay_steps: 3"), options); },
+      {"train.decay_steps must lie in [0, the phase's steps - train.warmup_steps] = [0, 2] for the phase of steps 0..2"});
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir));
+}
+
 TEST(Generate, SameSeedAndIndexGiveTheSameImageWhateverTheBatch) {
   const auto dir = testing::scratch_dir();
   auto run = mixture_run(dir, "run", 2, {"student.sigmas=[80.0, 2.0, 0.5]", "eval.every=0"});

@@ -7,6 +7,7 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -109,10 +110,17 @@ void add_training_loop_fields(ConfigSchema& s) {
   s.add({"train.batch", ConfigType::Int, "samples per step (per rank)", "32"}, NumberRange::between(1, 1 << 20));
   s.add({"train.steps", ConfigType::Int, "training steps", "1000"}, NumberRange::at_least(1));
   s.add({"train.warmup_steps", ConfigType::Int, "linear learning-rate warm-up", "0"}, NumberRange::at_least(0));
-  s.add({"train.lr_schedule", ConfigType::String, "after warm-up: constant, or cosine decay to 0 at train.steps", "constant", false, {"constant", "cosine"}});
+  s.add({"train.lr_schedule", ConfigType::String, "after warm-up: constant, or a cosine or linear decay to 0 at the schedule's last step", "constant",
+         false, {"constant", "cosine", "linear"}});
   s.add({"train.decay_steps", ConfigType::Int,
-         "cosine: decay over the last this many steps, constant before (0: every step after warm-up); a run extended by --resume can end in a decay",
+         "cosine or linear: decay over the last this many steps, constant before (0: every step after warm-up); a run extended by --resume can end in a decay",
          "0"}, NumberRange::at_least(0));
+  // Progressive distillation's paper anneals the learning rate to 0 within each round, with a
+  // fresh optimiser: each round is a training run of its own.
+  s.add({"train.lr_schedule_scope", ConfigType::String,
+         "run: one warm-up and decay over train.steps; phase: they restart in each of the method's phases (progressive distillation's rounds, "
+         "multi-student distillation's students), each decay ending at 0 at its phase's last step",
+         "run", false, {"run", "phase"}});
   s.add({"train.grad_clip", ConfigType::Float, "clip each optimiser's gradient norm to this (0: off)", "10"}, NumberRange::at_least(0));
   s.add({"train.max_nonfinite", ConfigType::Int, "stop after this many consecutive steps with a non-finite loss or gradient", "10"}, NumberRange::at_least(1));
   s.add({"train.seed", ConfigType::Int, "seed of every random draw (noise, σ, data order)", "0"}, NumberRange::at_least(0));
@@ -137,13 +145,20 @@ void add_trainer_fields(ConfigSchema& s) {
 
 namespace {
 
+enum class LrSchedule { constant, cosine, linear };
+
 struct TrainerSettings {
   bool bf16 = false;
   int64_t batch, steps, warmup_steps, decay_steps, max_nonfinite, log_every, checkpoint_every, keep, grid_every, grid_num, eval_every, eval_num;
   double grad_clip, ema_halflife_images;
-  bool cosine;
+  LrSchedule schedule;
+  bool schedule_per_phase;
   uint64_t seed, eval_seed;
 };
+
+LrSchedule lr_schedule_from(const std::string& name) {
+  return name == "cosine" ? LrSchedule::cosine : name == "linear" ? LrSchedule::linear : LrSchedule::constant;
+}
 
 // A run without a generator reads only the loop's keys (add_training_loop_fields): no EMA,
 // grids or evaluations.
@@ -153,8 +168,8 @@ TrainerSettings settings_from(const Config& c, bool has_generator) {
                     c.get_int("train.decay_steps"),  c.get_int("train.max_nonfinite"), c.get_int("log.every"),       c.get_int("checkpoint.every"),
                     c.get_int("checkpoint.keep"),    0,                             1,
                     0,                               1,                             c.get_float("train.grad_clip"),
-                    0.0,                             c.get_string("train.lr_schedule") == "cosine",
-                    static_cast<uint64_t>(c.get_int("train.seed")), 0};
+                    0.0,                             lr_schedule_from(c.get_string("train.lr_schedule")),
+                    c.get_string("train.lr_schedule_scope") == "phase", static_cast<uint64_t>(c.get_int("train.seed")), 0};
   if (has_generator) {
     s.grid_every = c.get_int("grid.every");
     s.grid_num = c.get_int("grid.num");
@@ -163,21 +178,55 @@ TrainerSettings settings_from(const Config& c, bool has_generator) {
     s.ema_halflife_images = c.get_float("train.ema_halflife_images");
     s.eval_seed = static_cast<uint64_t>(c.get_int("eval.seed"));
   }
-  DISTILLERY_CHECK(s.decay_steps == 0 || (s.decay_steps > 0 && s.decay_steps <= s.steps - s.warmup_steps),
-                   Error(fmt::format("train.decay_steps must lie in [0, train.steps - train.warmup_steps] = [0, {}]", s.steps - s.warmup_steps))
-                       .file(c.source())
-                       .field("train.decay_steps")
-                       .got(fmt::format("{} (train.steps {}, train.warmup_steps {})", s.decay_steps, s.steps, s.warmup_steps)));
   return s;
 }
 
-double lr_factor(const TrainerSettings& s, int64_t step) {
-  if (step < s.warmup_steps) return static_cast<double>(step + 1) / static_cast<double>(s.warmup_steps);
-  if (!s.cosine) return 1.0;
-  const int64_t decay = s.decay_steps > 0 ? s.decay_steps : s.steps - s.warmup_steps, start = s.steps - decay;
-  if (step < start) return 1.0;
-  const double progress = static_cast<double>(step - start) / static_cast<double>(std::max<int64_t>(decay, 1));
-  return 0.5 * (1.0 + std::cos(M_PI * progress));
+// The steps [first, end) one warm-up and decay span: the run, or each of the method's phases.
+struct ScheduleSpan {
+  int64_t first, end;
+};
+
+std::vector<ScheduleSpan> check_schedule_spans(const TrainerSettings& s, std::vector<ScheduleSpan> spans, const Config& c) {
+  for (const auto& span : spans) {
+    const int64_t room = span.end - span.first - s.warmup_steps;
+    const auto bound = s.schedule_per_phase ? fmt::format("the phase's steps - train.warmup_steps] = [0, {}] for the phase of steps {}..{}", room,
+                                                          span.first, span.end - 1)
+                                            : fmt::format("train.steps - train.warmup_steps] = [0, {}]", room);
+    DISTILLERY_CHECK(s.decay_steps == 0 || s.decay_steps <= room, Error(fmt::format("train.decay_steps must lie in [0, {}", bound))
+                         .file(c.source())
+                         .field("train.decay_steps")
+                         .got(fmt::format("{} (train.steps {}, train.warmup_steps {})", s.decay_steps, s.steps, s.warmup_steps)));
+  }
+  return spans;
+}
+
+std::vector<ScheduleSpan> schedule_spans(const TrainerSettings& s, const TrainingMethod& method, const Config& c) {
+  if (!s.schedule_per_phase) return check_schedule_spans(s, {{0, s.steps}}, c);
+  // Phases follow one another in step order, so each one's end is found by bisection: a run of
+  // any length is scanned in a few calls per phase.
+  std::vector<ScheduleSpan> spans;
+  for (int64_t first = 0; first < s.steps;) {
+    const int64_t phase = method.phase_of(first);
+    int64_t inside = first, beyond = s.steps;
+    while (beyond - inside > 1) {
+      const int64_t middle = inside + (beyond - inside) / 2;
+      (method.phase_of(middle) == phase ? inside : beyond) = middle;
+    }
+    spans.push_back({first, beyond});
+    first = beyond;
+  }
+  return check_schedule_spans(s, std::move(spans), c);
+}
+
+double lr_factor(const TrainerSettings& s, const std::vector<ScheduleSpan>& spans, int64_t step) {
+  const auto span = *std::prev(std::upper_bound(spans.begin(), spans.end(), step, [](int64_t value, const ScheduleSpan& x) { return value < x.first; }));
+  const int64_t local = step - span.first, length = span.end - span.first;
+  if (local < s.warmup_steps) return static_cast<double>(local + 1) / static_cast<double>(s.warmup_steps);
+  if (s.schedule == LrSchedule::constant) return 1.0;
+  const int64_t decay = s.decay_steps > 0 ? s.decay_steps : length - s.warmup_steps, start = length - decay;
+  if (local < start) return 1.0;
+  const double progress = static_cast<double>(local - start) / static_cast<double>(std::max<int64_t>(decay, 1));
+  return s.schedule == LrSchedule::cosine ? 0.5 * (1.0 + std::cos(M_PI * progress)) : 1.0 - progress;
 }
 
 // The logged values (sums over the interval's steps) as means over every rank's rows: each rank's
@@ -297,6 +346,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
   // with a phase (progressive distillation's rounds), so it is asked for where it is used.
   const bool has_generator = method.generator() != nullptr;
   const auto s = settings_from(config, has_generator);
+  const auto schedule = schedule_spans(s, method, config);
   const auto optimizer_spec = optimizer_spec_from(config);
   const auto& out = options.out_dir;
   // Before anything is written: a refused run leaves no directory to resume.
@@ -470,7 +520,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
     torch::manual_seed(fnv1a64(fmt::format("{}:step:{}", s.seed, step)));
     context.step = step;
     context.phase = phase;
-    context.lr_factor_ = lr_factor(s, step);
+    context.lr_factor_ = lr_factor(s, schedule, step);
     try {
       std::optional<Bfloat16Autocast> autocast;
       if (s.bf16) autocast.emplace(context.device.type());
@@ -523,7 +573,7 @@ void run_trainer(TrainingMethod& method, const Config& config, const TrainingRun
       const double seconds = std::chrono::duration<double>(trained_until - interval_start).count();
       line = {{"step", state.step},
               {"images", state.step * s.batch * context.world_size},
-              {"lr_factor", lr_factor(s, step)},
+              {"lr_factor", lr_factor(s, schedule, step)},
               {"nonfinite_skips", state.nonfinite_skips},
               {"sec_per_step", seconds / static_cast<double>(interval_steps)},
               {"timestamp", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()}};
