@@ -203,7 +203,7 @@ RecordSummary record_trajectories(const RecordOptions& o) {
       const auto batch = sampler.run(indices, &collector);
       states.push_back(collector.states());
       if (o.denoised) denoised.push_back(collector.denoised());
-      labels.push_back(batch.labels.defined() ? batch.labels.cpu() : torch::full({static_cast<int64_t>(indices.size())}, -1, torch::kInt64));
+      labels.push_back(torch::tensor(recorded_labels(settings, indices), torch::kInt64));
       progress.advance(static_cast<int64_t>(indices.size()));
     }
     ShardContents contents{torch::cat(states), o.denoised ? torch::cat(denoised) : at::Tensor(),

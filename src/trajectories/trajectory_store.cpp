@@ -205,6 +205,12 @@ uint32_t file_crc32(const std::filesystem::path& path) {
   return static_cast<uint32_t>(crc);
 }
 
+std::vector<int64_t> recorded_labels(const StoreSettings& settings, const std::vector<int64_t>& sample_indices) {
+  auto labels = labels_for(settings.labels, settings.num_classes, sample_indices);
+  if (labels.empty()) labels.assign(sample_indices.size(), -1);
+  return labels;
+}
+
 void verify_shard(const std::filesystem::path& dir, const ShardEntry& entry, const StoreSettings& settings, bool check_crc) {
   const auto path = dir / entry.file;
   DISTILLERY_CHECK(std::filesystem::exists(path), Error("shard listed in the manifest is missing").file(path.string()).hint("record --resume regenerates it"));
@@ -258,8 +264,7 @@ void verify_shard(const std::filesystem::path& dir, const ShardEntry& entry, con
   // rewritten with its manifest line would otherwise feed a NaN or a foreign label to training.
   std::vector<int64_t> labels(static_cast<size_t>(n));
   file.read_all("labels", H5Type::I64, labels.data());
-  auto expected_labels = labels_for(settings.labels, settings.num_classes, index);
-  if (expected_labels.empty()) expected_labels.assign(static_cast<size_t>(n), -1);
+  const auto expected_labels = recorded_labels(settings, index);
   for (size_t i = 0; i < labels.size(); ++i)
     DISTILLERY_CHECK(labels[i] == expected_labels[i],
                      Error("dataset 'labels' disagrees with the store's label policy").file(path.string())

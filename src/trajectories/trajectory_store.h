@@ -1,5 +1,5 @@
 // defines: set_sampling_request, sampling_request, ShardContents, write_shard, append_manifest,
-//          read_manifest, file_crc32, verify_shard, read_store_settings, inspect_store, StoreReport
+//          read_manifest, file_crc32, recorded_labels, verify_shard, read_store_settings, inspect_store, StoreReport
 // The trajectory store (format v1, docs/formats.md): a directory with `store.json` (the
 // recording's settings, io/store_format), HDF5 shards `shard-NNNNNN.h5` holding a fixed range of sample indices
 // each, and `manifest.jsonl`, one line per finished shard. A shard is complete before its
@@ -45,6 +45,10 @@ std::vector<ShardEntry> read_manifest(const std::filesystem::path& dir, std::vec
 
 uint32_t file_crc32(const std::filesystem::path& path);
 
+// The labels a store records for these sample indices: its label policy's, −1 each where the
+// teacher is unconditional.
+std::vector<int64_t> recorded_labels(const StoreSettings& settings, const std::vector<int64_t>& sample_indices);
+
 // Everything wrong with a store, found without trusting any of it.
 struct StoreReport {
   std::optional<StoreSettings> settings;
@@ -54,11 +58,11 @@ struct StoreReport {
   uint64_t bytes_on_disk = 0;
   std::string summary() const;        // human-readable, for `distillery inspect`
 };
-// Checks store.json, every manifest line, every shard's checksum, attributes, datasets and
-// sample indices, and coverage (gaps, duplicates, strays).
 // store.json of the store in `dir`; Error naming the file unless it is a readable, valid one.
 StoreSettings read_store_settings(const std::filesystem::path& dir);
 
+// Checks store.json, every manifest line, every shard's checksum, attributes, datasets and
+// sample indices, and coverage (gaps, duplicates, strays).
 StoreReport inspect_store(const std::filesystem::path& dir);
 
 // Checks one shard file against its manifest entry and the store's settings (checksum,
