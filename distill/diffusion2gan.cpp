@@ -1,6 +1,7 @@
 #include "distill/diffusion2gan.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include <cmath>
@@ -8,9 +9,11 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "distill/common/discriminator.h"
 #include "distill/common/discriminator_heads.h"
 #include "distill/common/distances.h"
+#include "distill/common/paired_augmentation.h"
 #include "distill/common/store_pairs.h"
 #include "models/network_denoiser.h"
 #include "train/trainer.h"
@@ -23,6 +26,9 @@ void add_diffusion2gan_fields(ConfigSchema& s) {
   s.add({"diffusion2gan.store", ConfigType::String, "trajectory store of the teacher: its noise and final states are the (noise, image) pairs", "\"\""});
   add_distance_fields(s, "diffusion2gan");
   s.add({"diffusion2gan.regression_weight", ConfigType::Float, "weight of the regression d(G(z), x_ODE)", "1"}, NumberRange::at_least(0));
+  s.add({"diffusion2gan.ensemble", ConfigType::Bool,
+         "the paper's ensembled distance (E-LatentLPIPS): both images of the regression get the same random DiffAugment colour, "
+         "translation and cutout each step", "false"});
   s.add({"diffusion2gan.features", ConfigType::String,
          "the discriminator's frozen network: the teacher (its features of each image, and of its noise as the ODE's start), or a Fashion-MNIST "
          "classifier (diffusion2gan.classifier; its features of each image and of its unit noise; adversarial.taps among conv1, conv2, conv3, features)",
@@ -105,10 +111,18 @@ std::unique_ptr<TrainingMethod> make_diffusion2gan(const Config& config, const s
   const double weight = config.get_float("diffusion2gan.regression_weight");
   if (weight > 0) {
     auto distance = distance_from(config, "diffusion2gan", parts.student->sample_shape(), device);
+    const bool ensemble = config.get_bool("diffusion2gan.ensemble");
+    const auto shape = parts.student->sample_shape();
+    DISTILLERY_CHECK(!ensemble || shape.size() == 3, Error("the ensembled distance augments images").file(config.source()).field("diffusion2gan.ensemble")
+                                                         .expected("samples of shape [C, H, W]").got(fmt::format("[{}]", fmt::join(shape, ", "))));
     // The regression's target is the real side of the batch: the pair's image.
-    parts.generator_term = [distance, weight](const at::Tensor& generated, const AdversarialBatch& batch, const StepContext&,
-                                              std::map<std::string, double>& stats) {
-      const auto regression = distance(generated, batch.real).mean();
+    parts.generator_term = [distance, weight, ensemble, shape](const at::Tensor& generated, const AdversarialBatch& batch, const StepContext& context,
+                                                               std::map<std::string, double>& stats) {
+      const auto [compared, target] =
+          ensemble ? augment_alike(generated, batch.real,
+                                   draw_paired_augmentations(context.seed, noise_stream::diffusion2gan_augmentation, context.positions(), shape[1], shape[2]))
+                   : std::pair{generated, batch.real};
+      const auto regression = distance(compared, target).mean();
       stats["regression_loss"] = regression.item<double>();
       return weight * regression;
     };

@@ -1,6 +1,7 @@
 // The adversarial family (ADD, LADD, Diffusion2GAN): hinge losses and R1 in closed form, frozen
 // feature networks, one-step students of the mixture against the teacher's one step, and exact
 // resume with the discriminator.
+#include "distill/common/paired_augmentation.h"
 #include "distill_runs.h"
 
 namespace distillery {
@@ -204,6 +205,9 @@ TEST(Diffusion2Gan, OneStepStudentOfTheMixtureBeatsTheOneStepTeacherInSlicedWass
   // Measured: 1.139 and 0.249; the bound is the LADD test's.
   EXPECT_LT(student_sw, teacher_sw / 2);
   EXPECT_TRUE(stats_lines(run.options.out_dir).back().contains("regression_loss"));
+  // The ensembled distance augments images; the mixture's points are not.
+  const auto points = diffusion2gan_mixture_run(dir, "points", teacher_dir, dir / "store", 1, {"diffusion2gan.ensemble=true"});
+  testing::expect_error_mentioning<Error>([&] { run_distillation(points.options, points.teacher); }, {"the ensembled distance augments images", "[2]"});
 }
 
 TEST(Diffusion2Gan, TheDiscriminatorSeesEachImageWithItsNoise) {
@@ -252,6 +256,59 @@ TEST(Diffusion2Gan, TheClassifierDiscriminatorSeesEachImageWithItsNoise) {
     EXPECT_TRUE(torch::allclose(paired.at(name).slice(1, half), of_noise.at(name))) << name;
   }
   EXPECT_THROW(features.read(x, {}, {}, StepContext{}, true), Error);
+}
+
+// The ensembled distance's augmentation against a pixel-by-pixel reading of its definition, at
+// an odd size in two channels: brightness, contrast about the image's mean, a whole-pixel shift
+// with zeros shifted in, and a zeroed square of half the side.
+TEST(Diffusion2Gan, TheEnsembledDistanceAugmentsBothImagesAlikeAsDiffAugmentDefinesIt) {
+  const int64_t h = 16, w = 20;
+  const std::vector<int64_t> positions = {10, 11, 12, 13, 14};
+  const auto draws = draw_paired_augmentations(3, noise_stream::diffusion2gan_augmentation, positions, h, w);
+  torch::manual_seed(5);
+  const auto a = torch::randn({5, 2, h, w}, torch::kFloat64).requires_grad_(true), b = torch::randn({5, 2, h, w}, torch::kFloat64);
+  const auto [augmented_a, augmented_b] = augment_alike(a, b, draws);
+  const auto reference = [&](const at::Tensor& images) {
+    auto out = torch::zeros_like(images);
+    for (int64_t n = 0; n < 5; ++n) {
+      const auto& d = draws[static_cast<size_t>(n)];
+      auto z = images[n].detach() + d.brightness;
+      z = (z - z.mean()) * d.contrast + z.mean();
+      for (int64_t i = 0; i < h; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+          const int64_t si = i - d.shift_y, sj = j - d.shift_x;
+          const bool cut = i >= d.cutout_y - 4 && i < d.cutout_y + 4 && j >= d.cutout_x - 5 && j < d.cutout_x + 5;  // 8 × 10
+          if (si >= 0 && si < h && sj >= 0 && sj < w && !cut) out.index_put_({n, torch::indexing::Slice(), i, j}, z.index({torch::indexing::Slice(), si, sj}));
+        }
+    }
+    return out;
+  };
+  EXPECT_TRUE(torch::allclose(augmented_a.detach(), reference(a), 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(augmented_b, reference(b), 1e-12, 1e-12));
+  // Differentiable: the gradient reaches every pixel that stays in view.
+  augmented_a.sum().backward();
+  EXPECT_GT(a.grad().ne(0).sum().item<int64_t>(), 0);
+  // Keyed by position: a batch of two rows draws what the batch of five drew for them.
+  const auto some = draw_paired_augmentations(3, noise_stream::diffusion2gan_augmentation, {12, 13}, h, w);
+  for (size_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(some[r].shift_y, draws[r + 2].shift_y);
+    EXPECT_EQ(some[r].cutout_x, draws[r + 2].cutout_x);
+    EXPECT_EQ(some[r].contrast, draws[r + 2].contrast);
+  }
+  // Over many rows every shift in ±⌊size/8 + ½⌋ and every cutout centre in [0, size] is drawn.
+  std::vector<int64_t> many(2000);
+  std::iota(many.begin(), many.end(), 0);
+  std::set<int64_t> shifts_y, shifts_x, centres_y, centres_x;
+  for (const auto& d : draw_paired_augmentations(7, noise_stream::diffusion2gan_augmentation, many, h, w)) {
+    shifts_y.insert(d.shift_y), shifts_x.insert(d.shift_x), centres_y.insert(d.cutout_y), centres_x.insert(d.cutout_x);
+    EXPECT_TRUE(d.brightness >= -0.5 && d.brightness < 0.5 && d.contrast >= 0.5 && d.contrast < 1.5);
+  }
+  EXPECT_EQ(shifts_y, (std::set<int64_t>{-2, -1, 0, 1, 2}));
+  EXPECT_EQ(shifts_x, (std::set<int64_t>{-3, -2, -1, 0, 1, 2, 3}));
+  EXPECT_EQ(*centres_y.begin(), 0);
+  EXPECT_EQ(*centres_y.rbegin(), h);
+  EXPECT_EQ(centres_y.size(), static_cast<size_t>(h + 1));
+  EXPECT_EQ(centres_x.size(), static_cast<size_t>(w + 1));
 }
 
 }  // namespace

@@ -67,6 +67,7 @@ inline constexpr uint64_t adversarial_student_noise = 6001;  //   and the noise 
 inline constexpr uint64_t adversarial_real_flip = 6002;      //   flips of real images
 inline constexpr uint64_t ladd_real_sigma = 6003, ladd_real_noise = 6004, ladd_fake_sigma = 6005, ladd_fake_noise = 6006;  // LADD: the noise the discriminator's teacher sees
 inline constexpr uint64_t add_distill_sigma = 6007, add_distill_noise = 6008;  // ADD: the teacher's re-noising of generated images
+inline constexpr uint64_t diffusion2gan_augmentation = 6010;  // Diffusion2GAN: + k (< 6), the ensembled distance's augmentation parameters
 inline constexpr uint64_t msd_score_matching_sigma = 6100, msd_score_matching_noise = 6101, msd_score_matching_flip = 6102;  // MSD: teacher score matching of a smaller student
 inline constexpr uint64_t sliced_wasserstein_directions = 7000;  // evaluation: the sliced Wasserstein distance's projections
 inline constexpr uint64_t classifier_flip = 7100;     // the evaluation classifier's training: flips of its images
@@ -117,6 +118,7 @@ inline constexpr Range kRanges[] = {{initial, 1},
                                     {ladd_fake_noise, 1},
                                     {add_distill_sigma, 1},
                                     {add_distill_noise, 1},
+                                    {diffusion2gan_augmentation, 6},
                                     {msd_score_matching_sigma, 1},
                                     {msd_score_matching_noise, 1},
                                     {msd_score_matching_flip, 1},
