@@ -37,15 +37,15 @@ at::Tensor augment(const at::Tensor& x, const std::vector<PairedAugmentation>& d
   // Translation: read each output pixel from the zero-padded image, shifted by the row's draw.
   const int64_t sy = max_shift(h), sx = max_shift(w), padded_w = w + 2 * sx;
   const auto padded = torch::nn::functional::pad(y, torch::nn::functional::PadFuncOptions({sx, sx, sy, sy}));
-  const auto rows = torch::arange(h, whole).view({1, h, 1}) + sy - per_row(draws, &PairedAugmentation::shift_y, whole).view({n, 1, 1});
-  const auto cols = torch::arange(w, whole).view({1, 1, w}) + sx - per_row(draws, &PairedAugmentation::shift_x, whole).view({n, 1, 1});
+  const auto r = torch::arange(h, whole).view({1, h, 1}), q = torch::arange(w, whole).view({1, 1, w});
+  const auto rows = r + sy - per_row(draws, &PairedAugmentation::shift_y, whole).view({n, 1, 1});
+  const auto cols = q + sx - per_row(draws, &PairedAugmentation::shift_x, whole).view({n, 1, 1});
   const auto source = (rows * padded_w + cols).view({n, 1, h * w}).expand({n, c, h * w});
   y = padded.flatten(2).gather(2, source).view({n, c, h, w});
   // Cutout: a square of half the side, zeroed.
   const int64_t ch = cutout_size(h), cw = cutout_size(w);
   const auto top = per_row(draws, &PairedAugmentation::cutout_y, whole).view({n, 1, 1}) - ch / 2;
   const auto left = per_row(draws, &PairedAugmentation::cutout_x, whole).view({n, 1, 1}) - cw / 2;
-  const auto r = torch::arange(h, whole).view({1, h, 1}), q = torch::arange(w, whole).view({1, 1, w});
   const auto inside = (r >= top) & (r < top + ch) & (q >= left) & (q < left + cw);
   return y * torch::logical_not(inside).unsqueeze(1).to(real.dtype());
 }
