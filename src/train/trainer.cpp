@@ -186,7 +186,23 @@ struct ScheduleSpan {
   int64_t first, end;
 };
 
-std::vector<ScheduleSpan> check_schedule_spans(const TrainerSettings& s, std::vector<ScheduleSpan> spans, const Config& c) {
+std::vector<ScheduleSpan> schedule_spans(const TrainerSettings& s, const TrainingMethod& method, const Config& c) {
+  std::vector<ScheduleSpan> spans{{0, s.steps}};
+  if (s.schedule_per_phase) {
+    // Phases follow one another in step order, so each one's end is found by bisection: a run of
+    // any length is scanned in a few calls per phase.
+    spans.clear();
+    for (int64_t first = 0; first < s.steps;) {
+      const int64_t phase = method.phase_of(first);
+      int64_t inside = first, beyond = s.steps;
+      while (beyond - inside > 1) {
+        const int64_t middle = inside + (beyond - inside) / 2;
+        (method.phase_of(middle) == phase ? inside : beyond) = middle;
+      }
+      spans.push_back({first, beyond});
+      first = beyond;
+    }
+  }
   for (const auto& span : spans) {
     const int64_t room = span.end - span.first - s.warmup_steps;
     const auto bound = s.schedule_per_phase ? fmt::format("the phase's steps - train.warmup_steps] = [0, {}] for the phase of steps {}..{}", room,
@@ -198,24 +214,6 @@ std::vector<ScheduleSpan> check_schedule_spans(const TrainerSettings& s, std::ve
                          .got(fmt::format("{} (train.steps {}, train.warmup_steps {})", s.decay_steps, s.steps, s.warmup_steps)));
   }
   return spans;
-}
-
-std::vector<ScheduleSpan> schedule_spans(const TrainerSettings& s, const TrainingMethod& method, const Config& c) {
-  if (!s.schedule_per_phase) return check_schedule_spans(s, {{0, s.steps}}, c);
-  // Phases follow one another in step order, so each one's end is found by bisection: a run of
-  // any length is scanned in a few calls per phase.
-  std::vector<ScheduleSpan> spans;
-  for (int64_t first = 0; first < s.steps;) {
-    const int64_t phase = method.phase_of(first);
-    int64_t inside = first, beyond = s.steps;
-    while (beyond - inside > 1) {
-      const int64_t middle = inside + (beyond - inside) / 2;
-      (method.phase_of(middle) == phase ? inside : beyond) = middle;
-    }
-    spans.push_back({first, beyond});
-    first = beyond;
-  }
-  return check_schedule_spans(s, std::move(spans), c);
 }
 
 double lr_factor(const TrainerSettings& s, const std::vector<ScheduleSpan>& spans, int64_t step) {
